@@ -1,0 +1,32 @@
+//! Switchyard's domain: the wire contract of `PROTOCOL.md`, provider configs and their
+//! validation.
+//!
+//! Code map:
+//! - [`protocol`]: commands, events, error codes and NATS subjects, with exactly the
+//!   field names of `PROTOCOL.md` (serde).
+//! - [`provider`]: provider types, the provider config (draft → validated spec → stored
+//!   config), field-level validation, and the [`ApiKey`] secret type that masks itself.
+//! - [`ids`]: newtypes for identifiers (`ConfigId`, `RequestId`, `Tenant`).
+//!
+//! Invariants:
+//! - This crate performs no I/O and depends on no async runtime, database, HTTP or NATS
+//!   client (`tests/it/architecture.rs` checks it). Time is passed in, never read.
+//! - A [`provider::ProviderSpec`] only exists after [`provider::ProviderConfigDraft::validate`]
+//!   accepted every field.
+
+pub mod ids;
+pub mod kind;
+pub mod protocol;
+pub mod provider;
+
+pub use ids::{ConfigId, IdError, RequestId, Tenant};
+pub use kind::Kind;
+pub use protocol::{
+    Attempt, AttemptResult, Command, CommandEnvelope, CommandError, CommandInput, ConfigRef,
+    ErrorCode, ErrorInfo, Event, EventBody, EventType, ImageRef, Message, Output, OutputImage,
+    ProviderRef, ProviderSelector, Route, Routing, SkipReason, Skipped, Strategy, Subjects, Usage,
+};
+pub use provider::{
+    ApiKey, BreakerSettings, CostTable, FieldError, MockOptions, ProviderConfig,
+    ProviderConfigDraft, ProviderSpec, ProviderType, RateLimit, Supports, ValidationError,
+};

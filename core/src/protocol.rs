@@ -1,0 +1,22 @@
+//! The wire contract of `PROTOCOL.md`: commands (§2), events (§3), error codes and
+//! NATS subjects (§1). Field names are exactly those of the protocol; additions are
+//! optional fields only, so existing clients keep working.
+
+mod command;
+mod error_code;
+mod event;
+mod subjects;
+
+pub use command::{
+    Command, CommandEnvelope, CommandError, CommandInput, ConfigRef, ImageRef, MAX_COMMAND_BYTES,
+    Message, ProviderSelector, Route, Strategy,
+};
+pub use error_code::{ErrorCode, ErrorInfo};
+pub use event::{
+    Attempt, AttemptResult, Event, EventBody, EventType, Output, OutputImage, ProviderRef, Routing,
+    SkipReason, Skipped, Usage,
+};
+pub use subjects::Subjects;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;

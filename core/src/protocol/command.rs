@@ -1,0 +1,538 @@
+//! Generation commands (PROTOCOL.md §2): what upstream services publish on
+//! `switchyard.cmd.<kind>`.
+//!
+//! Parsing happens in two steps so that bad input loses nothing: [`CommandEnvelope`]
+//! pulls out only what an event subject needs (a command without it goes to the DLQ),
+//! then [`Command`] parses the whole body and [`Command::validate`] checks the semantic
+//! rules. Any failure after the envelope is an `invalid_request` for that request.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{
+    ids::{RequestId, Tenant},
+    kind::Kind,
+    provider::{FieldError, ProviderType, ValidationError},
+};
+
+/// Commands larger than this are refused (NATS messages are capped at 1 MiB as well).
+pub const MAX_COMMAND_BYTES: usize = 1024 * 1024;
+
+/// The least a command must carry to be answered on an event subject.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CommandEnvelope {
+    /// The idempotency key.
+    pub request_id: RequestId,
+    /// Scopes the event subjects.
+    pub tenant: Tenant,
+    /// Where the terminal event is also sent, if the client asked.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+}
+
+impl CommandEnvelope {
+    /// Parses the envelope out of a raw command body.
+    ///
+    /// # Errors
+    /// A message for the DLQ when the body is not JSON, or lacks a valid `request_id`
+    /// or `tenant`.
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| "body is not a JSON object".to_owned())?;
+        for field in ["request_id", "tenant"] {
+            match object.get(field) {
+                None | Some(Value::Null) => return Err(format!("missing {field}")),
+                Some(Value::String(s)) => {
+                    crate::ids::check_subject_token(s)
+                        .map_err(|e| format!("{field} is invalid: {e}"))?;
+                }
+                Some(_) => return Err(format!("{field} must be a string")),
+            }
+        }
+        serde_json::from_value(value).map_err(|e| format!("envelope: {e}"))
+    }
+}
+
+/// A generation command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// Protocol version (default 1).
+    #[serde(default = "default_version")]
+    pub v: u32,
+    /// Client-chosen unique id; the idempotency key together with `tenant`.
+    pub request_id: RequestId,
+    /// Who pays; whose quota is used.
+    pub tenant: Tenant,
+    /// End user inside the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// What is asked for; must equal the `<kind>` of the subject.
+    pub kind: Kind,
+    /// The capability input.
+    pub input: CommandInput,
+    /// Routing hints.
+    #[serde(default)]
+    pub route: Route,
+    /// Provider-specific pass-through.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub params: Map<String, Value>,
+    /// May answer from an identical earlier request's result.
+    #[serde(default)]
+    pub cache: bool,
+    /// 1 = urgent … 10 = background (default 5).
+    #[serde(default = "default_priority")]
+    pub priority: i64,
+    /// Fail with `timeout` when not done within this many ms of acceptance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<i64>,
+    /// The terminal event is also core-published here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// Free-form client metadata, stored with the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+fn default_version() -> u32 {
+    super::PROTOCOL_VERSION
+}
+
+fn default_priority() -> i64 {
+    5
+}
+
+/// The `input` object; which fields apply depends on the kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommandInput {
+    /// Image kinds: what to draw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Image kinds: what to avoid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    /// Image kinds: how many images (1–10, default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<i64>,
+    /// Image kinds: `WxH` or a provider size token such as `2K`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// Image kinds: e.g. `16:9`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aspect_ratio: Option<String>,
+    /// Image kinds: provider quality setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<String>,
+    /// Image kinds: provider style setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<String>,
+    /// Image kinds: generation seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// Image kinds: `png`, `jpeg` or `webp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_format: Option<String>,
+    /// `image.edit`: 1–10 input images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<ImageRef>>,
+    /// `image.edit`: optional mask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<ImageRef>,
+    /// `text.generate`: the conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<Message>>,
+    /// `text.generate`: system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// `text.generate`: output token cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<i64>,
+    /// `text.generate`: sampling temperature (0–2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// `text.generate`: nucleus sampling (0–1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// `text.generate`: stop sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<String>>,
+    /// `text.generate`: emit `chunk` events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+}
+
+/// An input image: exactly one of `url`, `artifact_id` or `b64` (with `mime`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// Fetched by the runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// An artifact already in the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_id: Option<String>,
+    /// Inline base64 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b64: Option<String>,
+    /// Mime type of `b64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime: Option<String>,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: Role,
+    /// The text.
+    pub content: String,
+}
+
+/// Who speaks in a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Instructions.
+    System,
+    /// The end user.
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// Routing hints (`route`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Use exactly this instance: its id or unique name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_id: Option<ConfigRef>,
+    /// `auto` or one provider type.
+    #[serde(default)]
+    pub provider: ProviderSelector,
+    /// Only instances serving this model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// How candidates are ordered.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// On a retryable failure, try the next candidate.
+    #[serde(default = "default_true")]
+    pub fallback: bool,
+    /// Attempts over all candidates (1–10, default 3).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i64,
+}
+
+impl Default for Route {
+    fn default() -> Self {
+        Self {
+            config_id: None,
+            provider: ProviderSelector::Auto,
+            model: None,
+            strategy: Strategy::Priority,
+            fallback: true,
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_max_attempts() -> i64 {
+    3
+}
+
+/// `route.config_id`: an integer id or a unique config name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigRef {
+    /// The config's database id.
+    Id(i64),
+    /// The config's unique name.
+    Name(String),
+}
+
+/// `route.provider`: `auto` or a provider type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ProviderSelector {
+    /// Any instance.
+    #[default]
+    Auto,
+    /// Only instances of this type.
+    Type(ProviderType),
+}
+
+impl TryFrom<String> for ProviderSelector {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        if value == "auto" {
+            return Ok(Self::Auto);
+        }
+        value.parse::<ProviderType>().map(Self::Type)
+    }
+}
+
+impl From<ProviderSelector> for String {
+    fn from(value: ProviderSelector) -> Self {
+        match value {
+            ProviderSelector::Auto => "auto".to_owned(),
+            ProviderSelector::Type(t) => t.as_str().to_owned(),
+        }
+    }
+}
+
+/// `route.strategy`: how candidates are ordered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Higher priority first; weight breaks ties.
+    #[default]
+    Priority,
+    /// Random, proportional to weight.
+    Weighted,
+    /// Rotate through the candidates.
+    RoundRobin,
+    /// Lowest in-flight / capacity first.
+    LeastBusy,
+    /// Lowest observed latency (EWMA) first; unknown instances first of all.
+    Latency,
+    /// Cheapest estimated cost for this request first.
+    Cost,
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CommandError {
+    /// The body is larger than [`MAX_COMMAND_BYTES`].
+    #[error("command is {0} bytes, more than the 1 MiB limit")]
+    TooLarge(usize),
+    /// The body did not parse as a command.
+    #[error("command does not parse: {0}")]
+    Malformed(String),
+    /// The command parsed but breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+}
+
+impl Command {
+    /// Parses a raw body (after [`CommandEnvelope::parse`] has accepted it).
+    ///
+    /// # Errors
+    /// [`CommandError::TooLarge`] or [`CommandError::Malformed`].
+    pub fn parse(body: &[u8]) -> Result<Self, CommandError> {
+        if body.len() > MAX_COMMAND_BYTES {
+            return Err(CommandError::TooLarge(body.len()));
+        }
+        serde_json::from_slice(body).map_err(|e| CommandError::Malformed(e.to_string()))
+    }
+
+    /// Parses and validates; `subject_kind` is the `<kind>` of the subject it came on.
+    ///
+    /// # Errors
+    /// Any [`CommandError`].
+    pub fn parse_and_validate(
+        body: &[u8],
+        subject_kind: Option<Kind>,
+    ) -> Result<Self, CommandError> {
+        let command = Self::parse(body)?;
+        command.validate(subject_kind)?;
+        Ok(command)
+    }
+
+    /// Checks the semantic rules of PROTOCOL.md §2, collecting every problem.
+    ///
+    /// # Errors
+    /// [`ValidationError`] naming each bad field.
+    pub fn validate(&self, subject_kind: Option<Kind>) -> Result<(), ValidationError> {
+        let mut errors = Vec::new();
+        let mut bad = |path: &str, message: String| errors.push(FieldError::new(path, message));
+        if self.v != super::PROTOCOL_VERSION {
+            bad("v", format!("unsupported protocol version {}", self.v));
+        }
+        if let Some(subject_kind) = subject_kind
+            && subject_kind != self.kind
+        {
+            bad(
+                "kind",
+                format!(
+                    "is '{}' but the command came on the '{subject_kind}' subject",
+                    self.kind
+                ),
+            );
+        }
+        if !(1..=10).contains(&self.priority) {
+            bad("priority", format!("must be 1–10, got {}", self.priority));
+        }
+        if let Some(deadline) = self.deadline_ms
+            && deadline <= 0
+        {
+            bad("deadline_ms", format!("must be > 0, got {deadline}"));
+        }
+        if !(1..=10).contains(&self.route.max_attempts) {
+            bad(
+                "route.max_attempts",
+                format!("must be 1–10, got {}", self.route.max_attempts),
+            );
+        }
+        if let Some(reply_to) = &self.reply_to
+            && (reply_to.is_empty() || reply_to.contains(char::is_whitespace))
+        {
+            bad(
+                "reply_to",
+                "must be a NATS subject without spaces".to_owned(),
+            );
+        }
+        let input = &self.input;
+        match self.kind {
+            Kind::ImageGenerate | Kind::ImageEdit => {
+                validate_image_input(input, self.kind, &mut bad)
+            }
+            Kind::TextGenerate => validate_text_input(input, &mut bad),
+        }
+        ValidationError::from_errors(errors)
+    }
+
+    /// How many images are asked for (1 when unset).
+    pub fn image_count(&self) -> u32 {
+        self.input
+            .n
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(1)
+    }
+}
+
+fn validate_image_input(input: &CommandInput, kind: Kind, bad: &mut impl FnMut(&str, String)) {
+    match input.prompt.as_deref().map(str::trim) {
+        None => bad("input.prompt", "is required".to_owned()),
+        Some("") => bad("input.prompt", "must not be empty".to_owned()),
+        Some(_) => {}
+    }
+    if let Some(n) = input.n
+        && !(1..=10).contains(&n)
+    {
+        bad("input.n", format!("must be 1–10, got {n}"));
+    }
+    if let Some(size) = &input.size
+        && !is_valid_size(size)
+    {
+        bad(
+            "input.size",
+            format!("'{size}' is neither WxH (e.g. 1024x1024) nor a size token (e.g. 2K)"),
+        );
+    }
+    if let Some(format) = &input.output_format
+        && !matches!(format.as_str(), "png" | "jpeg" | "webp")
+    {
+        bad(
+            "input.output_format",
+            format!("must be png, jpeg or webp, got '{format}'"),
+        );
+    }
+    match (kind, &input.images) {
+        (Kind::ImageEdit, None) => bad("input.images", "is required for image.edit".to_owned()),
+        (Kind::ImageEdit, Some(images)) if images.is_empty() || images.len() > 10 => bad(
+            "input.images",
+            format!("must hold 1–10 images, got {}", images.len()),
+        ),
+        (Kind::ImageEdit, Some(images)) => {
+            for (i, image) in images.iter().enumerate() {
+                if let Err(message) = image.check() {
+                    bad(&format!("input.images[{i}]"), message);
+                }
+            }
+        }
+        (_, Some(_)) => bad("input.images", "is only valid for image.edit".to_owned()),
+        (_, None) => {}
+    }
+    if let Some(mask) = &input.mask {
+        if kind != Kind::ImageEdit {
+            bad("input.mask", "is only valid for image.edit".to_owned());
+        } else if let Err(message) = mask.check() {
+            bad("input.mask", message);
+        }
+    }
+}
+
+fn validate_text_input(input: &CommandInput, bad: &mut impl FnMut(&str, String)) {
+    match &input.messages {
+        None => bad("input.messages", "is required for text.generate".to_owned()),
+        Some(messages) if messages.is_empty() => {
+            bad(
+                "input.messages",
+                "must hold at least one message".to_owned(),
+            );
+        }
+        Some(messages) if messages.iter().all(|m| m.content.trim().is_empty()) => {
+            bad("input.messages", "all messages are empty".to_owned());
+        }
+        Some(_) => {}
+    }
+    if let Some(max_tokens) = input.max_tokens
+        && max_tokens <= 0
+    {
+        bad("input.max_tokens", format!("must be > 0, got {max_tokens}"));
+    }
+    if let Some(t) = input.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        bad("input.temperature", format!("must be 0–2, got {t}"));
+    }
+    if let Some(p) = input.top_p
+        && !(0.0..=1.0).contains(&p)
+    {
+        bad("input.top_p", format!("must be 0–1, got {p}"));
+    }
+}
+
+/// `WxH` with both sides 1–8192, or an alphanumeric size token such as `2K`.
+fn is_valid_size(size: &str) -> bool {
+    if let Some((w, h)) = size.split_once('x') {
+        let side = |s: &str| s.parse::<u32>().is_ok_and(|v| (1..=8192).contains(&v));
+        return side(w) && side(h);
+    }
+    !size.is_empty() && size.len() <= 16 && size.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+impl ImageRef {
+    /// Checks that exactly one source is given.
+    ///
+    /// # Errors
+    /// A message saying what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        let given = [
+            self.url.is_some(),
+            self.artifact_id.is_some(),
+            self.b64.is_some(),
+        ]
+        .into_iter()
+        .filter(|g| *g)
+        .count();
+        if given != 1 {
+            return Err("must have exactly one of url, artifact_id or b64".to_owned());
+        }
+        if let Some(url) = &self.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err("url must be http:// or https://".to_owned());
+        }
+        if self.artifact_id.as_deref() == Some("") {
+            return Err("artifact_id must not be empty".to_owned());
+        }
+        if let Some(b64) = &self.b64 {
+            if b64.is_empty() {
+                return Err("b64 must not be empty".to_owned());
+            }
+            if self.mime.is_none() {
+                return Err("b64 needs a mime type".to_owned());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
