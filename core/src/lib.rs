@@ -27,6 +27,7 @@ pub use protocol::{
     ProviderRef, ProviderSelector, Route, Routing, SkipReason, Skipped, Strategy, Subjects, Usage,
 };
 pub use provider::{
-    ApiKey, BreakerSettings, CostTable, FieldError, MockOptions, ProviderConfig,
-    ProviderConfigDraft, ProviderSpec, ProviderType, RateLimit, Supports, ValidationError,
+    ApiKey, BreakerDraft, BreakerSettings, CostTable, FieldError, MockOptions, ProviderConfig,
+    ProviderConfigDraft, ProviderSpec, ProviderType, RateLimit, RateLimitDraft, Supports,
+    ValidationError,
 };

@@ -1,1 +1,24 @@
+//! Switchyard's runtime: everything that touches the world.
+//!
+//! Code map:
+//! - [`settings`]: process settings from `config/switchyard.toml` and `SWITCHYARD_*`
+//!   env (figment), validated at start with messages that name the key.
+//! - [`secrets`]: the master key and AES-256-GCM encryption of API keys at rest.
+//! - [`store`]: one repository API over PostgreSQL and SQLite (sqlx): provider configs,
+//!   tasks, results, parameters, usage, quotas; migrations and config-file seeding.
+//! - [`serve`]: the long-running process (start, migrate, seed, run until shutdown).
+//!
+//! Invariants:
+//! - API keys are stored only encrypted, and leave the store only as
+//!   [`switchyard_core::ApiKey`], which masks itself everywhere but `expose()`.
+//! - Settings are fixed for the process lifetime; provider configs live in the database.
 
+pub mod secrets;
+pub mod serve;
+pub mod settings;
+pub mod store;
+
+pub use secrets::{MasterKey, SecretError};
+pub use serve::{InitError, Runtime, open_store, prepare};
+pub use settings::{Settings, SettingsError};
+pub use store::{Store, StoreError};

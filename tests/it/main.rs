@@ -1,1 +1,17 @@
+//! Integration tests of the `switchyard` package: one test binary (linking is the cost
+//! that dominates on 2 cores). Storage tests run against SQLite and the real
+//! PostgreSQL server, each PostgreSQL test in its own schema.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail by panicking"
+)]
+
+mod architecture;
+mod cli;
+mod protocol;
+mod secrets;
+mod storage;
+mod support;

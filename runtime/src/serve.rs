@@ -1,0 +1,158 @@
+//! Start-up and the long-running process: settings → master key → database
+//! (migrations, key check, seeds) → run until shutdown.
+
+use std::future::Future;
+
+use switchyard_core::ValidationError;
+
+use crate::{
+    secrets::{self, MasterKey, SecretError},
+    settings::{Secret, Settings, SettingsError},
+    store::{ConnectOptions, SeedReport, Store, StoreError},
+};
+
+/// Why the process could not start. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// Settings did not load or validate.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The master key or admin token could not be read or written.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The database already holds encrypted secrets but the key file is gone.
+    #[error(
+        "the master key file {path} is missing, but this database holds secrets encrypted \
+         with a master key; restore the file or set secrets.master_key"
+    )]
+    MasterKeyMissing {
+        /// The configured key file.
+        path: String,
+    },
+    /// The database could not be opened, migrated or checked.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A `[[providers]]` seed is invalid.
+    #[error("invalid [[providers]] seed: {0}")]
+    Seed(ValidationError),
+}
+
+/// An opened runtime: settings, database and admin token, ready to serve.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The process settings.
+    pub settings: Settings,
+    /// The repository.
+    pub store: Store,
+}
+
+/// Resolves the master key, opens and migrates the database, and checks that the key
+/// is the database's. The embedded default generates `data/master.key` on a fresh
+/// database, with a warning.
+///
+/// # Errors
+/// [`InitError`] saying what to fix.
+pub async fn open_store(settings: &Settings) -> Result<Store, InitError> {
+    let options = ConnectOptions {
+        url: settings.database.url.clone(),
+        schema: settings.database.schema.clone(),
+        max_connections: settings.database.max_connections,
+    };
+    let path = &settings.secrets.master_key_file;
+    let store = match &settings.secrets.master_key {
+        Some(key) => Store::connect(&options, MasterKey::from_base64(key.expose())?).await?,
+        None if path.exists() => {
+            let (key, _) = MasterKey::load_or_generate(path, false)?;
+            Store::connect(&options, key).await?
+        }
+        None => {
+            let (key, _) = MasterKey::generate();
+            let store = Store::connect(&options, key).await?;
+            if store.has_master_key_check().await? {
+                return Err(InitError::MasterKeyMissing {
+                    path: path.display().to_string(),
+                });
+            }
+            // Write the key only now that the database is known to be fresh. Another
+            // process may have written it meanwhile: then use that one.
+            let (key, generated) = MasterKey::load_or_generate(path, true)?;
+            if generated {
+                tracing::warn!(
+                    path = %path.display(),
+                    "generated a new master key; back it up: without it stored API keys cannot be read"
+                );
+            }
+            Store::connect(&options, key).await?
+        }
+    };
+    store.check_master_key().await?;
+    Ok(store)
+}
+
+/// Opens the store and applies the `[[providers]]` seeds.
+///
+/// # Errors
+/// [`InitError`] saying what to fix.
+pub async fn prepare(settings: Settings) -> Result<(Runtime, SeedReport), InitError> {
+    let store = open_store(&settings).await?;
+    let report = match store.seed_providers(&settings.providers).await {
+        Ok(report) => report,
+        Err(StoreError::Invalid(e)) => return Err(InitError::Seed(e)),
+        Err(e) => return Err(e.into()),
+    };
+    Ok((Runtime { settings, store }, report))
+}
+
+impl Runtime {
+    /// The admin API token: `admin.token`, else the token file (generated and printed
+    /// once at first start).
+    ///
+    /// # Errors
+    /// [`InitError::Secret`] when the file cannot be read or written.
+    pub fn admin_token(&self) -> Result<Secret, InitError> {
+        if let Some(token) = &self.settings.admin.token {
+            return Ok(token.clone());
+        }
+        let path = &self.settings.admin.token_file;
+        let (token, generated) = secrets::load_or_generate_token(path)?;
+        if generated {
+            // Printed once, on the terminal only (never through the log pipeline), as
+            // PROTOCOL.md §7 promises; it stays readable in the 0600 file.
+            println!(
+                "generated admin token (saved in {}, mode 0600): {token}",
+                path.display()
+            );
+        }
+        Ok(Secret::new(token))
+    }
+
+    /// Runs until `shutdown` resolves, then closes the database cleanly.
+    ///
+    /// # Errors
+    /// [`InitError`] for start-up failures.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), InitError> {
+        let _token = self.admin_token()?;
+        let providers = self.store.list_providers(&Default::default()).await?;
+        let enabled = providers
+            .iter()
+            .filter(|p| p.draft.enabled == Some(true))
+            .count();
+        for invalid in providers
+            .iter()
+            .filter_map(|p| p.config().err().map(|e| (p, e)))
+        {
+            tracing::warn!(config_id = %invalid.0.id, name = invalid.0.name(), error = %invalid.1, "provider config is invalid and will not serve");
+        }
+        tracing::info!(
+            database = %crate::settings::redact_url(&self.settings.database.url),
+            providers = providers.len(),
+            enabled,
+            "switchyard started"
+        );
+        shutdown.await;
+        tracing::info!("shutting down");
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,376 @@
+//! Process settings (PROTOCOL.md §7): `config/switchyard.toml` (or `--config FILE`),
+//! overridden by `SWITCHYARD_<SECTION>__<KEY>` env vars. Unknown keys and bad values
+//! fail at start with a message naming the key. Settings are fixed for the process
+//! lifetime; provider configs live in the database and hot-reload.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::Deserialize;
+use switchyard_core::{FieldError, ProviderConfigDraft, ValidationError};
+
+/// The default config file, relative to the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "config/switchyard.toml";
+
+/// All process settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `[database]`.
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    /// `[bus]`.
+    #[serde(default)]
+    pub bus: BusSettings,
+    /// `[http]`.
+    #[serde(default)]
+    pub http: HttpSettings,
+    /// `[artifacts]`.
+    #[serde(default)]
+    pub artifacts: ArtifactSettings,
+    /// `[secrets]`.
+    #[serde(default)]
+    pub secrets: SecretSettings,
+    /// `[admin]`.
+    #[serde(default)]
+    pub admin: AdminSettings,
+    /// `[[providers]]`: seeds for the database, applied once per name.
+    #[serde(default)]
+    pub providers: Vec<ProviderConfigDraft>,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `sqlite://path` (embedded default) or `postgres://…`.
+    pub url: String,
+    /// PostgreSQL only: the schema to use (created if missing); default `public`.
+    pub schema: Option<String>,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/switchyard.db".to_owned(),
+            schema: None,
+            max_connections: 10,
+        }
+    }
+}
+
+/// `[bus]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusSettings {
+    /// `memory://` (in-process) or `nats://host:port[,nats://…]`.
+    pub url: String,
+    /// Subject prefix; stream names derive from it.
+    pub prefix: String,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        Self {
+            url: "memory://".to_owned(),
+            prefix: "switchyard".to_owned(),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Listen address.
+    pub listen: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+        }
+    }
+}
+
+/// `[artifacts]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArtifactSettings {
+    /// Where images are stored: `file://dir`.
+    pub url: String,
+}
+
+impl Default for ArtifactSettings {
+    fn default() -> Self {
+        Self {
+            url: "file://data/artifacts".to_owned(),
+        }
+    }
+}
+
+/// `[secrets]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretSettings {
+    /// The master key itself (base64 of 32 bytes); wins over the file.
+    pub master_key: Option<Secret>,
+    /// File holding the master key (base64); generated (0600) when missing on a fresh
+    /// database.
+    pub master_key_file: PathBuf,
+}
+
+impl Default for SecretSettings {
+    fn default() -> Self {
+        Self {
+            master_key: None,
+            master_key_file: PathBuf::from("data/master.key"),
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Bearer token of the admin API; wins over the file.
+    pub token: Option<Secret>,
+    /// File holding the admin token; generated (0600) and printed at first start.
+    pub token_file: PathBuf,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            token: None,
+            token_file: PathBuf::from("data/admin.token"),
+        }
+    }
+}
+
+/// A secret setting: never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The plaintext.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file or env could not be read or did not fit the settings' shape.
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    /// The config file named with `--config` does not exist.
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    /// Values have the right shape but are not acceptable.
+    #[error("invalid settings: {0}")]
+    Invalid(ValidationError),
+}
+
+impl Settings {
+    /// Loads `file` (or [`DEFAULT_CONFIG_FILE`] if it exists), then `SWITCHYARD_*` env,
+    /// and validates the result.
+    ///
+    /// # Errors
+    /// [`SettingsError`] naming the bad key.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let mut figment = Figment::new();
+        match file {
+            Some(path) if !path.exists() => {
+                return Err(SettingsError::MissingFile(path.to_owned()));
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE));
+            }
+            None => {}
+        }
+        let settings = Self::extract(figment.merge(env_provider()))?;
+        settings.validate().map_err(SettingsError::Invalid)?;
+        Ok(settings)
+    }
+
+    /// Parses settings from TOML text alone (no env), and validates them.
+    ///
+    /// # Errors
+    /// [`SettingsError`] naming the bad key.
+    pub fn from_toml(text: &str) -> Result<Self, SettingsError> {
+        let settings = Self::extract(Figment::new().merge(Toml::string(text)))?;
+        settings.validate().map_err(SettingsError::Invalid)?;
+        Ok(settings)
+    }
+
+    fn extract(figment: Figment) -> Result<Self, SettingsError> {
+        figment
+            .extract()
+            .map_err(|e| SettingsError::Load(Box::new(e)))
+    }
+
+    /// Checks values that have the right type but are unusable, collecting every
+    /// problem (including each `[[providers]]` entry's field errors).
+    ///
+    /// # Errors
+    /// [`ValidationError`] with one entry per bad key.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut errors = Vec::new();
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            errors.push(FieldError::new(
+                "database.url",
+                format!(
+                    "must start with sqlite:, postgres:// or postgresql://, got '{}'",
+                    redact_url(url)
+                ),
+            ));
+        }
+        if let Some(schema) = &self.database.schema
+            && (schema.is_empty()
+                || !schema
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            errors.push(FieldError::new(
+                "database.schema",
+                "may only contain A-Z, a-z, 0-9 and '_'",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            errors.push(FieldError::new("database.max_connections", "must be > 0"));
+        }
+        let bus = &self.bus.url;
+        if bus != "memory://"
+            && !bus
+                .split(',')
+                .all(|u| u.trim().starts_with("nats://") || u.trim().starts_with("tls://"))
+        {
+            errors.push(FieldError::new(
+                "bus.url",
+                format!(
+                    "must be memory:// or a comma-separated list of nats:// URLs, got '{}'",
+                    redact_url(bus)
+                ),
+            ));
+        }
+        let prefix = &self.bus.prefix;
+        if prefix.is_empty()
+            || prefix.starts_with('.')
+            || prefix.ends_with('.')
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            errors.push(FieldError::new(
+                "bus.prefix",
+                format!(
+                    "'{prefix}' is not a valid subject prefix (A-Z, a-z, 0-9, '_', '-', inner '.')"
+                ),
+            ));
+        }
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            errors.push(FieldError::new(
+                "http.listen",
+                format!(
+                    "'{}' is not an address like 127.0.0.1:8080",
+                    self.http.listen
+                ),
+            ));
+        }
+        if !self.artifacts.url.starts_with("file://") {
+            errors.push(FieldError::new(
+                "artifacts.url",
+                format!("must be a file:// URL, got '{}'", self.artifacts.url),
+            ));
+        }
+        if let Some(key) = &self.secrets.master_key
+            && let Err(e) = crate::secrets::MasterKey::from_base64(key.expose())
+        {
+            errors.push(FieldError::new("secrets.master_key", e.to_string()));
+        }
+        if self
+            .admin
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            errors.push(FieldError::new(
+                "admin.token",
+                "must be at least 16 characters",
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, draft) in self.providers.iter().enumerate() {
+            if let Err(e) = draft.validate() {
+                errors.extend(
+                    e.errors
+                        .into_iter()
+                        .map(|f| FieldError::new(format!("providers[{i}].{}", f.path), f.message)),
+                );
+            }
+            if let Some(name) = &draft.name
+                && !names.insert(name.clone())
+            {
+                errors.push(FieldError::new(
+                    format!("providers[{i}].name"),
+                    format!("'{name}' is used by an earlier entry"),
+                ));
+            }
+        }
+        ValidationError::from_errors(errors)
+    }
+}
+
+/// `SWITCHYARD_<SECTION>__<KEY>`; variables without `__` (such as `SWITCHYARD_CONFIG`)
+/// are not settings and are left alone.
+fn env_provider() -> Env {
+    Env::prefixed("SWITCHYARD_")
+        .filter(|key| key.as_str().contains("__"))
+        .split("__")
+}
+
+/// A URL with any password replaced, for error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

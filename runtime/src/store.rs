@@ -1,0 +1,308 @@
+//! One repository API over PostgreSQL (production) and SQLite (embedded default).
+//!
+//! Each query is written once with `$N` placeholders, which both drivers accept, and
+//! runs on whichever pool the URL chose: [`on_pool!`] expands the same code for each
+//! driver so that types are checked per database. Column types are chosen so that one
+//! Rust type decodes from both (`BIGINT`/`INTEGER` → `i64`, `JSONB`/`TEXT` → JSON,
+//! `TIMESTAMPTZ`/`TEXT` → `DateTime<Utc>`).
+//!
+//! Hazards: migrations live in two folders (`migrations/postgres`, `migrations/sqlite`)
+//! that must stay in step; only the PostgreSQL one may hold NOTIFY triggers.
+
+mod providers;
+mod seed;
+mod tasks;
+mod usage;
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    PgPool, SqlitePool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
+};
+use switchyard_core::{ConfigId, ValidationError};
+
+use crate::secrets::{MasterKey, SecretError};
+
+pub use providers::{ProviderFilter, ProviderRecord};
+pub use seed::SeedReport;
+pub use tasks::{NewTask, NewTaskResult, Task, TaskInsert, TaskResult, TaskStatus};
+pub use usage::{Quota, QuotaPeriod, UsageRecord, UsageSummaryRow};
+
+/// Runs `$body` with `$pool` bound to the concrete pool of whichever database is in use.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Postgres($pool) => $body,
+            $crate::store::Pool::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database URL is not usable.
+    #[error("bad database url: {0}")]
+    BadUrl(String),
+    /// Another provider config already has this name.
+    #[error("a provider config named '{0}' already exists")]
+    NameTaken(String),
+    /// No provider config with this id.
+    #[error("provider config {0} not found")]
+    NotFound(ConfigId),
+    /// The config changed since it was read (optimistic concurrency).
+    #[error("provider config {id} is at version {actual}, not {expected}")]
+    VersionConflict {
+        /// The config.
+        id: ConfigId,
+        /// The version the caller read.
+        expected: i64,
+        /// The version in the database.
+        actual: i64,
+    },
+    /// The config does not validate.
+    #[error("invalid provider config: {0}")]
+    Invalid(#[from] ValidationError),
+    /// A stored secret could not be decrypted.
+    #[error("provider config {id}: {source}")]
+    Secret {
+        /// The config whose key failed.
+        id: ConfigId,
+        /// Why.
+        #[source]
+        source: SecretError,
+    },
+    /// A stored value could not be read back.
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The master key does not match the one the database was set up with.
+    #[error(
+        "the master key does not match the one this database's secrets were encrypted with; \
+         restore the original key (secrets.master_key or secrets.master_key_file)"
+    )]
+    WrongMasterKey,
+}
+
+impl StoreError {
+    fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+/// The repository: provider configs, tasks, results, parameters, usage and quotas.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+    key: MasterKey,
+}
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// `sqlite://path`, `sqlite::memory:` or `postgres://…`.
+    pub url: String,
+    /// PostgreSQL schema (created if missing).
+    pub schema: Option<String>,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+impl Store {
+    /// Connects (creating the SQLite file and its directory if needed) and applies
+    /// pending migrations. Does not check the master key; see [`Store::check_master_key`].
+    ///
+    /// # Errors
+    /// [`StoreError::BadUrl`], [`StoreError::Database`] or [`StoreError::Migrate`].
+    pub async fn connect(options: &ConnectOptions, key: MasterKey) -> Result<Self, StoreError> {
+        let pool = connect_pool(options).await?;
+        let store = Self { pool, key };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations of this backend.
+    ///
+    /// # Errors
+    /// [`StoreError::Migrate`].
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
+            Pool::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Which database this store uses.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Postgres(_) => Backend::Postgres,
+            Pool::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Whether the database already holds a master-key check value (i.e. secrets may
+    /// have been encrypted with some key).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn has_master_key_check(&self) -> Result<bool, StoreError> {
+        Ok(self.meta(MASTER_KEY_CHECK).await?.is_some())
+    }
+
+    /// Verifies that this store's master key is the one the database was set up with,
+    /// recording a check value on first use.
+    ///
+    /// # Errors
+    /// [`StoreError::WrongMasterKey`] when it is not.
+    pub async fn check_master_key(&self) -> Result<(), StoreError> {
+        match self.meta(MASTER_KEY_CHECK).await? {
+            Some(stored) => match self.key.decrypt(&stored) {
+                Ok(text) if text == MASTER_KEY_CHECK_TEXT => Ok(()),
+                _ => Err(StoreError::WrongMasterKey),
+            },
+            None => {
+                let value = self.key.encrypt(MASTER_KEY_CHECK_TEXT);
+                on_pool!(self, |pool| sqlx::query(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING"
+                )
+                .bind(MASTER_KEY_CHECK)
+                .bind(value)
+                .execute(pool)
+                .await
+                .map(|_| ()))?;
+                // A concurrent first start may have won; check what is stored now.
+                Box::pin(self.check_master_key()).await
+            }
+        }
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let value: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT value FROM meta WHERE key = $1"
+        )
+        .bind(key)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(value)
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        on_pool!(self, |pool| pool.close().await);
+    }
+
+    pub(crate) fn key(&self) -> &MasterKey {
+        &self.key
+    }
+}
+
+const MASTER_KEY_CHECK: &str = "master_key_check";
+const MASTER_KEY_CHECK_TEXT: &str = "switchyard master key check";
+
+async fn connect_pool(options: &ConnectOptions) -> Result<Pool, StoreError> {
+    let url = options.url.as_str();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let mut connect =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
+        if let Some(schema) = &options.schema {
+            create_schema(connect.clone(), schema).await?;
+            connect = connect.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await?;
+        Ok(Pool::Postgres(pool))
+    } else if url.starts_with("sqlite:") {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::BadUrl(e.to_string()))?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let connect = if in_memory {
+            connect
+        } else {
+            let path = connect.get_filename();
+            if let Some(dir) = path.parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::BadUrl(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            connect.journal_mode(SqliteJournalMode::Wal)
+        };
+        let pool = SqlitePoolOptions::new()
+            // An in-memory database lives in one connection.
+            .max_connections(if in_memory {
+                1
+            } else {
+                options.max_connections
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await?;
+        Ok(Pool::Sqlite(pool))
+    } else {
+        Err(StoreError::BadUrl(format!(
+            "unsupported scheme in '{}'",
+            crate::settings::redact_url(url)
+        )))
+    }
+}
+
+async fn create_schema(connect: PgConnectOptions, schema: &str) -> Result<(), StoreError> {
+    if !schema
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(StoreError::BadUrl(format!("bad schema name '{schema}'")));
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect)
+        .await?;
+    // The name was checked above to be [A-Za-z0-9_]+, so quoting it is safe.
+    let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+    let result = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+        .execute(&pool)
+        .await;
+    pool.close().await;
+    match result {
+        Ok(_) => Ok(()),
+        // Two processes creating the same schema at once: one wins, both are fine.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,572 @@
+//! Tasks (one per `(tenant, request_id)`), their results and parameters.
+//!
+//! A task moves `pending → processing → completed | failed` and never leaves a
+//! terminal status: [`Store::complete_task`] and [`Store::fail_task`] report whether
+//! they made the transition, so a caller that lost a race publishes no second terminal
+//! event.
+
+use std::{fmt, str::FromStr};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use switchyard_core::{Command, ConfigId, ErrorCode, Kind};
+
+use super::{Store, StoreError, on_pool};
+
+/// Where a task is in its life (the seed's status values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// Accepted, not started.
+    Pending,
+    /// An attempt is under way.
+    Processing,
+    /// Terminal: succeeded.
+    Completed,
+    /// Terminal: failed.
+    Failed,
+}
+
+impl TaskStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Processing => "processing",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+        }
+    }
+
+    /// `completed` or `failed`.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskStatus::Completed | TaskStatus::Failed)
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(TaskStatus::Pending),
+            "processing" => Ok(TaskStatus::Processing),
+            "completed" => Ok(TaskStatus::Completed),
+            "failed" => Ok(TaskStatus::Failed),
+            other => Err(format!("unknown task status '{other}'")),
+        }
+    }
+}
+
+/// What is stored when a command is accepted.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// Idempotency key, with `tenant`.
+    pub request_id: String,
+    /// Owner.
+    pub tenant: String,
+    /// End user.
+    pub user: Option<String>,
+    /// Kind.
+    pub kind: Kind,
+    /// Prompt (image kinds) or last user message (text).
+    pub prompt: Option<String>,
+    /// Input image references (`image.edit`).
+    pub input_images: Option<Value>,
+    /// Requested model.
+    pub model: Option<String>,
+    /// Requested size.
+    pub size: Option<String>,
+    /// The whole command, so any process can resume it.
+    pub command: Value,
+}
+
+impl NewTask {
+    /// The task row for a command.
+    pub fn from_command(command: &Command) -> Self {
+        let input = &command.input;
+        let prompt = input.prompt.clone().or_else(|| {
+            input
+                .messages
+                .as_ref()
+                .and_then(|m| m.iter().rev().find(|m| !m.content.is_empty()))
+                .map(|m| m.content.clone())
+        });
+        Self {
+            request_id: command.request_id.to_string(),
+            tenant: command.tenant.to_string(),
+            user: command.user.clone(),
+            kind: command.kind,
+            prompt,
+            input_images: input
+                .images
+                .as_ref()
+                .and_then(|images| serde_json::to_value(images).ok()),
+            model: command.route.model.clone(),
+            size: input.size.clone(),
+            command: serde_json::to_value(command).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// A stored task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// Row id (`task_id` in events).
+    pub id: i64,
+    /// Idempotency key, with `tenant`.
+    pub request_id: String,
+    /// Owner.
+    pub tenant: String,
+    /// End user.
+    pub user: Option<String>,
+    /// Kind.
+    pub kind: Kind,
+    /// Prompt.
+    pub prompt: Option<String>,
+    /// Input image references.
+    pub input_images: Option<Value>,
+    /// Requested model.
+    pub model: Option<String>,
+    /// Requested size.
+    pub size: Option<String>,
+    /// Status.
+    pub status: TaskStatus,
+    /// The instance of the last attempt.
+    pub provider_config_id: Option<ConfigId>,
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// The command as accepted.
+    pub command: Value,
+    /// Final error code.
+    pub error_code: Option<String>,
+    /// Final error message.
+    pub error_message: Option<String>,
+    /// The provider's raw answer, secrets removed.
+    pub raw_response: Option<Value>,
+    /// The terminal event as published, for replies to duplicates.
+    pub terminal_event: Option<Value>,
+    /// Accepted at.
+    pub created_at: DateTime<Utc>,
+    /// First attempt at.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Terminal at.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// What [`Store::create_task`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskInsert {
+    /// A new task.
+    Created(Task),
+    /// The `(tenant, request_id)` existed: this is a duplicate.
+    Existing(Task),
+}
+
+impl TaskInsert {
+    /// The task either way.
+    pub fn task(&self) -> &Task {
+        match self {
+            TaskInsert::Created(t) | TaskInsert::Existing(t) => t,
+        }
+    }
+}
+
+/// One output to store with a completed task.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewTaskResult {
+    /// Artifact id (images).
+    pub artifact_id: Option<String>,
+    /// Fetch URL (images).
+    pub url: Option<String>,
+    /// Mime type.
+    pub content_type: Option<String>,
+    /// Size in bytes.
+    pub bytes: Option<i64>,
+    /// Pixels.
+    pub width: Option<i64>,
+    /// Pixels.
+    pub height: Option<i64>,
+    /// Hex SHA-256.
+    pub sha256: Option<String>,
+    /// Model that made it.
+    pub model: Option<String>,
+    /// Seed used.
+    pub seed: Option<i64>,
+    /// Provider-rewritten prompt.
+    pub revised_prompt: Option<String>,
+    /// Text output.
+    pub text: Option<String>,
+}
+
+/// A stored result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskResult {
+    /// Row id.
+    pub id: i64,
+    /// Owning task.
+    pub task_id: i64,
+    /// The stored values.
+    pub result: NewTaskResult,
+}
+
+#[derive(sqlx::FromRow)]
+struct TaskRow {
+    id: i64,
+    request_id: String,
+    tenant: String,
+    user_id: Option<String>,
+    kind: String,
+    prompt: Option<String>,
+    input_images: Option<Json<Value>>,
+    model: Option<String>,
+    size: Option<String>,
+    status: String,
+    provider_config_id: Option<i64>,
+    attempts: i64,
+    command: Json<Value>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    raw_response: Option<Json<Value>>,
+    terminal_event: Option<Json<Value>>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ResultRow {
+    id: i64,
+    task_id: i64,
+    artifact_id: Option<String>,
+    url: Option<String>,
+    content_type: Option<String>,
+    bytes: Option<i64>,
+    width: Option<i64>,
+    height: Option<i64>,
+    sha256: Option<String>,
+    model: Option<String>,
+    seed: Option<i64>,
+    revised_prompt: Option<String>,
+    text: Option<String>,
+}
+
+const TASK_COLUMNS: &str = "id, request_id, tenant, user_id, kind, prompt, input_images, model, \
+    size, status, provider_config_id, attempts, command, error_code, error_message, \
+    raw_response, terminal_event, created_at, started_at, completed_at";
+
+impl TryFrom<TaskRow> for Task {
+    type Error = StoreError;
+    fn try_from(row: TaskRow) -> Result<Self, Self::Error> {
+        let corrupt = |detail: String| StoreError::Corrupt {
+            table: "tasks",
+            detail,
+        };
+        Ok(Task {
+            id: row.id,
+            kind: row
+                .kind
+                .parse()
+                .map_err(|e: switchyard_core::kind::UnknownKind| corrupt(e.to_string()))?,
+            status: row.status.parse().map_err(corrupt)?,
+            request_id: row.request_id,
+            tenant: row.tenant,
+            user: row.user_id,
+            prompt: row.prompt,
+            input_images: row.input_images.map(|j| j.0),
+            model: row.model,
+            size: row.size,
+            provider_config_id: row.provider_config_id.map(ConfigId),
+            attempts: row.attempts,
+            command: row.command.0,
+            error_code: row.error_code,
+            error_message: row.error_message,
+            raw_response: row.raw_response.map(|j| j.0),
+            terminal_event: row.terminal_event.map(|j| j.0),
+            created_at: row.created_at,
+            started_at: row.started_at,
+            completed_at: row.completed_at,
+        })
+    }
+}
+
+impl Store {
+    /// Stores a new task, or returns the existing one with the same
+    /// `(tenant, request_id)`: the idempotency check.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn create_task(&self, task: &NewTask) -> Result<TaskInsert, StoreError> {
+        let inserted: Option<i64> =
+            on_pool!(self, |pool| {
+                sqlx::query_scalar(
+            "INSERT INTO tasks (request_id, tenant, user_id, kind, prompt, input_images, model, \
+             size, status, command, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10) \
+             ON CONFLICT (tenant, request_id) DO NOTHING RETURNING id"
+        )
+        .bind(&task.request_id)
+        .bind(&task.tenant)
+        .bind(&task.user)
+        .bind(task.kind.as_str())
+        .bind(&task.prompt)
+        .bind(task.input_images.as_ref().map(Json))
+        .bind(&task.model)
+        .bind(&task.size)
+        .bind(Json(&task.command))
+        .bind(Utc::now())
+        .fetch_optional(pool)
+        .await
+            })?;
+        let stored = self
+            .find_task(&task.tenant, &task.request_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt {
+                table: "tasks",
+                detail: "task vanished right after insert".to_owned(),
+            })?;
+        Ok(match inserted {
+            Some(_) => TaskInsert::Created(stored),
+            None => TaskInsert::Existing(stored),
+        })
+    }
+
+    /// A task by id.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] or [`StoreError::Corrupt`].
+    pub async fn get_task(&self, id: i64) -> Result<Option<Task>, StoreError> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+        let row: Option<TaskRow> = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql.as_str()
+        ))
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?;
+        row.map(Task::try_from).transpose()
+    }
+
+    /// A task by its idempotency key.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] or [`StoreError::Corrupt`].
+    pub async fn find_task(
+        &self,
+        tenant: &str,
+        request_id: &str,
+    ) -> Result<Option<Task>, StoreError> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = $1 AND request_id = $2");
+        let row: Option<TaskRow> = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql.as_str()
+        ))
+        .bind(tenant)
+        .bind(request_id)
+        .fetch_optional(pool)
+        .await)?;
+        row.map(Task::try_from).transpose()
+    }
+
+    /// Marks an attempt as started. Returns false when the task is already terminal.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn start_attempt(
+        &self,
+        id: i64,
+        config_id: ConfigId,
+        attempt: i64,
+    ) -> Result<bool, StoreError> {
+        let affected = on_pool!(self, |pool| sqlx::query(
+            "UPDATE tasks SET status = 'processing', provider_config_id = $2, attempts = $3, \
+             started_at = COALESCE(started_at, $4) \
+             WHERE id = $1 AND status IN ('pending', 'processing')"
+        )
+        .bind(id)
+        .bind(config_id.0)
+        .bind(attempt)
+        .bind(Utc::now())
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(affected > 0)
+    }
+
+    /// Marks a task completed and stores its results, in one transaction. Returns false
+    /// (and stores nothing) when the task was already terminal.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn complete_task(
+        &self,
+        id: i64,
+        config_id: Option<ConfigId>,
+        attempts: i64,
+        raw_response: Option<&Value>,
+        results: &[NewTaskResult],
+        terminal_event: &Value,
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let done: Result<bool, sqlx::Error> = on_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            let affected = sqlx::query(
+                "UPDATE tasks SET status = 'completed', provider_config_id = $2, attempts = $3, \
+                 raw_response = $4, terminal_event = $5, completed_at = $6, \
+                 started_at = COALESCE(started_at, $6) \
+                 WHERE id = $1 AND status IN ('pending', 'processing')",
+            )
+            .bind(id)
+            .bind(config_id.map(|c| c.0))
+            .bind(attempts)
+            .bind(raw_response.map(Json))
+            .bind(Json(terminal_event))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if affected == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            for r in results {
+                sqlx::query(
+                    "INSERT INTO task_results (task_id, artifact_id, url, content_type, bytes, \
+                     width, height, sha256, model, seed, revised_prompt, text, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(id)
+                .bind(&r.artifact_id)
+                .bind(&r.url)
+                .bind(&r.content_type)
+                .bind(r.bytes)
+                .bind(r.width)
+                .bind(r.height)
+                .bind(&r.sha256)
+                .bind(&r.model)
+                .bind(r.seed)
+                .bind(&r.revised_prompt)
+                .bind(&r.text)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        }
+        .await);
+        Ok(done?)
+    }
+
+    /// Marks a task failed. Returns false when it was already terminal.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn fail_task(
+        &self,
+        id: i64,
+        config_id: Option<ConfigId>,
+        attempts: i64,
+        code: ErrorCode,
+        message: &str,
+        terminal_event: &Value,
+    ) -> Result<bool, StoreError> {
+        let affected = on_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE tasks SET status = 'failed', provider_config_id = COALESCE($2, provider_config_id), \
+             attempts = $3, error_code = $4, error_message = $5, terminal_event = $6, \
+             completed_at = $7 WHERE id = $1 AND status IN ('pending', 'processing')"
+        )
+        .bind(id)
+        .bind(config_id.map(|c| c.0))
+        .bind(attempts)
+        .bind(code.as_str())
+        .bind(message)
+        .bind(Json(terminal_event))
+        .bind(Utc::now())
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+        })?;
+        Ok(affected > 0)
+    }
+
+    /// A task's results, in insertion order.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn task_results(&self, task_id: i64) -> Result<Vec<TaskResult>, StoreError> {
+        let rows: Vec<ResultRow> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, task_id, artifact_id, url, content_type, bytes, width, height, sha256, \
+             model, seed, revised_prompt, text FROM task_results WHERE task_id = $1 ORDER BY id"
+        )
+        .bind(task_id)
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TaskResult {
+                id: r.id,
+                task_id: r.task_id,
+                result: NewTaskResult {
+                    artifact_id: r.artifact_id,
+                    url: r.url,
+                    content_type: r.content_type,
+                    bytes: r.bytes,
+                    width: r.width,
+                    height: r.height,
+                    sha256: r.sha256,
+                    model: r.model,
+                    seed: r.seed,
+                    revised_prompt: r.revised_prompt,
+                    text: r.text,
+                },
+            })
+            .collect())
+    }
+
+    /// Sets named parameters of a task; a name set twice keeps the last value.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn set_task_parameters(
+        &self,
+        task_id: i64,
+        parameters: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let done: Result<(), sqlx::Error> = on_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            for (name, value) in parameters {
+                sqlx::query(
+                    "INSERT INTO task_parameters (task_id, name, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (task_id, name) DO UPDATE SET value = excluded.value",
+                )
+                .bind(task_id)
+                .bind(name)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        }
+        .await);
+        Ok(done?)
+    }
+
+    /// A task's parameters, by name.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn task_parameters(&self, task_id: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let rows: Vec<(String, String)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT name, value FROM task_parameters WHERE task_id = $1 ORDER BY name"
+        )
+        .bind(task_id)
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows)
+    }
+}

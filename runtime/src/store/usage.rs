@@ -1,0 +1,219 @@
+//! Usage log and per-tenant quotas.
+
+use chrono::{DateTime, Utc};
+use switchyard_core::{ConfigId, Kind};
+
+use super::{Store, StoreError, on_pool};
+
+/// One finished attempt's consumption.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRecord {
+    /// The task, if any.
+    pub task_id: Option<i64>,
+    /// Who pays.
+    pub tenant: String,
+    /// End user.
+    pub user: Option<String>,
+    /// The instance.
+    pub config_id: Option<ConfigId>,
+    /// Its provider type (`openai`, …).
+    pub provider: String,
+    /// Model used.
+    pub model: Option<String>,
+    /// Kind.
+    pub kind: Kind,
+    /// Images made.
+    pub images: i64,
+    /// Prompt tokens.
+    pub input_tokens: i64,
+    /// Completion tokens.
+    pub output_tokens: i64,
+    /// Estimated cost.
+    pub cost_usd: f64,
+}
+
+/// Usage summed per provider, model and kind.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct UsageSummaryRow {
+    /// Provider type.
+    pub provider: String,
+    /// Model.
+    pub model: Option<String>,
+    /// Kind.
+    pub kind: String,
+    /// Rows summed.
+    pub requests: i64,
+    /// Images made.
+    pub images: i64,
+    /// Prompt tokens.
+    pub input_tokens: i64,
+    /// Completion tokens.
+    pub output_tokens: i64,
+    /// Estimated cost.
+    pub cost_usd: f64,
+}
+
+/// The period a quota counts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaPeriod {
+    /// A calendar day (UTC).
+    Day,
+    /// A calendar month (UTC).
+    Month,
+}
+
+impl QuotaPeriod {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaPeriod::Day => "day",
+            QuotaPeriod::Month => "month",
+        }
+    }
+}
+
+/// A limit for a tenant (or one user of it) over a period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quota {
+    /// The tenant.
+    pub tenant: String,
+    /// One user, or `None` for the whole tenant.
+    pub user: Option<String>,
+    /// Counting period.
+    pub period: QuotaPeriod,
+    /// Requests at most.
+    pub max_requests: Option<i64>,
+    /// Images at most.
+    pub max_images: Option<i64>,
+    /// Spend at most.
+    pub max_cost_usd: Option<f64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct QuotaRow {
+    tenant: String,
+    user_id: String,
+    period: String,
+    max_requests: Option<i64>,
+    max_images: Option<i64>,
+    max_cost_usd: Option<f64>,
+}
+
+impl Store {
+    /// Appends a usage row.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn record_usage(&self, usage: &UsageRecord) -> Result<(), StoreError> {
+        on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO usage_log (task_id, tenant, user_id, provider_config_id, provider, model, \
+             kind, images, input_tokens, output_tokens, cost_usd, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        )
+        .bind(usage.task_id)
+        .bind(&usage.tenant)
+        .bind(&usage.user)
+        .bind(usage.config_id.map(|c| c.0))
+        .bind(&usage.provider)
+        .bind(&usage.model)
+        .bind(usage.kind.as_str())
+        .bind(usage.images)
+        .bind(usage.input_tokens)
+        .bind(usage.output_tokens)
+        .bind(usage.cost_usd)
+        .bind(Utc::now())
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// A tenant's usage in `[from, to)`, grouped by provider, model and kind.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn usage_summary(
+        &self,
+        tenant: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<UsageSummaryRow>, StoreError> {
+        let rows: Vec<UsageSummaryRow> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT provider, model, kind, CAST(COUNT(*) AS BIGINT) AS requests, \
+             CAST(COALESCE(SUM(images), 0) AS BIGINT) AS images, \
+             CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
+             CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
+             CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd \
+             FROM usage_log WHERE tenant = $1 AND created_at >= $2 AND created_at < $3 \
+             GROUP BY provider, model, kind ORDER BY provider, model, kind"
+        )
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows)
+    }
+
+    /// Creates or replaces a quota.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn set_quota(&self, quota: &Quota) -> Result<(), StoreError> {
+        let now = Utc::now();
+        on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO quotas (tenant, user_id, period, max_requests, max_images, max_cost_usd, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+             ON CONFLICT (tenant, user_id, period) DO UPDATE SET \
+             max_requests = excluded.max_requests, max_images = excluded.max_images, \
+             max_cost_usd = excluded.max_cost_usd, updated_at = excluded.updated_at"
+        )
+        .bind(&quota.tenant)
+        .bind(quota.user.as_deref().unwrap_or(""))
+        .bind(quota.period.as_str())
+        .bind(quota.max_requests)
+        .bind(quota.max_images)
+        .bind(quota.max_cost_usd)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// A tenant's quotas (whole-tenant and per-user).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] or [`StoreError::Corrupt`].
+    pub async fn quotas(&self, tenant: &str) -> Result<Vec<Quota>, StoreError> {
+        let rows: Vec<QuotaRow> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT tenant, user_id, period, max_requests, max_images, max_cost_usd \
+             FROM quotas WHERE tenant = $1 ORDER BY user_id, period"
+        )
+        .bind(tenant)
+        .fetch_all(pool)
+        .await)?;
+        rows.into_iter()
+            .map(|r| {
+                let period = match r.period.as_str() {
+                    "day" => QuotaPeriod::Day,
+                    "month" => QuotaPeriod::Month,
+                    other => {
+                        return Err(StoreError::Corrupt {
+                            table: "quotas",
+                            detail: format!("unknown period '{other}'"),
+                        });
+                    }
+                };
+                Ok(Quota {
+                    tenant: r.tenant,
+                    user: Some(r.user_id).filter(|u| !u.is_empty()),
+                    period,
+                    max_requests: r.max_requests,
+                    max_images: r.max_images,
+                    max_cost_usd: r.max_cost_usd,
+                })
+            })
+            .collect()
+    }
+}

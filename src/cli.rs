@@ -1,0 +1,159 @@
+//! Argument parsing and dispatch of the subcommands.
+
+mod providers;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchyard_runtime::{Settings, SettingsError};
+
+/// Switchyard: an event-driven gateway to many AI image and text providers.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about)]
+pub struct Cli {
+    /// Config file (default: config/switchyard.toml if it exists, else built-in defaults).
+    #[arg(long, global = true, env = "SWITCHYARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the runtime: migrate, seed providers, serve until Ctrl-C.
+    Serve,
+    /// Apply database migrations and the config file's provider seeds, then exit.
+    Migrate,
+    /// Settings commands.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage provider configs (accounts) in the database.
+    #[command(subcommand)]
+    Providers(Box<providers::ProvidersCommand>),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Load and validate the settings; print a summary or every problem.
+    Check,
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Config(ConfigCommand::Check) => config_check(cli.config.as_deref()),
+        Command::Serve => serve(load_settings(cli.config.as_deref())?).await,
+        Command::Migrate => migrate(load_settings(cli.config.as_deref())?).await,
+        Command::Providers(command) => {
+            let settings = load_settings(cli.config.as_deref())?;
+            let store = switchyard_runtime::open_store(&settings)
+                .await
+                .context("cannot open the database")?;
+            let code = providers::run(&store, *command).await;
+            store.close().await;
+            code
+        }
+    }
+}
+
+fn load_settings(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+    Settings::load(file).map_err(|e| anyhow::anyhow!(settings_message(&e)))
+}
+
+fn settings_message(error: &SettingsError) -> String {
+    match error {
+        SettingsError::Invalid(v) => {
+            let mut out = String::from("invalid settings:");
+            for field in &v.errors {
+                out.push_str(&format!("\n  - {field}"));
+            }
+            out
+        }
+        other => other.to_string(),
+    }
+}
+
+fn config_check(file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    match Settings::load(file) {
+        Ok(settings) => {
+            println!("settings are valid");
+            println!(
+                "  database.url   {}",
+                switchyard_runtime::settings::redact_url(&settings.database.url)
+            );
+            println!(
+                "  bus.url        {}",
+                switchyard_runtime::settings::redact_url(&settings.bus.url)
+            );
+            println!("  bus.prefix     {}", settings.bus.prefix);
+            println!("  http.listen    {}", settings.http.listen);
+            println!("  artifacts.url  {}", settings.artifacts.url);
+            println!("  providers      {} seed(s)", settings.providers.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}", settings_message(&e));
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn migrate(settings: Settings) -> anyhow::Result<ExitCode> {
+    let (runtime, report) = switchyard_runtime::prepare(settings)
+        .await
+        .context("cannot prepare the database")?;
+    println!(
+        "database is up to date; seeded {} provider(s){}",
+        report.inserted.len(),
+        if report.inserted.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", report.inserted.join(", "))
+        }
+    );
+    runtime.store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    let (runtime, report) = switchyard_runtime::prepare(settings)
+        .await
+        .context("cannot start")?;
+    if !report.inserted.is_empty() {
+        tracing::info!(names = ?report.inserted, "seeded provider configs from the config file");
+    }
+    runtime
+        .run(shutdown_signal())
+        .await
+        .context("runtime failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,341 @@
+//! The `switchyard` binary as operators use it: config check, the seed's operator
+//! scenarios through `providers …`, and `serve` starting and stopping cleanly.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let config = format!(
+            r#"
+[database]
+url = "sqlite://{d}/data/switchyard.db"
+[http]
+listen = "127.0.0.1:0"
+[artifacts]
+url = "file://{d}/data/artifacts"
+[secrets]
+master_key_file = "{d}/data/master.key"
+[admin]
+token_file = "{d}/data/admin.token"
+{extra}
+"#
+        );
+        std::fs::write(dir.path().join("switchyard.toml"), config).unwrap();
+        Self { dir }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(BIN);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("SWITCHYARD_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .arg("--config")
+            .arg(self.dir.path().join("switchyard.toml"))
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "info");
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn list(&self) -> Vec<Value> {
+        serde_json::from_str::<Vec<Value>>(&self.ok(&["providers", "list", "--json"])).unwrap()
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn config_check_names_the_bad_key() {
+    let env = Env::new(
+        "[bus]\nprefix = \"has space\"\n[[providers]]\nname = \"x\"\nprovider = \"stabilty\"\n",
+    );
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bus.prefix 'has space' is not a valid subject prefix"),
+        "{err}"
+    );
+    assert!(
+        err.contains("providers[0].provider unknown provider type 'stabilty'"),
+        "{err}"
+    );
+
+    let env = Env::new("[htttp]\nlisten = \"127.0.0.1:1\"\n");
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("htttp"), "{}", stderr(&out));
+
+    let good = Env::new("");
+    assert!(good.ok(&["config", "check"]).contains("settings are valid"));
+}
+
+#[test]
+fn env_overrides_the_file() {
+    let env = Env::new("");
+    let out = env
+        .command()
+        .args(["config", "check"])
+        .env("SWITCHYARD_HTTP__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("http.listen 'not-an-address'"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn missing_config_file_is_a_clear_error() {
+    let out = Command::new(BIN)
+        .args([
+            "--config",
+            "/nonexistent/switchyard.toml",
+            "config",
+            "check",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("config file /nonexistent/switchyard.toml does not exist"));
+}
+
+#[test]
+fn operator_scenarios_from_the_seed() {
+    let env = Env::new("");
+    let key1 = "sk-stab-main-SECRET-000000000001";
+    let key2 = "sk-stab-acct2-SECRET-00000000002";
+    let key3 = "sk-openai-SECRET-0000000000000003";
+    // The first Stability account, then a second one at lower priority.
+    env.command()
+        .args([
+            "providers",
+            "add",
+            "--name",
+            "stability-main",
+            "--provider",
+            "stability",
+            "--priority",
+            "100",
+            "--api-key-env",
+            "K1",
+            "--rpm",
+            "150",
+            "--burst",
+            "10",
+            "--max-concurrency",
+            "3",
+            "--cost-per-image",
+            "default=0.04",
+        ])
+        .env("K1", key1)
+        .status()
+        .unwrap()
+        .success()
+        .then_some(())
+        .unwrap();
+    env.ok(&[
+        "providers",
+        "add",
+        "--name",
+        "acct2",
+        "--provider",
+        "stability",
+        "--priority",
+        "90",
+        "--api-key",
+        key2,
+        "--model",
+        "stable-diffusion-xl-1024-v1-0",
+        "--base-url",
+        "https://api.stability.ai",
+        "--options",
+        "{\"style_preset\":\"photographic\"}",
+    ]);
+    // DALL·E from a §6 JSON object on standard input, disabled at first.
+    let mut child = env
+        .command()
+        .args(["providers", "add", "--from-json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let json = format!(
+            r#"{{"name":"dalle3","provider":"openai","kinds":["image.generate"],"model":"dall-e-3","api_key":"{key3}","enabled":false,"priority":10}}"#
+        );
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(json.as_bytes())
+            .unwrap();
+    }
+    assert!(child.wait_with_output().unwrap().status.success());
+    // Enable DALL·E as a fallback at priority 80, disable config 1, then raise OpenAI to 200.
+    env.ok(&["providers", "enable", "dalle3"]);
+    env.ok(&["providers", "set-priority", "dalle3", "80"]);
+    env.ok(&["providers", "disable", "1"]);
+    let listed = env.list();
+    let summary: Vec<(String, i64, bool)> = listed
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["priority"].as_i64().unwrap(),
+                p["enabled"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("stability-main".to_owned(), 100, false),
+            ("acct2".to_owned(), 90, true),
+            ("dalle3".to_owned(), 80, true),
+        ]
+    );
+    env.ok(&["providers", "set-priority", "dalle3", "200"]);
+    let listed = env.list();
+    assert_eq!(listed[0]["name"], "dalle3");
+    assert_eq!(listed[0]["priority"], 200);
+    assert_eq!(listed[0]["version"], 4);
+    assert_eq!(listed[1]["name"], "stability-main");
+    assert_eq!(listed[1]["rate_limit"]["max_concurrency"], 3);
+    assert_eq!(listed[2]["options"]["style_preset"], "photographic");
+
+    // Keys are masked in every output and encrypted in the database file.
+    let table = env.ok(&["providers", "list"]);
+    let json = env.ok(&["providers", "list", "--json"]);
+    let show = env.ok(&["providers", "show", "acct2"]);
+    for output in [&table, &json, &show] {
+        assert!(!output.contains("SECRET"), "{output}");
+    }
+    assert!(table.contains("sk-…0002"), "{table}");
+    assert_eq!(listed[2]["api_key"], "sk-…0002");
+    let db = std::fs::read(env.dir.path().join("data/switchyard.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains("SECRET"));
+
+    // Bad input: field errors, exit code 2, nothing written.
+    let out = env.run(&[
+        "providers",
+        "update",
+        "acct2",
+        "--rpm",
+        "0",
+        "--provider",
+        "stabilty",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("rate_limit.rpm must be > 0"), "{err}");
+    assert!(
+        err.contains("unknown provider type 'stabilty' (did you mean 'stability'?)"),
+        "{err}"
+    );
+    let out = env.run(&["providers", "add", "--name", "acct2", "--provider", "mock"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("a provider config named 'acct2' already exists"));
+    let out = env.run(&["providers", "remove", "nope"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no provider config with id or name 'nope'"));
+    assert_eq!(env.list().len(), 3);
+
+    env.ok(&["providers", "remove", "stability-main"]);
+    assert_eq!(env.list().len(), 2);
+}
+
+#[test]
+fn serve_migrates_seeds_and_stops_on_ctrl_c() {
+    let env = Env::new(
+        "[[providers]]\nname = \"mock-a\"\nprovider = \"mock\"\npriority = 100\n\n[[providers]]\nname = \"mock-b\"\nprovider = \"mock\"\n",
+    );
+    let mut child = env
+        .command()
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut log = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("serve never reported start: {log:#?}"));
+        let started = line.contains("switchyard started");
+        log.push(line);
+        if started {
+            break;
+        }
+    }
+    assert!(log.iter().any(|l| l.contains("providers=2")), "{log:#?}");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "serve exited with {exit}");
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:#?}");
+    // The key file was generated private.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(env.dir.path().join("data/master.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // A second start finds the seeds applied and changes nothing.
+    let listed = env.list();
+    assert_eq!(listed.len(), 2);
+    assert!(Path::new(&env.dir.path().join("data/admin.token")).exists());
+}

@@ -1,0 +1,695 @@
+//! The storage suite: the same tests against SQLite and PostgreSQL.
+
+use chrono::{Duration, Utc};
+use serde_json::json;
+use switchyard_core::{
+    Command, ConfigId, ConfigRef, ErrorCode, Kind, ProviderConfigDraft, ProviderType,
+};
+use switchyard_runtime::{
+    MasterKey, StoreError,
+    store::{
+        NewTask, NewTaskResult, ProviderFilter, Quota, QuotaPeriod, TaskInsert, TaskStatus,
+        UsageRecord,
+    },
+};
+
+use crate::support::{TestDb, on_both_databases};
+
+const KEY: &str = "sk-stability-PLAINTEXT-0123456789";
+
+fn draft(value: serde_json::Value) -> ProviderConfigDraft {
+    serde_json::from_value(value).unwrap()
+}
+
+fn stability(name: &str, priority: i64) -> ProviderConfigDraft {
+    draft(json!({
+        "name": name, "provider": "stability", "api_key": KEY, "priority": priority,
+        "model": "stable-diffusion-xl-1024-v1-0",
+        "rate_limit": {"rpm": 150, "burst": 10, "max_concurrency": 3},
+        "cost": {"per_image": {"1024x1024": 0.04, "default": 0.04}},
+    }))
+}
+
+fn command(request_id: &str) -> Command {
+    serde_json::from_value(json!({
+        "request_id": request_id, "tenant": "acme", "user": "u-42", "kind": "image.edit",
+        "input": {"prompt": "make it blue", "size": "1024x1024",
+                  "images": [{"url": "https://example.com/a.png"}]},
+        "route": {"model": "sdxl"},
+    }))
+    .unwrap()
+}
+
+on_both_databases!(
+    provider_crud_round_trips,
+    many_accounts_of_one_type_coexist_and_names_are_unique,
+    patch_bumps_version_and_keeps_the_key,
+    stale_writes_are_refused,
+    list_filters_and_paginates,
+    api_key_is_encrypted_at_rest,
+    wrong_master_key_is_a_clear_error,
+    hand_edits_bump_the_version_and_invalid_rows_are_reported,
+    task_idempotency_key_is_unique,
+    task_reaches_a_terminal_status_once,
+    task_results_and_parameters_are_stored,
+    usage_is_summed_per_provider_model_and_kind,
+    quotas_are_upserted,
+    seeding_never_overwrites_operator_edits,
+);
+
+async fn provider_crud_round_trips(db: &TestDb) {
+    let store = &db.store;
+    let spec = stability("stability-main", 100).validate().unwrap();
+    let created = store.insert_provider(&spec).await.unwrap();
+    assert_eq!(created.version, 1);
+    let read = store.get_provider(created.id).await.unwrap().unwrap();
+    let config = read.config().unwrap();
+    assert_eq!(config.spec, spec);
+    assert_eq!(config.spec.api_key.as_ref().unwrap().expose(), KEY);
+    let by_name = store
+        .find_provider(&ConfigRef::Name("stability-main".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_name.id, created.id);
+    assert!(store.delete_provider(created.id).await.unwrap());
+    assert!(!store.delete_provider(created.id).await.unwrap());
+    assert!(store.get_provider(created.id).await.unwrap().is_none());
+}
+
+async fn many_accounts_of_one_type_coexist_and_names_are_unique(db: &TestDb) {
+    let store = &db.store;
+    store
+        .insert_provider(&stability("stab-a", 100).validate().unwrap())
+        .await
+        .unwrap();
+    store
+        .insert_provider(&stability("stab-b", 90).validate().unwrap())
+        .await
+        .unwrap();
+    let err = store
+        .insert_provider(&stability("stab-a", 10).validate().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NameTaken(ref n) if n == "stab-a"),
+        "{err}"
+    );
+    let all = store
+        .list_providers(&ProviderFilter {
+            provider: Some(ProviderType::Stability),
+            ..ProviderFilter::default()
+        })
+        .await
+        .unwrap();
+    let names: Vec<_> = all.iter().map(|r| r.name().to_owned()).collect();
+    assert_eq!(names, ["stab-a", "stab-b"]);
+}
+
+async fn patch_bumps_version_and_keeps_the_key(db: &TestDb) {
+    let store = &db.store;
+    let created = store
+        .insert_provider(&stability("s", 100).validate().unwrap())
+        .await
+        .unwrap();
+    let patched = store
+        .patch_provider(
+            created.id,
+            draft(json!({"priority": 200, "rate_limit": {"rpm": 30}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.version, 2);
+    assert_eq!(patched.spec.priority, 200);
+    assert_eq!(patched.spec.rate_limit.rpm, 30);
+    assert_eq!(
+        patched.spec.rate_limit.burst, 10,
+        "unpatched nested fields stay"
+    );
+    // A masked key sent back (as read from the API) leaves the real key in place.
+    let patched = store
+        .patch_provider(
+            created.id,
+            draft(json!({"api_key": "sk-…6789", "weight": 3})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.spec.api_key.unwrap().expose(), KEY);
+    // A new key replaces it.
+    let patched = store
+        .patch_provider(
+            created.id,
+            draft(json!({"api_key": "sk-new-key-abcdefghijkl"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.spec.api_key.unwrap().expose(),
+        "sk-new-key-abcdefghijkl"
+    );
+    assert_eq!(patched.version, 4);
+    // An invalid patch is refused with field errors and changes nothing.
+    let err = store
+        .patch_provider(created.id, draft(json!({"rate_limit": {"rpm": 0}})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid provider config: rate_limit.rpm must be > 0"
+    );
+    assert_eq!(
+        store
+            .get_provider(created.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        4
+    );
+    let missing = store
+        .patch_provider(ConfigId(9999), ProviderConfigDraft::default())
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound(ConfigId(9999)))));
+}
+
+async fn stale_writes_are_refused(db: &TestDb) {
+    let store = &db.store;
+    let created = store
+        .insert_provider(&stability("s", 100).validate().unwrap())
+        .await
+        .unwrap();
+    let spec = stability("s", 5).validate().unwrap();
+    store
+        .update_provider(created.id, &spec, Some(1))
+        .await
+        .unwrap();
+    let err = store
+        .update_provider(created.id, &spec, Some(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::VersionConflict {
+                expected: 1,
+                actual: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+async fn list_filters_and_paginates(db: &TestDb) {
+    let store = &db.store;
+    for (name, provider, priority, enabled) in [
+        ("m1", "mock", 10, true),
+        ("m2", "mock", 30, false),
+        ("m3", "mock", 20, true),
+    ] {
+        let d = draft(
+            json!({"name": name, "provider": provider, "priority": priority, "enabled": enabled}),
+        );
+        store.insert_provider(&d.validate().unwrap()).await.unwrap();
+    }
+    let text_only = draft(json!({"name": "claude", "provider": "anthropic", "api_key": KEY}));
+    store
+        .insert_provider(&text_only.validate().unwrap())
+        .await
+        .unwrap();
+    let names = |records: Vec<switchyard_runtime::store::ProviderRecord>| {
+        records
+            .iter()
+            .map(|r| r.name().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let all = store
+        .list_providers(&ProviderFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(names(all), ["m2", "m3", "m1", "claude"]);
+    let enabled_images = store
+        .list_providers(&ProviderFilter {
+            enabled: Some(true),
+            kind: Some(Kind::ImageGenerate),
+            ..ProviderFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(names(enabled_images), ["m3", "m1"]);
+    let page = store
+        .list_providers(&ProviderFilter {
+            offset: 1,
+            limit: Some(2),
+            ..ProviderFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(names(page), ["m3", "m1"]);
+}
+
+async fn api_key_is_encrypted_at_rest(db: &TestDb) {
+    let store = &db.store;
+    store
+        .insert_provider(&stability("s", 100).validate().unwrap())
+        .await
+        .unwrap();
+    let stored = db
+        .raw_strings("SELECT api_key_ciphertext FROM provider_configs")
+        .await;
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].starts_with("v1:"), "{}", stored[0]);
+    assert!(!stored[0].contains("PLAINTEXT"));
+    if let Some(path) = db.sqlite_path() {
+        store.close().await;
+        // Every byte of the database files, WAL included.
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{suffix}", path.display());
+            if let Ok(bytes) = std::fs::read(&file) {
+                let text = String::from_utf8_lossy(&bytes);
+                assert!(!text.contains("PLAINTEXT"), "plaintext key found in {file}");
+            }
+        }
+    } else {
+        let dump = db
+            .raw_strings("SELECT row_to_json(p)::text FROM provider_configs p")
+            .await;
+        assert!(!dump.concat().contains("PLAINTEXT"));
+    }
+}
+
+async fn wrong_master_key_is_a_clear_error(db: &TestDb) {
+    let created = db
+        .store
+        .insert_provider(&stability("s", 100).validate().unwrap())
+        .await
+        .unwrap();
+    let (other, _) = MasterKey::generate();
+    let reopened = db.reopen_with(other).await.unwrap();
+    let err = reopened.check_master_key().await.unwrap_err();
+    assert!(matches!(err, StoreError::WrongMasterKey));
+    assert!(
+        err.to_string().contains("master key does not match"),
+        "{err}"
+    );
+    let err = reopened.get_provider(created.id).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "provider config {}: cannot decrypt: the master key is not the one this value was encrypted with",
+            created.id
+        )
+    );
+    reopened.close().await;
+    // The right key still works.
+    let right = db
+        .reopen_with(MasterKey::from_base64(&db.key_b64).unwrap())
+        .await
+        .unwrap();
+    right.check_master_key().await.unwrap();
+    assert!(right.get_provider(created.id).await.unwrap().is_some());
+    right.close().await;
+}
+
+async fn hand_edits_bump_the_version_and_invalid_rows_are_reported(db: &TestDb) {
+    let store = &db.store;
+    let created = store
+        .insert_provider(
+            &draft(json!({"name": "m", "provider": "mock"}))
+                .validate()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    db.raw_execute("UPDATE provider_configs SET priority = 200 WHERE name = 'm'")
+        .await;
+    let record = store.get_provider(created.id).await.unwrap().unwrap();
+    assert_eq!(record.version, 2, "a hand edit bumps the version");
+    assert_eq!(record.config().unwrap().spec.priority, 200);
+    db.raw_execute("UPDATE provider_configs SET rpm = 0, provider = 'stabilty' WHERE name = 'm'")
+        .await;
+    let record = store.get_provider(created.id).await.unwrap().unwrap();
+    let err = record.config().unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "provider unknown provider type 'stabilty' (did you mean 'stability'?); rate_limit.rpm must be > 0"
+    );
+    // An invalid row does not break listing.
+    assert_eq!(
+        store
+            .list_providers(&ProviderFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn task_idempotency_key_is_unique(db: &TestDb) {
+    let store = &db.store;
+    let first = store
+        .create_task(&NewTask::from_command(&command("req-1")))
+        .await
+        .unwrap();
+    let TaskInsert::Created(task) = &first else {
+        panic!("first insert must create: {first:?}");
+    };
+    assert_eq!(task.status, TaskStatus::Pending);
+    assert_eq!(task.kind, Kind::ImageEdit);
+    assert_eq!(task.prompt.as_deref(), Some("make it blue"));
+    assert_eq!(task.size.as_deref(), Some("1024x1024"));
+    assert_eq!(task.model.as_deref(), Some("sdxl"));
+    assert_eq!(
+        task.input_images,
+        Some(json!([{"url": "https://example.com/a.png"}]))
+    );
+    let again = store
+        .create_task(&NewTask::from_command(&command("req-1")))
+        .await
+        .unwrap();
+    assert_eq!(again, TaskInsert::Existing(task.clone()));
+    // The same request id under another tenant is another task.
+    let mut other = NewTask::from_command(&command("req-1"));
+    other.tenant = "globex".into();
+    assert!(matches!(
+        store.create_task(&other).await.unwrap(),
+        TaskInsert::Created(_)
+    ));
+    // The database itself enforces the key, not just the repository.
+    let duplicate = "INSERT INTO tasks (request_id, tenant, kind, status, command) \
+         VALUES ('req-1', 'acme', 'image.edit', 'pending', '{}')";
+    let result = match &db.schema {
+        None => {
+            let pool = sqlx::SqlitePool::connect(&db.options.url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(duplicate))
+                .execute(&pool)
+                .await
+                .map(|_| ())
+        }
+        Some(schema) => {
+            use std::str::FromStr;
+            let options = sqlx::postgres::PgConnectOptions::from_str(&db.options.url)
+                .unwrap()
+                .options([("search_path", schema.as_str())]);
+            let pool = sqlx::PgPool::connect_with(options).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(duplicate))
+                .execute(&pool)
+                .await
+                .map(|_| ())
+        }
+    };
+    let err = result.unwrap_err();
+    assert!(
+        err.as_database_error()
+            .is_some_and(|e| e.is_unique_violation()),
+        "{err}"
+    );
+}
+
+async fn task_reaches_a_terminal_status_once(db: &TestDb) {
+    let store = &db.store;
+    let config = store
+        .insert_provider(
+            &draft(json!({"name": "m", "provider": "mock"}))
+                .validate()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let task = store
+        .create_task(&NewTask::from_command(&command("req-2")))
+        .await
+        .unwrap()
+        .task()
+        .clone();
+    assert!(store.start_attempt(task.id, config.id, 1).await.unwrap());
+    let processing = store.get_task(task.id).await.unwrap().unwrap();
+    assert_eq!(processing.status, TaskStatus::Processing);
+    assert!(processing.started_at.is_some());
+    let event = json!({"type": "completed", "seq": 3});
+    let results = [NewTaskResult {
+        artifact_id: Some("a1".into()),
+        text: None,
+        ..NewTaskResult::default()
+    }];
+    assert!(
+        store
+            .complete_task(
+                task.id,
+                Some(config.id),
+                1,
+                Some(&json!({"ok": true})),
+                &results,
+                &event
+            )
+            .await
+            .unwrap()
+    );
+    // A second terminal transition (a redelivery racing the first) is refused and stores nothing.
+    assert!(
+        !store
+            .complete_task(task.id, Some(config.id), 2, None, &results, &event)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .fail_task(task.id, None, 2, ErrorCode::Timeout, "late", &json!({}))
+            .await
+            .unwrap()
+    );
+    assert!(!store.start_attempt(task.id, config.id, 2).await.unwrap());
+    let done = store.get_task(task.id).await.unwrap().unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.attempts, 1);
+    assert_eq!(done.terminal_event, Some(event));
+    assert!(done.completed_at.is_some());
+    assert_eq!(store.task_results(task.id).await.unwrap().len(), 1);
+
+    let failed = store
+        .create_task(&NewTask::from_command(&command("req-3")))
+        .await
+        .unwrap()
+        .task()
+        .clone();
+    assert!(
+        store
+            .fail_task(
+                failed.id,
+                Some(config.id),
+                3,
+                ErrorCode::NoProvider,
+                "no instance serves image.edit",
+                &json!({"type": "failed"})
+            )
+            .await
+            .unwrap()
+    );
+    let failed = store.get_task(failed.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, TaskStatus::Failed);
+    assert_eq!(failed.error_code.as_deref(), Some("no_provider"));
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some("no instance serves image.edit")
+    );
+}
+
+async fn task_results_and_parameters_are_stored(db: &TestDb) {
+    let store = &db.store;
+    let task = store
+        .create_task(&NewTask::from_command(&command("req-4")))
+        .await
+        .unwrap()
+        .task()
+        .clone();
+    let results = vec![
+        NewTaskResult {
+            artifact_id: Some("sha-1".into()),
+            url: Some("/v1/artifacts/sha-1".into()),
+            content_type: Some("image/png".into()),
+            bytes: Some(1234),
+            width: Some(1024),
+            height: Some(1024),
+            sha256: Some("ab".repeat(32)),
+            model: Some("sdxl".into()),
+            seed: Some(7),
+            revised_prompt: Some("a blue thing".into()),
+            text: None,
+        },
+        NewTaskResult {
+            artifact_id: Some("sha-2".into()),
+            ..NewTaskResult::default()
+        },
+    ];
+    assert!(
+        store
+            .complete_task(task.id, None, 1, None, &results, &json!({}))
+            .await
+            .unwrap()
+    );
+    let stored = store.task_results(task.id).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|r| r.result.clone()).collect::<Vec<_>>(),
+        results
+    );
+    store
+        .set_task_parameters(
+            task.id,
+            &[
+                ("size".into(), "1024x1024".into()),
+                ("seed".into(), "7".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .set_task_parameters(task.id, &[("seed".into(), "8".into())])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.task_parameters(task.id).await.unwrap(),
+        [
+            ("seed".to_owned(), "8".to_owned()),
+            ("size".to_owned(), "1024x1024".to_owned())
+        ]
+    );
+}
+
+async fn usage_is_summed_per_provider_model_and_kind(db: &TestDb) {
+    let store = &db.store;
+    let record = |provider: &str, kind: Kind, images: i64, cost: f64| UsageRecord {
+        task_id: None,
+        tenant: "acme".into(),
+        user: None,
+        config_id: None,
+        provider: provider.into(),
+        model: Some("m1".into()),
+        kind,
+        images,
+        input_tokens: 10,
+        output_tokens: 20,
+        cost_usd: cost,
+    };
+    store
+        .record_usage(&record("openai", Kind::ImageGenerate, 1, 0.04))
+        .await
+        .unwrap();
+    store
+        .record_usage(&record("openai", Kind::ImageGenerate, 2, 0.08))
+        .await
+        .unwrap();
+    store
+        .record_usage(&record("anthropic", Kind::TextGenerate, 0, 0.01))
+        .await
+        .unwrap();
+    let mut other = record("openai", Kind::ImageGenerate, 5, 1.0);
+    other.tenant = "globex".into();
+    store.record_usage(&other).await.unwrap();
+    let now = Utc::now();
+    let rows = store
+        .usage_summary("acme", now - Duration::hours(1), now + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].provider, "anthropic");
+    assert_eq!(rows[1].provider, "openai");
+    assert_eq!(rows[1].requests, 2);
+    assert_eq!(rows[1].images, 3);
+    assert_eq!(rows[1].input_tokens, 20);
+    assert!((rows[1].cost_usd - 0.12).abs() < 1e-9);
+    let empty = store
+        .usage_summary("acme", now + Duration::hours(1), now + Duration::hours(2))
+        .await
+        .unwrap();
+    assert!(empty.is_empty());
+}
+
+async fn quotas_are_upserted(db: &TestDb) {
+    let store = &db.store;
+    let mut quota = Quota {
+        tenant: "acme".into(),
+        user: None,
+        period: QuotaPeriod::Month,
+        max_requests: Some(1000),
+        max_images: None,
+        max_cost_usd: Some(50.0),
+    };
+    store.set_quota(&quota).await.unwrap();
+    quota.max_requests = Some(2000);
+    store.set_quota(&quota).await.unwrap();
+    let per_user = Quota {
+        user: Some("u-42".into()),
+        period: QuotaPeriod::Day,
+        ..quota.clone()
+    };
+    store.set_quota(&per_user).await.unwrap();
+    assert_eq!(store.quotas("acme").await.unwrap(), [quota, per_user]);
+}
+
+async fn seeding_never_overwrites_operator_edits(db: &TestDb) {
+    let store = &db.store;
+    let seeds = vec![
+        draft(json!({"name": "mock-primary", "provider": "mock", "priority": 100})),
+        draft(json!({"name": "mock-fallback", "provider": "mock", "priority": 50})),
+    ];
+    let report = store.seed_providers(&seeds).await.unwrap();
+    assert_eq!(report.inserted, ["mock-primary", "mock-fallback"]);
+    let primary = store
+        .find_provider(&ConfigRef::Name("mock-primary".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .patch_provider(primary.id, draft(json!({"priority": 7})))
+        .await
+        .unwrap();
+    let fallback = store
+        .find_provider(&ConfigRef::Name("mock-fallback".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    store.delete_provider(fallback.id).await.unwrap();
+    // A restart seeds again: the edit stays, the deleted seed stays deleted.
+    let report = store.seed_providers(&seeds).await.unwrap();
+    assert!(report.inserted.is_empty());
+    assert_eq!(report.already_seeded, ["mock-primary", "mock-fallback"]);
+    let all = store
+        .list_providers(&ProviderFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].config().unwrap().spec.priority, 7);
+    // A new seed added to the file later is applied; an operator's own config with
+    // that name is left alone.
+    store
+        .insert_provider(
+            &draft(json!({"name": "ops-made", "provider": "mock", "priority": 1}))
+                .validate()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut more = seeds.clone();
+    more.push(draft(json!({"name": "mock-third", "provider": "mock"})));
+    more.push(draft(
+        json!({"name": "ops-made", "provider": "mock", "priority": 99}),
+    ));
+    let report = store.seed_providers(&more).await.unwrap();
+    assert_eq!(report.inserted, ["mock-third"]);
+    assert_eq!(report.existing, ["ops-made"]);
+    let ops = store
+        .find_provider(&ConfigRef::Name("ops-made".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ops.config().unwrap().spec.priority, 1);
+    // A bad seed is refused naming its index, and nothing is written.
+    let bad = vec![draft(
+        json!({"name": "x", "provider": "mock", "rate_limit": {"rpm": 0}}),
+    )];
+    let err = store.seed_providers(&bad).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid provider config: providers[0].rate_limit.rpm must be > 0"
+    );
+}

@@ -1,0 +1,188 @@
+//! Test databases: a fresh SQLite file or a fresh PostgreSQL schema per test.
+
+use std::path::PathBuf;
+
+use switchyard_runtime::{MasterKey, Store, store::ConnectOptions};
+
+/// The PostgreSQL server tests use (`TEST_POSTGRES_URL`, default the local one).
+pub fn postgres_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A unique, valid identifier suffix.
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// One test's database.
+pub struct TestDb {
+    pub store: Store,
+    pub options: ConnectOptions,
+    pub key_b64: String,
+    /// Keeps the SQLite file's directory alive for the test.
+    pub _dir: tempfile::TempDir,
+    pub schema: Option<String>,
+}
+
+impl TestDb {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let options = ConnectOptions {
+            url: format!("sqlite://{}", dir.path().join("test.db").display()),
+            schema: None,
+            max_connections: 4,
+        };
+        Self::open(options, dir, None).await
+    }
+
+    pub async fn postgres() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = format!("sy_test_{}", unique_suffix());
+        let options = ConnectOptions {
+            url: postgres_url(),
+            schema: Some(schema.clone()),
+            max_connections: 4,
+        };
+        Self::open(options, dir, Some(schema)).await
+    }
+
+    async fn open(options: ConnectOptions, dir: tempfile::TempDir, schema: Option<String>) -> Self {
+        let (key, key_b64) = MasterKey::generate();
+        let store = Store::connect(&options, key)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open test database {}: {e}", options.url));
+        store.check_master_key().await.unwrap();
+        Self {
+            store,
+            options,
+            key_b64,
+            _dir: dir,
+            schema,
+        }
+    }
+
+    /// The same database opened with another master key.
+    pub async fn reopen_with(
+        &self,
+        key: MasterKey,
+    ) -> Result<Store, switchyard_runtime::StoreError> {
+        Store::connect(&self.options, key).await
+    }
+
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self.options
+            .url
+            .strip_prefix("sqlite://")
+            .map(PathBuf::from)
+    }
+
+    /// Runs SQL outside the repository, as an operator with a SQL shell would.
+    pub async fn raw_execute(&self, sql: &str) {
+        match &self.schema {
+            None => {
+                let pool = sqlx::SqlitePool::connect(&self.options.url).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+            Some(schema) => {
+                let pool = self.pg_pool(schema).await;
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+        }
+    }
+
+    /// Every text value of a one-column query, as strings.
+    pub async fn raw_strings(&self, sql: &str) -> Vec<String> {
+        match &self.schema {
+            None => {
+                let pool = sqlx::SqlitePool::connect(&self.options.url).await.unwrap();
+                let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                rows
+            }
+            Some(schema) => {
+                let pool = self.pg_pool(schema).await;
+                let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                rows
+            }
+        }
+    }
+
+    async fn pg_pool(&self, schema: &str) -> sqlx::PgPool {
+        use std::str::FromStr;
+        let options = sqlx::postgres::PgConnectOptions::from_str(&self.options.url)
+            .unwrap()
+            .options([("search_path", schema)]);
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap()
+    }
+
+    pub async fn cleanup(self) {
+        self.store.close().await;
+        if let Some(schema) = &self.schema {
+            let pool = sqlx::PgPool::connect(&self.options.url).await.unwrap();
+            let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+/// Generates one `#[tokio::test]` per backend for each named `async fn(&TestDb)`.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = $crate::support::TestDb::sqlite().await;
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = $crate::support::TestDb::postgres().await;
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_databases;
