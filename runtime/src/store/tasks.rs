@@ -302,9 +302,8 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn create_task(&self, task: &NewTask) -> Result<TaskInsert, StoreError> {
-        let inserted: Option<i64> =
-            on_pool!(self, |pool| {
-                sqlx::query_scalar(
+        let inserted: Option<i64> = on_pool!(self, |pool| {
+            sqlx::query_scalar(
             "INSERT INTO tasks (request_id, tenant, user_id, kind, prompt, input_images, model, \
              size, status, command, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10) \
@@ -322,7 +321,7 @@ impl Store {
         .bind(Utc::now())
         .fetch_optional(pool)
         .await
-            })?;
+        })?;
         let stored = self
             .find_task(&task.tenant, &task.request_id)
             .await?
