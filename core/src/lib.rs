@@ -18,6 +18,8 @@ pub mod ids;
 pub mod kind;
 pub mod protocol;
 pub mod provider;
+pub mod resilience;
+pub mod routing;
 
 pub use ids::{ConfigId, IdError, RequestId, Tenant};
 pub use kind::Kind;

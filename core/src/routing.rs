@@ -1,0 +1,9 @@
+//! Candidate selection: which live instances may serve a request, in which order, and
+//! why the others were left out. Pure and allocation-light, run in each request's own
+//! task against a snapshot of the routing table.
+
+mod plan;
+mod rng;
+
+pub use plan::{NoProvider, Plan, RouteRequest, RoutingView, plan};
+pub use rng::SplitMix64;

@@ -1,0 +1,371 @@
+use chrono::{TimeZone, Utc};
+use proptest::prelude::*;
+
+use super::*;
+use crate::provider::{ProviderConfigDraft, ProviderType};
+
+#[derive(Debug)]
+struct Fake {
+    config: ProviderConfig,
+    open_until: Option<u64>,
+    cooling_until: Option<u64>,
+    failed: bool,
+    in_flight: u32,
+    latency: Option<f64>,
+}
+
+impl RoutingView for Fake {
+    fn config(&self) -> &ProviderConfig {
+        &self.config
+    }
+    fn breaker_open_until(&self) -> Option<u64> {
+        self.open_until
+    }
+    fn cooling_until(&self) -> Option<u64> {
+        self.cooling_until
+    }
+    fn failed(&self) -> bool {
+        self.failed
+    }
+    fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+    fn latency_ewma_ms(&self) -> Option<f64> {
+        self.latency
+    }
+}
+
+fn fake(id: i64, json: serde_json::Value) -> Fake {
+    let mut value = serde_json::json!({"name": format!("i{id}"), "provider": "mock"});
+    for (k, v) in json.as_object().unwrap() {
+        value[k] = v.clone();
+    }
+    let draft: ProviderConfigDraft = serde_json::from_value(value).unwrap();
+    Fake {
+        config: ProviderConfig {
+            id: ConfigId(id),
+            spec: draft.validate().unwrap(),
+            version: 1,
+            created_at: Utc.timestamp_opt(0, 0).unwrap(),
+            updated_at: Utc.timestamp_opt(0, 0).unwrap(),
+        },
+        open_until: None,
+        cooling_until: None,
+        failed: false,
+        in_flight: 0,
+        latency: None,
+    }
+}
+
+fn route(json: serde_json::Value) -> Route {
+    serde_json::from_value(json).unwrap()
+}
+
+fn request(route: &Route) -> RouteRequest<'_> {
+    RouteRequest {
+        kind: Kind::ImageGenerate,
+        route,
+        size: Some("1024x1024"),
+        n: 1,
+        estimated_tokens: 0,
+    }
+}
+
+fn ids<T: RoutingView>(plan: &Plan<'_, T>) -> Vec<i64> {
+    plan.candidates.iter().map(|c| c.config().id.0).collect()
+}
+
+fn pool() -> Vec<Fake> {
+    vec![
+        fake(
+            1,
+            serde_json::json!({"priority": 10, "weight": 1, "cost": {"per_image": {"default": 0.04}}}),
+        ),
+        fake(
+            2,
+            serde_json::json!({"priority": 30, "weight": 1, "cost": {"per_image": {"default": 0.08}}}),
+        ),
+        fake(
+            3,
+            serde_json::json!({"priority": 30, "weight": 5, "cost": {"per_image": {"default": 0.01}}}),
+        ),
+        fake(
+            4,
+            serde_json::json!({"priority": 20, "weight": 1, "cost": {"per_image": {"1024x1024": 0.02, "default": 0.5}}}),
+        ),
+    ]
+}
+
+#[test]
+fn priority_orders_higher_first_and_weight_breaks_ties() {
+    let instances = pool();
+    let r = route(serde_json::json!({}));
+    let plan = plan(&request(&r), &instances, &[], 0, 0, 0).unwrap();
+    assert_eq!(ids(&plan), [3, 2, 4, 1]);
+    assert!(plan.skipped.is_empty());
+}
+
+#[test]
+fn cost_orders_cheapest_for_this_request_first() {
+    let instances = pool();
+    let r = route(serde_json::json!({"strategy": "cost"}));
+    let plan = plan(&request(&r), &instances, &[], 0, 0, 0).unwrap();
+    assert_eq!(ids(&plan), [3, 4, 1, 2]);
+}
+
+#[test]
+fn round_robin_rotates() {
+    let instances = pool();
+    let r = route(serde_json::json!({"strategy": "round_robin"}));
+    let firsts: Vec<i64> = (0..5)
+        .map(|counter| ids(&plan(&request(&r), &instances, &[], 0, counter, 0).unwrap())[0])
+        .collect();
+    assert_eq!(firsts, [1, 2, 3, 4, 1]);
+}
+
+#[test]
+fn least_busy_and_latency_use_live_state() {
+    let mut instances = pool();
+    instances[0].in_flight = 0;
+    instances[1].in_flight = 8;
+    instances[2].in_flight = 4;
+    instances[3].in_flight = 2;
+    let r = route(serde_json::json!({"strategy": "least_busy"}));
+    assert_eq!(
+        ids(&plan(&request(&r), &instances, &[], 0, 0, 0).unwrap()),
+        [1, 4, 3, 2]
+    );
+
+    instances[0].latency = Some(50.0);
+    instances[1].latency = Some(10.0);
+    instances[2].latency = None;
+    instances[3].latency = Some(30.0);
+    let r = route(serde_json::json!({"strategy": "latency"}));
+    assert_eq!(
+        ids(&plan(&request(&r), &instances, &[], 0, 0, 0).unwrap()),
+        [3, 2, 4, 1],
+        "unknown latency is tried first"
+    );
+}
+
+#[test]
+fn weighted_follows_weights() {
+    let instances = vec![
+        fake(1, serde_json::json!({"weight": 1})),
+        fake(2, serde_json::json!({"weight": 9})),
+        fake(3, serde_json::json!({"weight": 0})),
+    ];
+    let r = route(serde_json::json!({"strategy": "weighted"}));
+    let mut first_is_2 = 0;
+    for seed in 0..2000 {
+        let plan = plan(&request(&r), &instances, &[], 0, 0, seed).unwrap();
+        assert_eq!(ids(&plan)[2], 3, "weight 0 is tried last");
+        first_is_2 += usize::from(ids(&plan)[0] == 2);
+    }
+    assert!(
+        (1650..1950).contains(&first_is_2),
+        "{first_is_2} of 2000, expected ~1800"
+    );
+}
+
+#[test]
+fn unavailable_instances_are_skipped_with_reasons() {
+    let mut instances = pool();
+    instances.push(fake(5, serde_json::json!({"kinds": ["text.generate"]})));
+    instances.push(fake(6, serde_json::json!({"model": "other"})));
+    instances[0].open_until = Some(1_000);
+    instances[1].cooling_until = Some(2_000);
+    instances[2].failed = true;
+    let r = route(serde_json::json!({}));
+    let plan = plan(&request(&r), &instances, &[], 500, 0, 0).unwrap();
+    assert_eq!(ids(&plan), [4, 6]);
+    let reasons: Vec<(i64, SkipReason)> = plan
+        .skipped
+        .iter()
+        .map(|s| (s.config_id.0, s.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (1, SkipReason::BreakerOpen),
+            (2, SkipReason::CoolingDown),
+            (3, SkipReason::Failed),
+            (5, SkipReason::KindMismatch),
+        ]
+    );
+    assert_eq!(
+        plan.skipped[0].until,
+        Some(Utc.timestamp_millis_opt(1_000).unwrap())
+    );
+    // Once the wait is over the instance is a candidate again.
+    let later = super::plan(&request(&r), &instances, &[], 1_000, 0, 0).unwrap();
+    assert!(ids(&later).contains(&1));
+}
+
+#[test]
+fn model_and_provider_hints_filter() {
+    let mut instances = pool();
+    instances.push(fake(7, serde_json::json!({"provider": "stability", "api_key": "sk-0123456789abcdef", "model": "sdxl"})));
+    let r = route(serde_json::json!({"provider": "stability"}));
+    assert_eq!(
+        ids(&plan(&request(&r), &instances, &[], 0, 0, 0).unwrap()),
+        [7]
+    );
+    let r = route(serde_json::json!({"model": "sdxl"}));
+    let p = plan(&request(&r), &instances, &[], 0, 0, 0).unwrap();
+    assert_eq!(ids(&p), [7]);
+    assert!(
+        p.skipped
+            .iter()
+            .all(|s| s.reason == SkipReason::ModelMismatch)
+    );
+}
+
+#[test]
+fn size_and_n_limits_filter_before_the_call() {
+    let instances = vec![
+        fake(1, serde_json::json!({"options": {}})),
+        fake(2, serde_json::json!({"priority": 5})),
+    ];
+    let mut with_limits = fake(3, serde_json::json!({"priority": 9}));
+    with_limits.config.spec.options =
+        serde_json::from_value(serde_json::json!({"max_n": 1, "sizes": ["512x512"]})).unwrap();
+    let mut all = instances;
+    all.push(with_limits);
+    let r = route(serde_json::json!({}));
+    let p = plan(&request(&r), &all, &[], 0, 0, 0).unwrap();
+    assert_eq!(ids(&p), [2, 1]);
+    assert_eq!(p.skipped[0].reason, SkipReason::CapabilityMismatch);
+}
+
+#[test]
+fn config_id_picks_exactly_one_or_explains() {
+    let mut instances = pool();
+    let r = route(serde_json::json!({"config_id": 4}));
+    assert_eq!(
+        ids(&plan(&request(&r), &instances, &[], 0, 0, 0).unwrap()),
+        [4]
+    );
+    let r = route(serde_json::json!({"config_id": "i2"}));
+    assert_eq!(
+        ids(&plan(&request(&r), &instances, &[], 0, 0, 0).unwrap()),
+        [2]
+    );
+
+    let r = route(serde_json::json!({"config_id": 9}));
+    let err = plan(&request(&r), &instances, &[(ConfigId(9), "old")], 0, 0, 0).unwrap_err();
+    assert_eq!(err.to_string(), "provider config 9 'old' is disabled");
+    let r = route(serde_json::json!({"config_id": "nope"}));
+    let err = plan(&request(&r), &instances, &[], 0, 0, 0).unwrap_err();
+    assert_eq!(err, NoProvider::UnknownConfig("'nope'".into()));
+
+    instances[3].open_until = Some(100);
+    let r = route(serde_json::json!({"config_id": 4}));
+    let err = plan(&request(&r), &instances, &[], 0, 0, 0).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "provider config 4 'i4' cannot serve this request: its breaker is open"
+    );
+}
+
+#[test]
+fn no_provider_messages_say_why() {
+    let message = |instances: &[Fake], disabled: &[(ConfigId, &str)], r: &Route, kind: Kind| {
+        let mut req = request(r);
+        req.kind = kind;
+        plan(&req, instances, disabled, 0, 0, 0)
+            .unwrap_err()
+            .to_string()
+    };
+    let r = route(serde_json::json!({}));
+    assert_eq!(
+        message(
+            &[],
+            &[(ConfigId(1), "a"), (ConfigId(2), "b")],
+            &r,
+            Kind::ImageGenerate
+        ),
+        "all 2 provider configs are disabled"
+    );
+    assert_eq!(
+        message(&[], &[], &r, Kind::ImageGenerate),
+        "no provider instance is configured and enabled"
+    );
+    let text_only = [fake(1, serde_json::json!({"kinds": ["text.generate"]}))];
+    assert_eq!(
+        message(&text_only, &[], &r, Kind::ImageEdit),
+        "no enabled instance serves image.edit"
+    );
+    let mut open = pool();
+    for (i, instance) in open.iter_mut().enumerate() {
+        if i < 3 {
+            instance.open_until = Some(10);
+        } else {
+            instance.cooling_until = Some(10);
+        }
+    }
+    assert_eq!(
+        message(&open, &[], &r, Kind::ImageGenerate),
+        "every instance that could serve image.generate is unavailable: 3 with the breaker open, 1 cooling down after a 429"
+    );
+    let r = route(serde_json::json!({"model": "m-x"}));
+    assert_eq!(
+        message(&pool(), &[], &r, Kind::ImageGenerate),
+        "no enabled instance serving image.generate serves model 'm-x'"
+    );
+    let r = route(serde_json::json!({"provider": "openai"}));
+    assert_eq!(
+        message(&pool(), &[], &r, Kind::ImageGenerate),
+        "no provider instance of type 'openai' is configured and enabled"
+    );
+    let _ = ProviderType::Openai;
+}
+
+proptest! {
+    #[test]
+    fn every_instance_is_a_candidate_or_skipped_once(
+        states in proptest::collection::vec((0u8..4, -5i64..5, 0i64..4, 0u32..10), 1..40),
+        strategy in 0usize..6,
+        now in 0u64..100,
+        counter in 0u64..1000,
+        seed in 0u64..1000,
+    ) {
+        let instances: Vec<Fake> = states
+            .iter()
+            .enumerate()
+            .map(|(i, (state, priority, weight, in_flight))| {
+                let mut f = fake(i as i64 + 1, serde_json::json!({"priority": priority, "weight": weight}));
+                match state {
+                    1 => f.open_until = Some(50),
+                    2 => f.cooling_until = Some(50),
+                    3 => f.failed = true,
+                    _ => {}
+                }
+                f.in_flight = *in_flight;
+                f
+            })
+            .collect();
+        let strategies = ["priority", "weighted", "round_robin", "least_busy", "latency", "cost"];
+        let r = route(serde_json::json!({"strategy": strategies[strategy]}));
+        match plan(&request(&r), &instances, &[], now, counter, seed) {
+            Ok(p) => {
+                let mut seen: Vec<i64> = ids(&p);
+                seen.extend(p.skipped.iter().map(|s| s.config_id.0));
+                seen.sort_unstable();
+                let all: Vec<i64> = (1..=instances.len() as i64).collect();
+                prop_assert_eq!(seen, all);
+                for c in &p.candidates {
+                    prop_assert!(!c.failed);
+                    prop_assert!(c.open_until.is_none_or(|u| now >= u));
+                    prop_assert!(c.cooling_until.is_none_or(|u| now >= u));
+                }
+                if strategies[strategy] == "priority" {
+                    let priorities: Vec<i32> = p.candidates.iter().map(|c| c.config.spec.priority).collect();
+                    prop_assert!(priorities.windows(2).all(|w| w[0] >= w[1]));
+                }
+            }
+            Err(NoProvider::None { skipped, .. }) => prop_assert_eq!(skipped.len(), instances.len()),
+            Err(e) => prop_assert!(false, "unexpected {e}"),
+        }
+    }
+}
