@@ -160,13 +160,10 @@ proptest! {
         let mut b = Breaker::new(s);
         let mut now = 0;
         for _ in 0..failures {
-            match b.state(now) {
-                BreakerState::Open { until_ms } => {
-                    let wait = until_ms - now;
-                    prop_assert!(wait >= s.open_ms && wait <= s.max_open_ms);
-                    now = until_ms;
-                }
-                _ => {}
+            if let BreakerState::Open { until_ms } = b.state(now) {
+                let wait = until_ms - now;
+                prop_assert!(wait >= s.open_ms && wait <= s.max_open_ms);
+                now = until_ms;
             }
             if b.try_acquire(now).is_ok() {
                 b.record(now, CallOutcome::Failure, 1);
