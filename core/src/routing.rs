@@ -5,5 +5,5 @@
 mod plan;
 mod rng;
 
-pub use plan::{NoProvider, Plan, RouteRequest, RoutingView, plan};
+pub use plan::{MAX_SKIPPED, NoProvider, Plan, RouteRequest, RoutingView, estimated_cost, plan};
 pub use rng::SplitMix64;

@@ -6,6 +6,11 @@
 //! - [`secrets`]: the master key and AES-256-GCM encryption of API keys at rest.
 //! - [`store`]: one repository API over PostgreSQL and SQLite (sqlx): provider configs,
 //!   tasks, results, parameters, usage, quotas; migrations and config-file seeding.
+//! - [`actors`]: supervised provider actors (rate limiter, breaker, cool-down) and the
+//!   routing table they publish.
+//! - [`engine`]: submit a command, get its events; routing, fallback, artifacts.
+//! - [`providers`]: the `ProviderAdapter` port and the `mock` adapter.
+//! - [`artifacts`]: content-addressed image storage.
 //! - [`serve`]: the long-running process (start, migrate, seed, run until shutdown).
 //!
 //! Invariants:
@@ -13,11 +18,17 @@
 //!   [`switchyard_core::ApiKey`], which masks itself everywhere but `expose()`.
 //! - Settings are fixed for the process lifetime; provider configs live in the database.
 
+pub mod actors;
+pub mod artifacts;
+pub mod clock;
+pub mod engine;
+pub mod providers;
 pub mod secrets;
 pub mod serve;
 pub mod settings;
 pub mod store;
 
+pub use engine::{Engine, EngineError, EngineOptions, RequestOutcome, Submission};
 pub use secrets::{MasterKey, SecretError};
 pub use serve::{InitError, Runtime, open_store, prepare};
 pub use settings::{Settings, SettingsError};

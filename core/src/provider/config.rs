@@ -269,6 +269,8 @@ pub struct MockOptions {
     pub fail_with: ErrorCode,
     /// Fail the first N calls.
     pub fail_first: u64,
+    /// Test hook for supervision: the first N calls panic inside the provider actor.
+    pub panic_first: u64,
 }
 
 impl Default for MockOptions {
@@ -279,6 +281,7 @@ impl Default for MockOptions {
             failure_rate: 0.0,
             fail_with: ErrorCode::ProviderError,
             fail_first: 0,
+            panic_first: 0,
         }
     }
 }

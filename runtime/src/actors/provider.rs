@@ -1,0 +1,461 @@
+//! `ProviderActor`: one per live provider config. It decides admission (cool-down,
+//! breaker, rate limiter, concurrency cap, priority queue), starts the adapter call as a
+//! task, and learns from the outcome. A handler never awaits the network.
+
+use std::{
+    cmp::Ordering as CmpOrdering, collections::BinaryHeap, num::NonZeroU32,
+    panic::AssertUnwindSafe, sync::Arc, time::Duration,
+};
+
+use futures_util::FutureExt;
+use governor::{
+    Quota, RateLimiter,
+    middleware::NoOpMiddleware,
+    state::{InMemoryState, NotKeyed},
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use switchyard_core::{
+    ErrorCode, ProviderConfig, SkipReason,
+    resilience::{Breaker, BreakerState, CallOutcome},
+};
+use tokio::sync::oneshot;
+
+use super::table::InstanceState;
+use crate::{
+    clock::Clock,
+    providers::{AdapterOutput, AdapterRequest, AttemptError, ProviderAdapter},
+};
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<Duration>>;
+
+/// The provider actor (stateless handler; state lives in [`ProviderState`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProviderActor;
+
+/// What a provider actor is started with. The supervisor keeps these to rebuild the
+/// actor after a crash.
+#[derive(Debug, Clone)]
+pub struct ProviderArgs {
+    /// The config served.
+    pub config: Arc<ProviderConfig>,
+    /// The adapter (shared across restarts).
+    pub adapter: Arc<dyn ProviderAdapter>,
+    /// Where live state is published.
+    pub state: Arc<InstanceState>,
+    /// The runtime clock.
+    pub clock: Clock,
+}
+
+/// One call offered to an instance.
+#[derive(Debug)]
+pub struct CallRequest {
+    /// The attempt's input.
+    pub request: AdapterRequest,
+    /// 1 = urgent … 10 = background: order in the wait queue.
+    pub priority: u8,
+    /// Whether to queue when the limiter or the concurrency cap is full (else reject).
+    pub may_wait: bool,
+    /// Give up waiting at this instant.
+    pub wait_until: tokio::time::Instant,
+    /// Answered once: admitted, or rejected with the reason.
+    pub admission: oneshot::Sender<Admission>,
+    /// Answered with the outcome once an admitted call ends.
+    pub result: oneshot::Sender<Result<AdapterOutput, AttemptError>>,
+}
+
+/// The admission decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The call is running.
+    Admitted,
+    /// The call was not started.
+    Rejected {
+        /// Why.
+        reason: SkipReason,
+        /// When the instance may be free (Unix ms), if known.
+        until_ms: Option<u64>,
+    },
+}
+
+/// Messages of the provider actor.
+#[derive(Debug)]
+pub enum ProviderMsg {
+    /// Offer a call.
+    Call(Box<CallRequest>),
+    /// A call task ended.
+    Finished(Finished),
+    /// Re-examine the wait queue (timer).
+    Wake,
+}
+
+/// The outcome summary a call task reports back.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    code: Option<ErrorCode>,
+    retry_after_ms: Option<u64>,
+    latency_ms: u64,
+}
+
+struct Waiter {
+    priority: u8,
+    seq: u64,
+    call: Box<CallRequest>,
+}
+
+impl PartialEq for Waiter {
+    fn eq(&self, other: &Self) -> bool {
+        self.priority == other.priority && self.seq == other.seq
+    }
+}
+impl Eq for Waiter {}
+impl PartialOrd for Waiter {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiter {
+    /// The max-heap pops the most urgent (lowest priority number), then the oldest.
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        other
+            .priority
+            .cmp(&self.priority)
+            .then(other.seq.cmp(&self.seq))
+    }
+}
+
+/// The actor's private state.
+pub struct ProviderState {
+    args: ProviderArgs,
+    limiter: Limiter,
+    breaker: Breaker,
+    in_flight: u32,
+    waiting: BinaryHeap<Waiter>,
+    seq: u64,
+    cooling_until: u64,
+    wake_at: Option<tokio::time::Instant>,
+}
+
+fn limiter_for(config: &ProviderConfig, clock: Clock) -> Limiter {
+    let limits = config.spec.rate_limit;
+    let rpm = NonZeroU32::new(limits.rpm).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(limits.burst).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct_with_clock(Quota::per_minute(rpm).allow_burst(burst), clock)
+}
+
+impl Actor for ProviderActor {
+    type Msg = ProviderMsg;
+    type State = ProviderState;
+    type Arguments = ProviderArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: ProviderArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let limiter = limiter_for(&args.config, args.clock);
+        let breaker = Breaker::new(args.config.spec.breaker);
+        args.state.set_breaker(None, false);
+        args.state.set_in_flight(0, 0);
+        Ok(ProviderState {
+            args,
+            limiter,
+            breaker,
+            in_flight: 0,
+            waiting: BinaryHeap::new(),
+            seq: 0,
+            cooling_until: 0,
+            wake_at: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ProviderMsg::Call(call) => state.offer(&myself, call),
+            ProviderMsg::Finished(finished) => {
+                state.finish(finished);
+                state.drain(&myself);
+            }
+            ProviderMsg::Wake => {
+                state.wake_at = None;
+                state.drain(&myself);
+            }
+        }
+        state.publish();
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Queued calls go back to their routers, which try elsewhere.
+        for waiter in state.waiting.drain() {
+            let _ = waiter.call.admission.send(Admission::Rejected {
+                reason: SkipReason::Failed,
+                until_ms: None,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a call cannot start right now.
+enum Busy {
+    /// Wait this long for a limiter token.
+    Limiter(Duration),
+    /// Wait for a running call to end.
+    Concurrency,
+}
+
+impl ProviderState {
+    fn now_ms(&self) -> u64 {
+        self.args.clock.now_ms()
+    }
+
+    fn offer(&mut self, myself: &ActorRef<ProviderMsg>, call: Box<CallRequest>) {
+        let now = self.now_ms();
+        if now < self.cooling_until {
+            reject(call, SkipReason::CoolingDown, Some(self.cooling_until));
+            return;
+        }
+        if let BreakerState::Open { until_ms } = self.breaker.state(now) {
+            reject(call, SkipReason::BreakerOpen, Some(until_ms));
+            return;
+        }
+        // Fairness: a newcomer may not overtake calls already queued.
+        if self.waiting.is_empty() {
+            if let Err((call, busy)) = self.try_start(myself, call) {
+                self.queue_or_reject(myself, call, busy);
+            }
+        } else {
+            self.queue_or_reject(myself, call, Busy::Concurrency);
+            self.drain(myself);
+        }
+    }
+
+    fn queue_or_reject(
+        &mut self,
+        myself: &ActorRef<ProviderMsg>,
+        call: Box<CallRequest>,
+        busy: Busy,
+    ) {
+        if !call.may_wait {
+            let until = match busy {
+                Busy::Limiter(wait) => {
+                    Some(self.now_ms() + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
+                }
+                Busy::Concurrency => None,
+            };
+            reject(call, SkipReason::LimiterFull, until);
+            return;
+        }
+        self.args.state.count_limiter_wait();
+        self.seq += 1;
+        self.waiting.push(Waiter {
+            priority: call.priority,
+            seq: self.seq,
+            call,
+        });
+        if let Busy::Limiter(wait) = busy {
+            self.schedule_wake(myself, tokio::time::Instant::now() + wait);
+        }
+        self.schedule_earliest_deadline(myself);
+    }
+
+    /// Starts the call if breaker, limiter and concurrency allow; else hands it back.
+    fn try_start(
+        &mut self,
+        myself: &ActorRef<ProviderMsg>,
+        call: Box<CallRequest>,
+    ) -> Result<(), (Box<CallRequest>, Busy)> {
+        let now = self.now_ms();
+        if self.in_flight >= self.args.config.spec.rate_limit.max_concurrency {
+            return Err((call, Busy::Concurrency));
+        }
+        if self.breaker.try_acquire(now).is_err() {
+            // Half-open with every probe out: behave like a busy slot.
+            return Err((call, Busy::Concurrency));
+        }
+        if let Err(not_until) = self.limiter.check() {
+            self.breaker.record(now, CallOutcome::Ignored, 0);
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&self.args.clock));
+            return Err((call, Busy::Limiter(wait)));
+        }
+        self.start(myself, call);
+        Ok(())
+    }
+
+    #[expect(
+        clippy::boxed_local,
+        reason = "calls travel boxed through the mailbox and the queue"
+    )]
+    fn start(&mut self, myself: &ActorRef<ProviderMsg>, call: Box<CallRequest>) {
+        let CallRequest {
+            request,
+            admission,
+            result,
+            ..
+        } = *call;
+        if admission.send(Admission::Admitted).is_err() {
+            // The router gave up (deadline) before we could start: free the token's slot.
+            self.breaker.record(self.now_ms(), CallOutcome::Ignored, 0);
+            return;
+        }
+        self.in_flight += 1;
+        let config = &self.args.config;
+        let timeout = Duration::from_millis(config.spec.timeout_ms);
+        // Building the future runs adapter code in this handler: a panic here crashes
+        // the actor, which its supervisor restarts.
+        let future = self.args.adapter.generate(request);
+        let reply_to = myself.clone();
+        let started = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            let outcome = match tokio::time::timeout(
+                timeout,
+                AssertUnwindSafe(future).catch_unwind(),
+            )
+            .await
+            {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_panic)) => Err(AttemptError::new(
+                    ErrorCode::ProviderError,
+                    "the adapter failed unexpectedly during the call",
+                )),
+                Err(_) => Err(AttemptError::new(
+                    ErrorCode::Timeout,
+                    format!("no answer within {} ms", timeout.as_millis()),
+                )),
+            };
+            let finished = Finished {
+                code: outcome.as_ref().err().map(|e| e.code),
+                retry_after_ms: outcome.as_ref().err().and_then(|e| e.retry_after_ms),
+                latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            };
+            let message = outcome.as_ref().err().map(|e| e.message.clone());
+            let _ = result.send(outcome);
+            // The actor may have been replaced meanwhile; the caller has its answer.
+            if reply_to.cast(ProviderMsg::Finished(finished)).is_err() {
+                drop(message);
+            }
+        });
+    }
+
+    fn finish(&mut self, finished: Finished) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let now = self.now_ms();
+        let outcome = match finished.code {
+            None => CallOutcome::Success,
+            Some(code) if code.counts_against_breaker() => CallOutcome::Failure,
+            Some(_) => CallOutcome::Ignored,
+        };
+        self.breaker.record(now, outcome, finished.latency_ms);
+        if finished.code == Some(ErrorCode::RateLimited) {
+            let wait = finished.retry_after_ms.unwrap_or(1_000);
+            self.cooling_until = self.cooling_until.max(now + wait);
+            self.args.state.set_cooling_until(self.cooling_until);
+        } else {
+            // Latency says how the instance answers; a 429 answers nothing.
+            self.args.state.observe_latency(finished.latency_ms as f64);
+        }
+        let error = finished.code.map(|c| c.as_str().to_owned());
+        self.args.state.count(error);
+        let name = self.args.config.spec.name.clone();
+        metrics::counter!("switchyard_provider_calls_total", "config" => name.clone(),
+            "code" => finished.code.map_or("ok", ErrorCode::as_str))
+        .increment(1);
+        metrics::histogram!("switchyard_provider_latency_seconds", "config" => name)
+            .record(finished.latency_ms as f64 / 1000.0);
+    }
+
+    /// Starts queued calls while capacity allows; rejects those past their wait.
+    fn drain(&mut self, myself: &ActorRef<ProviderMsg>) {
+        let now_instant = tokio::time::Instant::now();
+        // Expired waiters first, wherever they are in the queue.
+        if self
+            .waiting
+            .iter()
+            .any(|w| w.call.wait_until <= now_instant)
+        {
+            let (expired, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+                .into_iter()
+                .partition(|w| w.call.wait_until <= now_instant);
+            self.waiting = keep.into_iter().collect();
+            for waiter in expired {
+                reject(waiter.call, SkipReason::LimiterFull, None);
+            }
+        }
+        let now = self.now_ms();
+        if now < self.cooling_until || matches!(self.breaker.state(now), BreakerState::Open { .. })
+        {
+            let until = self.cooling_until.max(match self.breaker.state(now) {
+                BreakerState::Open { until_ms } => until_ms,
+                _ => 0,
+            });
+            self.schedule_wake(myself, self.args.clock.instant_at(until));
+        } else {
+            while let Some(waiter) = self.waiting.pop() {
+                let (priority, seq) = (waiter.priority, waiter.seq);
+                match self.try_start(myself, waiter.call) {
+                    Ok(()) => {}
+                    Err((call, busy)) => {
+                        self.waiting.push(Waiter {
+                            priority,
+                            seq,
+                            call,
+                        });
+                        if let Busy::Limiter(wait) = busy {
+                            self.schedule_wake(myself, tokio::time::Instant::now() + wait);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        self.schedule_earliest_deadline(myself);
+    }
+
+    fn schedule_earliest_deadline(&mut self, myself: &ActorRef<ProviderMsg>) {
+        if let Some(earliest) = self.waiting.iter().map(|w| w.call.wait_until).min() {
+            self.schedule_wake(myself, earliest);
+        }
+    }
+
+    fn schedule_wake(&mut self, myself: &ActorRef<ProviderMsg>, at: tokio::time::Instant) {
+        if self.wake_at.is_some_and(|existing| existing <= at) {
+            return;
+        }
+        self.wake_at = Some(at);
+        let delay = at.saturating_duration_since(tokio::time::Instant::now());
+        myself.send_after(delay, || ProviderMsg::Wake);
+    }
+
+    fn publish(&self) {
+        let now = self.now_ms();
+        let state = &self.args.state;
+        match self.breaker.state(now) {
+            BreakerState::Open { until_ms } => state.set_breaker(Some(until_ms), false),
+            BreakerState::HalfOpen => state.set_breaker(None, true),
+            BreakerState::Closed => state.set_breaker(None, false),
+        }
+        state.set_in_flight(
+            self.in_flight,
+            u32::try_from(self.waiting.len()).unwrap_or(u32::MAX),
+        );
+    }
+}
+
+#[expect(
+    clippy::boxed_local,
+    reason = "calls travel boxed through the mailbox and the queue"
+)]
+fn reject(call: Box<CallRequest>, reason: SkipReason, until_ms: Option<u64>) {
+    let _ = call
+        .admission
+        .send(Admission::Rejected { reason, until_ms });
+}

@@ -1,0 +1,305 @@
+//! `Supervisor`: spawns one provider actor per live config, restarts crashed actors
+//! with exponential backoff, marks an instance `failed` after too many restarts in a
+//! window (instead of restarting it in a loop), and is the single writer of the routing
+//! table. One crashing instance never affects another.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use switchyard_core::{ConfigId, ProviderConfig};
+
+use super::{
+    provider::{ProviderActor, ProviderArgs, ProviderMsg},
+    table::{Instance, InstanceState, InstanceStatus, RoutingTable},
+};
+use crate::{
+    clock::Clock,
+    providers::{ProviderAdapter, build_adapter},
+};
+
+/// How crashed actors are restarted.
+#[derive(Debug, Clone, Copy)]
+pub struct RestartPolicy {
+    /// Wait before the first restart; doubles with each restart in the window.
+    pub initial_backoff: Duration,
+    /// Longest wait between restarts.
+    pub max_backoff: Duration,
+    /// Restarts allowed within `window` before the instance is marked failed.
+    pub max_restarts: usize,
+    /// The window restarts are counted in.
+    pub window: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The supervisor (stateless handler).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Supervisor;
+
+/// What the supervisor is started with.
+#[derive(Debug, Clone)]
+pub struct SupervisorArgs {
+    /// Where the routing table is published.
+    pub table: Arc<ArcSwap<RoutingTable>>,
+    /// The runtime clock.
+    pub clock: Clock,
+    /// Restart policy.
+    pub policy: RestartPolicy,
+}
+
+/// A config whose actor could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartFailure {
+    /// The config.
+    pub config_id: ConfigId,
+    /// Why.
+    pub reason: String,
+}
+
+/// Messages of the supervisor.
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// Start actors for `configs` (those not running yet) and record `disabled`.
+    Start {
+        /// Live configs.
+        configs: Vec<Arc<ProviderConfig>>,
+        /// Disabled configs (id, name).
+        disabled: Vec<(ConfigId, String)>,
+        /// Configs that could not start.
+        reply: RpcReplyPort<Vec<StartFailure>>,
+    },
+    /// Restart the actor of a config (backoff timer).
+    Restart(ConfigId),
+    /// Live status of every instance.
+    Status(RpcReplyPort<Vec<InstanceStatus>>),
+}
+
+struct Child {
+    args: ProviderArgs,
+    actor: Option<ActorRef<ProviderMsg>>,
+    restarts: VecDeque<tokio::time::Instant>,
+}
+
+/// The supervisor's private state.
+pub struct SupervisorState {
+    args: SupervisorArgs,
+    children: BTreeMap<ConfigId, Child>,
+    by_actor: HashMap<ActorId, ConfigId>,
+    disabled: Vec<(ConfigId, String)>,
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(SupervisorState {
+            args,
+            children: BTreeMap::new(),
+            by_actor: HashMap::new(),
+            disabled: Vec::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Start {
+                configs,
+                disabled,
+                reply,
+            } => {
+                let mut failures = Vec::new();
+                for config in configs {
+                    if state.children.contains_key(&config.id) {
+                        continue;
+                    }
+                    let adapter: Arc<dyn ProviderAdapter> = match build_adapter(&config) {
+                        Ok(adapter) => adapter,
+                        Err(e) => {
+                            tracing::warn!(config_id = %config.id, error = %e, "provider instance not started");
+                            failures.push(StartFailure {
+                                config_id: config.id,
+                                reason: e.to_string(),
+                            });
+                            continue;
+                        }
+                    };
+                    let args = ProviderArgs {
+                        config: config.clone(),
+                        adapter,
+                        state: Arc::new(InstanceState::default()),
+                        clock: state.args.clock,
+                    };
+                    match spawn_child(&myself, args.clone()).await {
+                        Ok(actor) => {
+                            state.by_actor.insert(actor.get_id(), config.id);
+                            state.children.insert(
+                                config.id,
+                                Child {
+                                    args,
+                                    actor: Some(actor),
+                                    restarts: VecDeque::new(),
+                                },
+                            );
+                        }
+                        Err(reason) => failures.push(StartFailure {
+                            config_id: config.id,
+                            reason,
+                        }),
+                    }
+                }
+                state.disabled = disabled;
+                state.publish();
+                let _ = reply.send(failures);
+            }
+            SupervisorMsg::Restart(config_id) => {
+                let Some(child) = state.children.get_mut(&config_id) else {
+                    return Ok(());
+                };
+                match spawn_child(&myself, child.args.clone()).await {
+                    Ok(actor) => {
+                        state.by_actor.insert(actor.get_id(), config_id);
+                        child.actor = Some(actor);
+                        child.args.state.set_restarting(false);
+                        tracing::info!(config_id = %config_id, "provider actor restarted");
+                    }
+                    Err(reason) => {
+                        tracing::error!(config_id = %config_id, %reason, "provider actor could not be restarted");
+                        child.args.state.set_failed(true);
+                    }
+                }
+                state.publish();
+            }
+            SupervisorMsg::Status(reply) => {
+                let now = state.args.clock.now_ms();
+                let table = state.args.table.load();
+                let _ = reply.send(table.instances.iter().map(|i| i.status(now)).collect());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Never stop because a child ended (ractor's default would).
+        let (cell, reason) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell, error.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped".to_owned()))
+            }
+            _ => return Ok(()),
+        };
+        let Some(config_id) = state.by_actor.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        let policy = state.args.policy;
+        let Some(child) = state.children.get_mut(&config_id) else {
+            return Ok(());
+        };
+        if child.actor.as_ref().map(|a| a.get_id()) != Some(cell.get_id()) {
+            return Ok(());
+        }
+        child.actor = None;
+        let now = tokio::time::Instant::now();
+        while child
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > policy.window)
+        {
+            child.restarts.pop_front();
+        }
+        child.restarts.push_back(now);
+        let restarts = child.args.state.add_restart();
+        metrics::counter!("switchyard_actor_restarts_total", "config" => child.args.config.spec.name.clone())
+            .increment(1);
+        if child.restarts.len() > policy.max_restarts {
+            tracing::error!(
+                config_id = %config_id, restarts, %reason,
+                "provider actor failed too often; marked failed and not restarted"
+            );
+            child.args.state.set_failed(true);
+        } else {
+            let exponent = u32::try_from(child.restarts.len() - 1)
+                .unwrap_or(u32::MAX)
+                .min(16);
+            let backoff = policy
+                .initial_backoff
+                .saturating_mul(1 << exponent)
+                .min(policy.max_backoff);
+            tracing::warn!(config_id = %config_id, %reason, backoff_ms = backoff.as_millis() as u64, "provider actor crashed; restarting");
+            child.args.state.set_restarting(true);
+            myself.send_after(backoff, move || SupervisorMsg::Restart(config_id));
+        }
+        state.publish();
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        for child in state.children.values() {
+            if let Some(actor) = &child.actor {
+                actor.stop(None);
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn spawn_child(
+    myself: &ActorRef<SupervisorMsg>,
+    args: ProviderArgs,
+) -> Result<ActorRef<ProviderMsg>, String> {
+    Actor::spawn_linked(None, ProviderActor, args, myself.get_cell())
+        .await
+        .map(|(actor, _)| actor)
+        .map_err(|e| e.to_string())
+}
+
+impl SupervisorState {
+    fn publish(&self) {
+        let instances = self
+            .children
+            .values()
+            .map(|child| Instance {
+                config: child.args.config.clone(),
+                state: child.args.state.clone(),
+                actor: child.actor.clone(),
+            })
+            .collect();
+        self.args.table.store(Arc::new(RoutingTable {
+            instances,
+            disabled: self.disabled.clone(),
+        }));
+    }
+}

@@ -1,0 +1,667 @@
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use serde_json::{Value, json};
+use switchyard_core::{ProviderConfigDraft, SkipReason};
+
+use super::*;
+
+fn config(id: i64, json: Value) -> ProviderConfig {
+    let mut value = json!({"name": format!("mock-{id}"), "provider": "mock"});
+    for (k, v) in json.as_object().unwrap() {
+        value[k] = v.clone();
+    }
+    let draft: ProviderConfigDraft = serde_json::from_value(value).unwrap();
+    ProviderConfig {
+        id: ConfigId(id),
+        spec: draft.validate().unwrap(),
+        version: 1,
+        created_at: Utc.timestamp_opt(0, 0).unwrap(),
+        updated_at: Utc.timestamp_opt(0, 0).unwrap(),
+    }
+}
+
+struct Harness {
+    engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness_with(
+    configs: Vec<ProviderConfig>,
+    disabled: Vec<(ConfigId, String)>,
+    policy: RestartPolicy,
+) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = ArtifactStore::open(&format!("file://{}", dir.path().display())).unwrap();
+    let (engine, failures) = Engine::start(
+        configs,
+        disabled,
+        EngineOptions {
+            artifacts,
+            artifact_base_url: "http://127.0.0.1:8080".into(),
+            restart_policy: policy,
+            default_wait: Duration::from_secs(30),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    Harness { engine, _dir: dir }
+}
+
+async fn harness(configs: Vec<ProviderConfig>) -> Harness {
+    harness_with(configs, Vec::new(), RestartPolicy::default()).await
+}
+
+fn text_command(id: &str, route: Value) -> Arc<Command> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "request_id": id, "tenant": "acme", "kind": "text.generate",
+            "input": {"messages": [{"role": "user", "content": "hello"}]},
+            "route": route,
+        }))
+        .unwrap(),
+    )
+}
+
+async fn run(h: &Harness, command: Arc<Command>) -> Vec<Event> {
+    let mut events = Vec::new();
+    h.engine
+        .execute(
+            Submission {
+                command,
+                task_id: 1,
+            },
+            &mut |e| events.push(e),
+        )
+        .await;
+    events
+}
+
+fn terminal(events: &[Event]) -> &EventBody {
+    &events.last().unwrap().body
+}
+
+fn completed_by(events: &[Event]) -> i64 {
+    match terminal(events) {
+        EventBody::Completed { provider, .. } => provider.config_id.0,
+        other => panic!("expected completed, got {other:?}"),
+    }
+}
+
+fn failed_code(events: &[Event]) -> ErrorCode {
+    match terminal(events) {
+        EventBody::Failed { error, .. } => error.code,
+        other => panic!("expected failed, got {other:?}"),
+    }
+}
+
+fn seqs_are_gapless_with_one_terminal(events: &[Event]) {
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1);
+    }
+    assert_eq!(events.iter().filter(|e| e.is_terminal()).count(), 1);
+    assert!(events.last().unwrap().is_terminal());
+}
+
+#[tokio::test]
+async fn image_request_stores_a_real_png_and_reports_it() {
+    let h = harness(vec![config(
+        1,
+        json!({"cost": {"per_image": {"64x64": 0.03, "default": 1.0}}}),
+    )])
+    .await;
+    let command: Arc<Command> = Arc::new(
+        serde_json::from_value(json!({
+            "request_id": "img-1", "tenant": "acme", "kind": "image.generate",
+            "input": {"prompt": "a lighthouse", "size": "64x64", "n": 2, "seed": 3},
+        }))
+        .unwrap(),
+    );
+    let events = run(&h, command).await;
+    seqs_are_gapless_with_one_terminal(&events);
+    let types: Vec<_> = events.iter().map(|e| e.event_type().as_str()).collect();
+    assert_eq!(types, ["accepted", "started", "completed"]);
+    let EventBody::Completed {
+        output,
+        usage,
+        provider,
+        attempts,
+        routing,
+        ..
+    } = terminal(&events)
+    else {
+        panic!()
+    };
+    assert_eq!(output.images.len(), 2);
+    assert_eq!(usage.images, 2);
+    assert!((usage.cost_usd - 0.06).abs() < 1e-9);
+    assert_eq!(provider.name, "mock-1");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(routing.as_ref().unwrap().candidates, [ConfigId(1)]);
+    let image = &output.images[0];
+    assert_eq!(
+        (image.width, image.height, image.mime.as_str()),
+        (64, 64, "image/png")
+    );
+    assert_eq!(
+        image.url,
+        format!("http://127.0.0.1:8080/v1/artifacts/{}", image.artifact_id)
+    );
+    let (bytes, meta) = h
+        .engine
+        .inner
+        .artifacts
+        .get(&image.artifact_id)
+        .await
+        .unwrap();
+    assert_eq!(meta.sha256, image.sha256);
+    assert_eq!(bytes.len() as u64, image.bytes);
+    let expected = crate::providers::mock::png_for_test("a lighthouse", 3, 0, 64, 64);
+    assert_eq!(bytes, expected, "the stored bytes are the adapter's");
+}
+
+#[tokio::test]
+async fn retryable_failure_falls_back_in_priority_order() {
+    let h = harness(vec![
+        config(1, json!({"priority": 100, "options": {"failure_rate": 1.0, "fail_with": "provider_unavailable"}})),
+        config(2, json!({"priority": 50})),
+        config(3, json!({"priority": 10})),
+    ])
+    .await;
+    let events = run(&h, text_command("r1", json!({}))).await;
+    seqs_are_gapless_with_one_terminal(&events);
+    assert_eq!(completed_by(&events), 2);
+    let EventBody::Completed {
+        attempts, routing, ..
+    } = terminal(&events)
+    else {
+        panic!()
+    };
+    let tried: Vec<_> = attempts
+        .iter()
+        .map(|a| (a.config_id.0, a.outcome, a.error_code))
+        .collect();
+    assert_eq!(
+        tried,
+        [
+            (
+                1,
+                AttemptResult::Failed,
+                Some(ErrorCode::ProviderUnavailable)
+            ),
+            (2, AttemptResult::Succeeded, None),
+        ]
+    );
+    assert_eq!(
+        routing.as_ref().unwrap().candidates,
+        [ConfigId(1), ConfigId(2), ConfigId(3)]
+    );
+    let started: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Started { attempt, provider } => Some((*attempt, provider.config_id.0)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, [(1, 1), (2, 2)]);
+}
+
+#[tokio::test]
+async fn max_attempts_and_fallback_false_are_respected() {
+    let failing = json!({"options": {"failure_rate": 1.0, "fail_with": "provider_error"}});
+    let h = harness(vec![
+        config(1, failing.clone()),
+        config(2, failing.clone()),
+        config(3, failing),
+    ])
+    .await;
+    let events = run(&h, text_command("r1", json!({"max_attempts": 2}))).await;
+    assert_eq!(failed_code(&events), ErrorCode::ProviderError);
+    let EventBody::Failed {
+        attempts, error, ..
+    } = terminal(&events)
+    else {
+        panic!()
+    };
+    assert_eq!(attempts.len(), 2);
+    assert!(error.retryable);
+    assert!(error.provider.is_some());
+    let events = run(&h, text_command("r2", json!({"fallback": false}))).await;
+    let EventBody::Failed { attempts, .. } = terminal(&events) else {
+        panic!()
+    };
+    assert_eq!(attempts.len(), 1);
+}
+
+#[tokio::test]
+async fn content_filtered_is_not_retried() {
+    let h = harness(vec![
+        config(1, json!({"priority": 100, "options": {"failure_rate": 1.0, "fail_with": "content_filtered"}})),
+        config(2, json!({})),
+    ])
+    .await;
+    let events = run(&h, text_command("r1", json!({}))).await;
+    assert_eq!(failed_code(&events), ErrorCode::ContentFiltered);
+}
+
+#[tokio::test]
+async fn unauthorized_falls_back_to_the_next_account() {
+    let h = harness(vec![
+        config(
+            1,
+            json!({"priority": 100, "options": {"failure_rate": 1.0, "fail_with": "unauthorized"}}),
+        ),
+        config(2, json!({"priority": 90})),
+    ])
+    .await;
+    assert_eq!(
+        completed_by(&run(&h, text_command("r1", json!({}))).await),
+        2
+    );
+}
+
+#[tokio::test]
+async fn each_strategy_orders_its_candidates() {
+    let h = harness(vec![
+        config(1, json!({"priority": 10, "cost": {"per_1k_input_tokens": 0.5, "per_1k_output_tokens": 0.5}})),
+        config(2, json!({"priority": 30, "cost": {"per_1k_input_tokens": 9.0, "per_1k_output_tokens": 9.0}})),
+        config(3, json!({"priority": 20, "cost": {"per_1k_input_tokens": 0.1, "per_1k_output_tokens": 0.1}})),
+    ])
+    .await;
+    let first = |events: Vec<Event>| completed_by(&events);
+    assert_eq!(
+        first(run(&h, text_command("p", json!({"strategy": "priority"}))).await),
+        2
+    );
+    assert_eq!(
+        first(run(&h, text_command("c", json!({"strategy": "cost"}))).await),
+        3
+    );
+    let mut rr = Vec::new();
+    for i in 0..3 {
+        rr.push(first(
+            run(
+                &h,
+                text_command(&format!("rr{i}"), json!({"strategy": "round_robin"})),
+            )
+            .await,
+        ));
+    }
+    rr.sort_unstable();
+    assert_eq!(rr, [1, 2, 3], "round robin visits every instance");
+    // Every instance has a latency now; the latency strategy picks one of them.
+    assert!((1..=3).contains(&first(
+        run(&h, text_command("l", json!({"strategy": "latency"}))).await
+    )));
+    assert!((1..=3).contains(&first(
+        run(&h, text_command("b", json!({"strategy": "least_busy"}))).await
+    )));
+    assert!((1..=3).contains(&first(
+        run(&h, text_command("w", json!({"strategy": "weighted"}))).await
+    )));
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_opens_half_opens_and_closes() {
+    let h = harness(vec![
+        config(1, json!({"priority": 100, "breaker": {"consecutive_failures": 2, "open_ms": 10000, "half_open_calls": 1},
+                         "options": {"fail_first": 2, "fail_with": "provider_unavailable"}})),
+        config(2, json!({"priority": 1})),
+    ])
+    .await;
+    for i in 0..2 {
+        assert_eq!(
+            completed_by(&run(&h, text_command(&format!("f{i}"), json!({}))).await),
+            2
+        );
+    }
+    // Two failures in a row: the breaker is open and routing says so.
+    let events = run(&h, text_command("open", json!({}))).await;
+    assert_eq!(completed_by(&events), 2);
+    let EventBody::Completed {
+        routing, attempts, ..
+    } = terminal(&events)
+    else {
+        panic!()
+    };
+    assert_eq!(attempts.len(), 1, "the open instance was not called");
+    let skipped = &routing.as_ref().unwrap().skipped;
+    assert_eq!(skipped[0].config_id, ConfigId(1));
+    assert_eq!(skipped[0].reason, SkipReason::BreakerOpen);
+    assert!(skipped[0].until.is_some());
+    assert_eq!(h.engine.status()[0].breaker, "open");
+    // After open_ms the breaker lets a probe through; it succeeds and closes.
+    tokio::time::advance(Duration::from_millis(10_001)).await;
+    assert_eq!(
+        completed_by(&run(&h, text_command("probe", json!({}))).await),
+        1
+    );
+    assert_eq!(h.engine.status()[0].breaker, "closed");
+    assert_eq!(
+        completed_by(&run(&h, text_command("after", json!({}))).await),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_cools_the_instance_down_without_tripping_the_breaker() {
+    let h = harness(vec![
+        config(
+            1,
+            json!({"priority": 100, "breaker": {"consecutive_failures": 1},
+                         "options": {"fail_first": 1, "fail_with": "rate_limited"}}),
+        ),
+        config(2, json!({"priority": 1})),
+    ])
+    .await;
+    let events = run(&h, text_command("a", json!({}))).await;
+    assert_eq!(
+        completed_by(&events),
+        2,
+        "the 429 falls back to the next account"
+    );
+    let events = run(&h, text_command("b", json!({}))).await;
+    assert_eq!(completed_by(&events), 2);
+    let EventBody::Completed { routing, .. } = terminal(&events) else {
+        panic!()
+    };
+    assert_eq!(
+        routing.as_ref().unwrap().skipped[0].reason,
+        SkipReason::CoolingDown
+    );
+    let status = &h.engine.status()[0];
+    assert_eq!(status.breaker, "closed", "a 429 is not a breaker failure");
+    assert!(status.cooling_until_ms.is_some());
+    tokio::time::advance(Duration::from_millis(1_001)).await;
+    assert_eq!(
+        completed_by(&run(&h, text_command("c", json!({}))).await),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn limiter_holds_the_configured_rpm() {
+    // 60 rpm with a burst of 2: two calls at once, then one per second.
+    let h = harness(vec![config(
+        1,
+        json!({"rate_limit": {"rpm": 60, "burst": 2, "max_concurrency": 100}}),
+    )])
+    .await;
+    let start = tokio::time::Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..6 {
+        let engine = h.engine.clone();
+        handles.push(tokio::spawn(async move {
+            let mut rx = engine.submit(Submission {
+                command: text_command(&format!("r{i}"), json!({})),
+                task_id: i,
+            });
+            let mut last = None;
+            while let Some(e) = rx.recv().await {
+                last = Some(e);
+            }
+            (last.unwrap(), start.elapsed())
+        }));
+    }
+    let mut finished: Vec<Duration> = Vec::new();
+    for handle in handles {
+        let (event, at) = handle.await.unwrap();
+        assert!(
+            matches!(event.body, EventBody::Completed { .. }),
+            "{event:?}"
+        );
+        finished.push(at);
+    }
+    finished.sort();
+    let seconds: Vec<u64> = finished.iter().map(|d| d.as_secs()).collect();
+    assert_eq!(
+        seconds,
+        [0, 0, 1, 2, 3, 4],
+        "virtual seconds at which calls were admitted"
+    );
+    assert_eq!(h.engine.status()[0].limiter_waits, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn limiter_wait_is_bounded_by_the_deadline() {
+    let h = harness(vec![config(
+        1,
+        json!({"rate_limit": {"rpm": 1, "burst": 1}}),
+    )])
+    .await;
+    assert_eq!(
+        completed_by(&run(&h, text_command("a", json!({}))).await),
+        1
+    );
+    let mut command = (*text_command("b", json!({}))).clone();
+    command.deadline_ms = Some(500);
+    let events = run(&h, Arc::new(command)).await;
+    assert_eq!(failed_code(&events), ErrorCode::Timeout);
+}
+
+#[tokio::test]
+async fn a_panicking_adapter_is_restarted_and_its_request_completes_elsewhere() {
+    let policy = RestartPolicy {
+        initial_backoff: Duration::from_millis(10),
+        ..RestartPolicy::default()
+    };
+    let h = harness_with(
+        vec![
+            config(1, json!({"priority": 100, "options": {"panic_first": 1}})),
+            config(2, json!({"priority": 1})),
+        ],
+        Vec::new(),
+        policy,
+    )
+    .await;
+    let events = run(&h, text_command("boom", json!({}))).await;
+    assert_eq!(completed_by(&events), 2);
+    let EventBody::Completed { attempts, .. } = terminal(&events) else {
+        panic!()
+    };
+    assert_eq!(attempts[0].error_code, Some(ErrorCode::ProviderUnavailable));
+    // The supervisor restarts the actor; it serves again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = h.engine.supervisor_status().await.unwrap();
+        if status[0].actor == "running" && status[0].restarts == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        completed_by(&run(&h, text_command("again", json!({}))).await),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_actor_that_keeps_crashing_is_marked_failed_not_restarted_forever() {
+    let policy = RestartPolicy {
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(2),
+        max_restarts: 2,
+        window: Duration::from_secs(60),
+    };
+    let h = harness_with(
+        vec![
+            config(
+                1,
+                json!({"priority": 100, "options": {"panic_first": 1000}}),
+            ),
+            config(2, json!({"priority": 1})),
+        ],
+        Vec::new(),
+        policy,
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    loop {
+        i += 1;
+        let events = run(&h, text_command(&format!("c{i}"), json!({}))).await;
+        assert_eq!(
+            completed_by(&events),
+            2,
+            "every request completes elsewhere"
+        );
+        let status = h.engine.supervisor_status().await.unwrap();
+        if status[0].actor == "failed" {
+            assert_eq!(status[0].restarts, 3);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let events = run(&h, text_command("after", json!({}))).await;
+    let EventBody::Completed { routing, .. } = terminal(&events) else {
+        panic!()
+    };
+    assert_eq!(
+        routing.as_ref().unwrap().skipped[0].reason,
+        SkipReason::Failed
+    );
+}
+
+#[tokio::test]
+async fn config_id_for_disabled_or_unknown_instances_is_a_clear_error() {
+    let h = harness_with(
+        vec![config(1, json!({}))],
+        vec![(ConfigId(2), "old-account".into())],
+        RestartPolicy::default(),
+    )
+    .await;
+    let events = run(&h, text_command("d", json!({"config_id": 2}))).await;
+    let EventBody::Failed { error, .. } = terminal(&events) else {
+        panic!()
+    };
+    assert_eq!(error.code, ErrorCode::NoProvider);
+    assert_eq!(error.message, "provider config 2 'old-account' is disabled");
+    let events = run(&h, text_command("u", json!({"config_id": "ghost"}))).await;
+    let EventBody::Failed { error, .. } = terminal(&events) else {
+        panic!()
+    };
+    assert_eq!(error.code, ErrorCode::InvalidRequest);
+    assert_eq!(
+        error.message,
+        "route.config_id 'ghost' names no provider config"
+    );
+    assert_eq!(
+        completed_by(&run(&h, text_command("n", json!({"config_id": "mock-1"}))).await),
+        1
+    );
+}
+
+#[tokio::test]
+async fn image_edit_never_falls_back_to_an_instance_that_only_generates() {
+    let h = harness(vec![
+        config(1, json!({"priority": 100, "kinds": ["image.generate"]})),
+        config(2, json!({"priority": 1, "kinds": ["image.generate", "image.edit"], "options": {"failure_rate": 1.0, "fail_with": "provider_unavailable"}})),
+    ])
+    .await;
+    let command: Arc<Command> = Arc::new(
+        serde_json::from_value(json!({
+            "request_id": "e", "tenant": "acme", "kind": "image.edit",
+            "input": {"prompt": "blue", "size": "8x8", "images": [{"url": "https://x/a.png"}]},
+        }))
+        .unwrap(),
+    );
+    let events = run(&h, command).await;
+    let EventBody::Failed {
+        attempts, routing, ..
+    } = terminal(&events)
+    else {
+        panic!()
+    };
+    assert_eq!(
+        attempts.iter().map(|a| a.config_id.0).collect::<Vec<_>>(),
+        [2]
+    );
+    assert_eq!(
+        routing.as_ref().unwrap().skipped[0].reason,
+        SkipReason::KindMismatch
+    );
+}
+
+#[tokio::test]
+async fn streamed_text_arrives_as_chunks_before_completion() {
+    let h = harness(vec![config(1, json!({}))]).await;
+    let mut command = (*text_command("s", json!({}))).clone();
+    command.input.stream = Some(true);
+    let events = run(&h, Arc::new(command)).await;
+    seqs_are_gapless_with_one_terminal(&events);
+    let mut text = String::new();
+    let mut indexes = Vec::new();
+    for e in &events {
+        if let EventBody::Chunk { index, delta } = &e.body {
+            indexes.push(*index);
+            text.push_str(delta);
+        }
+    }
+    assert!(indexes.len() >= 3);
+    assert_eq!(indexes, (0..indexes.len() as u32).collect::<Vec<_>>());
+    let EventBody::Completed { output, .. } = terminal(&events) else {
+        panic!()
+    };
+    assert_eq!(output.text.as_deref(), Some(text.as_str()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_ends_a_slow_request_with_timeout() {
+    let h = harness(vec![config(1, json!({"options": {"latency_ms": 5000}}))]).await;
+    let mut command = (*text_command("slow", json!({}))).clone();
+    command.deadline_ms = Some(100);
+    let events = run(&h, Arc::new(command)).await;
+    seqs_are_gapless_with_one_terminal(&events);
+    assert_eq!(failed_code(&events), ErrorCode::Timeout);
+}
+
+#[tokio::test]
+async fn no_provider_says_why() {
+    let h = harness(vec![config(1, json!({"kinds": ["text.generate"]}))]).await;
+    let command: Arc<Command> = Arc::new(
+        serde_json::from_value(json!({
+            "request_id": "np", "tenant": "acme", "kind": "image.generate", "input": {"prompt": "x"},
+        }))
+        .unwrap(),
+    );
+    let events = run(&h, command).await;
+    let EventBody::Failed { error, routing, .. } = terminal(&events) else {
+        panic!()
+    };
+    assert_eq!(error.code, ErrorCode::NoProvider);
+    assert_eq!(error.message, "no enabled instance serves image.generate");
+    assert_eq!(
+        routing.as_ref().unwrap().skipped[0].reason,
+        SkipReason::KindMismatch
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_instances_start_and_route_correctly() {
+    let configs: Vec<_> = (1..=1000)
+        .map(|i| config(i, json!({"priority": i % 97})))
+        .collect();
+    let h = harness(configs).await;
+    assert_eq!(h.engine.table().instances.len(), 1000);
+    assert_eq!(
+        completed_by(&run(&h, text_command("x", json!({"config_id": 777}))).await),
+        777
+    );
+    // Highest priority is 96; the lowest id with it wins the weight/id tie-break.
+    assert_eq!(
+        completed_by(&run(&h, text_command("y", json!({}))).await),
+        96
+    );
+    assert_eq!(
+        h.engine
+            .status()
+            .iter()
+            .filter(|s| s.actor == "running")
+            .count(),
+        1000
+    );
+    h.engine.shutdown();
+}
