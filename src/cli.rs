@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch of the subcommands.
 
+mod bench;
 mod providers;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -31,6 +32,9 @@ enum Command {
     /// Manage provider configs (accounts) in the database.
     #[command(subcommand)]
     Providers(Box<providers::ProvidersCommand>),
+    /// Load tool: in-process throughput and latency with mock providers, or memory per
+    /// idle actor.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(ConfigCommand::Check) => config_check(cli.config.as_deref()),
         Command::Serve => serve(load_settings(cli.config.as_deref())?).await,
         Command::Migrate => migrate(load_settings(cli.config.as_deref())?).await,
+        Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Providers(command) => {
             let settings = load_settings(cli.config.as_deref())?;
             let store = switchyard_runtime::open_store(&settings)

@@ -371,7 +371,12 @@ impl Run<'_> {
             if self.attempts.len() >= max_attempts {
                 break;
             }
-            match self.offer(instance, false, wait_until).await {
+            let span = tracing::info_span!("attempt", config_id = %instance.config.id);
+            match self
+                .offer(instance, false, wait_until)
+                .instrument(span)
+                .await
+            {
                 Offer::Rejected(reason, until) => {
                     self.skip(instance.config.id, reason, until);
                     refused += 1;
@@ -402,7 +407,13 @@ impl Run<'_> {
                 .min_by_key(|(_, (_, until))| until.unwrap_or(0))
                 .unwrap_or((0, &full[0]));
             let (instance, _) = full.swap_remove(index);
-            match self.offer(instance, true, wait_until).await {
+            let span =
+                tracing::info_span!("attempt", config_id = %instance.config.id, waited = true);
+            match self
+                .offer(instance, true, wait_until)
+                .instrument(span)
+                .await
+            {
                 Offer::Rejected(reason, until) => self.skip(instance.config.id, reason, until),
                 Offer::Done(result) => match self.conclude(instance, result).await {
                     Ok(done) => return done,

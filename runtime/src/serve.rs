@@ -1,11 +1,14 @@
 //! Start-up and the long-running process: settings → master key → database
 //! (migrations, key check, seeds) → run until shutdown.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use switchyard_core::ValidationError;
 
 use crate::{
+    actors::RestartPolicy,
+    artifacts::{ArtifactError, ArtifactStore},
+    engine::{Engine, EngineError, EngineOptions},
     secrets::{self, MasterKey, SecretError},
     settings::{Secret, Settings, SettingsError},
     store::{ConnectOptions, SeedReport, Store, StoreError},
@@ -32,6 +35,12 @@ pub enum InitError {
     /// The database could not be opened, migrated or checked.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The artifact store could not be opened.
+    #[error(transparent)]
+    Artifacts(#[from] ArtifactError),
+    /// The actor system could not start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// A `[[providers]]` seed is invalid.
     #[error("invalid [[providers]] seed: {0}")]
     Seed(ValidationError),
@@ -104,6 +113,47 @@ pub async fn prepare(settings: Settings) -> Result<(Runtime, SeedReport), InitEr
 }
 
 impl Runtime {
+    /// Starts the actor system with every valid, enabled provider config in the
+    /// database; invalid rows and adapters that cannot start are reported, not fatal.
+    ///
+    /// # Errors
+    /// [`InitError`] when the database or the actor system fails.
+    pub async fn start_engine(&self) -> Result<Engine, InitError> {
+        let records = self.store.list_providers(&Default::default()).await?;
+        let mut live = Vec::new();
+        let mut disabled = Vec::new();
+        for record in &records {
+            match record.config() {
+                Ok(config) if config.spec.enabled => live.push(config),
+                Ok(config) => disabled.push((config.id, config.spec.name)),
+                Err(error) => tracing::warn!(
+                    config_id = %record.id, name = record.name(), %error,
+                    "provider config is invalid and will not serve"
+                ),
+            }
+        }
+        let options = EngineOptions {
+            artifacts: ArtifactStore::open(&self.settings.artifacts.url)?,
+            artifact_base_url: format!("http://{}", self.settings.http.listen),
+            restart_policy: RestartPolicy::default(),
+            default_wait: Duration::from_secs(60),
+        };
+        let live_count = live.len();
+        let (engine, failures) = Engine::start(live, disabled.clone(), options).await?;
+        for failure in &failures {
+            tracing::warn!(config_id = %failure.config_id, reason = %failure.reason, "provider instance not started");
+        }
+        tracing::info!(
+            database = %crate::settings::redact_url(&self.settings.database.url),
+            providers = records.len(),
+            enabled = live_count,
+            running = live_count - failures.len(),
+            disabled = disabled.len(),
+            "switchyard started"
+        );
+        Ok(engine)
+    }
+
     /// The admin API token: `admin.token`, else the token file (generated and printed
     /// once at first start).
     ///
@@ -132,25 +182,10 @@ impl Runtime {
     /// [`InitError`] for start-up failures.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), InitError> {
         let _token = self.admin_token()?;
-        let providers = self.store.list_providers(&Default::default()).await?;
-        let enabled = providers
-            .iter()
-            .filter(|p| p.draft.enabled == Some(true))
-            .count();
-        for invalid in providers
-            .iter()
-            .filter_map(|p| p.config().err().map(|e| (p, e)))
-        {
-            tracing::warn!(config_id = %invalid.0.id, name = invalid.0.name(), error = %invalid.1, "provider config is invalid and will not serve");
-        }
-        tracing::info!(
-            database = %crate::settings::redact_url(&self.settings.database.url),
-            providers = providers.len(),
-            enabled,
-            "switchyard started"
-        );
+        let engine = self.start_engine().await?;
         shutdown.await;
         tracing::info!("shutting down");
+        engine.shutdown();
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())

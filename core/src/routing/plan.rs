@@ -380,11 +380,7 @@ fn order<T: RoutingView>(
                 candidates.rotate_left((counter % len as u64) as usize);
             }
         }
-        Strategy::LeastBusy => candidates.sort_by(|a, b| {
-            busyness(*a)
-                .total_cmp(&busyness(*b))
-                .then_with(|| by_priority(a, b))
-        }),
+        Strategy::LeastBusy => sort_by_key_then_priority(candidates, |c| busyness(c)),
         Strategy::Latency => candidates.sort_by(|a, b| {
             match (a.latency_ewma_ms(), b.latency_ewma_ms()) {
                 (None, None) => Ordering::Equal,
@@ -394,11 +390,17 @@ fn order<T: RoutingView>(
             }
             .then_with(|| by_priority(a, b))
         }),
-        Strategy::Cost => candidates.sort_by(|a, b| {
-            estimated_cost(*a, request)
-                .total_cmp(&estimated_cost(*b, request))
-                .then_with(|| by_priority(a, b))
-        }),
+        Strategy::Cost => sort_by_key_then_priority(candidates, |c| estimated_cost(c, request)),
+    }
+}
+
+/// Sorts by a key computed once per candidate (not once per comparison), ties broken
+/// by priority.
+fn sort_by_key_then_priority<T: RoutingView>(candidates: &mut [&T], key: impl Fn(&T) -> f64) {
+    let mut keyed: Vec<(f64, &T)> = candidates.iter().map(|c| (key(c), *c)).collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| by_priority(&a.1, &b.1)));
+    for (slot, (_, c)) in candidates.iter_mut().zip(keyed) {
+        *slot = c;
     }
 }
 

@@ -133,6 +133,8 @@ pub struct ProviderState {
     seq: u64,
     cooling_until: u64,
     wake_at: Option<tokio::time::Instant>,
+    /// Last values given to the gauges (they are set only on change).
+    gauges: (u32, u8),
 }
 
 fn limiter_for(config: &ProviderConfig, clock: Clock) -> Limiter {
@@ -165,6 +167,7 @@ impl Actor for ProviderActor {
             seq: 0,
             cooling_until: 0,
             wake_at: None,
+            gauges: (u32::MAX, u8::MAX),
         })
     }
 
@@ -255,7 +258,9 @@ impl ProviderState {
             reject(call, SkipReason::LimiterFull, until);
             return;
         }
-        self.args.state.count_limiter_wait();
+        self.args
+            .state
+            .count_limiter_wait(&self.args.config.spec.name);
         self.seq += 1;
         self.waiting.push(Waiter {
             priority: call.priority,
@@ -435,18 +440,36 @@ impl ProviderState {
         myself.send_after(delay, || ProviderMsg::Wake);
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let now = self.now_ms();
         let state = &self.args.state;
-        match self.breaker.state(now) {
-            BreakerState::Open { until_ms } => state.set_breaker(Some(until_ms), false),
-            BreakerState::HalfOpen => state.set_breaker(None, true),
-            BreakerState::Closed => state.set_breaker(None, false),
-        }
+        // Gauge value: 0 closed, 1 half-open, 2 open.
+        let breaker = match self.breaker.state(now) {
+            BreakerState::Open { until_ms } => {
+                state.set_breaker(Some(until_ms), false);
+                2
+            }
+            BreakerState::HalfOpen => {
+                state.set_breaker(None, true);
+                1
+            }
+            BreakerState::Closed => {
+                state.set_breaker(None, false);
+                0
+            }
+        };
         state.set_in_flight(
             self.in_flight,
             u32::try_from(self.waiting.len()).unwrap_or(u32::MAX),
         );
+        if self.gauges != (self.in_flight, breaker) {
+            let name = self.args.config.spec.name.clone();
+            metrics::gauge!("switchyard_provider_in_flight", "config" => name.clone())
+                .set(f64::from(self.in_flight));
+            metrics::gauge!("switchyard_provider_breaker_state", "config" => name)
+                .set(f64::from(breaker));
+            self.gauges = (self.in_flight, breaker);
+        }
     }
 }
 

@@ -69,8 +69,10 @@ impl InstanceState {
         }
     }
 
-    pub(crate) fn count_limiter_wait(&self) {
+    pub(crate) fn count_limiter_wait(&self, config: &str) {
         self.limiter_waits.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("switchyard_provider_limiter_waits_total", "config" => config.to_owned())
+            .increment(1);
     }
 
     pub(crate) fn set_failed(&self, failed: bool) {

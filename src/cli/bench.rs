@@ -1,0 +1,212 @@
+//! `switchyard bench`: the project's load tool. It runs the engine in-process with
+//! `mock` instances at 0 ms and measures throughput and latency from submit to terminal
+//! event, or the memory an idle provider actor costs. Results go to
+//! `docs/benchmarks.md`; tests never assert timings.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use switchyard_core::{Command, ConfigId, EventBody, ProviderConfig, ProviderConfigDraft};
+use switchyard_runtime::{
+    Engine, EngineOptions, Submission, actors::RestartPolicy, artifacts::ArtifactStore,
+};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BenchKind {
+    /// `text.generate` (no artifact writes).
+    Text,
+    /// `image.generate` at 64×64 (each image is stored in the artifact store).
+    Image,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Requests to run.
+    #[arg(long, default_value_t = 200_000)]
+    requests: u64,
+    /// Requests in flight at once (closed loop); ignored with --rate.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Open loop: submit at this many requests per second instead.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Mock instances to route among.
+    #[arg(long, default_value_t = 4)]
+    instances: i64,
+    /// What to ask for.
+    #[arg(long, value_enum, default_value_t = BenchKind::Text)]
+    kind: BenchKind,
+    /// Instead: start this many idle provider actors and report memory per actor.
+    #[arg(long)]
+    idle_actors: Option<i64>,
+}
+
+fn mock_config(id: i64) -> anyhow::Result<ProviderConfig> {
+    let draft: ProviderConfigDraft = serde_json::from_value(json!({
+        "name": format!("bench-{id}"), "provider": "mock", "priority": id % 3,
+        "rate_limit": {"rpm": 1_000_000, "burst": 100_000, "max_concurrency": 100_000},
+    }))?;
+    let spec = draft.validate().context("bench config")?;
+    Ok(ProviderConfig {
+        id: ConfigId(id),
+        spec,
+        version: 1,
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+    })
+}
+
+async fn start_engine(instances: i64, dir: &std::path::Path) -> anyhow::Result<Engine> {
+    let configs = (1..=instances)
+        .map(mock_config)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (engine, failures) = Engine::start(
+        configs,
+        Vec::new(),
+        EngineOptions {
+            artifacts: ArtifactStore::open(&format!("file://{}", dir.display()))?,
+            artifact_base_url: "http://127.0.0.1:8080".into(),
+            restart_policy: RestartPolicy::default(),
+            default_wait: Duration::from_secs(30),
+        },
+    )
+    .await?;
+    anyhow::ensure!(
+        failures.is_empty(),
+        "instances failed to start: {failures:?}"
+    );
+    Ok(engine)
+}
+
+fn command(kind: BenchKind, i: u64) -> anyhow::Result<Arc<Command>> {
+    let value = match kind {
+        BenchKind::Text => json!({
+            "request_id": format!("b{i}"), "tenant": "bench", "kind": "text.generate",
+            "input": {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8},
+        }),
+        BenchKind::Image => json!({
+            "request_id": format!("b{i}"), "tenant": "bench", "kind": "image.generate",
+            "input": {"prompt": format!("p{}", i % 1000), "size": "64x64"},
+        }),
+    };
+    Ok(Arc::new(serde_json::from_value(value)?))
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4)
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    if let Some(n) = args.idle_actors {
+        let before = rss_kib();
+        let engine = start_engine(n, &dir).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = rss_kib();
+        println!(
+            "idle actors: {n}; rss before {before} KiB, after {after} KiB; {:.2} KiB per actor (incl. routing-table entry and config)",
+            (after.saturating_sub(before)) as f64 / n as f64
+        );
+        engine.shutdown();
+        return Ok(());
+    }
+    let engine = start_engine(args.instances, &dir).await?;
+    // Warm up.
+    for i in 0..1000 {
+        run_one(&engine, command(args.kind, u64::MAX - i)?, 0).await?;
+    }
+    let started = Instant::now();
+    let mut latencies: Vec<u32> = match args.rate {
+        None => closed_loop(&engine, &args).await?,
+        Some(rate) => open_loop(&engine, &args, rate).await?,
+    };
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
+    println!(
+        "kind {:?}, {} instances, {} requests, {}: {:.0} requests/s; latency submit→terminal p50 {} µs, p99 {} µs, max {} µs",
+        args.kind,
+        args.instances,
+        latencies.len(),
+        match args.rate {
+            None => format!("closed loop, concurrency {}", args.concurrency),
+            Some(rate) => format!("open loop at {rate}/s"),
+        },
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        latencies.last().copied().unwrap_or(0),
+    );
+    engine.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("switchyard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn run_one(engine: &Engine, command: Arc<Command>, task_id: i64) -> anyhow::Result<u32> {
+    let start = Instant::now();
+    let outcome = engine
+        .execute(Submission { command, task_id }, &mut |_event| {})
+        .await;
+    let micros = u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX);
+    match outcome.terminal.body {
+        EventBody::Completed { .. } => Ok(micros),
+        other => anyhow::bail!("request failed: {other:?}"),
+    }
+}
+
+async fn closed_loop(engine: &Engine, args: &BenchArgs) -> anyhow::Result<Vec<u32>> {
+    let per_worker = args.requests / args.concurrency as u64;
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..args.concurrency {
+        let engine = engine.clone();
+        let kind = args.kind;
+        workers.spawn(async move {
+            let mut latencies = Vec::with_capacity(per_worker as usize);
+            for i in 0..per_worker {
+                let id = w as u64 * per_worker + i;
+                latencies.push(run_one(&engine, command(kind, id)?, id as i64).await?);
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut all = Vec::with_capacity(args.requests as usize);
+    while let Some(result) = workers.join_next().await {
+        all.extend(result??);
+    }
+    Ok(all)
+}
+
+async fn open_loop(engine: &Engine, args: &BenchArgs, rate: u64) -> anyhow::Result<Vec<u32>> {
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..args.requests {
+        tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
+        let engine = engine.clone();
+        let command = command(args.kind, i)?;
+        tasks.spawn(async move { run_one(&engine, command, i as i64).await });
+    }
+    let mut all = Vec::with_capacity(args.requests as usize);
+    while let Some(result) = tasks.join_next().await {
+        all.push(result??);
+    }
+    Ok(all)
+}
