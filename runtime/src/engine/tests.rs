@@ -665,3 +665,43 @@ async fn a_thousand_instances_start_and_route_correctly() {
     );
     h.engine.shutdown();
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiting_requests_get_free_slots_in_priority_order() {
+    let h = harness(vec![config(
+        1,
+        json!({"rate_limit": {"rpm": 60, "burst": 1, "max_concurrency": 10}}),
+    )])
+    .await;
+    // Use up the only token, then queue three requests of different priorities.
+    assert_eq!(
+        completed_by(&run(&h, text_command("first", json!({}))).await),
+        1
+    );
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut handles = Vec::new();
+    for (name, priority) in [("background", 10), ("urgent", 1), ("normal", 5)] {
+        let mut command = (*text_command(name, json!({}))).clone();
+        command.priority = priority;
+        let engine = h.engine.clone();
+        let order = order.clone();
+        handles.push(tokio::spawn(async move {
+            let mut rx = engine.submit(Submission {
+                command: Arc::new(command),
+                task_id: 0,
+            });
+            while let Some(event) = rx.recv().await {
+                if let EventBody::Started { .. } = event.body {
+                    order.lock().unwrap().push(name);
+                }
+            }
+        }));
+        // Let each request reach the instance's queue before the next is sent.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), ["urgent", "normal", "background"]);
+}
