@@ -1,6 +1,8 @@
 //! Argument parsing and dispatch of the subcommands.
 
 mod bench;
+mod client;
+mod demo;
 mod providers;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -32,6 +34,13 @@ enum Command {
     /// Manage provider configs (accounts) in the database.
     #[command(subcommand)]
     Providers(Box<providers::ProvidersCommand>),
+    /// Run the runtime on the embedded defaults, send sample commands through the bus,
+    /// print their events and where the images went, and exit.
+    Demo(demo::DemoArgs),
+    /// Publish one command (over NATS); with --wait, print its events.
+    Submit(client::SubmitArgs),
+    /// Print events live (over NATS).
+    Watch(client::WatchArgs),
     /// Load tool: in-process throughput and latency with mock providers, or memory per
     /// idle actor.
     Bench(bench::BenchArgs),
@@ -49,6 +58,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(ConfigCommand::Check) => config_check(cli.config.as_deref()),
         Command::Serve => serve(load_settings(cli.config.as_deref())?).await,
         Command::Migrate => migrate(load_settings(cli.config.as_deref())?).await,
+        Command::Demo(args) => {
+            let ok = demo::run(load_settings(cli.config.as_deref())?, args).await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Submit(args) => {
+            let ok = client::submit(load_settings(cli.config.as_deref())?, args).await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Watch(args) => client::watch(load_settings(cli.config.as_deref())?, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Providers(command) => {
             let settings = load_settings(cli.config.as_deref())?;

@@ -64,6 +64,22 @@ pub struct Submission {
     pub command: Arc<Command>,
     /// The task row's id (`task_id` of the `accepted` event).
     pub task_id: i64,
+    /// Seq of the last event already published for this request (0 for a new one).
+    pub first_seq: u64,
+    /// Emit `accepted` (false when resuming a request another process accepted).
+    pub announce: bool,
+}
+
+impl Submission {
+    /// A new request: `accepted` first, seq from 1.
+    pub fn new(command: Arc<Command>, task_id: i64) -> Self {
+        Self {
+            command,
+            task_id,
+            first_seq: 0,
+            announce: true,
+        }
+    }
 }
 
 /// What a finished request leaves besides its events.
@@ -189,7 +205,7 @@ impl Engine {
         let mut run = Run {
             engine: self,
             command: command.clone(),
-            seq: 0,
+            seq: submission.first_seq,
             emit,
             attempts: Vec::new(),
             routing: None,
@@ -197,10 +213,12 @@ impl Engine {
             accepted_at: tokio::time::Instant::now(),
             raw: None,
         };
-        run.send(EventBody::Accepted {
-            task_id: submission.task_id,
-            kind: command.kind,
-        });
+        if submission.announce {
+            run.send(EventBody::Accepted {
+                task_id: submission.task_id,
+                kind: command.kind,
+            });
+        }
         let deadline = command
             .deadline_ms
             .and_then(|ms| u64::try_from(ms).ok())

@@ -20,8 +20,12 @@
 
 pub mod actors;
 pub mod artifacts;
+pub mod bus;
 pub mod clock;
+pub mod control;
 pub mod engine;
+pub mod http;
+pub mod ingress;
 pub mod providers;
 pub mod secrets;
 pub mod serve;

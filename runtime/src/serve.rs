@@ -3,12 +3,16 @@
 
 use std::{future::Future, time::Duration};
 
+use tokio::sync::watch;
+
 use switchyard_core::ValidationError;
 
 use crate::{
     actors::RestartPolicy,
     artifacts::{ArtifactError, ArtifactStore},
+    bus::{Bus, BusError, NatsOptions},
     engine::{Engine, EngineError, EngineOptions},
+    ingress::{CommandHandler, Readiness, run_ingress},
     secrets::{self, MasterKey, SecretError},
     settings::{Secret, Settings, SettingsError},
     store::{ConnectOptions, SeedReport, Store, StoreError},
@@ -38,6 +42,15 @@ pub enum InitError {
     /// The artifact store could not be opened.
     #[error(transparent)]
     Artifacts(#[from] ArtifactError),
+    /// The bus could not be reached or set up.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The HTTP address could not be bound.
+    #[error("cannot listen on http.listen {0}: {1}")]
+    Listen(String, #[source] std::io::Error),
+    /// The NATS control service could not start.
+    #[error("cannot start the NATS control service: {0}")]
+    Control(String),
     /// The actor system could not start.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -176,15 +189,86 @@ impl Runtime {
         Ok(Secret::new(token))
     }
 
-    /// Runs until `shutdown` resolves, then closes the database cleanly.
+    /// Runs until `shutdown` resolves: the actor system, the bus consumer, the HTTP
+    /// server and the NATS control service. On shutdown it stops pulling commands,
+    /// hands back unstarted ones, lets running ones finish, and closes the database.
     ///
     /// # Errors
     /// [`InitError`] for start-up failures.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), InitError> {
+        let bus = self.connect_bus().await?;
+        self.run_with_bus(bus, shutdown).await
+    }
+
+    /// Connects to the bus of the settings.
+    ///
+    /// # Errors
+    /// [`InitError::Bus`].
+    pub async fn connect_bus(&self) -> Result<Bus, InitError> {
+        Ok(Bus::connect(
+            &self.settings.bus.url,
+            &self.settings.bus.prefix,
+            NatsOptions::default(),
+        )
+        .await?)
+    }
+
+    /// [`Runtime::run`] on a bus the caller already holds (the demo talks to the same
+    /// in-process bus).
+    ///
+    /// # Errors
+    /// [`InitError`] for start-up failures.
+    pub async fn run_with_bus(
+        self,
+        bus: Bus,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), InitError> {
         let _token = self.admin_token()?;
         let engine = self.start_engine().await?;
+        let readiness = Readiness::default();
+        let (stop_tx, stop_rx) = watch::channel(false);
+
+        let listener = tokio::net::TcpListener::bind(&self.settings.http.listen)
+            .await
+            .map_err(|e| InitError::Listen(self.settings.http.listen.clone(), e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| InitError::Listen(self.settings.http.listen.clone(), e))?;
+        tracing::info!(listen = %local, bus = %crate::settings::redact_url(&self.settings.bus.url), "serving");
+        let app = crate::http::router(crate::http::HttpState {
+            artifacts: ArtifactStore::open(&self.settings.artifacts.url)?,
+            readiness: readiness.clone(),
+        });
+        let mut http_stop = stop_rx.clone();
+        let http = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        let control = match bus.nats_client() {
+            Some(client) => Some(
+                crate::control::start(client.clone(), bus.subjects().clone(), engine.clone())
+                    .await?,
+            ),
+            None => None,
+        };
+        let handler = CommandHandler::new(self.store.clone(), engine.clone(), bus.clone());
+        let ingress = tokio::spawn(run_ingress(handler, 256, readiness, stop_rx));
+
         shutdown.await;
         tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        match ingress.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "command consumer failed"),
+            Err(e) => tracing::error!(error = %e, "command consumer panicked"),
+            Ok(Ok(())) => {}
+        }
+        let _ = http.await;
+        if let Some(control) = control {
+            control.stop().await;
+        }
         engine.shutdown();
         self.store.close().await;
         tracing::info!("stopped");

@@ -163,7 +163,7 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 async fn run_one(engine: &Engine, command: Arc<Command>, task_id: i64) -> anyhow::Result<u32> {
     let start = Instant::now();
     let outcome = engine
-        .execute(Submission { command, task_id }, &mut |_event| {})
+        .execute(Submission::new(command, task_id), &mut |_event| {})
         .await;
     let micros = u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX);
     match outcome.terminal.body {

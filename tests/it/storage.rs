@@ -355,7 +355,7 @@ async fn task_idempotency_key_is_unique(db: &TestDb) {
         panic!("first insert must create: {first:?}");
     };
     assert_eq!(task.status, TaskStatus::Pending);
-    assert_eq!(task.kind, Kind::ImageEdit);
+    assert_eq!(task.kind, "image.edit");
     assert_eq!(task.prompt.as_deref(), Some("make it blue"));
     assert_eq!(task.size.as_deref(), Some("1024x1024"));
     assert_eq!(task.model.as_deref(), Some("sdxl"));
@@ -422,10 +422,11 @@ async fn task_reaches_a_terminal_status_once(db: &TestDb) {
         .unwrap()
         .task()
         .clone();
-    assert!(store.start_attempt(task.id, config.id, 1).await.unwrap());
+    assert!(store.start_attempt(task.id, config.id, 1, 2).await.unwrap());
     let processing = store.get_task(task.id).await.unwrap().unwrap();
     assert_eq!(processing.status, TaskStatus::Processing);
     assert!(processing.started_at.is_some());
+    assert_eq!(processing.last_seq, 2);
     let event = json!({"type": "completed", "seq": 3});
     let results = [NewTaskResult {
         artifact_id: Some("a1".into()),
@@ -458,7 +459,7 @@ async fn task_reaches_a_terminal_status_once(db: &TestDb) {
             .await
             .unwrap()
     );
-    assert!(!store.start_attempt(task.id, config.id, 2).await.unwrap());
+    assert!(!store.start_attempt(task.id, config.id, 2, 5).await.unwrap());
     let done = store.get_task(task.id).await.unwrap().unwrap();
     assert_eq!(done.status, TaskStatus::Completed);
     assert_eq!(done.attempts, 1);

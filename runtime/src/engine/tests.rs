@@ -67,13 +67,7 @@ fn text_command(id: &str, route: Value) -> Arc<Command> {
 async fn run(h: &Harness, command: Arc<Command>) -> Vec<Event> {
     let mut events = Vec::new();
     h.engine
-        .execute(
-            Submission {
-                command,
-                task_id: 1,
-            },
-            &mut |e| events.push(e),
-        )
+        .execute(Submission::new(command, 1), &mut |e| events.push(e))
         .await;
     events
 }
@@ -393,10 +387,10 @@ async fn limiter_holds_the_configured_rpm() {
     for i in 0..6 {
         let engine = h.engine.clone();
         handles.push(tokio::spawn(async move {
-            let mut rx = engine.submit(Submission {
-                command: text_command(&format!("r{i}"), json!({})),
-                task_id: i,
-            });
+            let mut rx = engine.submit(Submission::new(
+                text_command(&format!("r{i}"), json!({})),
+                i,
+            ));
             let mut last = None;
             while let Some(e) = rx.recv().await {
                 last = Some(e);
@@ -686,10 +680,7 @@ async fn waiting_requests_get_free_slots_in_priority_order() {
         let engine = h.engine.clone();
         let order = order.clone();
         handles.push(tokio::spawn(async move {
-            let mut rx = engine.submit(Submission {
-                command: Arc::new(command),
-                task_id: 0,
-            });
+            let mut rx = engine.submit(Submission::new(Arc::new(command), 0));
             while let Some(event) = rx.recv().await {
                 if let EventBody::Started { .. } = event.body {
                     order.lock().unwrap().push(name);

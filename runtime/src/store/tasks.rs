@@ -10,7 +10,7 @@ use std::{fmt, str::FromStr};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
-use switchyard_core::{Command, ConfigId, ErrorCode, Kind};
+use switchyard_core::{Command, ConfigId, ErrorCode};
 
 use super::{Store, StoreError, on_pool};
 
@@ -72,8 +72,8 @@ pub struct NewTask {
     pub tenant: String,
     /// End user.
     pub user: Option<String>,
-    /// Kind.
-    pub kind: Kind,
+    /// Kind (as sent: an invalid command may name an unknown one).
+    pub kind: String,
     /// Prompt (image kinds) or last user message (text).
     pub prompt: Option<String>,
     /// Input image references (`image.edit`).
@@ -101,7 +101,7 @@ impl NewTask {
             request_id: command.request_id.to_string(),
             tenant: command.tenant.to_string(),
             user: command.user.clone(),
-            kind: command.kind,
+            kind: command.kind.as_str().to_owned(),
             prompt,
             input_images: input
                 .images
@@ -110,6 +110,26 @@ impl NewTask {
             model: command.route.model.clone(),
             size: input.size.clone(),
             command: serde_json::to_value(command).unwrap_or(Value::Null),
+        }
+    }
+}
+
+impl NewTask {
+    /// The task row for a command that did not parse or validate: what the envelope
+    /// and subject say, with the raw body kept as the command.
+    pub fn invalid(request_id: &str, tenant: &str, kind: &str, body: &[u8]) -> Self {
+        let command = serde_json::from_slice(body)
+            .unwrap_or_else(|_| serde_json::json!({"raw": String::from_utf8_lossy(body)}));
+        Self {
+            request_id: request_id.to_owned(),
+            tenant: tenant.to_owned(),
+            user: None,
+            kind: kind.to_owned(),
+            prompt: None,
+            input_images: None,
+            model: None,
+            size: None,
+            command,
         }
     }
 }
@@ -125,8 +145,8 @@ pub struct Task {
     pub tenant: String,
     /// End user.
     pub user: Option<String>,
-    /// Kind.
-    pub kind: Kind,
+    /// Kind (as sent).
+    pub kind: String,
     /// Prompt.
     pub prompt: Option<String>,
     /// Input image references.
@@ -157,6 +177,8 @@ pub struct Task {
     pub started_at: Option<DateTime<Utc>>,
     /// Terminal at.
     pub completed_at: Option<DateTime<Utc>>,
+    /// Seq of the last event published for it.
+    pub last_seq: i64,
 }
 
 /// What [`Store::create_task`] did.
@@ -237,6 +259,7 @@ struct TaskRow {
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     completed_at: Option<DateTime<Utc>>,
+    last_seq: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -258,7 +281,7 @@ struct ResultRow {
 
 const TASK_COLUMNS: &str = "id, request_id, tenant, user_id, kind, prompt, input_images, model, \
     size, status, provider_config_id, attempts, command, error_code, error_message, \
-    raw_response, terminal_event, created_at, started_at, completed_at";
+    raw_response, terminal_event, created_at, started_at, completed_at, last_seq";
 
 impl TryFrom<TaskRow> for Task {
     type Error = StoreError;
@@ -269,10 +292,7 @@ impl TryFrom<TaskRow> for Task {
         };
         Ok(Task {
             id: row.id,
-            kind: row
-                .kind
-                .parse()
-                .map_err(|e: switchyard_core::kind::UnknownKind| corrupt(e.to_string()))?,
+            kind: row.kind,
             status: row.status.parse().map_err(corrupt)?,
             request_id: row.request_id,
             tenant: row.tenant,
@@ -291,6 +311,7 @@ impl TryFrom<TaskRow> for Task {
             created_at: row.created_at,
             started_at: row.started_at,
             completed_at: row.completed_at,
+            last_seq: row.last_seq,
         })
     }
 }
@@ -312,7 +333,7 @@ impl Store {
         .bind(&task.request_id)
         .bind(&task.tenant)
         .bind(&task.user)
-        .bind(task.kind.as_str())
+        .bind(&task.kind)
         .bind(&task.prompt)
         .bind(task.input_images.as_ref().map(Json))
         .bind(&task.model)
@@ -379,16 +400,18 @@ impl Store {
         id: i64,
         config_id: ConfigId,
         attempt: i64,
+        seq: i64,
     ) -> Result<bool, StoreError> {
         let affected = on_pool!(self, |pool| sqlx::query(
             "UPDATE tasks SET status = 'processing', provider_config_id = $2, attempts = $3, \
-             started_at = COALESCE(started_at, $4) \
+             started_at = COALESCE(started_at, $4), last_seq = $5 \
              WHERE id = $1 AND status IN ('pending', 'processing')"
         )
         .bind(id)
         .bind(config_id.0)
         .bind(attempt)
         .bind(Utc::now())
+        .bind(seq)
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;

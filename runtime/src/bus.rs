@@ -1,0 +1,351 @@
+//! The bus: commands in, events out (PROTOCOL.md §1–3), behind one interface with two
+//! backends — `nats://…` (JetStream) and `memory://` (the embedded default, the same
+//! semantics inside one process). The command handler never knows which it talks to.
+
+mod memory;
+mod nats;
+
+use std::{pin::Pin, time::Duration};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use switchyard_core::{Command, Event, RequestId, Subjects, Tenant};
+
+pub use memory::MemoryBus;
+pub use nats::{NatsBus, NatsOptions};
+
+/// Why a bus operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The URL is not usable.
+    #[error("bad bus url: {0}")]
+    BadUrl(String),
+    /// Connecting to NATS failed.
+    #[error("cannot connect to NATS: {0}")]
+    Connect(String),
+    /// Creating or reading a stream or consumer failed.
+    #[error("JetStream: {0}")]
+    JetStream(String),
+    /// Publishing failed.
+    #[error("publish to {subject} failed: {reason}")]
+    Publish {
+        /// The subject.
+        subject: String,
+        /// Why.
+        reason: String,
+    },
+    /// Encoding an event failed.
+    #[error("cannot encode: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The operation makes no sense on this backend.
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+/// A stream of command deliveries.
+pub type Deliveries = Pin<Box<dyn Stream<Item = Delivery> + Send>>;
+
+/// A stream of events.
+pub type Events = Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+/// One delivered command, to be acknowledged exactly once.
+pub struct Delivery {
+    /// The subject it came on.
+    pub subject: String,
+    /// The raw body.
+    pub payload: Bytes,
+    /// How many times it has been delivered (1 = first time).
+    pub delivered: u64,
+    acker: Acker,
+}
+
+enum Acker {
+    Nats(Box<async_nats::jetstream::Message>),
+    Memory(memory::MemoryAcker),
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("subject", &self.subject)
+            .field("bytes", &self.payload.len())
+            .field("delivered", &self.delivered)
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// Done: never deliver again.
+    pub async fn ack(self) {
+        match self.acker {
+            Acker::Nats(m) => {
+                if let Err(e) = m.double_ack().await {
+                    tracing::warn!(error = %e, "command ack failed; it will be redelivered and answered from the task row");
+                }
+            }
+            Acker::Memory(m) => m.ack(),
+        }
+    }
+
+    /// Not now: deliver again after `delay`.
+    pub async fn nak(self, delay: Option<Duration>) {
+        match self.acker {
+            Acker::Nats(m) => {
+                let _ = m.ack_with(async_nats::jetstream::AckKind::Nak(delay)).await;
+            }
+            Acker::Memory(m) => m.nak(),
+        }
+    }
+
+    /// Poison: never deliver again (after it went to the DLQ).
+    pub async fn term(self) {
+        match self.acker {
+            Acker::Nats(m) => {
+                let _ = m.ack_with(async_nats::jetstream::AckKind::Term).await;
+            }
+            Acker::Memory(m) => m.ack(),
+        }
+    }
+
+    /// Still working: extend the ack deadline.
+    pub async fn progress(&self) {
+        if let Acker::Nats(m) = &self.acker {
+            let _ = m.ack_with(async_nats::jetstream::AckKind::Progress).await;
+        }
+    }
+}
+
+/// Which events to watch.
+#[derive(Debug, Clone)]
+pub enum EventFilter {
+    /// Every event from now on.
+    All,
+    /// One tenant's events from now on.
+    Tenant(Tenant),
+    /// One request's events, from its first (including those already published).
+    Request(Tenant, RequestId),
+}
+
+/// The bus, either backend.
+#[derive(Debug, Clone)]
+pub enum Bus {
+    /// In-process.
+    Memory(MemoryBus),
+    /// NATS JetStream.
+    Nats(Box<NatsBus>),
+}
+
+impl Bus {
+    /// Connects by URL: `memory://` or `nats://host:port[,nats://…]`; for NATS, creates
+    /// the streams and the durable consumer if missing.
+    ///
+    /// # Errors
+    /// [`BusError`] when the server cannot be reached or the streams not created.
+    pub async fn connect(url: &str, prefix: &str, options: NatsOptions) -> Result<Self, BusError> {
+        let subjects = Subjects::new(prefix);
+        if url == "memory://" {
+            Ok(Bus::Memory(MemoryBus::new(subjects)))
+        } else if url.starts_with("nats://") || url.starts_with("tls://") {
+            Ok(Bus::Nats(Box::new(
+                NatsBus::connect(url, subjects, options).await?,
+            )))
+        } else {
+            Err(BusError::BadUrl(url.to_owned()))
+        }
+    }
+
+    /// The subjects in use.
+    pub fn subjects(&self) -> &Subjects {
+        match self {
+            Bus::Memory(b) => b.subjects(),
+            Bus::Nats(b) => b.subjects(),
+        }
+    }
+
+    /// Publishes a raw command body (with `Nats-Msg-Id`, if given). Returns whether the
+    /// server dropped it as a duplicate.
+    ///
+    /// # Errors
+    /// [`BusError::Publish`].
+    pub async fn publish_command_raw(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        msg_id: Option<&str>,
+    ) -> Result<bool, BusError> {
+        match self {
+            Bus::Memory(b) => Ok(b.publish_command(subject, payload, msg_id)),
+            Bus::Nats(b) => b.publish_command(subject, payload, msg_id).await,
+        }
+    }
+
+    /// Publishes a command on `<prefix>.cmd.<kind>` with `Nats-Msg-Id: <request_id>`.
+    ///
+    /// # Errors
+    /// [`BusError`].
+    pub async fn publish_command(&self, command: &Command) -> Result<bool, BusError> {
+        let subject = self.subjects().command(command.kind);
+        let payload = Bytes::from(serde_json::to_vec(command)?);
+        self.publish_command_raw(&subject, payload, Some(command.request_id.as_str()))
+            .await
+    }
+
+    /// Publishes an event on its subject, durably (JetStream ack awaited), with a
+    /// message id that makes a retry of the same event a no-op.
+    ///
+    /// # Errors
+    /// [`BusError::Publish`].
+    pub async fn publish_event(&self, event: &Event) -> Result<(), BusError> {
+        let subject = self
+            .subjects()
+            .event(&event.tenant, &event.request_id, event.event_type());
+        let payload = Bytes::from(serde_json::to_vec(event)?);
+        let msg_id = format!(
+            "{}:{}:{}:{}",
+            event.tenant,
+            event.request_id,
+            event.seq,
+            event.event_type().as_str()
+        );
+        match self {
+            Bus::Memory(b) => {
+                b.publish_event(subject, payload, msg_id, event.is_terminal());
+                Ok(())
+            }
+            Bus::Nats(b) => b.publish_event(subject, payload, msg_id).await,
+        }
+    }
+
+    /// Publishes on core NATS (no stream): replies to `reply_to`, change notices.
+    ///
+    /// # Errors
+    /// [`BusError::Publish`].
+    pub async fn publish_core(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+        match self {
+            Bus::Memory(b) => {
+                b.publish_core(subject, payload);
+                Ok(())
+            }
+            Bus::Nats(b) => b.publish_core(subject, payload).await,
+        }
+    }
+
+    /// Sends an unparseable command to `<prefix>.dlq` with the reason.
+    ///
+    /// # Errors
+    /// [`BusError::Publish`].
+    pub async fn publish_dlq(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        reason: &str,
+    ) -> Result<(), BusError> {
+        const KEEP: usize = 64 * 1024;
+        let body = serde_json::json!({
+            "reason": reason,
+            "subject": subject,
+            "payload": String::from_utf8_lossy(&payload[..payload.len().min(KEEP)]),
+            "truncated": payload.len() > KEEP,
+            "time": chrono::Utc::now(),
+        });
+        let dlq = self.subjects().dlq();
+        let bytes = Bytes::from(serde_json::to_vec(&body)?);
+        match self {
+            Bus::Memory(b) => {
+                b.publish_core(&dlq, bytes);
+                Ok(())
+            }
+            Bus::Nats(b) => b.publish_durable(&dlq, bytes).await,
+        }
+    }
+
+    /// Whether a terminal event of this request is already on the event subjects.
+    ///
+    /// # Errors
+    /// [`BusError::JetStream`].
+    pub async fn terminal_published(
+        &self,
+        tenant: &Tenant,
+        request_id: &RequestId,
+    ) -> Result<bool, BusError> {
+        match self {
+            Bus::Memory(b) => Ok(b.terminal_published(tenant, request_id)),
+            Bus::Nats(b) => b.terminal_published(tenant, request_id).await,
+        }
+    }
+
+    /// Commands to handle. Every process shares one durable consumer, so NATS spreads
+    /// the work.
+    ///
+    /// # Errors
+    /// [`BusError::JetStream`].
+    pub async fn commands(&self) -> Result<Deliveries, BusError> {
+        match self {
+            Bus::Memory(b) => Ok(b.commands()),
+            Bus::Nats(b) => b.commands().await,
+        }
+    }
+
+    /// Events matching `filter`.
+    ///
+    /// # Errors
+    /// [`BusError::JetStream`].
+    pub async fn events(&self, filter: EventFilter) -> Result<Events, BusError> {
+        match self {
+            Bus::Memory(b) => Ok(b.events(filter)),
+            Bus::Nats(b) => b.events(filter).await,
+        }
+    }
+
+    /// Messages on a core subject (replies, change notices, the DLQ on memory).
+    ///
+    /// # Errors
+    /// [`BusError`].
+    pub async fn subscribe_core(
+        &self,
+        subject: &str,
+    ) -> Result<Pin<Box<dyn Stream<Item = Bytes> + Send>>, BusError> {
+        match self {
+            Bus::Memory(b) => Ok(b.subscribe_core(subject)),
+            Bus::Nats(b) => b.subscribe_core(subject).await,
+        }
+    }
+
+    /// The NATS client, when on NATS.
+    pub fn nats_client(&self) -> Option<&async_nats::Client> {
+        match self {
+            Bus::Memory(_) => None,
+            Bus::Nats(b) => Some(b.client()),
+        }
+    }
+}
+
+/// Whether `subject` matches a NATS filter with `*` and `>` wildcards.
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut f = filter.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (f.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn wildcards_match_like_nats() {
+        assert!(subject_matches("a.>", "a.b.c"));
+        assert!(!subject_matches("a.>", "a"));
+        assert!(subject_matches("a.*.c", "a.b.c"));
+        assert!(!subject_matches("a.*.c", "a.b.d"));
+        assert!(subject_matches("a.b", "a.b"));
+        assert!(!subject_matches("a.b", "a.b.c"));
+    }
+}

@@ -1,0 +1,436 @@
+//! Ingress: turns delivered commands into tasks, runs them on the engine and publishes
+//! their events, with the guarantees of PROTOCOL.md §3:
+//!
+//! - A command is acked only after its terminal event is published and its task row
+//!   is durable. Order: task row → events → terminal row (the single terminal
+//!   transition decides who publishes) → terminal event → ack.
+//! - Idempotency on `(tenant, request_id)`: a duplicate of a finished command runs
+//!   nothing; its stored terminal event goes to its `reply_to` only (and to the event
+//!   subjects only if a crash had kept it from ever getting there). A command whose task
+//!   was mid-flight when a process died is resumed, continuing the event sequence.
+//! - Bad input never crashes or blocks the consumer: unparseable → DLQ and terminated;
+//!   parseable but invalid → exactly one `failed` event with `invalid_request`.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use switchyard_core::{
+    Command, CommandEnvelope, ErrorCode, ErrorInfo, Event, EventBody, protocol::PROTOCOL_VERSION,
+};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::{
+    bus::{Bus, BusError, Delivery},
+    engine::{Engine, Submission},
+    store::{NewTask, NewTaskResult, Store, StoreError, Task, TaskInsert, UsageRecord},
+};
+
+/// Why a delivery could not be handled now (it is nak'ed and comes back).
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The bus failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+enum Disposition {
+    Ack,
+    Term,
+}
+
+/// Handles commands, whatever bus they came on.
+#[derive(Debug, Clone)]
+pub struct CommandHandler {
+    store: Store,
+    engine: Engine,
+    bus: Bus,
+    progress_every: Duration,
+}
+
+impl CommandHandler {
+    /// A handler over a store, an engine and a bus.
+    pub fn new(store: Store, engine: Engine, bus: Bus) -> Self {
+        Self {
+            store,
+            engine,
+            bus,
+            progress_every: Duration::from_secs(10),
+        }
+    }
+
+    /// Handles one delivery and acknowledges it (ack, term, or nak on failure).
+    pub async fn handle(&self, delivery: Delivery) {
+        let result = {
+            let work = self.process(&delivery);
+            tokio::pin!(work);
+            let mut ticker = tokio::time::interval(self.progress_every);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    result = &mut work => break result,
+                    _ = ticker.tick() => delivery.progress().await,
+                }
+            }
+        };
+        match result {
+            Ok(Disposition::Ack) => delivery.ack().await,
+            Ok(Disposition::Term) => delivery.term().await,
+            Err(error) => {
+                tracing::warn!(%error, subject = %delivery.subject, "command not handled; it will be redelivered");
+                delivery.nak(Some(Duration::from_secs(1))).await;
+            }
+        }
+    }
+
+    async fn process(&self, delivery: &Delivery) -> Result<Disposition, HandleError> {
+        let envelope = match CommandEnvelope::parse(&delivery.payload) {
+            Ok(envelope) => envelope,
+            Err(reason) => {
+                tracing::warn!(subject = %delivery.subject, %reason, "unparseable command sent to the DLQ");
+                metrics::counter!("switchyard_commands_dlq_total").increment(1);
+                self.bus
+                    .publish_dlq(&delivery.subject, &delivery.payload, &reason)
+                    .await?;
+                return Ok(Disposition::Term);
+            }
+        };
+        let subject_kind = self
+            .bus
+            .subjects()
+            .kind_of_command_subject(&delivery.subject);
+        let kind_token = delivery
+            .subject
+            .strip_prefix(&format!("{}.cmd.", self.bus.subjects().prefix()))
+            .unwrap_or("unknown")
+            .to_owned();
+        let parsed: Result<Command, String> = match subject_kind {
+            None => Err(format!("'{}' is not a command subject", delivery.subject)),
+            Some(Err(e)) => Err(e),
+            Some(Ok(kind)) => Command::parse_and_validate(&delivery.payload, Some(kind))
+                .map_err(|e| e.to_string()),
+        };
+        let new_task = match &parsed {
+            Ok(command) => NewTask::from_command(command),
+            Err(_) => NewTask::invalid(
+                envelope.request_id.as_str(),
+                envelope.tenant.as_str(),
+                &kind_token,
+                &delivery.payload,
+            ),
+        };
+        let insert = self.store.create_task(&new_task).await?;
+        let existing = matches!(insert, TaskInsert::Existing(_));
+        let task = match insert {
+            TaskInsert::Created(task) | TaskInsert::Existing(task) => task,
+        };
+        if task.status.is_terminal() {
+            self.replay(&task, &envelope).await?;
+            return Ok(Disposition::Ack);
+        }
+        match parsed {
+            Err(message) => {
+                let event = Event {
+                    v: PROTOCOL_VERSION,
+                    request_id: envelope.request_id.clone(),
+                    tenant: envelope.tenant.clone(),
+                    seq: u64::try_from(task.last_seq).unwrap_or(0) + 1,
+                    time: chrono::Utc::now(),
+                    body: EventBody::Failed {
+                        error: ErrorInfo::new(ErrorCode::InvalidRequest, message),
+                        attempts: Vec::new(),
+                        routing: None,
+                        latency_ms: 0,
+                        chunks_delivered: None,
+                    },
+                };
+                let value = serde_json::to_value(&event).unwrap_or_default();
+                let won = self
+                    .store
+                    .fail_task(
+                        task.id,
+                        None,
+                        0,
+                        ErrorCode::InvalidRequest,
+                        error_message(&event),
+                        &value,
+                    )
+                    .await?;
+                if won {
+                    self.publish_terminal(&event, envelope.reply_to.as_deref())
+                        .await?;
+                }
+                Ok(Disposition::Ack)
+            }
+            Ok(command) => {
+                self.run(task, command, existing).await?;
+                Ok(Disposition::Ack)
+            }
+        }
+    }
+
+    /// A duplicate of a finished command: runs nothing.
+    async fn replay(&self, task: &Task, envelope: &CommandEnvelope) -> Result<(), HandleError> {
+        let Some(event) = task
+            .terminal_event
+            .as_ref()
+            .and_then(|v| serde_json::from_value::<Event>(v.clone()).ok())
+        else {
+            return Ok(());
+        };
+        if !self
+            .bus
+            .terminal_published(&event.tenant, &event.request_id)
+            .await?
+        {
+            // The process that finished it died before publishing: publish it now.
+            self.bus.publish_event(&event).await?;
+        }
+        if let Some(reply_to) = &envelope.reply_to {
+            self.bus
+                .publish_core(
+                    reply_to,
+                    Bytes::from(serde_json::to_vec(&event).map_err(BusError::Encode)?),
+                )
+                .await?;
+        }
+        metrics::counter!("switchyard_commands_duplicate_total").increment(1);
+        Ok(())
+    }
+
+    async fn run(&self, task: Task, command: Command, resumed: bool) -> Result<(), HandleError> {
+        let command = Arc::new(command);
+        let reply_to = command.reply_to.clone();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+        let submission = Submission {
+            command: command.clone(),
+            task_id: task.id,
+            first_seq: u64::try_from(task.last_seq).unwrap_or(0),
+            announce: !resumed,
+        };
+        let engine = &self.engine;
+        let execute = async move {
+            let mut emit = move |event: Event| {
+                let _ = tx.send(event);
+            };
+            engine.execute(submission, &mut emit).await
+        };
+        let publish = async {
+            let mut failure: Option<BusError> = None;
+            while let Some(event) = rx.recv().await {
+                if event.is_terminal() {
+                    continue;
+                }
+                if let EventBody::Started { attempt, provider } = &event.body
+                    && let Err(e) = self
+                        .store
+                        .start_attempt(
+                            task.id,
+                            provider.config_id,
+                            i64::from(*attempt),
+                            i64::try_from(event.seq).unwrap_or(0),
+                        )
+                        .await
+                {
+                    tracing::warn!(error = %e, "cannot record the attempt start");
+                }
+                if let Err(e) = self.bus.publish_event(&event).await {
+                    tracing::warn!(error = %e, "event not published");
+                    failure.get_or_insert(e);
+                }
+            }
+            failure
+        };
+        let (outcome, publish_failure) = tokio::join!(execute, publish);
+        if let Some(e) = publish_failure {
+            // Lifecycle events did not all go out: do not finish the task; the command
+            // comes back and is resumed.
+            return Err(e.into());
+        }
+        let terminal = outcome.terminal;
+        let value = serde_json::to_value(&terminal).map_err(BusError::Encode)?;
+        let won = match &terminal.body {
+            EventBody::Completed {
+                output,
+                usage,
+                provider,
+                attempts,
+                ..
+            } => {
+                let mut results: Vec<NewTaskResult> = output
+                    .images
+                    .iter()
+                    .map(|image| NewTaskResult {
+                        artifact_id: Some(image.artifact_id.clone()),
+                        url: Some(image.url.clone()),
+                        content_type: Some(image.mime.clone()),
+                        bytes: i64::try_from(image.bytes).ok(),
+                        width: Some(i64::from(image.width)),
+                        height: Some(i64::from(image.height)),
+                        sha256: Some(image.sha256.clone()),
+                        model: provider.model.clone(),
+                        seed: image.seed,
+                        revised_prompt: image.revised_prompt.clone(),
+                        text: None,
+                    })
+                    .collect();
+                if let Some(text) = &output.text {
+                    results.push(NewTaskResult {
+                        model: provider.model.clone(),
+                        text: Some(text.clone()),
+                        ..NewTaskResult::default()
+                    });
+                }
+                let won = self
+                    .store
+                    .complete_task(
+                        task.id,
+                        Some(provider.config_id),
+                        i64::try_from(attempts.len()).unwrap_or(0),
+                        outcome.raw_response.as_ref(),
+                        &results,
+                        &value,
+                    )
+                    .await?;
+                if won {
+                    self.store
+                        .record_usage(&UsageRecord {
+                            task_id: Some(task.id),
+                            tenant: command.tenant.to_string(),
+                            user: command.user.clone(),
+                            config_id: Some(provider.config_id),
+                            provider: provider.provider_type.as_str().to_owned(),
+                            model: provider.model.clone(),
+                            kind: command.kind,
+                            images: i64::from(usage.images),
+                            input_tokens: i64::try_from(usage.input_tokens).unwrap_or(i64::MAX),
+                            output_tokens: i64::try_from(usage.output_tokens).unwrap_or(i64::MAX),
+                            cost_usd: usage.cost_usd,
+                        })
+                        .await?;
+                }
+                won
+            }
+            EventBody::Failed {
+                error, attempts, ..
+            } => {
+                self.store
+                    .fail_task(
+                        task.id,
+                        error.provider.as_ref().map(|p| p.config_id),
+                        i64::try_from(attempts.len()).unwrap_or(0),
+                        error.code,
+                        &error.message,
+                        &value,
+                    )
+                    .await?
+            }
+            _ => false,
+        };
+        if won {
+            self.publish_terminal(&terminal, reply_to.as_deref())
+                .await?;
+        } else {
+            tracing::info!(
+                task_id = task.id,
+                "another process finished this task first; its terminal event stands"
+            );
+        }
+        Ok(())
+    }
+
+    async fn publish_terminal(
+        &self,
+        event: &Event,
+        reply_to: Option<&str>,
+    ) -> Result<(), HandleError> {
+        self.bus.publish_event(event).await?;
+        if let Some(reply_to) = reply_to {
+            let payload = Bytes::from(serde_json::to_vec(event).map_err(BusError::Encode)?);
+            if let Err(e) = self.bus.publish_core(reply_to, payload).await {
+                tracing::warn!(error = %e, "reply_to not reached");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn error_message(event: &Event) -> &str {
+    match &event.body {
+        EventBody::Failed { error, .. } => &error.message,
+        _ => "",
+    }
+}
+
+/// Whether the command consumer is live (for `/readyz`).
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Whether ready.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+}
+
+/// Pulls commands and handles up to `concurrency` at once until `shutdown` turns true;
+/// then stops pulling, naks what was pulled but not started, and waits for running
+/// commands to finish.
+///
+/// # Errors
+/// [`BusError`] when the consumer cannot be created.
+pub async fn run_ingress(
+    handler: CommandHandler,
+    concurrency: usize,
+    readiness: Readiness,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), BusError> {
+    let mut deliveries = handler.bus.commands().await?;
+    readiness.set(true);
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let delivery = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            delivery = deliveries.next() => match delivery {
+                Some(delivery) => delivery,
+                None => break,
+            },
+        };
+        let handler = handler.clone();
+        running.spawn(async move {
+            handler.handle(delivery).await;
+            drop(permit);
+        });
+        while running.try_join_next().is_some() {}
+    }
+    readiness.set(false);
+    // Pulled but not started: hand back for redelivery at once.
+    while let Ok(Some(delivery)) =
+        tokio::time::timeout(Duration::from_millis(50), deliveries.next()).await
+    {
+        delivery.nak(None).await;
+    }
+    while running.join_next().await.is_some() {}
+    Ok(())
+}
