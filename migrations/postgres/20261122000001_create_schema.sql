@@ -82,7 +82,7 @@ CREATE TABLE tasks (
     size               TEXT,
     status             TEXT        NOT NULL DEFAULT 'pending'
                        CHECK (status IN ('pending', 'processing', 'completed', 'failed')),
-    provider_config_id BIGINT REFERENCES provider_configs (id) ON DELETE SET NULL,
+    provider_config_id BIGINT,  -- no foreign key: a config may be deleted mid-request
     attempts           BIGINT      NOT NULL DEFAULT 0,
     command            JSONB       NOT NULL,
     error_code         TEXT,

@@ -80,7 +80,7 @@ CREATE TABLE tasks (
     size               TEXT,
     status             TEXT        NOT NULL DEFAULT 'pending'
                        CHECK (status IN ('pending', 'processing', 'completed', 'failed')),
-    provider_config_id INTEGER REFERENCES provider_configs (id) ON DELETE SET NULL,
+    provider_config_id INTEGER,  -- no foreign key: a config may be deleted mid-request
     attempts           INTEGER      NOT NULL DEFAULT 0,
     command            TEXT       NOT NULL,
     error_code         TEXT,

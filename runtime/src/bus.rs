@@ -93,7 +93,7 @@ impl Delivery {
             Acker::Nats(m) => {
                 let _ = m.ack_with(async_nats::jetstream::AckKind::Nak(delay)).await;
             }
-            Acker::Memory(m) => m.nak(),
+            Acker::Memory(m) => m.nak(delay),
         }
     }
 

@@ -43,6 +43,10 @@ pub enum HandleError {
     Bus(#[from] BusError),
 }
 
+/// Deliveries of one command before it is given up (sent to the DLQ); below the
+/// consumer's own `max_deliver`, so the DLQ always learns of it.
+const MAX_DELIVERIES: u64 = 15;
+
 enum Disposition {
     Ack,
     Term,
@@ -85,9 +89,23 @@ impl CommandHandler {
         match result {
             Ok(Disposition::Ack) => delivery.ack().await,
             Ok(Disposition::Term) => delivery.term().await,
+            Err(error) if delivery.delivered >= MAX_DELIVERIES => {
+                tracing::error!(%error, subject = %delivery.subject, deliveries = delivery.delivered,
+                    "command given up after repeated failures; sent to the DLQ");
+                let reason = format!("gave up after {} deliveries: {error}", delivery.delivered);
+                if let Err(e) = self
+                    .bus
+                    .publish_dlq(&delivery.subject, &delivery.payload, &reason)
+                    .await
+                {
+                    tracing::error!(error = %e, "DLQ publish failed");
+                }
+                delivery.term().await;
+            }
             Err(error) => {
                 tracing::warn!(%error, subject = %delivery.subject, "command not handled; it will be redelivered");
-                delivery.nak(Some(Duration::from_secs(1))).await;
+                let backoff = Duration::from_millis(250 * (1 << delivery.delivered.min(5)));
+                delivery.nak(Some(backoff)).await;
             }
         }
     }

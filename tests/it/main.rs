@@ -10,6 +10,7 @@
 )]
 
 mod architecture;
+mod bus;
 mod cli;
 mod protocol;
 mod secrets;

@@ -34,10 +34,20 @@ pub(super) struct MemoryAcker {
 impl MemoryAcker {
     pub(super) fn ack(self) {}
 
-    pub(super) fn nak(self) {
+    pub(super) fn nak(self, delay: Option<Duration>) {
         let mut msg = self.msg;
         msg.delivered += 1;
-        let _ = self.requeue.send(msg);
+        match delay {
+            None => {
+                let _ = self.requeue.send(msg);
+            }
+            Some(delay) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = self.requeue.send(msg);
+                });
+            }
+        }
     }
 }
 
