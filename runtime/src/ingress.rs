@@ -72,6 +72,13 @@ impl CommandHandler {
         }
     }
 
+    /// Sends in-progress acks this often while a command runs (keep it well below the
+    /// consumer's ack wait).
+    pub fn with_progress_every(mut self, every: Duration) -> Self {
+        self.progress_every = every.max(Duration::from_millis(100));
+        self
+    }
+
     /// Handles one delivery and acknowledges it (ack, term, or nak on failure).
     pub async fn handle(&self, delivery: Delivery) {
         let result = {

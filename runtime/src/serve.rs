@@ -10,7 +10,7 @@ use switchyard_core::ValidationError;
 use crate::{
     actors::RestartPolicy,
     artifacts::{ArtifactError, ArtifactStore},
-    bus::{Bus, BusError, NatsOptions},
+    bus::{Bus, BusError},
     engine::{Engine, EngineError, EngineOptions},
     ingress::{CommandHandler, Readiness, run_ingress},
     secrets::{self, MasterKey, SecretError},
@@ -208,7 +208,7 @@ impl Runtime {
         Ok(Bus::connect(
             &self.settings.bus.url,
             &self.settings.bus.prefix,
-            NatsOptions::default(),
+            self.settings.bus.nats_options(),
         )
         .await?)
     }
@@ -254,8 +254,14 @@ impl Runtime {
             ),
             None => None,
         };
-        let handler = CommandHandler::new(self.store.clone(), engine.clone(), bus.clone());
-        let ingress = tokio::spawn(run_ingress(handler, 256, readiness, stop_rx));
+        let handler = CommandHandler::new(self.store.clone(), engine.clone(), bus.clone())
+            .with_progress_every(Duration::from_millis(self.settings.bus.ack_wait_ms / 3));
+        let ingress = tokio::spawn(run_ingress(
+            handler,
+            self.settings.bus.concurrency,
+            readiness,
+            stop_rx,
+        ));
 
         shutdown.await;
         tracing::info!("shutting down");

@@ -76,6 +76,29 @@ pub struct BusSettings {
     pub url: String,
     /// Subject prefix; stream names derive from it.
     pub prefix: String,
+    /// Name of the durable pull consumer all runtime processes share.
+    pub consumer: String,
+    /// A delivered command not acked (nor marked in progress) within this many ms is
+    /// delivered again, to any process.
+    pub ack_wait_ms: u64,
+    /// Deliveries of one command at most.
+    pub max_deliver: i64,
+    /// How long the event stream keeps events, in ms.
+    pub event_max_age_ms: u64,
+    /// Commands handled at once per process.
+    pub concurrency: usize,
+    /// NATS auth token.
+    pub token: Option<Secret>,
+    /// NATS user name (with `password`).
+    pub user: Option<String>,
+    /// NATS password.
+    pub password: Option<Secret>,
+    /// NATS `.creds` file.
+    pub credentials_file: Option<PathBuf>,
+    /// NATS nkey seed.
+    pub nkey: Option<Secret>,
+    /// Require TLS to NATS.
+    pub tls: bool,
 }
 
 impl Default for BusSettings {
@@ -83,6 +106,38 @@ impl Default for BusSettings {
         Self {
             url: "memory://".to_owned(),
             prefix: "switchyard".to_owned(),
+            consumer: "switchyard-runtime".to_owned(),
+            ack_wait_ms: 30_000,
+            max_deliver: 20,
+            event_max_age_ms: 24 * 3600 * 1000,
+            concurrency: 256,
+            token: None,
+            user: None,
+            password: None,
+            credentials_file: None,
+            nkey: None,
+            tls: false,
+        }
+    }
+}
+
+impl BusSettings {
+    /// The NATS options these settings describe.
+    pub fn nats_options(&self) -> crate::bus::NatsOptions {
+        crate::bus::NatsOptions {
+            consumer: self.consumer.clone(),
+            event_max_age: std::time::Duration::from_millis(self.event_max_age_ms),
+            ack_wait: std::time::Duration::from_millis(self.ack_wait_ms),
+            max_deliver: self.max_deliver,
+            max_ack_pending: i64::try_from(self.concurrency.max(1) * 4).unwrap_or(1024),
+            token: self.token.as_ref().map(|t| t.expose().to_owned()),
+            user_password: match (&self.user, &self.password) {
+                (Some(user), Some(password)) => Some((user.clone(), password.expose().to_owned())),
+                _ => None,
+            },
+            credentials_file: self.credentials_file.clone(),
+            nkey: self.nkey.as_ref().map(|k| k.expose().to_owned()),
+            tls: self.tls,
         }
     }
 }
@@ -280,6 +335,33 @@ impl Settings {
                     "must be memory:// or a comma-separated list of nats:// URLs, got '{}'",
                     redact_url(bus)
                 ),
+            ));
+        }
+        if self.bus.ack_wait_ms < 1_000 {
+            errors.push(FieldError::new("bus.ack_wait_ms", "must be at least 1000"));
+        }
+        if self.bus.max_deliver < 1 {
+            errors.push(FieldError::new("bus.max_deliver", "must be > 0"));
+        }
+        if self.bus.concurrency == 0 {
+            errors.push(FieldError::new("bus.concurrency", "must be > 0"));
+        }
+        if self.bus.user.is_some() != self.bus.password.is_some() {
+            errors.push(FieldError::new(
+                "bus.user",
+                "and bus.password must be given together",
+            ));
+        }
+        if self.bus.consumer.is_empty()
+            || !self
+                .bus
+                .consumer
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        {
+            errors.push(FieldError::new(
+                "bus.consumer",
+                "may only contain A-Z, a-z, 0-9, '_' and '-'",
             ));
         }
         let prefix = &self.bus.prefix;

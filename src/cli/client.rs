@@ -9,7 +9,7 @@ use serde_json::json;
 use switchyard_core::{Command, Kind, Tenant};
 use switchyard_runtime::{
     Settings,
-    bus::{Bus, EventFilter, NatsOptions},
+    bus::{Bus, EventFilter},
 };
 
 #[derive(Debug, Args)]
@@ -56,7 +56,7 @@ async fn connect(settings: &Settings, url: Option<String>) -> anyhow::Result<Bus
         url != "memory://",
         "the memory:// bus lives inside one process; point --bus (or bus.url) at NATS, or run `switchyard demo`"
     );
-    Bus::connect(&url, &settings.bus.prefix, NatsOptions::default())
+    Bus::connect(&url, &settings.bus.prefix, settings.bus.nats_options())
         .await
         .context("cannot reach the bus")
 }

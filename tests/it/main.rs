@@ -12,6 +12,7 @@
 mod architecture;
 mod bus;
 mod cli;
+mod cluster;
 mod protocol;
 mod secrets;
 mod storage;

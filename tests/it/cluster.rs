@@ -1,0 +1,278 @@
+//! Real processes: `switchyard serve` on a real nats-server and the real PostgreSQL,
+//! killed and restarted under load. Every request must end with exactly one terminal
+//! event, none lost.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read, Write},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::json;
+use switchyard_core::Event;
+use switchyard_runtime::{MasterKey, bus::Bus, settings::BusSettings};
+
+use crate::support::{NatsServer, postgres_url, unique_suffix};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    prefix: String,
+    schema: String,
+    config: std::path::PathBuf,
+}
+
+impl Cluster {
+    fn new(nats_url: &str, latency_ms: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let suffix = unique_suffix();
+        let prefix = format!("cl{}", suffix.replace('_', ""));
+        let schema = format!("sy_cluster_{suffix}");
+        let (_, key) = MasterKey::generate();
+        let d = dir.path().display();
+        let config = format!(
+            r#"
+[database]
+url = "{pg}"
+schema = "{schema}"
+max_connections = 5
+[bus]
+url = "{nats_url}"
+prefix = "{prefix}"
+ack_wait_ms = 2000
+[http]
+listen = "127.0.0.1:0"
+[artifacts]
+url = "file://{d}/artifacts"
+[secrets]
+master_key = "{key}"
+[admin]
+token = "cluster-test-admin-token"
+
+[[providers]]
+name = "mock-a"
+provider = "mock"
+options = {{ latency_ms = {latency_ms} }}
+rate_limit = {{ rpm = 1000000, burst = 10000, max_concurrency = 1000 }}
+"#,
+            pg = postgres_url(),
+        );
+        let path = dir.path().join("switchyard.toml");
+        std::fs::write(&path, config).unwrap();
+        Self {
+            dir,
+            prefix,
+            schema,
+            config: path,
+        }
+    }
+
+    /// Starts `switchyard serve` and waits until `/readyz` says its consumer is live.
+    fn serve(&self) -> Child {
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let port = loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("serve did not start");
+            if let Some(rest) = line.split("listen=127.0.0.1:").nth(1) {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse::<u16>()
+                    .unwrap();
+            }
+        };
+        assert_eq!(http_get(port, "/healthz").0, 200);
+        while http_get(port, "/readyz").0 != 200 {
+            assert!(Instant::now() < deadline, "never ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Keep draining the log so the process never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        child
+    }
+
+    async fn client(&self, nats_url: &str) -> Bus {
+        let settings = BusSettings {
+            url: nats_url.to_owned(),
+            prefix: self.prefix.clone(),
+            ..BusSettings::default()
+        };
+        Bus::connect(nats_url, &self.prefix, settings.nats_options())
+            .await
+            .unwrap()
+    }
+
+    async fn cleanup(self) {
+        let pool = sqlx::PgPool::connect(&postgres_url()).await.unwrap();
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    );
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+async fn publish_many(bus: &Bus, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("job-{i}");
+        let body = json!({"request_id": id, "tenant": "acme", "kind": "text.generate",
+                          "input": {"messages": [{"role": "user", "content": format!("m{i}")}]}});
+        let subject = format!("{}.cmd.text.generate", bus.subjects().prefix());
+        bus.publish_command_raw(
+            &subject,
+            Bytes::from(serde_json::to_vec(&body).unwrap()),
+            Some(&id),
+        )
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+/// Reads the whole event stream until every id has a terminal event (or the deadline),
+/// then a little longer, and returns terminal counts per request.
+async fn terminal_counts(bus: &Bus, ids: &[String], within: Duration) -> BTreeMap<String, usize> {
+    let client = bus.nats_client().unwrap().clone();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(bus.subjects().event_stream()).await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: bus.subjects().all_events(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut counts: BTreeMap<String, usize> = ids.iter().map(|id| (id.clone(), 0)).collect();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut done_at: Option<tokio::time::Instant> = None;
+    loop {
+        let until = done_at.map_or(deadline, |t| t.min(deadline));
+        match tokio::time::timeout_at(until, messages.next()).await {
+            Ok(Some(Ok(message))) => {
+                let event: Event = serde_json::from_slice(&message.payload).unwrap();
+                if event.is_terminal() {
+                    *counts.entry(event.request_id.to_string()).or_default() += 1;
+                }
+                if done_at.is_none() && counts.values().all(|c| *c >= 1) {
+                    // Everything ended: watch a while longer for a second terminal event.
+                    done_at = Some(tokio::time::Instant::now() + Duration::from_secs(3));
+                }
+            }
+            Ok(Some(Err(_))) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    counts
+}
+
+fn assert_exactly_once(counts: &BTreeMap<String, usize>) {
+    let wrong: Vec<_> = counts.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(
+        wrong.is_empty(),
+        "requests without exactly one terminal event: {wrong:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_two_processes_mid_job_loses_nothing() {
+    let nats = NatsServer::start();
+    let cluster = Cluster::new(&nats.url(), 300);
+    let mut a = cluster.serve();
+    let mut b = cluster.serve();
+    let bus = cluster.client(&nats.url()).await;
+    let ids = publish_many(&bus, 80).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SIGKILL: no graceful shutdown, in-flight commands are simply abandoned.
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let counts = terminal_counts(&bus, &ids, Duration::from_secs(60)).await;
+    assert_exactly_once(&counts);
+    b.kill().unwrap();
+    b.wait().unwrap();
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_during_load_loses_nothing() {
+    let mut nats = NatsServer::start();
+    let cluster = Cluster::new(&nats.url(), 100);
+    let mut serve = cluster.serve();
+    let ids = {
+        let bus = cluster.client(&nats.url()).await;
+        publish_many(&bus, 60).await
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    nats.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nats.spawn();
+    let bus = cluster.client(&nats.url()).await;
+    let counts = terminal_counts(&bus, &ids, Duration::from_secs(90)).await;
+    assert_exactly_once(&counts);
+    // The runtime kept working across the restart: a new command completes too.
+    let more = publish_many_with_prefix(&bus, "after").await;
+    let counts = terminal_counts(&bus, &more, Duration::from_secs(30)).await;
+    assert_exactly_once(&counts);
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    cluster.cleanup().await;
+}
+
+async fn publish_many_with_prefix(bus: &Bus, prefix: &str) -> Vec<String> {
+    let id = format!("{prefix}-1");
+    let body = json!({"request_id": id, "tenant": "acme", "kind": "text.generate",
+                      "input": {"messages": [{"role": "user", "content": "again"}]}});
+    let subject = format!("{}.cmd.text.generate", bus.subjects().prefix());
+    bus.publish_command_raw(
+        &subject,
+        Bytes::from(serde_json::to_vec(&body).unwrap()),
+        Some(&id),
+    )
+    .await
+    .unwrap();
+    vec![id]
+}
