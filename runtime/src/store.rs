@@ -261,7 +261,12 @@ async fn connect_pool(options: &ConnectOptions) -> Result<Pool, StoreError> {
                     StoreError::BadUrl(format!("cannot create {}: {e}", dir.display()))
                 })?;
             }
-            connect.journal_mode(SqliteJournalMode::Wal)
+            // WAL with synchronous=NORMAL: a commit survives a process crash (what the
+            // delivery guarantees need); only an OS crash or power loss can drop the
+            // last commits. PostgreSQL is the choice where that matters.
+            connect
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
         };
         let pool = SqlitePoolOptions::new()
             // An in-memory database lives in one connection.

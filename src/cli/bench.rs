@@ -44,6 +44,13 @@ pub struct BenchArgs {
     /// Instead: start this many idle provider actors and report memory per actor.
     #[arg(long)]
     idle_actors: Option<i64>,
+    /// Instead: run the whole pipeline over this NATS server (publish over JetStream →
+    /// runtime in this process → terminal event on JetStream), e.g. nats://127.0.0.1:4222.
+    #[arg(long)]
+    bus: Option<String>,
+    /// With --bus: the database (default: a fresh SQLite file).
+    #[arg(long)]
+    database: Option<String>,
 }
 
 fn mock_config(id: i64) -> anyhow::Result<ProviderConfig> {
@@ -110,6 +117,11 @@ fn rss_kib() -> u64 {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
+    if let Some(url) = args.bus.clone() {
+        let result = nats_pipeline(&args, &url, &dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return result;
+    }
     if let Some(n) = args.idle_actors {
         let before = rss_kib();
         let engine = start_engine(n, &dir).await?;
@@ -209,4 +221,150 @@ async fn open_loop(engine: &Engine, args: &BenchArgs, rate: u64) -> anyhow::Resu
         all.push(result??);
     }
     Ok(all)
+}
+
+/// Publish N commands over JetStream (pipelined), the runtime handles them in this
+/// process, and the terminal events are read back from JetStream.
+async fn nats_pipeline(args: &BenchArgs, url: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    use futures_util::{StreamExt, stream::FuturesUnordered};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use switchyard_runtime::{Settings, bus::EventFilter};
+
+    let mut settings = Settings::default();
+    settings.database.url = args
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.display()));
+    if settings.database.url.starts_with("postgres") {
+        settings.database.schema = Some(format!("bench_{}", std::process::id()));
+    }
+    settings.bus.url = url.to_owned();
+    settings.bus.prefix = format!("bench{}", std::process::id());
+    settings.bus.concurrency = 512;
+    settings.database.max_connections = if args.database.is_some() { 40 } else { 1 };
+    settings.http.listen = "127.0.0.1:0".to_owned();
+    settings.artifacts.url = format!("file://{}/artifacts", dir.display());
+    settings.secrets.master_key_file = dir.join("master.key");
+    settings.admin.token_file = dir.join("admin.token");
+    settings.providers = (1..=args.instances)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "name": format!("bench-{i}"), "provider": "mock",
+                "rate_limit": {"rpm": 1_000_000, "burst": 100_000, "max_concurrency": 100_000},
+            }))
+        })
+        .collect::<Result<_, _>>()?;
+    let (runtime, _) = switchyard_runtime::prepare(settings).await?;
+    let bus = runtime.connect_bus().await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_bus = bus.clone();
+    let server = tokio::spawn(async move {
+        runtime
+            .run_with_bus(server_bus, async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let n = args.requests as usize;
+    let origin = Instant::now();
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let mut events = bus.events(EventFilter::All).await?;
+    let collector_sent = sent.clone();
+    let collector = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(n);
+        let mut failed = 0usize;
+        while latencies.len() + failed < n {
+            let Ok(Some(event)) =
+                tokio::time::timeout(Duration::from_secs(30), events.next()).await
+            else {
+                break;
+            };
+            if !event.is_terminal() {
+                continue;
+            }
+            let Some(index) = event
+                .request_id
+                .as_str()
+                .strip_prefix('b')
+                .and_then(|i| i.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            if !matches!(event.body, EventBody::Completed { .. }) {
+                failed += 1;
+                continue;
+            }
+            let now = u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let at = collector_sent
+                .get(index)
+                .map_or(now, |s| s.load(Ordering::Relaxed));
+            latencies.push(u32::try_from(now.saturating_sub(at)).unwrap_or(u32::MAX));
+        }
+        (latencies, failed, origin.elapsed())
+    });
+
+    let subject = bus.subjects().command(switchyard_core::Kind::TextGenerate);
+    let js = bus
+        .nats_client()
+        .map(|c| async_nats::jetstream::new(c.clone()));
+    let started = Instant::now();
+    let mut acks = FuturesUnordered::new();
+    for i in 0..n {
+        if let Some(rate) = args.rate {
+            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let body = serde_json::to_vec(&*command(BenchKind::Text, i as u64)?)?;
+        sent[i].store(
+            u64::try_from(origin.elapsed().as_micros()).unwrap_or(0),
+            Ordering::Relaxed,
+        );
+        match &js {
+            Some(js) => {
+                let ack = js
+                    .send_publish(
+                        subject.clone(),
+                        async_nats::jetstream::message::PublishMessage::build()
+                            .payload(body.into())
+                            .message_id(format!("b{i}")),
+                    )
+                    .await?;
+                acks.push(std::future::IntoFuture::into_future(ack));
+                while acks.len() >= 1024 {
+                    acks.next().await.transpose()?;
+                }
+            }
+            None => {
+                bus.publish_command_raw(&subject, body.into(), Some(&format!("b{i}")))
+                    .await?;
+            }
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        ack?;
+    }
+    let publish_rate = n as f64 / started.elapsed().as_secs_f64();
+    let (mut latencies, failed, _) = collector.await?;
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    anyhow::ensure!(!latencies.is_empty(), "no command completed");
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
+    println!(
+        "nats pipeline, {} instances, {} commands{}: published at {:.0}/s; {} completed, {} failed, {:.0} commands/s end to end; publish→terminal p50 {} µs, p99 {} µs, max {} µs",
+        args.instances,
+        n,
+        args.rate.map(|r| format!(" at {r}/s")).unwrap_or_default(),
+        publish_rate,
+        latencies.len(),
+        failed,
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        latencies.last().copied().unwrap_or(0)
+    );
+    let _ = stop_tx.send(());
+    server.await??;
+    Ok(())
 }

@@ -99,8 +99,14 @@ impl MemoryBus {
             && let Ok(mut seen) = self.inner.dedupe.lock()
         {
             let now = Instant::now();
-            seen.retain(|_, at| now.duration_since(*at) < DUPLICATE_WINDOW);
-            if seen.contains_key(id) {
+            // Prune now and then, not on every publish (that would be O(n) each time).
+            if seen.len() % 4096 == 4095 {
+                seen.retain(|_, at| now.duration_since(*at) < DUPLICATE_WINDOW);
+            }
+            if seen
+                .get(id)
+                .is_some_and(|at| now.duration_since(*at) < DUPLICATE_WINDOW)
+            {
                 return true;
             }
             seen.insert(id.to_owned(), now);
