@@ -339,3 +339,33 @@ fn serve_migrates_seeds_and_stops_on_ctrl_c() {
     assert_eq!(listed.len(), 2);
     assert!(Path::new(&env.dir.path().join("data/admin.token")).exists());
 }
+
+#[test]
+fn demo_runs_the_main_job_end_to_end() {
+    let env = Env::new(
+        "[[providers]]\nname = \"mock-a\"\nprovider = \"mock\"\npriority = 100\nrate_limit = { rpm = 60000, burst = 1000 }\n",
+    );
+    let out = env.run(&["demo"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", stderr(&out));
+    assert_eq!(
+        stdout.matches(" completed on mock-a").count(),
+        4,
+        "{stdout}"
+    );
+    assert!(stdout.contains("failed: invalid_request"), "{stdout}");
+    assert!(
+        stdout.contains("duplicate dropped by the bus: true"),
+        "{stdout}"
+    );
+    // The images it reports are really there.
+    let stored: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split(" stored at ").nth(1))
+        .collect();
+    assert_eq!(stored.len(), 3, "{stdout}");
+    for path in stored {
+        let bytes = std::fs::read(path).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{path}");
+    }
+}
