@@ -18,6 +18,7 @@ pub mod ids;
 pub mod kind;
 pub mod protocol;
 pub mod provider;
+pub mod reload;
 pub mod resilience;
 pub mod routing;
 

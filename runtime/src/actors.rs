@@ -14,5 +14,7 @@ mod supervisor;
 mod table;
 
 pub use provider::{Admission, CallRequest, ProviderActor, ProviderArgs, ProviderMsg};
-pub use supervisor::{RestartPolicy, StartFailure, Supervisor, SupervisorArgs, SupervisorMsg};
+pub use supervisor::{
+    ApplyReport, RestartPolicy, StartFailure, Supervisor, SupervisorArgs, SupervisorMsg,
+};
 pub use table::{Instance, InstanceState, InstanceStatus, RoutingTable};

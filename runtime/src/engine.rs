@@ -25,8 +25,8 @@ use tracing::Instrument;
 
 use crate::{
     actors::{
-        Admission, CallRequest, Instance, InstanceStatus, ProviderMsg, RestartPolicy, RoutingTable,
-        StartFailure, Supervisor, SupervisorArgs, SupervisorMsg,
+        Admission, ApplyReport, CallRequest, Instance, InstanceStatus, ProviderMsg, RestartPolicy,
+        RoutingTable, StartFailure, Supervisor, SupervisorArgs, SupervisorMsg,
     },
     artifacts::ArtifactStore,
     clock::Clock,
@@ -132,12 +132,6 @@ impl Engine {
         )
         .await
         .map_err(|e| EngineError::Spawn(e.to_string()))?;
-        let failures = ractor::call!(supervisor, |reply| SupervisorMsg::Start {
-            configs: configs.into_iter().map(Arc::new).collect(),
-            disabled,
-            reply,
-        })
-        .map_err(|e| EngineError::Supervisor(e.to_string()))?;
         let engine = Self {
             inner: Arc::new(Inner {
                 table,
@@ -149,7 +143,26 @@ impl Engine {
                 default_wait: options.default_wait,
             }),
         };
-        Ok((engine, failures))
+        let report = engine.apply(configs, disabled).await?;
+        Ok((engine, report.failures))
+    }
+
+    /// Makes the live instances match `configs` (the enabled, valid configs), touching
+    /// only what changed. Requests in flight are never failed by it.
+    ///
+    /// # Errors
+    /// [`EngineError::Supervisor`] when the supervisor is gone.
+    pub async fn apply(
+        &self,
+        configs: Vec<ProviderConfig>,
+        disabled: Vec<(ConfigId, String)>,
+    ) -> Result<ApplyReport, EngineError> {
+        ractor::call!(self.inner.supervisor, |reply| SupervisorMsg::Apply {
+            configs: configs.into_iter().map(Arc::new).collect(),
+            disabled,
+            reply,
+        })
+        .map_err(|e| EngineError::Supervisor(e.to_string()))
     }
 
     /// The current routing table.

@@ -86,7 +86,13 @@ pub enum ProviderMsg {
     Finished(Finished),
     /// Re-examine the wait queue (timer).
     Wake,
+    /// Retired by a reload: finish in-flight and queued calls (and any offered during
+    /// a short grace period by requests routed on the old table), then stop.
+    Drain,
 }
+
+/// How long a retired actor keeps accepting calls routed on an older table snapshot.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// The outcome summary a call task reports back.
 #[derive(Debug, Clone, Copy)]
@@ -135,6 +141,8 @@ pub struct ProviderState {
     wake_at: Option<tokio::time::Instant>,
     /// Last values given to the gauges (they are set only on change).
     gauges: (u32, u8),
+    /// Set by `Drain`: stop once idle after this instant.
+    draining_until: Option<tokio::time::Instant>,
 }
 
 fn limiter_for(config: &ProviderConfig, clock: Clock) -> Limiter {
@@ -168,6 +176,7 @@ impl Actor for ProviderActor {
             cooling_until: 0,
             wake_at: None,
             gauges: (u32::MAX, u8::MAX),
+            draining_until: None,
         })
     }
 
@@ -187,6 +196,17 @@ impl Actor for ProviderActor {
                 state.wake_at = None;
                 state.drain(&myself);
             }
+            ProviderMsg::Drain => {
+                let until = tokio::time::Instant::now() + DRAIN_GRACE;
+                state.draining_until = Some(until);
+                myself.send_after(DRAIN_GRACE, || ProviderMsg::Wake);
+            }
+        }
+        if state.draining_until.is_some_and(|until| {
+            tokio::time::Instant::now() >= until && state.in_flight == 0 && state.waiting.is_empty()
+        }) {
+            myself.stop(Some("drained after reload".to_owned()));
+            return Ok(());
         }
         state.publish();
         Ok(())

@@ -11,7 +11,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use switchyard_core::{ConfigId, ProviderConfig};
+use switchyard_core::{ConfigId, ProviderConfig, ProviderSpec, reload::diff};
 
 use super::{
     provider::{ProviderActor, ProviderArgs, ProviderMsg},
@@ -70,17 +70,33 @@ pub struct StartFailure {
     pub reason: String,
 }
 
+/// What one apply changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Instances started.
+    pub added: Vec<ConfigId>,
+    /// Instances whose actor was replaced by one with the new settings.
+    pub replaced: Vec<ConfigId>,
+    /// Instances drained and stopped.
+    pub removed: Vec<ConfigId>,
+    /// Configs that could not start (a replaced one keeps its previous actor).
+    pub failures: Vec<StartFailure>,
+    /// The config version each live instance now runs.
+    pub versions: BTreeMap<ConfigId, i64>,
+}
+
 /// Messages of the supervisor.
 #[derive(Debug)]
 pub enum SupervisorMsg {
-    /// Start actors for `configs` (those not running yet) and record `disabled`.
-    Start {
-        /// Live configs.
+    /// Make the live set match `configs` (enabled, valid configs): start what is new,
+    /// replace what changed, drain what is gone; touch nothing else.
+    Apply {
+        /// The complete live set.
         configs: Vec<Arc<ProviderConfig>>,
         /// Disabled configs (id, name).
         disabled: Vec<(ConfigId, String)>,
-        /// Configs that could not start.
-        reply: RpcReplyPort<Vec<StartFailure>>,
+        /// What changed.
+        reply: RpcReplyPort<ApplyReport>,
     },
     /// Restart the actor of a config (backoff timer).
     Restart(ConfigId),
@@ -127,54 +143,15 @@ impl Actor for Supervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Start {
+            SupervisorMsg::Apply {
                 configs,
                 disabled,
                 reply,
             } => {
-                let mut failures = Vec::new();
-                for config in configs {
-                    if state.children.contains_key(&config.id) {
-                        continue;
-                    }
-                    let adapter: Arc<dyn ProviderAdapter> = match build_adapter(&config) {
-                        Ok(adapter) => adapter,
-                        Err(e) => {
-                            tracing::warn!(config_id = %config.id, error = %e, "provider instance not started");
-                            failures.push(StartFailure {
-                                config_id: config.id,
-                                reason: e.to_string(),
-                            });
-                            continue;
-                        }
-                    };
-                    let args = ProviderArgs {
-                        config: config.clone(),
-                        adapter,
-                        state: Arc::new(InstanceState::default()),
-                        clock: state.args.clock,
-                    };
-                    match spawn_child(&myself, args.clone()).await {
-                        Ok(actor) => {
-                            state.by_actor.insert(actor.get_id(), config.id);
-                            state.children.insert(
-                                config.id,
-                                Child {
-                                    args,
-                                    actor: Some(actor),
-                                    restarts: VecDeque::new(),
-                                },
-                            );
-                        }
-                        Err(reason) => failures.push(StartFailure {
-                            config_id: config.id,
-                            reason,
-                        }),
-                    }
-                }
+                let report = state.apply(&myself, configs).await;
                 state.disabled = disabled;
                 state.publish();
-                let _ = reply.send(failures);
+                let _ = reply.send(report);
             }
             SupervisorMsg::Restart(config_id) => {
                 let Some(child) = state.children.get_mut(&config_id) else {
@@ -287,6 +264,106 @@ async fn spawn_child(
 }
 
 impl SupervisorState {
+    /// Diff, prepare (fallible: new actors for added and changed configs), swap
+    /// (infallible: the table), drain (retired actors finish in-flight calls, then stop).
+    async fn apply(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        configs: Vec<Arc<ProviderConfig>>,
+    ) -> ApplyReport {
+        let new: BTreeMap<ConfigId, Arc<ProviderConfig>> =
+            configs.into_iter().map(|c| (c.id, c)).collect();
+        let diff = {
+            let old_specs: BTreeMap<ConfigId, &ProviderSpec> = self
+                .children
+                .iter()
+                .map(|(id, c)| (*id, &c.args.config.spec))
+                .collect();
+            let new_specs: BTreeMap<ConfigId, &ProviderSpec> =
+                new.iter().map(|(id, c)| (*id, &c.spec)).collect();
+            diff(&old_specs, &new_specs)
+        };
+        let mut report = ApplyReport::default();
+        // Prepare.
+        let mut prepared = Vec::new();
+        for id in diff.to_add.iter().chain(&diff.to_replace) {
+            let Some(config) = new.get(id) else { continue };
+            let adapter: Arc<dyn ProviderAdapter> = match build_adapter(config) {
+                Ok(adapter) => adapter,
+                Err(e) => {
+                    tracing::warn!(config_id = %id, error = %e, "provider instance not started; a previous actor keeps serving");
+                    report.failures.push(StartFailure {
+                        config_id: *id,
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let args = ProviderArgs {
+                config: config.clone(),
+                adapter,
+                state: Arc::new(InstanceState::default()),
+                clock: self.args.clock,
+            };
+            match spawn_child(myself, args.clone()).await {
+                Ok(actor) => prepared.push((*id, args, actor)),
+                Err(reason) => report.failures.push(StartFailure {
+                    config_id: *id,
+                    reason,
+                }),
+            }
+        }
+        // Swap.
+        for (id, args, actor) in prepared {
+            self.by_actor.insert(actor.get_id(), id);
+            let child = Child {
+                args,
+                actor: Some(actor),
+                restarts: VecDeque::new(),
+            };
+            match self.children.insert(id, child) {
+                Some(old) => {
+                    report.replaced.push(id);
+                    self.retire(old);
+                }
+                None => report.added.push(id),
+            }
+        }
+        // Drain what is gone.
+        for id in &diff.to_remove {
+            if let Some(old) = self.children.remove(id) {
+                report.removed.push(*id);
+                self.retire(old);
+            }
+        }
+        // Unchanged settings with a new version: keep the actor, show the version.
+        for (id, config) in &new {
+            if let Some(child) = self.children.get_mut(id)
+                && child.args.config.version != config.version
+                && child.args.config.spec == config.spec
+            {
+                child.args.config = config.clone();
+            }
+        }
+        report.versions = self
+            .children
+            .iter()
+            .map(|(id, c)| (*id, c.args.config.version))
+            .collect();
+        if !(report.added.is_empty() && report.replaced.is_empty() && report.removed.is_empty()) {
+            tracing::info!(added = ?report.added, replaced = ?report.replaced, removed = ?report.removed, "provider configs applied");
+        }
+        report
+    }
+
+    /// Takes a child out of service: its actor finishes in-flight calls, then stops.
+    fn retire(&mut self, child: Child) {
+        if let Some(actor) = child.actor {
+            self.by_actor.remove(&actor.get_id());
+            let _ = actor.cast(ProviderMsg::Drain);
+        }
+    }
+
     fn publish(&self) {
         let instances = self
             .children

@@ -696,3 +696,159 @@ async fn waiting_requests_get_free_slots_in_priority_order() {
     }
     assert_eq!(*order.lock().unwrap(), ["urgent", "normal", "background"]);
 }
+
+fn state_ptr(h: &Harness, id: i64) -> *const crate::actors::InstanceState {
+    let table = h.engine.table();
+    let instance = table
+        .instances
+        .iter()
+        .find(|i| i.config.id.0 == id)
+        .unwrap();
+    Arc::as_ptr(&instance.state)
+}
+
+#[tokio::test]
+async fn reload_touches_only_what_changed() {
+    let h = harness(vec![
+        config(1, json!({"priority": 10})),
+        config(2, json!({"priority": 20})),
+        config(3, json!({})),
+    ])
+    .await;
+    let (one, two) = (state_ptr(&h, 1), state_ptr(&h, 2));
+    let old_three = h.engine.table().instances[2].actor.clone().unwrap();
+    let mut one_bumped = config(1, json!({"priority": 10}));
+    one_bumped.version = 2; // a no-op write: same settings, new version
+    let report = h
+        .engine
+        .apply(
+            vec![
+                one_bumped,
+                config(2, json!({"priority": 99})),
+                config(4, json!({})),
+            ],
+            vec![(ConfigId(3), "mock-3".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.added, [ConfigId(4)]);
+    assert_eq!(report.replaced, [ConfigId(2)]);
+    assert_eq!(report.removed, [ConfigId(3)]);
+    assert_eq!(report.versions[&ConfigId(1)], 2);
+    assert_eq!(
+        state_ptr(&h, 1),
+        one,
+        "unchanged config keeps its actor, limiter and breaker"
+    );
+    assert_ne!(state_ptr(&h, 2), two, "changed config gets a new actor");
+    // The router follows at once: 2 now has the highest priority.
+    assert_eq!(
+        completed_by(&run(&h, text_command("after", json!({}))).await),
+        2
+    );
+    // The removed instance drains and stops; asking for it by id says it is disabled.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while old_three.get_status() != ractor::ActorStatus::Stopped {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "old actor never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = run(&h, text_command("gone", json!({"config_id": 3}))).await;
+    let EventBody::Failed { error, .. } = terminal(&events) else {
+        panic!()
+    };
+    assert_eq!(error.message, "provider config 3 'mock-3' is disabled");
+}
+
+#[tokio::test]
+async fn a_config_whose_adapter_cannot_start_keeps_the_previous_actor() {
+    let h = harness(vec![config(1, json!({}))]).await;
+    let before = state_ptr(&h, 1);
+    let mut broken = config(1, json!({"priority": 5}));
+    broken.spec.options = serde_json::from_value(json!({"failure_rate": 7})).unwrap();
+    let report = h.engine.apply(vec![broken], Vec::new()).await.unwrap();
+    assert_eq!(report.failures.len(), 1);
+    assert!(
+        report.failures[0].reason.contains("failure_rate"),
+        "{:?}",
+        report.failures
+    );
+    assert_eq!(state_ptr(&h, 1), before);
+    assert_eq!(
+        completed_by(&run(&h, text_command("still", json!({}))).await),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_fails_or_is_lost_while_configs_change_under_load() {
+    let base = |priority: i64, extra: Value| {
+        let mut v = json!({"priority": priority, "options": {"latency_ms": 2},
+                            "rate_limit": {"rpm": 600000, "burst": 1000, "max_concurrency": 64}});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let h = harness(vec![
+        config(1, base(10, json!({}))),
+        config(2, base(20, json!({}))),
+        config(3, base(30, json!({}))),
+    ])
+    .await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let engine = h.engine.clone();
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let outcome = engine
+                    .execute(
+                        Submission::new(text_command(&format!("c{c}-{i}"), json!({})), i),
+                        &mut |_| {},
+                    )
+                    .await;
+                outcomes.push(outcome.terminal);
+            }
+            outcomes
+        }));
+    }
+    for round in 0..100i64 {
+        let mut configs = vec![
+            config(1, base(round % 7, json!({}))),
+            config(
+                2,
+                base(
+                    50 - round % 5,
+                    json!({"rate_limit": {"rpm": 600000 - round, "burst": 1000, "max_concurrency": 64}}),
+                ),
+            ),
+        ];
+        if round % 3 != 0 {
+            configs.push(config(3, base(30, json!({}))));
+        }
+        if round % 4 == 0 {
+            configs.push(config(10 + round, base(1, json!({}))));
+        }
+        h.engine.apply(configs, Vec::new()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for client in clients {
+        for terminal in client.await.unwrap() {
+            total += 1;
+            assert!(
+                matches!(terminal.body, EventBody::Completed { .. }),
+                "{terminal:?}"
+            );
+        }
+    }
+    assert!(total > 100, "only {total} requests ran");
+}
