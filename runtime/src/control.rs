@@ -1,11 +1,12 @@
 //! The NATS micro service `switchyard` (`$SRV.PING/INFO/STATS.switchyard`), endpoints
-//! under `<prefix>.ctl.`: live provider status now; reload arrives with hot reload.
+//! under `<prefix>.ctl.`: `status` (live provider state and applied config versions)
+//! and `reload` (reload every config from the database in this process).
 
 use async_nats::service::ServiceExt;
 use futures_util::StreamExt;
 use switchyard_core::Subjects;
 
-use crate::{engine::Engine, serve::InitError};
+use crate::{engine::Engine, reloader::ReloadHandle, serve::InitError};
 
 /// The running control service.
 pub struct Control {
@@ -28,10 +29,11 @@ pub async fn start(
     client: async_nats::Client,
     subjects: Subjects,
     engine: Engine,
+    reload: ReloadHandle,
 ) -> Result<Control, InitError> {
     let service = client
         .service_builder()
-        .description("Switchyard runtime: live provider status")
+        .description("Switchyard runtime: live provider status and reload")
         .start("switchyard", env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| InitError::Control(e.to_string()))?;
@@ -40,13 +42,31 @@ pub async fn start(
         .endpoint("status")
         .await
         .map_err(|e| InitError::Control(e.to_string()))?;
+    let mut reloads = group
+        .endpoint("reload")
+        .await
+        .map_err(|e| InitError::Control(e.to_string()))?;
     let task = tokio::spawn(async move {
         // The service lives as long as this task holds it.
         let _service = service;
-        while let Some(request) = status.next().await {
-            let body = serde_json::to_vec(&engine.status()).unwrap_or_default();
-            if let Err(e) = request.respond(Ok(body.into())).await {
-                tracing::warn!(error = %e, "control reply failed");
+        loop {
+            tokio::select! {
+                Some(request) = status.next() => {
+                    let body = serde_json::to_vec(&engine.status()).unwrap_or_default();
+                    if let Err(e) = request.respond(Ok(body.into())).await {
+                        tracing::warn!(error = %e, "control reply failed");
+                    }
+                }
+                Some(request) = reloads.next() => {
+                    let body = match reload.reload_all().await {
+                        Ok(report) => serde_json::to_vec(&report).unwrap_or_default(),
+                        Err(e) => serde_json::to_vec(&serde_json::json!({"error": e.to_string()})).unwrap_or_default(),
+                    };
+                    if let Err(e) = request.respond(Ok(body.into())).await {
+                        tracing::warn!(error = %e, "control reply failed");
+                    }
+                }
+                else => break,
             }
         }
     });

@@ -1,17 +1,29 @@
-//! The HTTP face of `serve` (axum): health, readiness and artifacts for now; the
-//! admin and jobs APIs join it in later issues.
+//! The HTTP face of `serve` (axum): health, readiness, artifacts, and the admin API for
+//! provider configs (PROTOCOL.md §4). Admin endpoints need `Authorization: Bearer
+//! <admin token>`; API keys are write-only and shown masked; validation errors are 400
+//! with a JSON body naming each bad field.
 
 use axum::{
-    Router,
-    extract::{Path, State},
-    http::{StatusCode, header},
+    Json, Router,
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchyard_core::{ConfigId, Kind, ProviderConfigDraft, ProviderType};
 
 use crate::{
     artifacts::{ArtifactError, ArtifactStore},
+    bus::Bus,
+    engine::Engine,
     ingress::Readiness,
+    reloader::{ReloadHandle, announce},
+    settings::Secret,
+    store::{ConfigChange, ProviderFilter, ProviderRecord, Store, StoreError},
 };
 
 /// What the handlers share.
@@ -21,15 +33,86 @@ pub struct HttpState {
     pub artifacts: ArtifactStore,
     /// Whether the command consumer is live.
     pub readiness: Readiness,
+    /// The admin API, when served.
+    pub admin: Option<AdminState>,
+}
+
+/// What the admin API needs.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    /// The repository.
+    pub store: Store,
+    /// The engine (live status).
+    pub engine: Engine,
+    /// Reloads this process.
+    pub reload: ReloadHandle,
+    /// Announces changes to other processes.
+    pub bus: Bus,
+    /// The bearer token.
+    pub token: Secret,
 }
 
 /// The router.
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/v1/artifacts/{id}", get(artifact))
-        .with_state(state)
+        .with_state(state.clone());
+    if let Some(admin) = state.admin {
+        let api = Router::new()
+            .route("/v1/providers", get(list_providers).post(create_provider))
+            .route("/v1/providers/reload", post(reload))
+            .route("/v1/providers/status", get(status))
+            .route(
+                "/v1/providers/{id}",
+                get(get_provider)
+                    .patch(patch_provider)
+                    .delete(delete_provider),
+            )
+            .route("/v1/providers/{id}/test", post(test_provider))
+            .layer(middleware::from_fn_with_state(
+                admin.token.clone(),
+                require_admin,
+            ))
+            .with_state(admin);
+        app = app.merge(api);
+    }
+    app
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+async fn require_admin(
+    State(token): State<Secret>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+        next.run(request).await
+    } else {
+        let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong admin token");
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        response
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
@@ -59,11 +142,237 @@ async fn artifact(State(state): State<HttpState>, Path(id): Path<String>) -> Res
         )
             .into_response(),
         Err(ArtifactError::NotFound(_) | ArtifactError::BadId(_)) => {
-            (StatusCode::NOT_FOUND, "no such artifact").into_response()
+            error(StatusCode::NOT_FOUND, "no such artifact")
         }
         Err(e) => {
             tracing::error!(error = %e, "artifact read failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "artifact store error").into_response()
+            error(StatusCode::INTERNAL_SERVER_ERROR, "artifact store error")
         }
+    }
+}
+
+// === admin: provider configs ===
+
+/// Query of `GET /v1/providers`.
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    provider: Option<String>,
+    enabled: Option<bool>,
+    kind: Option<String>,
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+fn record_json(record: &ProviderRecord) -> Value {
+    match record.config() {
+        Ok(config) => serde_json::to_value(&config).unwrap_or(Value::Null),
+        Err(e) => {
+            let mut map = match serde_json::to_value(&record.draft) {
+                Ok(Value::Object(map)) => map,
+                _ => serde_json::Map::new(),
+            };
+            map.insert("id".into(), json!(record.id));
+            map.insert("version".into(), json!(record.version));
+            map.insert("errors".into(), json!(e.errors));
+            Value::Object(map)
+        }
+    }
+}
+
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::Invalid(v) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid provider config", "fields": v.errors})),
+        )
+            .into_response(),
+        StoreError::NameTaken(name) => error(
+            StatusCode::CONFLICT,
+            format!("a provider config named '{name}' already exists"),
+        ),
+        StoreError::NotFound(id) => error(
+            StatusCode::NOT_FOUND,
+            format!("provider config {id} not found"),
+        ),
+        StoreError::VersionConflict { .. } => error(StatusCode::CONFLICT, e.to_string()),
+        other => {
+            tracing::error!(error = %other, "admin api storage error");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "storage error")
+        }
+    }
+}
+
+#[expect(
+    clippy::result_large_err,
+    reason = "a handler helper whose error is the response itself"
+)]
+fn parse_draft(body: &Bytes) -> Result<ProviderConfigDraft, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "body is not a provider config object", "detail": e.to_string()})),
+        )
+            .into_response()
+    })
+}
+
+async fn changed(admin: &AdminState, id: ConfigId, op: &str, version: i64) {
+    announce(
+        &admin.bus,
+        &ConfigChange {
+            id,
+            op: op.to_owned(),
+            version,
+        },
+    )
+    .await;
+    admin.reload.nudge();
+}
+
+async fn list_providers(
+    State(admin): State<AdminState>,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    let provider = match query
+        .provider
+        .as_deref()
+        .map(str::parse::<ProviderType>)
+        .transpose()
+    {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let kind = match query.kind.as_deref().map(str::parse::<Kind>).transpose() {
+        Ok(k) => k,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let all = ProviderFilter {
+        provider,
+        enabled: query.enabled,
+        kind,
+        ..ProviderFilter::default()
+    };
+    let total = match admin.store.list_providers(&all).await {
+        Ok(records) => records.len(),
+        Err(e) => return store_error(e),
+    };
+    let limit = query.limit.unwrap_or(100).min(1000);
+    let page = ProviderFilter {
+        offset: query.offset,
+        limit: Some(limit),
+        ..all
+    };
+    match admin.store.list_providers(&page).await {
+        Ok(records) => Json(json!({
+            "items": records.iter().map(record_json).collect::<Vec<_>>(),
+            "total": total,
+            "offset": query.offset,
+            "limit": limit,
+        }))
+        .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn create_provider(State(admin): State<AdminState>, body: Bytes) -> Response {
+    let draft = match parse_draft(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let spec = match draft.validate() {
+        Ok(spec) => spec,
+        Err(e) => return store_error(StoreError::Invalid(e)),
+    };
+    match admin.store.insert_provider(&spec).await {
+        Ok(config) => {
+            changed(&admin, config.id, "insert", config.version).await;
+            (StatusCode::CREATED, Json(json!(config))).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn get_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> Response {
+    match admin.store.get_provider(ConfigId(id)).await {
+        Ok(Some(record)) => Json(record_json(&record)).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("provider config {id} not found"),
+        ),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn patch_provider(
+    State(admin): State<AdminState>,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Response {
+    let patch = match parse_draft(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    match admin.store.patch_provider(ConfigId(id), patch).await {
+        Ok(config) => {
+            changed(&admin, config.id, "update", config.version).await;
+            Json(json!(config)).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn delete_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> Response {
+    match admin.store.delete_provider(ConfigId(id)).await {
+        Ok(true) => {
+            changed(&admin, ConfigId(id), "delete", 0).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("provider config {id} not found"),
+        ),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn reload(State(admin): State<AdminState>) -> Response {
+    match admin.reload.reload_all().await {
+        Ok(report) => Json(json!(report)).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn status(State(admin): State<AdminState>) -> Response {
+    Json(json!({"instances": admin.engine.status()})).into_response()
+}
+
+async fn test_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> Response {
+    let record = match admin.store.get_provider(ConfigId(id)).await {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("provider config {id} not found"),
+            );
+        }
+        Err(e) => return store_error(e),
+    };
+    let config = match record.config() {
+        Ok(config) => config,
+        Err(e) => return store_error(StoreError::Invalid(e)),
+    };
+    let adapter = match crate::providers::build_adapter(&config) {
+        Ok(adapter) => adapter,
+        Err(e) => return Json(json!({"ok": false, "error": e.to_string()})).into_response(),
+    };
+    let timeout = std::time::Duration::from_millis(config.spec.timeout_ms);
+    match tokio::time::timeout(timeout, adapter.health_check()).await {
+        Ok(Ok(())) => Json(json!({"ok": true})).into_response(),
+        Ok(Err(e)) => {
+            Json(json!({"ok": false, "code": e.code, "error": e.message})).into_response()
+        }
+        Err(_) => Json(json!({"ok": false, "code": "timeout", "error": "no answer in time"}))
+            .into_response(),
     }
 }

@@ -27,6 +27,7 @@ pub mod engine;
 pub mod http;
 pub mod ingress;
 pub mod providers;
+pub mod reloader;
 pub mod secrets;
 pub mod serve;
 pub mod settings;

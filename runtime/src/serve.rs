@@ -13,6 +13,7 @@ use crate::{
     bus::{Bus, BusError},
     engine::{Engine, EngineError, EngineOptions},
     ingress::{CommandHandler, Readiness, run_ingress},
+    reloader::ReloadHandle,
     secrets::{self, MasterKey, SecretError},
     settings::{Secret, Settings, SettingsError},
     store::{ConnectOptions, SeedReport, Store, StoreError},
@@ -48,6 +49,9 @@ pub enum InitError {
     /// The HTTP address could not be bound.
     #[error("cannot listen on http.listen {0}: {1}")]
     Listen(String, #[source] std::io::Error),
+    /// The initial load of provider configs failed.
+    #[error("cannot load provider configs: {0}")]
+    Reload(String),
     /// The NATS control service could not start.
     #[error("cannot start the NATS control service: {0}")]
     Control(String),
@@ -126,45 +130,40 @@ pub async fn prepare(settings: Settings) -> Result<(Runtime, SeedReport), InitEr
 }
 
 impl Runtime {
-    /// Starts the actor system with every valid, enabled provider config in the
-    /// database; invalid rows and adapters that cannot start are reported, not fatal.
+    /// Starts the actor system and the reloader, which loads every valid, enabled
+    /// provider config from the database (startup is the diff from an empty set) and
+    /// keeps following changes until `shutdown`.
     ///
     /// # Errors
     /// [`InitError`] when the database or the actor system fails.
-    pub async fn start_engine(&self) -> Result<Engine, InitError> {
-        let records = self.store.list_providers(&Default::default()).await?;
-        let mut live = Vec::new();
-        let mut disabled = Vec::new();
-        for record in &records {
-            match record.config() {
-                Ok(config) if config.spec.enabled => live.push(config),
-                Ok(config) => disabled.push((config.id, config.spec.name)),
-                Err(error) => tracing::warn!(
-                    config_id = %record.id, name = record.name(), %error,
-                    "provider config is invalid and will not serve"
-                ),
-            }
-        }
+    pub async fn start_engine(
+        &self,
+        bus: Option<Bus>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(Engine, ReloadHandle), InitError> {
         let options = EngineOptions {
             artifacts: ArtifactStore::open(&self.settings.artifacts.url)?,
             artifact_base_url: format!("http://{}", self.settings.http.listen),
             restart_policy: RestartPolicy::default(),
             default_wait: Duration::from_secs(60),
         };
-        let live_count = live.len();
-        let (engine, failures) = Engine::start(live, disabled.clone(), options).await?;
-        for failure in &failures {
-            tracing::warn!(config_id = %failure.config_id, reason = %failure.reason, "provider instance not started");
+        let (engine, _) = Engine::start(Vec::new(), Vec::new(), options).await?;
+        let poll = Duration::from_millis(self.settings.database.change_poll_ms);
+        let (reload, report, _task) =
+            crate::reloader::start(self.store.clone(), engine.clone(), bus, poll, shutdown)
+                .await
+                .map_err(|e| InitError::Reload(e.to_string()))?;
+        for (config_id, reason) in &report.failed {
+            tracing::warn!(%config_id, %reason, "provider instance not started");
         }
         tracing::info!(
             database = %crate::settings::redact_url(&self.settings.database.url),
-            providers = records.len(),
-            enabled = live_count,
-            running = live_count - failures.len(),
-            disabled = disabled.len(),
+            running = report.live,
+            invalid = report.invalid.len(),
+            failed = report.failed.len(),
             "switchyard started"
         );
-        Ok(engine)
+        Ok((engine, reload))
     }
 
     /// The admin API token: `admin.token`, else the token file (generated and printed
@@ -223,10 +222,11 @@ impl Runtime {
         bus: Bus,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), InitError> {
-        let _token = self.admin_token()?;
-        let engine = self.start_engine().await?;
+        let token = self.admin_token()?;
         let readiness = Readiness::default();
         let (stop_tx, stop_rx) = watch::channel(false);
+        let nats_bus = bus.nats_client().is_some().then(|| bus.clone());
+        let (engine, reload) = self.start_engine(nats_bus, stop_rx.clone()).await?;
 
         let listener = tokio::net::TcpListener::bind(&self.settings.http.listen)
             .await
@@ -238,6 +238,13 @@ impl Runtime {
         let app = crate::http::router(crate::http::HttpState {
             artifacts: ArtifactStore::open(&self.settings.artifacts.url)?,
             readiness: readiness.clone(),
+            admin: Some(crate::http::AdminState {
+                store: self.store.clone(),
+                engine: engine.clone(),
+                reload: reload.clone(),
+                bus: bus.clone(),
+                token,
+            }),
         });
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(async move {
@@ -249,8 +256,13 @@ impl Runtime {
         });
         let control = match bus.nats_client() {
             Some(client) => Some(
-                crate::control::start(client.clone(), bus.subjects().clone(), engine.clone())
-                    .await?,
+                crate::control::start(
+                    client.clone(),
+                    bus.subjects().clone(),
+                    engine.clone(),
+                    reload.clone(),
+                )
+                .await?,
             ),
             None => None,
         };

@@ -56,6 +56,9 @@ pub struct DatabaseSettings {
     pub schema: Option<String>,
     /// Pool size.
     pub max_connections: u32,
+    /// How often to poll for provider config changes made outside the API (SQLite has
+    /// no NOTIFY; on PostgreSQL it is a backstop), in ms.
+    pub change_poll_ms: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -64,6 +67,7 @@ impl Default for DatabaseSettings {
             url: "sqlite://data/switchyard.db".to_owned(),
             schema: None,
             max_connections: 10,
+            change_poll_ms: 2_000,
         }
     }
 }
@@ -318,6 +322,12 @@ impl Settings {
             errors.push(FieldError::new(
                 "database.schema",
                 "may only contain A-Z, a-z, 0-9 and '_'",
+            ));
+        }
+        if self.database.change_poll_ms < 50 {
+            errors.push(FieldError::new(
+                "database.change_poll_ms",
+                "must be at least 50",
             ));
         }
         if self.database.max_connections == 0 {

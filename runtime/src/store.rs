@@ -25,7 +25,7 @@ use switchyard_core::{ConfigId, ValidationError};
 
 use crate::secrets::{MasterKey, SecretError};
 
-pub use providers::{ProviderFilter, ProviderRecord};
+pub use providers::{ConfigChange, ConfigListener, ProviderFilter, ProviderRecord};
 pub use seed::SeedReport;
 pub use tasks::{NewTask, NewTaskResult, Task, TaskInsert, TaskResult, TaskStatus};
 pub use usage::{Quota, QuotaPeriod, UsageRecord, UsageSummaryRow};

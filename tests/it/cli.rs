@@ -314,7 +314,7 @@ fn serve_migrates_seeds_and_stops_on_ctrl_c() {
             break;
         }
     }
-    assert!(log.iter().any(|l| l.contains("providers=2")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("running=2")), "{log:#?}");
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -291,7 +291,7 @@ impl SupervisorState {
             let adapter: Arc<dyn ProviderAdapter> = match build_adapter(config) {
                 Ok(adapter) => adapter,
                 Err(e) => {
-                    tracing::warn!(config_id = %id, error = %e, "provider instance not started; a previous actor keeps serving");
+                    tracing::warn!(config_id = %id, error = %e, "provider instance not started (a previous actor of this config, if any, keeps serving)");
                     report.failures.push(StartFailure {
                         config_id: *id,
                         reason: e.to_string(),

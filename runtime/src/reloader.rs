@@ -1,0 +1,305 @@
+//! The reloader: the only writer of the live provider set. It reads provider configs
+//! from the database and applies them to the engine, touching only what changed.
+//!
+//! Triggers, all keyed by version so duplicates and reordering are harmless:
+//! `<prefix>.cfg.changed` on NATS (writes through the API or CLI of any process), the
+//! PostgreSQL NOTIFY trigger (hand-written SQL), a poll of the configs' fingerprint
+//! (SQLite, and a backstop everywhere), and explicit reload requests (HTTP, NATS).
+//! A row that fails validation is reported and the previous working config of that id,
+//! if any, keeps serving.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Serialize;
+use switchyard_core::{ConfigId, FieldError, ProviderConfig};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{
+    bus::Bus,
+    engine::{Engine, EngineError},
+    store::{ConfigChange, ProviderFilter, Store, StoreError},
+};
+
+/// Why a reload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The database could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The engine did not answer.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The reloader is gone.
+    #[error("the reloader is not running")]
+    Stopped,
+    /// A reload requested by someone else failed.
+    #[error("reload failed: {0}")]
+    Failed(String),
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ReloadReport {
+    /// Instances serving after the reload.
+    pub live: usize,
+    /// Started.
+    pub added: Vec<ConfigId>,
+    /// Replaced by a new actor.
+    pub replaced: Vec<ConfigId>,
+    /// Drained and stopped.
+    pub removed: Vec<ConfigId>,
+    /// Rows that do not validate (a previous working config keeps serving).
+    pub invalid: Vec<InvalidConfig>,
+    /// Configs whose adapter could not start.
+    pub failed: Vec<(ConfigId, String)>,
+    /// Config version each live instance runs.
+    pub versions: BTreeMap<ConfigId, i64>,
+}
+
+/// A row that does not validate.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct InvalidConfig {
+    /// The config.
+    pub config_id: ConfigId,
+    /// Its field errors.
+    pub errors: Vec<FieldError>,
+}
+
+enum Trigger {
+    All(Option<oneshot::Sender<Result<ReloadReport, ReloadError>>>),
+}
+
+/// A handle to ask the reloader for a reload.
+#[derive(Debug, Clone)]
+pub struct ReloadHandle {
+    tx: mpsc::UnboundedSender<Trigger>,
+}
+
+impl std::fmt::Debug for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trigger")
+    }
+}
+
+impl ReloadHandle {
+    /// Reloads every config and waits for the result.
+    ///
+    /// # Errors
+    /// [`ReloadError`].
+    pub async fn reload_all(&self) -> Result<ReloadReport, ReloadError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Trigger::All(Some(tx)))
+            .map_err(|_| ReloadError::Stopped)?;
+        rx.await.map_err(|_| ReloadError::Stopped)?
+    }
+
+    /// Asks for a reload without waiting.
+    pub fn nudge(&self) {
+        let _ = self.tx.send(Trigger::All(None));
+    }
+}
+
+/// Tells other runtime processes that a config changed (`<prefix>.cfg.changed`).
+pub async fn announce(bus: &Bus, change: &ConfigChange) {
+    let subject = bus.subjects().config_changed();
+    match serde_json::to_vec(change) {
+        Ok(body) => {
+            if let Err(e) = bus.publish_core(&subject, Bytes::from(body)).await {
+                tracing::warn!(error = %e, "config change not announced; replicas will catch it by polling");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "config change not encoded"),
+    }
+}
+
+struct Reloader {
+    store: Store,
+    engine: Engine,
+    /// The config of each live id as last applied (the fallback for an invalid row).
+    applied: BTreeMap<ConfigId, ProviderConfig>,
+}
+
+impl Reloader {
+    async fn reload(&mut self) -> Result<ReloadReport, ReloadError> {
+        let records = self
+            .store
+            .list_providers(&ProviderFilter::default())
+            .await?;
+        let mut live = BTreeMap::new();
+        let mut disabled = Vec::new();
+        let mut invalid = Vec::new();
+        for record in records {
+            match record.config() {
+                Ok(config) if config.spec.enabled => {
+                    live.insert(config.id, config);
+                }
+                Ok(config) => disabled.push((config.id, config.spec.name)),
+                Err(e) => {
+                    tracing::warn!(config_id = %record.id, error = %e, "provider config is invalid; the previous one, if any, keeps serving");
+                    if let Some(previous) = self.applied.get(&record.id) {
+                        live.insert(record.id, previous.clone());
+                    }
+                    invalid.push(InvalidConfig {
+                        config_id: record.id,
+                        errors: e.errors,
+                    });
+                }
+            }
+        }
+        let report = self
+            .engine
+            .apply(live.values().cloned().collect(), disabled)
+            .await?;
+        let failed: Vec<_> = report
+            .failures
+            .iter()
+            .map(|f| (f.config_id, f.reason.clone()))
+            .collect();
+        // A config that failed to start is not applied: keep the previous one's record.
+        for (id, _) in &failed {
+            if let Some(previous) = self.applied.get(id) {
+                live.insert(*id, previous.clone());
+            } else {
+                live.remove(id);
+            }
+        }
+        self.applied = live;
+        Ok(ReloadReport {
+            live: report.versions.len(),
+            added: report.added,
+            replaced: report.replaced,
+            removed: report.removed,
+            invalid,
+            failed,
+            versions: report.versions,
+        })
+    }
+}
+
+/// Starts the reloader task: an initial full load, then reloads on every trigger until
+/// `shutdown`. Returns the handle and the report of the initial load.
+///
+/// # Errors
+/// [`ReloadError`] when the initial load fails.
+pub async fn start(
+    store: Store,
+    engine: Engine,
+    bus: Option<Bus>,
+    poll_every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(ReloadHandle, ReloadReport, tokio::task::JoinHandle<()>), ReloadError> {
+    let mut reloader = Reloader {
+        store: store.clone(),
+        engine,
+        applied: BTreeMap::new(),
+    };
+    let initial = reloader.reload().await?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
+    let handle = ReloadHandle { tx: tx.clone() };
+
+    // Push: NATS change notices from any process.
+    if let Some(bus) = bus {
+        let tx = tx.clone();
+        let subject = bus.subjects().config_changed();
+        match bus.subscribe_core(&subject).await {
+            Ok(mut notices) => {
+                tokio::spawn(async move {
+                    while notices.next().await.is_some() {
+                        if tx.send(Trigger::All(None)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to config change notices; relying on polling")
+            }
+        }
+    }
+    // Push: PostgreSQL NOTIFY (hand-written SQL included). The listener holds a pool
+    // connection: it must end with the process, or closing the pool would wait forever.
+    if let Some(mut listener) = store.listen_config_changes().await? {
+        let tx = tx.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    next = listener.next() => next,
+                };
+                match next {
+                    Ok(_) => {
+                        if tx.send(Trigger::All(None)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "config listener failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+    }
+    // Poll: the fingerprint, for SQLite and as a backstop.
+    {
+        let tx = tx.clone();
+        let store = store.clone();
+        let mut last = store.config_fingerprint().await.ok();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(poll_every);
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = ticker.tick() => {}
+                }
+                match store.config_fingerprint().await {
+                    Ok(now) if Some(now) != last => {
+                        last = Some(now);
+                        if tx.send(Trigger::All(None)).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "config poll failed"),
+                }
+                if tx.is_closed() {
+                    break;
+                }
+            }
+        });
+    }
+    let task = tokio::spawn(async move {
+        loop {
+            let trigger = tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => break,
+                trigger = rx.recv() => match trigger {
+                    Some(trigger) => trigger,
+                    None => break,
+                },
+            };
+            // Coalesce a burst of notices into one reload.
+            let mut waiters = Vec::new();
+            let Trigger::All(reply) = trigger;
+            waiters.extend(reply);
+            while let Ok(Trigger::All(reply)) = rx.try_recv() {
+                waiters.extend(reply);
+            }
+            let result = reloader.reload().await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "reload failed; the running configs keep serving");
+            }
+            for waiter in waiters {
+                let _ = waiter.send(match &result {
+                    Ok(report) => Ok(report.clone()),
+                    Err(e) => Err(ReloadError::Failed(e.to_string())),
+                });
+            }
+        }
+    });
+    Ok((handle, initial, task))
+}

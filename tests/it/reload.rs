@@ -1,0 +1,297 @@
+//! Hot reload and the admin API: writes through the API, hand-written SQL and replicas
+//! all converge, bad configs are refused or reported without taking anything down.
+
+use std::{
+    io::{Read, Write},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use switchyard_runtime::{Settings, bus::Bus};
+
+use crate::support::{TestDb, free_port};
+
+const TOKEN: &str = "reload-test-admin-token";
+
+/// A minimal HTTP/1.1 client (one request per connection).
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let payload = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    // Chunked bodies: take the JSON between the first '{' or '[' and the last '}' or ']'.
+    let start = payload.find(['{', '[']);
+    let end = payload.rfind(['}', ']']);
+    let value = match (start, end) {
+        (Some(s), Some(e)) if e >= s => {
+            serde_json::from_str(&payload[s..=e]).unwrap_or(Value::Null)
+        }
+        _ => Value::Null,
+    };
+    (status, value)
+}
+
+struct Node {
+    port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_node(db: &TestDb, seeds: Value) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut settings = Settings::default();
+    settings.database.url = db.options.url.clone();
+    settings.database.schema = db.schema.clone();
+    settings.database.change_poll_ms = 200;
+    settings.http.listen = format!("127.0.0.1:{port}");
+    settings.artifacts.url = format!("file://{}/artifacts", dir.path().display());
+    settings.secrets.master_key = Some(switchyard_runtime::settings::Secret::new(
+        db.key_b64.clone(),
+    ));
+    settings.admin.token = Some(switchyard_runtime::settings::Secret::new(TOKEN));
+    settings.providers = serde_json::from_value(seeds).unwrap();
+    let (runtime, _) = switchyard_runtime::prepare(settings).await.unwrap();
+    let bus = Bus::connect("memory://", "switchyard", Default::default())
+        .await
+        .unwrap();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        runtime
+            .run_with_bus(bus, async {
+                let _ = stop_rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Node {
+        port,
+        stop: Some(stop),
+        task,
+        _dir: dir,
+    }
+}
+
+impl Node {
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.task.await;
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        http(self.port, method, path, Some(TOKEN), body.as_ref())
+    }
+
+    fn status_of(&self, name: &str) -> Option<Value> {
+        let (_, status) = self.call("GET", "/v1/providers/status", None);
+        status["instances"]
+            .as_array()?
+            .iter()
+            .find(|i| i["name"] == name)
+            .cloned()
+    }
+
+    async fn wait_for(&self, what: &str, within: Duration, mut ok: impl FnMut(&Node) -> bool) {
+        let deadline = Instant::now() + within;
+        while !ok(self) {
+            assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn seeds() -> Value {
+    json!([{"name": "mock-a", "provider": "mock", "priority": 100}, {"name": "mock-b", "provider": "mock", "priority": 50}])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_writes_validate_mask_and_reload_at_once() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(&db, seeds()).await;
+    assert_eq!(http(node.port, "GET", "/v1/providers", None, None).0, 401);
+    assert_eq!(
+        http(
+            node.port,
+            "GET",
+            "/v1/providers",
+            Some("wrong-token-wrong-token"),
+            None
+        )
+        .0,
+        401
+    );
+    assert_eq!(http(node.port, "GET", "/healthz", None, None).0, 200);
+
+    let (status, body) = node.call(
+        "POST",
+        "/v1/providers",
+        Some(json!({"name": "x", "provider": "stabilty", "rate_limit": {"rpm": 0}})),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(body["fields"][0]["path"], "provider");
+    assert_eq!(
+        body["fields"][1],
+        json!({"path": "rate_limit.rpm", "message": "must be > 0"})
+    );
+    let (status, body) = node.call(
+        "POST",
+        "/v1/providers",
+        Some(json!({"name": "x", "provider": "mock", "bogus": 1})),
+    );
+    assert_eq!(status, 400, "{body}");
+
+    let (status, created) = node.call(
+        "POST",
+        "/v1/providers",
+        Some(json!({"name": "mock-c", "provider": "mock", "priority": 300, "api_key": "sk-SECRET-0123456789abcd"})),
+    );
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["api_key"], "sk-…abcd");
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(
+        node.call(
+            "POST",
+            "/v1/providers",
+            Some(json!({"name": "mock-c", "provider": "mock"}))
+        )
+        .0,
+        409
+    );
+    // The new instance serves at once.
+    node.wait_for("mock-c live", Duration::from_secs(2), |n| {
+        n.status_of("mock-c").is_some()
+    })
+    .await;
+
+    let (status, patched) = node.call(
+        "PATCH",
+        &format!("/v1/providers/{id}"),
+        Some(json!({"priority": 5, "api_key": "sk-…abcd"})),
+    );
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["version"], 2);
+    node.wait_for("version 2 applied", Duration::from_secs(2), |n| {
+        n.status_of("mock-c").is_some_and(|s| s["version"] == 2)
+    })
+    .await;
+    let (_, list) = node.call("GET", "/v1/providers?provider=mock&limit=2&offset=1", None);
+    assert_eq!(list["total"], 3);
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    assert!(!list.to_string().contains("SECRET"));
+    assert_eq!(node.call("GET", "/v1/providers?kind=video", None).0, 400);
+    let (_, tested) = node.call("POST", &format!("/v1/providers/{id}/test"), None);
+    assert_eq!(tested["ok"], true);
+
+    assert_eq!(
+        node.call("DELETE", &format!("/v1/providers/{id}"), None).0,
+        204
+    );
+    assert_eq!(
+        node.call("GET", &format!("/v1/providers/{id}"), None).0,
+        404
+    );
+    node.wait_for("mock-c gone", Duration::from_secs(2), |n| {
+        n.status_of("mock-c").is_none()
+    })
+    .await;
+    let (status, report) = node.call("POST", "/v1/providers/reload", None);
+    assert_eq!(status, 200);
+    assert_eq!(report["live"], 2);
+    node.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_edits_are_followed_and_an_invalid_row_keeps_the_working_instance() {
+    let db = TestDb::postgres().await;
+    let node = start_node(&db, seeds()).await;
+    node.wait_for("seeded", Duration::from_secs(2), |n| {
+        n.status_of("mock-b").is_some()
+    })
+    .await;
+    // A hand-written UPDATE: NOTIFY → reload, without calling reload.
+    db.raw_execute("UPDATE provider_configs SET priority = 200 WHERE name = 'mock-b'")
+        .await;
+    node.wait_for("priority change followed", Duration::from_secs(1), |n| {
+        n.status_of("mock-b").is_some_and(|s| s["version"] == 2)
+    })
+    .await;
+    // An invalid row inserted by SQL is reported; the working instance stays.
+    db.raw_execute("UPDATE provider_configs SET rpm = 0 WHERE name = 'mock-a'")
+        .await;
+    let (_, report) = node.call("POST", "/v1/providers/reload", None);
+    assert_eq!(
+        report["invalid"][0]["errors"][0]["path"], "rate_limit.rpm",
+        "{report}"
+    );
+    let a = node.status_of("mock-a").expect("mock-a still serves");
+    assert_eq!(a["version"], 1);
+    assert_eq!(a["actor"], "running");
+    node.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runtimes_on_one_database_both_follow_every_change() {
+    let db = TestDb::postgres().await;
+    let a = start_node(&db, seeds()).await;
+    let b = start_node(&db, seeds()).await;
+    let (_, list) = a.call("GET", "/v1/providers", None);
+    let id = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "mock-b")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    for round in 0..5 {
+        let (status, _) = a.call(
+            "PATCH",
+            &format!("/v1/providers/{id}"),
+            Some(json!({"priority": 10 + round})),
+        );
+        assert_eq!(status, 200);
+        let version = 2 + round;
+        for node in [&a, &b] {
+            node.wait_for("replica converged", Duration::from_secs(1), |n| {
+                n.status_of("mock-b")
+                    .is_some_and(|s| s["version"] == version)
+            })
+            .await;
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+    db.cleanup().await;
+}
