@@ -67,8 +67,13 @@ pub struct InvalidConfig {
     pub errors: Vec<FieldError>,
 }
 
+type Reply = oneshot::Sender<Result<ReloadReport, ReloadError>>;
+
 enum Trigger {
-    All(Option<oneshot::Sender<Result<ReloadReport, ReloadError>>>),
+    /// Re-read every config.
+    All(Option<Reply>),
+    /// Re-read one config (a change notice named it).
+    One(ConfigId, Option<Reply>),
 }
 
 /// A handle to ask the reloader for a reload.
@@ -96,9 +101,26 @@ impl ReloadHandle {
         rx.await.map_err(|_| ReloadError::Stopped)?
     }
 
-    /// Asks for a reload without waiting.
+    /// Re-reads one config and waits for the result.
+    ///
+    /// # Errors
+    /// [`ReloadError`].
+    pub async fn reload_one(&self, id: ConfigId) -> Result<ReloadReport, ReloadError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Trigger::One(id, Some(tx)))
+            .map_err(|_| ReloadError::Stopped)?;
+        rx.await.map_err(|_| ReloadError::Stopped)?
+    }
+
+    /// Asks for a reload of everything without waiting.
     pub fn nudge(&self) {
         let _ = self.tx.send(Trigger::All(None));
+    }
+
+    /// Asks for a reload of one config without waiting.
+    pub fn changed(&self, id: ConfigId) {
+        let _ = self.tx.send(Trigger::One(id, None));
     }
 }
 
@@ -120,9 +142,80 @@ struct Reloader {
     engine: Engine,
     /// The config of each live id as last applied (the fallback for an invalid row).
     applied: BTreeMap<ConfigId, ProviderConfig>,
+    /// Disabled configs (for clear `config_id` errors).
+    disabled: BTreeMap<ConfigId, String>,
 }
 
 impl Reloader {
+    /// Re-reads the named configs only, then applies the whole (in-memory) live set:
+    /// the diff still touches only what changed, and the database work is one row each.
+    async fn reload_some(
+        &mut self,
+        ids: &std::collections::BTreeSet<ConfigId>,
+    ) -> Result<ReloadReport, ReloadError> {
+        let mut invalid = Vec::new();
+        let mut previous = BTreeMap::new();
+        for id in ids {
+            match self.store.get_provider(*id).await? {
+                None => {
+                    previous.insert(*id, self.applied.remove(id));
+                    self.disabled.remove(id);
+                }
+                Some(record) => match record.config() {
+                    Ok(config) if config.spec.enabled => {
+                        self.disabled.remove(id);
+                        previous.insert(*id, self.applied.insert(*id, config));
+                    }
+                    Ok(config) => {
+                        previous.insert(*id, self.applied.remove(id));
+                        self.disabled.insert(*id, config.spec.name);
+                    }
+                    Err(e) => {
+                        tracing::warn!(config_id = %id, error = %e, "provider config is invalid; the previous one, if any, keeps serving");
+                        invalid.push(InvalidConfig {
+                            config_id: *id,
+                            errors: e.errors,
+                        });
+                    }
+                },
+            }
+        }
+        let report = self
+            .engine
+            .apply(
+                self.applied.values().cloned().collect(),
+                self.disabled
+                    .iter()
+                    .map(|(id, name)| (*id, name.clone()))
+                    .collect(),
+            )
+            .await?;
+        let failed: Vec<_> = report
+            .failures
+            .iter()
+            .map(|f| (f.config_id, f.reason.clone()))
+            .collect();
+        for (id, _) in &failed {
+            match previous.remove(id).flatten() {
+                Some(config) => {
+                    self.applied.insert(*id, config);
+                }
+                None => {
+                    self.applied.remove(id);
+                }
+            }
+        }
+        Ok(ReloadReport {
+            live: report.versions.len(),
+            added: report.added,
+            replaced: report.replaced,
+            removed: report.removed,
+            invalid,
+            failed,
+            versions: report.versions,
+        })
+    }
+
     async fn reload(&mut self) -> Result<ReloadReport, ReloadError> {
         let records = self
             .store
@@ -195,6 +288,7 @@ pub async fn start(
         store: store.clone(),
         engine,
         applied: BTreeMap::new(),
+        disabled: BTreeMap::new(),
     };
     let initial = reloader.reload().await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
@@ -207,8 +301,12 @@ pub async fn start(
         match bus.subscribe_core(&subject).await {
             Ok(mut notices) => {
                 tokio::spawn(async move {
-                    while notices.next().await.is_some() {
-                        if tx.send(Trigger::All(None)).is_err() {
+                    while let Some(notice) = notices.next().await {
+                        let trigger = match serde_json::from_slice::<ConfigChange>(&notice) {
+                            Ok(change) => Trigger::One(change.id, None),
+                            Err(_) => Trigger::All(None),
+                        };
+                        if tx.send(trigger).is_err() {
                             break;
                         }
                     }
@@ -231,8 +329,12 @@ pub async fn start(
                     next = listener.next() => next,
                 };
                 match next {
-                    Ok(_) => {
-                        if tx.send(Trigger::All(None)).is_err() {
+                    Ok(change) => {
+                        // `None`: the connection was re-established and notices may
+                        // have been lost: read everything.
+                        let trigger =
+                            change.map_or(Trigger::All(None), |c| Trigger::One(c.id, None));
+                        if tx.send(trigger).is_err() {
                             break;
                         }
                     }
@@ -284,12 +386,27 @@ pub async fn start(
             };
             // Coalesce a burst of notices into one reload.
             let mut waiters = Vec::new();
-            let Trigger::All(reply) = trigger;
-            waiters.extend(reply);
-            while let Ok(Trigger::All(reply)) = rx.try_recv() {
-                waiters.extend(reply);
+            let mut full = false;
+            let mut ids = std::collections::BTreeSet::new();
+            let mut take = |trigger: Trigger, waiters: &mut Vec<Reply>| match trigger {
+                Trigger::All(reply) => {
+                    full = true;
+                    waiters.extend(reply);
+                }
+                Trigger::One(id, reply) => {
+                    ids.insert(id);
+                    waiters.extend(reply);
+                }
+            };
+            take(trigger, &mut waiters);
+            while let Ok(trigger) = rx.try_recv() {
+                take(trigger, &mut waiters);
             }
-            let result = reloader.reload().await;
+            let result = if full {
+                reloader.reload().await
+            } else {
+                reloader.reload_some(&ids).await
+            };
             if let Err(e) = &result {
                 tracing::error!(error = %e, "reload failed; the running configs keep serving");
             }
