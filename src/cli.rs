@@ -83,10 +83,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = switchyard_runtime::open_store(&settings)
                 .await
                 .context("cannot open the database")?;
-            let code = providers::run(&store, *command).await;
+            let result = providers::run(&store, *command).await;
             store.close().await;
-            code
+            let (code, change) = result?;
+            if let Some(change) = change {
+                announce_change(&settings, &change).await;
+            }
+            Ok(code)
         }
+    }
+}
+
+/// Tells running replicas about a write (over NATS). On `memory://` there is no one
+/// to tell: runtimes pick the change up by PostgreSQL NOTIFY or the SQLite poll.
+async fn announce_change(settings: &Settings, change: &switchyard_runtime::store::ConfigChange) {
+    if settings.bus.url == "memory://" {
+        return;
+    }
+    let connect = switchyard_runtime::bus::Bus::connect(
+        &settings.bus.url,
+        &settings.bus.prefix,
+        settings.bus.nats_options(),
+    );
+    match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
+        Ok(Ok(bus)) => {
+            switchyard_runtime::reloader::announce(&bus, change).await;
+            bus.flush().await;
+        }
+        _ => eprintln!(
+            "warning: could not announce the change on NATS; runtimes will pick it up within database.change_poll_ms"
+        ),
     }
 }
 

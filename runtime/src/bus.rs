@@ -311,6 +311,14 @@ impl Bus {
         }
     }
 
+    /// Waits until everything published so far has reached the server (call before a
+    /// short-lived process exits).
+    pub async fn flush(&self) {
+        if let Bus::Nats(b) = self {
+            let _ = b.client().flush().await;
+        }
+    }
+
     /// The NATS client, when on NATS.
     pub fn nats_client(&self) -> Option<&async_nats::Client> {
         match self {

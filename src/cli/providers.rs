@@ -8,11 +8,12 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value};
 use switchyard_core::{
-    ApiKey, ConfigRef, CostTable, Kind, ProviderConfigDraft, ProviderType, RateLimitDraft, Supports,
+    ApiKey, ConfigId, ConfigRef, CostTable, Kind, ProviderConfigDraft, ProviderType,
+    RateLimitDraft, Supports,
 };
 use switchyard_runtime::{
     Store, StoreError,
-    store::{ProviderFilter, ProviderRecord},
+    store::{ConfigChange, ProviderFilter, ProviderRecord},
 };
 
 #[derive(Debug, Subcommand)]
@@ -254,26 +255,39 @@ impl ProviderFields {
     }
 }
 
-/// Runs one `providers` subcommand. Validation problems exit with code 2.
-pub async fn run(store: &Store, command: ProvidersCommand) -> anyhow::Result<ExitCode> {
-    let result = run_inner(store, command).await;
-    match result {
+/// Runs one `providers` subcommand; returns the exit code and, for a write, the
+/// change to announce. Validation problems exit with code 2.
+pub async fn run(
+    store: &Store,
+    command: ProvidersCommand,
+) -> anyhow::Result<(ExitCode, Option<ConfigChange>)> {
+    match run_inner(store, command).await {
         Err(e) => match e.downcast_ref::<StoreError>() {
             Some(StoreError::Invalid(v)) => {
                 eprintln!("error: invalid provider config:");
                 for field in &v.errors {
                     eprintln!("  - {field}");
                 }
-                Ok(ExitCode::from(2))
+                Ok((ExitCode::from(2), None))
             }
             _ => Err(e),
         },
-        ok => ok,
+        Ok(change) => Ok((ExitCode::SUCCESS, change)),
     }
 }
 
-async fn run_inner(store: &Store, command: ProvidersCommand) -> anyhow::Result<ExitCode> {
-    match command {
+async fn run_inner(
+    store: &Store,
+    command: ProvidersCommand,
+) -> anyhow::Result<Option<ConfigChange>> {
+    let change = |id: ConfigId, op: &str, version: i64| {
+        Some(ConfigChange {
+            id,
+            op: op.to_owned(),
+            version,
+        })
+    };
+    let written = match command {
         ProvidersCommand::List {
             json,
             provider,
@@ -296,10 +310,12 @@ async fn run_inner(store: &Store, command: ProvidersCommand) -> anyhow::Result<E
             } else {
                 print_table(&records);
             }
+            None
         }
         ProvidersCommand::Show { target } => {
             let record = resolve(store, &target).await?;
             println!("{}", serde_json::to_string_pretty(&record_json(&record))?);
+            None
         }
         ProvidersCommand::Add { fields, from_json } => {
             let base = match from_json {
@@ -315,6 +331,7 @@ async fn run_inner(store: &Store, command: ProvidersCommand) -> anyhow::Result<E
                 "added provider config {} '{}' ({}, priority {})",
                 config.id, config.spec.name, config.spec.provider, config.spec.priority
             );
+            change(config.id, "insert", config.version)
         }
         ProvidersCommand::Update {
             target,
@@ -332,13 +349,15 @@ async fn run_inner(store: &Store, command: ProvidersCommand) -> anyhow::Result<E
                 "updated provider config {} '{}' (version {})",
                 config.id, config.spec.name, config.version
             );
+            change(config.id, "update", config.version)
         }
-        ProvidersCommand::Enable { target } => set_enabled(store, &target, true).await?,
-        ProvidersCommand::Disable { target } => set_enabled(store, &target, false).await?,
+        ProvidersCommand::Enable { target } => Some(set_enabled(store, &target, true).await?),
+        ProvidersCommand::Disable { target } => Some(set_enabled(store, &target, false).await?),
         ProvidersCommand::Remove { target } => {
             let record = resolve(store, &target).await?;
             store.delete_provider(record.id).await?;
             println!("removed provider config {} '{}'", record.id, record.name());
+            change(record.id, "delete", record.version)
         }
         ProvidersCommand::SetPriority { target, priority } => {
             let record = resolve(store, &target).await?;
@@ -351,12 +370,13 @@ async fn run_inner(store: &Store, command: ProvidersCommand) -> anyhow::Result<E
                 "provider config {} '{}' now has priority {} (version {})",
                 config.id, config.spec.name, config.spec.priority, config.version
             );
+            change(config.id, "update", config.version)
         }
-    }
-    Ok(ExitCode::SUCCESS)
+    };
+    Ok(written)
 }
 
-async fn set_enabled(store: &Store, target: &str, enabled: bool) -> anyhow::Result<()> {
+async fn set_enabled(store: &Store, target: &str, enabled: bool) -> anyhow::Result<ConfigChange> {
     let record = resolve(store, target).await?;
     let patch = ProviderConfigDraft {
         enabled: Some(enabled),
@@ -370,7 +390,11 @@ async fn set_enabled(store: &Store, target: &str, enabled: bool) -> anyhow::Resu
         config.spec.name,
         config.version
     );
-    Ok(())
+    Ok(ConfigChange {
+        id: config.id,
+        op: "update".to_owned(),
+        version: config.version,
+    })
 }
 
 async fn resolve(store: &Store, target: &str) -> anyhow::Result<ProviderRecord> {
