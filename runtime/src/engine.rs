@@ -268,6 +268,15 @@ impl Engine {
         }
     }
 
+    /// Tells every provider actor that `replicas` runtime processes share each
+    /// account's `rpm`, `burst` and `max_concurrency`.
+    pub fn set_replicas(&self, replicas: u32) {
+        let _ = self
+            .inner
+            .supervisor
+            .cast(SupervisorMsg::SetShare(replicas));
+    }
+
     /// Stops every actor.
     pub fn shutdown(&self) {
         self.inner.supervisor.stop(None);

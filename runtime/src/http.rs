@@ -50,6 +50,8 @@ pub struct AdminState {
     pub bus: Bus,
     /// The bearer token.
     pub token: Secret,
+    /// Replica membership (NATS deployments).
+    pub membership: Option<crate::replicas::Membership>,
 }
 
 /// The router.
@@ -344,7 +346,11 @@ async fn reload(State(admin): State<AdminState>) -> Response {
 }
 
 async fn status(State(admin): State<AdminState>) -> Response {
-    Json(json!({"instances": admin.engine.status()})).into_response()
+    let replicas = admin
+        .membership
+        .as_ref()
+        .map_or(1, crate::replicas::Membership::replicas);
+    Json(json!({"replicas": replicas, "instances": admin.engine.status()})).into_response()
 }
 
 async fn test_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> Response {

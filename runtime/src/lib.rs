@@ -28,6 +28,7 @@ pub mod http;
 pub mod ingress;
 pub mod providers;
 pub mod reloader;
+pub mod replicas;
 pub mod secrets;
 pub mod serve;
 pub mod settings;

@@ -235,6 +235,12 @@ impl Runtime {
             .local_addr()
             .map_err(|e| InitError::Listen(self.settings.http.listen.clone(), e))?;
         tracing::info!(listen = %local, bus = %crate::settings::redact_url(&self.settings.bus.url), "serving");
+        let membership = match bus.nats_client() {
+            Some(_) => {
+                Some(crate::replicas::start(bus.clone(), engine.clone(), stop_rx.clone()).await)
+            }
+            None => None,
+        };
         let app = crate::http::router(crate::http::HttpState {
             artifacts: ArtifactStore::open(&self.settings.artifacts.url)?,
             readiness: readiness.clone(),
@@ -244,6 +250,7 @@ impl Runtime {
                 reload: reload.clone(),
                 bus: bus.clone(),
                 token,
+                membership,
             }),
         });
         let mut http_stop = stop_rx.clone();

@@ -28,6 +28,14 @@ struct Cluster {
 
 impl Cluster {
     fn new(nats_url: &str, latency_ms: u64) -> Self {
+        Self::with_limits(
+            nats_url,
+            latency_ms,
+            "rpm = 1000000, burst = 10000, max_concurrency = 1000",
+        )
+    }
+
+    fn with_limits(nats_url: &str, latency_ms: u64, limits: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let suffix = unique_suffix();
         let prefix = format!("cl{}", suffix.replace('_', ""));
@@ -57,7 +65,7 @@ token = "cluster-test-admin-token"
 name = "mock-a"
 provider = "mock"
 options = {{ latency_ms = {latency_ms} }}
-rate_limit = {{ rpm = 1000000, burst = 10000, max_concurrency = 1000 }}
+rate_limit = {{ {limits} }}
 "#,
             pg = postgres_url(),
         );
@@ -73,6 +81,11 @@ rate_limit = {{ rpm = 1000000, burst = 10000, max_concurrency = 1000 }}
 
     /// Starts `switchyard serve` and waits until `/readyz` says its consumer is live.
     fn serve(&self) -> Child {
+        self.serve_on().0
+    }
+
+    /// [`Cluster::serve`], also returning the HTTP port.
+    fn serve_on(&self) -> (Child, u16) {
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(&self.config)
@@ -111,7 +124,7 @@ rate_limit = {{ rpm = 1000000, burst = 10000, max_concurrency = 1000 }}
         }
         // Keep draining the log so the process never blocks on a full pipe.
         std::thread::spawn(move || while rx.recv().is_ok() {});
-        child
+        (child, port)
     }
 
     async fn client(&self, nats_url: &str) -> Bus {
@@ -275,4 +288,91 @@ async fn publish_many_with_prefix(bus: &Bus, prefix: &str) -> Vec<String> {
     .await
     .unwrap();
     vec![id]
+}
+
+fn replicas_seen(port: u16) -> i64 {
+    let (status, body) = crate::reload::http(
+        port,
+        "GET",
+        "/v1/providers/status",
+        Some("cluster-test-admin-token"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    body["replicas"].as_i64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_accounts_rate_limit() {
+    let nats = NatsServer::start();
+    // 60 rpm, burst 4, for the whole cluster.
+    let cluster =
+        Cluster::with_limits(&nats.url(), 0, "rpm = 60, burst = 4, max_concurrency = 100");
+    let (mut a, port_a) = cluster.serve_on();
+    let (mut b, port_b) = cluster.serve_on();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replicas_seen(port_a) != 2 || replicas_seen(port_b) != 2 {
+        assert!(Instant::now() < deadline, "replicas never saw each other");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bus = cluster.client(&nats.url()).await;
+    // Hammer for 10 s: every command may wait up to 10 s for a slot.
+    let mut ids = Vec::new();
+    for i in 0..120 {
+        let id = format!("hammer-{i}");
+        let body = json!({"request_id": id, "tenant": "acme", "kind": "text.generate", "deadline_ms": 10000,
+                          "input": {"messages": [{"role": "user", "content": "x"}]}});
+        let subject = format!("{}.cmd.text.generate", bus.subjects().prefix());
+        bus.publish_command_raw(
+            &subject,
+            Bytes::from(serde_json::to_vec(&body).unwrap()),
+            Some(&id),
+        )
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let client = bus.nats_client().unwrap().clone();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(bus.subjects().event_stream()).await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: bus.subjects().all_events(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let (mut completed, mut failed) = (0, 0);
+    while completed + failed < ids.len() {
+        let message = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .expect("all requests end")
+            .unwrap()
+            .unwrap();
+        let event: Event = serde_json::from_slice(&message.payload).unwrap();
+        match event.body {
+            switchyard_core::EventBody::Completed { .. } => completed += 1,
+            switchyard_core::EventBody::Failed { .. } => failed += 1,
+            _ => {}
+        }
+    }
+    // 60 rpm over 10 s is 10 calls, plus the burst of 4; one call of slack for the
+    // deadline being measured from each command's own acceptance.
+    assert!(
+        completed <= 10 + 4 + 1,
+        "the provider saw {completed} calls; the cluster limit allows 14"
+    );
+    assert!(completed >= 8, "only {completed} calls went through");
+    a.kill().unwrap();
+    a.wait().unwrap();
+    // B alone takes the whole limit again within seconds.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while replicas_seen(port_b) != 1 {
+        assert!(Instant::now() < deadline, "B never noticed A died");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.kill().unwrap();
+    b.wait().unwrap();
+    cluster.cleanup().await;
 }

@@ -78,6 +78,12 @@ impl Subjects {
         format!("{}.dlq", self.prefix)
     }
 
+    /// `<prefix>.replicas.heartbeat`: runtime processes announce themselves here, so
+    /// each knows how many share every account's limits.
+    pub fn replica_heartbeat(&self) -> String {
+        format!("{}.replicas.heartbeat", self.prefix)
+    }
+
     /// `<prefix>.ctl`: the micro service's endpoint group.
     pub fn control(&self) -> String {
         format!("{}.ctl", self.prefix)

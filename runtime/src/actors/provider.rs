@@ -44,6 +44,8 @@ pub struct ProviderArgs {
     pub state: Arc<InstanceState>,
     /// The runtime clock.
     pub clock: Clock,
+    /// How many runtime processes share this account's limits (this one gets 1/share).
+    pub share: u32,
 }
 
 /// One call offered to an instance.
@@ -89,6 +91,8 @@ pub enum ProviderMsg {
     /// Retired by a reload: finish in-flight and queued calls (and any offered during
     /// a short grace period by requests routed on the old table), then stop.
     Drain,
+    /// The number of live replicas changed: take 1/n of the account's limits.
+    SetShare(u32),
 }
 
 /// How long a retired actor keeps accepting calls routed on an older table snapshot.
@@ -145,10 +149,15 @@ pub struct ProviderState {
     draining_until: Option<tokio::time::Instant>,
 }
 
-fn limiter_for(config: &ProviderConfig, clock: Clock) -> Limiter {
+/// This process's part of an account's limit shared by `share` replicas (at least 1).
+fn part(limit: u32, share: u32) -> u32 {
+    (limit / share.max(1)).max(1)
+}
+
+fn limiter_for(config: &ProviderConfig, clock: Clock, share: u32) -> Limiter {
     let limits = config.spec.rate_limit;
-    let rpm = NonZeroU32::new(limits.rpm).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(limits.burst).unwrap_or(NonZeroU32::MIN);
+    let rpm = NonZeroU32::new(part(limits.rpm, share)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(part(limits.burst, share)).unwrap_or(NonZeroU32::MIN);
     RateLimiter::direct_with_clock(Quota::per_minute(rpm).allow_burst(burst), clock)
 }
 
@@ -162,7 +171,7 @@ impl Actor for ProviderActor {
         _myself: ActorRef<Self::Msg>,
         args: ProviderArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let limiter = limiter_for(&args.config, args.clock);
+        let limiter = limiter_for(&args.config, args.clock, args.share);
         let breaker = Breaker::new(args.config.spec.breaker);
         args.state.set_breaker(None, false);
         args.state.set_in_flight(0, 0);
@@ -195,6 +204,13 @@ impl Actor for ProviderActor {
             ProviderMsg::Wake => {
                 state.wake_at = None;
                 state.drain(&myself);
+            }
+            ProviderMsg::SetShare(share) => {
+                if share != state.args.share {
+                    state.args.share = share;
+                    state.limiter = limiter_for(&state.args.config, state.args.clock, share);
+                    state.drain(&myself);
+                }
             }
             ProviderMsg::Drain => {
                 let until = tokio::time::Instant::now() + DRAIN_GRACE;
@@ -300,7 +316,12 @@ impl ProviderState {
         call: Box<CallRequest>,
     ) -> Result<(), (Box<CallRequest>, Busy)> {
         let now = self.now_ms();
-        if self.in_flight >= self.args.config.spec.rate_limit.max_concurrency {
+        if self.in_flight
+            >= part(
+                self.args.config.spec.rate_limit.max_concurrency,
+                self.args.share,
+            )
+        {
             return Err((call, Busy::Concurrency));
         }
         if self.breaker.try_acquire(now).is_err() {

@@ -100,6 +100,8 @@ pub enum SupervisorMsg {
     },
     /// Restart the actor of a config (backoff timer).
     Restart(ConfigId),
+    /// `n` runtime processes share every account's limits now.
+    SetShare(u32),
     /// Live status of every instance.
     Status(RpcReplyPort<Vec<InstanceStatus>>),
 }
@@ -116,6 +118,7 @@ pub struct SupervisorState {
     children: BTreeMap<ConfigId, Child>,
     by_actor: HashMap<ActorId, ConfigId>,
     disabled: Vec<(ConfigId, String)>,
+    share: u32,
 }
 
 impl Actor for Supervisor {
@@ -133,6 +136,7 @@ impl Actor for Supervisor {
             children: BTreeMap::new(),
             by_actor: HashMap::new(),
             disabled: Vec::new(),
+            share: 1,
         })
     }
 
@@ -170,6 +174,22 @@ impl Actor for Supervisor {
                     }
                 }
                 state.publish();
+            }
+            SupervisorMsg::SetShare(share) => {
+                let share = share.max(1);
+                if share != state.share {
+                    tracing::info!(
+                        replicas = share,
+                        "account limits now shared by {share} replicas"
+                    );
+                    state.share = share;
+                    for child in state.children.values_mut() {
+                        child.args.share = share;
+                        if let Some(actor) = &child.actor {
+                            let _ = actor.cast(ProviderMsg::SetShare(share));
+                        }
+                    }
+                }
             }
             SupervisorMsg::Status(reply) => {
                 let now = state.args.clock.now_ms();
@@ -304,6 +324,7 @@ impl SupervisorState {
                 adapter,
                 state: Arc::new(InstanceState::default()),
                 clock: self.args.clock,
+                share: self.share,
             };
             match spawn_child(myself, args.clone()).await {
                 Ok(actor) => prepared.push((*id, args, actor)),
