@@ -13,7 +13,9 @@ mod provider;
 mod supervisor;
 mod table;
 
-pub use provider::{Admission, CallRequest, ProviderActor, ProviderArgs, ProviderMsg};
+pub use provider::{
+    Admission, BreakerOpened, CallRequest, ProviderActor, ProviderArgs, ProviderMsg,
+};
 pub use supervisor::{
     ApplyReport, RestartPolicy, StartFailure, Supervisor, SupervisorArgs, SupervisorMsg,
 };

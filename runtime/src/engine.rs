@@ -25,8 +25,8 @@ use tracing::Instrument;
 
 use crate::{
     actors::{
-        Admission, ApplyReport, CallRequest, Instance, InstanceStatus, ProviderMsg, RestartPolicy,
-        RoutingTable, StartFailure, Supervisor, SupervisorArgs, SupervisorMsg,
+        Admission, ApplyReport, BreakerOpened, CallRequest, Instance, InstanceStatus, ProviderMsg,
+        RestartPolicy, RoutingTable, StartFailure, Supervisor, SupervisorArgs, SupervisorMsg,
     },
     artifacts::ArtifactStore,
     clock::Clock,
@@ -106,6 +106,7 @@ struct Inner {
     clock: Clock,
     counter: AtomicU64,
     default_wait: Duration,
+    breaker_notices: std::sync::Mutex<Option<mpsc::UnboundedReceiver<BreakerOpened>>>,
 }
 
 impl Engine {
@@ -121,6 +122,7 @@ impl Engine {
     ) -> Result<(Self, Vec<StartFailure>), EngineError> {
         let clock = Clock::new();
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
+        let (notice_tx, notice_rx) = mpsc::unbounded_channel();
         let (supervisor, _) = Actor::spawn(
             None,
             Supervisor,
@@ -128,6 +130,7 @@ impl Engine {
                 table: table.clone(),
                 clock,
                 policy: options.restart_policy,
+                breaker_notices: Some(notice_tx),
             },
         )
         .await
@@ -141,6 +144,7 @@ impl Engine {
                 clock,
                 counter: AtomicU64::new(0),
                 default_wait: options.default_wait,
+                breaker_notices: std::sync::Mutex::new(Some(notice_rx)),
             }),
         };
         let report = engine.apply(configs, disabled).await?;
@@ -265,6 +269,28 @@ impl Engine {
         RequestOutcome {
             terminal,
             raw_response: run.raw,
+        }
+    }
+
+    /// The stream of this process's breakers that open (taken once, by whoever
+    /// announces them to other replicas).
+    pub fn take_breaker_notices(&self) -> Option<mpsc::UnboundedReceiver<BreakerOpened>> {
+        self.inner
+            .breaker_notices
+            .lock()
+            .ok()
+            .and_then(|mut n| n.take())
+    }
+
+    /// Another replica saw this instance's breaker open: route around it here too.
+    pub fn mark_breaker_open(&self, notice: &BreakerOpened) {
+        let table = self.inner.table.load();
+        if let Some(instance) = table
+            .instances
+            .iter()
+            .find(|i| i.config.id == notice.config_id && i.config.version == notice.version)
+        {
+            instance.state.set_remote_open_until(notice.until_ms);
         }
     }
 

@@ -3,6 +3,9 @@
 //! recently, so that an account's `rpm`, `burst` and `max_concurrency` hold for the
 //! whole cluster, not per process: each process takes 1/n. When a replica joins or
 //! dies, shares are recomputed within a few seconds.
+//!
+//! Breakers too: a replica whose breaker opens announces it on
+//! `<prefix>.breaker.opened`, and the others route around that instance until then.
 
 use std::{
     collections::HashMap,
@@ -47,6 +50,7 @@ pub async fn start(bus: Bus, engine: Engine, mut shutdown: watch::Receiver<bool>
             return membership;
         }
     };
+    announce_breakers(&bus, &engine, &me).await;
     let counter = membership.clone();
     tokio::spawn(async move {
         let mut seen: HashMap<String, tokio::time::Instant> = HashMap::new();
@@ -84,4 +88,50 @@ pub async fn start(bus: Bus, engine: Engine, mut shutdown: watch::Receiver<bool>
         }
     });
     membership
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BreakerNotice {
+    replica: String,
+    #[serde(flatten)]
+    opened: crate::actors::BreakerOpened,
+}
+
+/// Publishes this process's breaker openings and applies the other replicas'.
+async fn announce_breakers(bus: &Bus, engine: &Engine, me: &str) {
+    let subject = bus.subjects().breaker_opened();
+    if let Some(mut notices) = engine.take_breaker_notices() {
+        let (bus, subject, me) = (bus.clone(), subject.clone(), me.to_owned());
+        tokio::spawn(async move {
+            while let Some(opened) = notices.recv().await {
+                let notice = BreakerNotice {
+                    replica: me.clone(),
+                    opened,
+                };
+                if let Ok(body) = serde_json::to_vec(&notice)
+                    && let Err(e) = bus.publish_core(&subject, Bytes::from(body)).await
+                {
+                    tracing::warn!(error = %e, "breaker opening not announced");
+                }
+            }
+        });
+    }
+    match bus.subscribe_core(&subject).await {
+        Ok(mut heard) => {
+            let (engine, me) = (engine.clone(), me.to_owned());
+            tokio::spawn(async move {
+                while let Some(body) = heard.next().await {
+                    match serde_json::from_slice::<BreakerNotice>(&body) {
+                        Ok(notice) if notice.replica != me => {
+                            tracing::info!(config_id = %notice.opened.config_id, "another replica opened this breaker; routing around it");
+                            engine.mark_breaker_open(&notice.opened);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "unreadable breaker notice"),
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot hear other replicas' breakers"),
+    }
 }

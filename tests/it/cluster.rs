@@ -36,6 +36,15 @@ impl Cluster {
     }
 
     fn with_limits(nats_url: &str, latency_ms: u64, limits: &str) -> Self {
+        Self::with_providers(
+            nats_url,
+            &format!(
+                "[[providers]]\nname = \"mock-a\"\nprovider = \"mock\"\noptions = {{ latency_ms = {latency_ms} }}\nrate_limit = {{ {limits} }}\n"
+            ),
+        )
+    }
+
+    fn with_providers(nats_url: &str, providers: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let suffix = unique_suffix();
         let prefix = format!("cl{}", suffix.replace('_', ""));
@@ -61,12 +70,7 @@ master_key = "{key}"
 [admin]
 token = "cluster-test-admin-token"
 
-[[providers]]
-name = "mock-a"
-provider = "mock"
-options = {{ latency_ms = {latency_ms} }}
-rate_limit = {{ {limits} }}
-"#,
+{providers}"#,
             pg = postgres_url(),
         );
         let path = dir.path().join("switchyard.toml");
@@ -372,6 +376,68 @@ async fn two_replicas_share_one_accounts_rate_limit() {
         assert!(Instant::now() < deadline, "B never noticed A died");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    b.kill().unwrap();
+    b.wait().unwrap();
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_opened_on_one_replica_is_respected_by_the_other() {
+    let nats = NatsServer::start();
+    let providers = r#"
+[[providers]]
+name = "flaky"
+provider = "mock"
+priority = 100
+breaker = { consecutive_failures = 2, open_ms = 60000 }
+options = { failure_rate = 1.0, fail_with = "provider_unavailable" }
+rate_limit = { rpm = 100000, burst = 1000, max_concurrency = 100 }
+
+[[providers]]
+name = "steady"
+provider = "mock"
+priority = 1
+rate_limit = { rpm = 100000, burst = 1000, max_concurrency = 100 }
+"#;
+    let cluster = Cluster::with_providers(&nats.url(), providers);
+    let (mut a, port_a) = cluster.serve_on();
+    let (mut b, port_b) = cluster.serve_on();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replicas_seen(port_a) != 2 || replicas_seen(port_b) != 2 {
+        assert!(Instant::now() < deadline, "replicas never saw each other");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bus = cluster.client(&nats.url()).await;
+    // Three commands: whichever replica gets two of them opens the breaker locally.
+    let ids = publish_many(&bus, 3).await;
+    let counts = terminal_counts(&bus, &ids, Duration::from_secs(30)).await;
+    assert_exactly_once(&counts);
+    let breaker_of = |port: u16| {
+        let (_, body) = crate::reload::http(
+            port,
+            "GET",
+            "/v1/providers/status",
+            Some("cluster-test-admin-token"),
+            None,
+        );
+        body["instances"]
+            .as_array()
+            .and_then(|i| i.iter().find(|i| i["name"] == "flaky").cloned())
+            .map(|i| i["breaker"].as_str().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while breaker_of(port_a) != "open" || breaker_of(port_b) != "open" {
+        assert!(
+            Instant::now() < deadline,
+            "breaker states: a={} b={}",
+            breaker_of(port_a),
+            breaker_of(port_b)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.kill().unwrap();
+    a.wait().unwrap();
     b.kill().unwrap();
     b.wait().unwrap();
     cluster.cleanup().await;

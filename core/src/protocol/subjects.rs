@@ -84,6 +84,12 @@ impl Subjects {
         format!("{}.replicas.heartbeat", self.prefix)
     }
 
+    /// `<prefix>.breaker.opened`: a replica announces that an instance's breaker opened,
+    /// so the others stop sending there too.
+    pub fn breaker_opened(&self) -> String {
+        format!("{}.breaker.opened", self.prefix)
+    }
+
     /// `<prefix>.ctl`: the micro service's endpoint group.
     pub fn control(&self) -> String {
         format!("{}.ctl", self.prefix)

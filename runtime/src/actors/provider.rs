@@ -46,6 +46,19 @@ pub struct ProviderArgs {
     pub clock: Clock,
     /// How many runtime processes share this account's limits (this one gets 1/share).
     pub share: u32,
+    /// Where to report that this instance's breaker opened (for other replicas).
+    pub breaker_notices: Option<tokio::sync::mpsc::UnboundedSender<BreakerOpened>>,
+}
+
+/// This instance's breaker opened until `until_ms` (Unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BreakerOpened {
+    /// The config.
+    pub config_id: switchyard_core::ConfigId,
+    /// Its version (a notice about another version is ignored).
+    pub version: i64,
+    /// When it turns half-open.
+    pub until_ms: u64,
 }
 
 /// One call offered to an instance.
@@ -400,7 +413,19 @@ impl ProviderState {
             Some(code) if code.counts_against_breaker() => CallOutcome::Failure,
             Some(_) => CallOutcome::Ignored,
         };
+        let was_open = matches!(self.breaker.state(now), BreakerState::Open { .. });
         self.breaker.record(now, outcome, finished.latency_ms);
+        if let (false, BreakerState::Open { until_ms }, Some(notices)) = (
+            was_open,
+            self.breaker.state(now),
+            &self.args.breaker_notices,
+        ) {
+            let _ = notices.send(BreakerOpened {
+                config_id: self.args.config.id,
+                version: self.args.config.version,
+                until_ms,
+            });
+        }
         if finished.code == Some(ErrorCode::RateLimited) {
             let wait = finished.retry_after_ms.unwrap_or(1_000);
             self.cooling_until = self.cooling_until.max(now + wait);

@@ -59,6 +59,8 @@ pub struct SupervisorArgs {
     pub clock: Clock,
     /// Restart policy.
     pub policy: RestartPolicy,
+    /// Where provider actors report breakers that open.
+    pub breaker_notices: Option<tokio::sync::mpsc::UnboundedSender<super::provider::BreakerOpened>>,
 }
 
 /// A config whose actor could not start.
@@ -325,6 +327,7 @@ impl SupervisorState {
                 state: Arc::new(InstanceState::default()),
                 clock: self.args.clock,
                 share: self.share,
+                breaker_notices: self.args.breaker_notices.clone(),
             };
             match spawn_child(myself, args.clone()).await {
                 Ok(actor) => prepared.push((*id, args, actor)),

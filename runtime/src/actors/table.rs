@@ -17,6 +17,8 @@ use super::provider::ProviderMsg;
 #[derive(Debug, Default)]
 pub struct InstanceState {
     breaker_open_until: AtomicU64,
+    /// Set from other replicas' announcements (the remote-notice handler is its only writer).
+    remote_open_until: AtomicU64,
     breaker_half_open: AtomicBool,
     cooling_until: AtomicU64,
     in_flight: AtomicU32,
@@ -37,6 +39,12 @@ impl InstanceState {
         self.breaker_open_until
             .store(open_until.unwrap_or(0), Ordering::Relaxed);
         self.breaker_half_open.store(half_open, Ordering::Relaxed);
+    }
+
+    /// Another replica saw this instance's breaker open until `until_ms`.
+    pub fn set_remote_open_until(&self, until_ms: u64) {
+        self.remote_open_until
+            .fetch_max(until_ms, Ordering::Relaxed);
     }
 
     pub(crate) fn set_cooling_until(&self, until_ms: u64) {
@@ -109,7 +117,9 @@ impl RoutingView for Instance {
         &self.config
     }
     fn breaker_open_until(&self) -> Option<u64> {
-        Some(self.state.breaker_open_until.load(Ordering::Relaxed)).filter(|u| *u > 0)
+        let local = self.state.breaker_open_until.load(Ordering::Relaxed);
+        let remote = self.state.remote_open_until.load(Ordering::Relaxed);
+        Some(local.max(remote)).filter(|u| *u > 0)
     }
     fn cooling_until(&self) -> Option<u64> {
         Some(self.state.cooling_until.load(Ordering::Relaxed)).filter(|u| *u > 0)
