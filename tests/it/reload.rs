@@ -55,6 +55,7 @@ pub fn http(
 
 struct Node {
     port: u16,
+    bus: Bus,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -79,9 +80,10 @@ async fn start_node(db: &TestDb, seeds: Value) -> Node {
         .await
         .unwrap();
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_bus = bus.clone();
     let task = tokio::spawn(async move {
         runtime
-            .run_with_bus(bus, async {
+            .run_with_bus(server_bus, async {
                 let _ = stop_rx.await;
             })
             .await
@@ -94,6 +96,7 @@ async fn start_node(db: &TestDb, seeds: Value) -> Node {
     }
     Node {
         port,
+        bus,
         stop: Some(stop),
         task,
         _dir: dir,
@@ -293,5 +296,131 @@ async fn two_runtimes_on_one_database_both_follow_every_change() {
     }
     a.stop().await;
     b.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_api_changes_under_load_fail_no_request_and_routing_follows() {
+    use futures_util::StreamExt;
+    use switchyard_runtime::bus::EventFilter;
+
+    let db = TestDb::sqlite().await;
+    let limits = json!({"rpm": 600000, "burst": 10000, "max_concurrency": 256});
+    let node = start_node(&db, json!([
+        {"name": "mock-a", "provider": "mock", "priority": 10, "rate_limit": limits, "options": {"latency_ms": 2}},
+        {"name": "mock-b", "provider": "mock", "priority": 5, "rate_limit": limits, "options": {"latency_ms": 2}},
+    ]))
+    .await;
+    let id_of = |node: &Node, name: &str| {
+        let (_, list) = node.call("GET", "/v1/providers", None);
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["id"].as_i64().unwrap())
+    };
+    let a = id_of(&node, "mock-a").unwrap();
+    let b = id_of(&node, "mock-b").unwrap();
+    let mut events = node.bus.events(EventFilter::All).await.unwrap();
+
+    // Continuous load: a publisher task sends commands until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (bus, stop) = (node.bus.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let command: switchyard_core::Command = serde_json::from_value(json!({
+                    "request_id": format!("load-{sent}"), "tenant": "acme", "kind": "text.generate",
+                    "input": {"messages": [{"role": "user", "content": "x"}]},
+                }))
+                .unwrap();
+                bus.publish_command(&command).await.unwrap();
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            sent
+        })
+    };
+    let mut extra: Vec<i64> = Vec::new();
+    for round in 0..100i64 {
+        let (status, body) = match round % 6 {
+            0 => node.call("PATCH", &format!("/v1/providers/{a}"), Some(json!({"priority": 10 + round % 3}))),
+            1 => node.call("PATCH", &format!("/v1/providers/{b}"), Some(json!({"enabled": round % 4 != 1}))),
+            2 => node.call("POST", "/v1/providers", Some(json!({"name": format!("extra-{round}"), "provider": "mock", "priority": 1, "rate_limit": limits}))),
+            3 => match extra.pop() {
+                Some(id) => {
+                    let (status, _) = node.call("DELETE", &format!("/v1/providers/{id}"), None);
+                    (if status == 204 { 200 } else { status }, Value::Null)
+                }
+                None => (200, Value::Null),
+            },
+            4 => node.call("PATCH", &format!("/v1/providers/{a}"), Some(json!({"rate_limit": {"rpm": 600000 - round, "burst": 10000, "max_concurrency": 256}}))),
+            _ => node.call("PATCH", &format!("/v1/providers/{a}"), Some(json!({"api_key": format!("sk-rotated-key-{round:08}")}))),
+        };
+        assert!(
+            status == 200 || status == 201,
+            "round {round}: {status} {body}"
+        );
+        if status == 201 {
+            extra.push(body["id"].as_i64().unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Routing follows a change within 1 s: make b the top priority and see it serve.
+    node.call(
+        "PATCH",
+        &format!("/v1/providers/{b}"),
+        Some(json!({"enabled": true, "priority": 1000})),
+    );
+    let changed_at = Instant::now();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = publisher.await.unwrap();
+    let mut completed = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while completed < sent {
+        let event = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            events.next(),
+        )
+        .await
+        .expect("every request ends")
+        .unwrap();
+        match &event.body {
+            switchyard_core::EventBody::Completed { .. } => completed += 1,
+            switchyard_core::EventBody::Failed { error, .. } => panic!(
+                "request {} failed during reloads: {error:?}",
+                event.request_id
+            ),
+            _ => {}
+        }
+    }
+    assert!(sent > 100, "only {sent} requests were sent");
+    // One more request after the change lands on b.
+    let command: switchyard_core::Command = serde_json::from_value(json!({
+        "request_id": "after-change", "tenant": "acme", "kind": "text.generate",
+        "input": {"messages": [{"role": "user", "content": "x"}]},
+    }))
+    .unwrap();
+    node.bus.publish_command(&command).await.unwrap();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if let switchyard_core::EventBody::Completed { provider, .. } = &event.body
+            && event.request_id.as_str() == "after-change"
+        {
+            assert_eq!(provider.name, "mock-b");
+            break;
+        }
+    }
+    assert!(
+        changed_at.elapsed() < Duration::from_secs(5),
+        "routing followed only after {:?}",
+        changed_at.elapsed()
+    );
+    node.stop().await;
     db.cleanup().await;
 }
