@@ -57,7 +57,8 @@ pub struct AdminState {
 /// The router.
 pub fn router(state: HttpState) -> Router {
     let mut app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(|| async { Json(openapi()) }))
         .route("/readyz", get(readyz))
         .route("/v1/artifacts/{id}", get(artifact))
         .with_state(state.clone());
@@ -81,6 +82,38 @@ pub fn router(state: HttpState) -> Router {
         app = app.merge(api);
     }
     app
+}
+
+/// The OpenAPI document of every endpoint above (served at `/openapi.json`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Switchyard", description = "Event-driven gateway to AI image and text providers. Admin endpoints need `Authorization: Bearer <admin token>`."),
+    paths(healthz, readyz, artifact, list_providers, create_provider, get_provider, patch_provider, delete_provider, reload, status, test_provider),
+    modifiers(&AdminAuth),
+)]
+pub struct ApiDoc;
+
+struct AdminAuth;
+
+impl utoipa::Modify for AdminAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document as JSON.
+pub fn openapi() -> Value {
+    serde_json::to_value(<ApiDoc as utoipa::OpenApi>::openapi()).unwrap_or(Value::Null)
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "the process is up")))]
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -117,6 +150,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "actors run and the command consumer is live"), (status = 503, description = "still starting")))]
 async fn readyz(State(state): State<HttpState>) -> Response {
     if state.readiness.is_ready() {
         (StatusCode::OK, "ready").into_response()
@@ -129,6 +163,7 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/v1/artifacts/{id}", tag = "artifacts", params(("id" = String, Path, description = "artifact id (hex SHA-256)")), responses((status = 200, description = "the image bytes, with their content type"), (status = 404, description = "no such artifact")))]
 async fn artifact(State(state): State<HttpState>, Path(id): Path<String>) -> Response {
     match state.artifacts.get(&id).await {
         Ok((bytes, meta)) => (
@@ -232,6 +267,7 @@ async fn changed(admin: &AdminState, id: ConfigId, op: &str, version: i64) {
     admin.reload.nudge();
 }
 
+#[utoipa::path(get, path = "/v1/providers", tag = "providers", security(("admin" = [])), params(("provider" = Option<String>, Query, description = "only this provider type"), ("enabled" = Option<bool>, Query, description = "only enabled or disabled configs"), ("kind" = Option<String>, Query, description = "only configs serving this kind"), ("offset" = Option<usize>, Query, description = "skip this many"), ("limit" = Option<usize>, Query, description = "at most this many (default 100, max 1000)")), responses((status = 200, description = "{items: [provider config (PROTOCOL.md §6, keys masked)], total, offset, limit}"), (status = 400, description = "bad filter"), (status = 401, description = "missing or wrong admin token")))]
 async fn list_providers(
     State(admin): State<AdminState>,
     Query(query): Query<ListQuery>,
@@ -277,6 +313,7 @@ async fn list_providers(
     }
 }
 
+#[utoipa::path(post, path = "/v1/providers", tag = "providers", security(("admin" = [])), request_body(content_type = "application/json", description = "a provider config object (PROTOCOL.md §6); name and provider are required"), responses((status = 201, description = "the stored config, key masked"), (status = 400, description = "{error, fields: [{path, message}]}"), (status = 409, description = "the name is taken"), (status = 401, description = "missing or wrong admin token")))]
 async fn create_provider(State(admin): State<AdminState>, body: Bytes) -> Response {
     let draft = match parse_draft(&body) {
         Ok(d) => d,
@@ -295,6 +332,7 @@ async fn create_provider(State(admin): State<AdminState>, body: Bytes) -> Respon
     }
 }
 
+#[utoipa::path(get, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "the config, key masked (an invalid row shows its errors)"), (status = 404, description = "not found"), (status = 401, description = "missing or wrong admin token")))]
 async fn get_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> Response {
     match admin.store.get_provider(ConfigId(id)).await {
         Ok(Some(record)) => Json(record_json(&record)).into_response(),
@@ -306,6 +344,7 @@ async fn get_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> R
     }
 }
 
+#[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), request_body(content_type = "application/json", description = "any subset of the config fields; a masked api_key means unchanged"), responses((status = 200, description = "the stored config with its new version"), (status = 400, description = "{error, fields: [{path, message}]}"), (status = 404, description = "not found"), (status = 409, description = "name taken or concurrent write"), (status = 401, description = "missing or wrong admin token")))]
 async fn patch_provider(
     State(admin): State<AdminState>,
     Path(id): Path<i64>,
@@ -324,6 +363,7 @@ async fn patch_provider(
     }
 }
 
+#[utoipa::path(delete, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 204, description = "deleted; its actor drains and stops"), (status = 404, description = "not found"), (status = 401, description = "missing or wrong admin token")))]
 async fn delete_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> Response {
     match admin.store.delete_provider(ConfigId(id)).await {
         Ok(true) => {
@@ -338,6 +378,7 @@ async fn delete_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -
     }
 }
 
+#[utoipa::path(post, path = "/v1/providers/reload", tag = "providers", security(("admin" = [])), responses((status = 200, description = "{live, added, replaced, removed, invalid, failed, versions}"), (status = 401, description = "missing or wrong admin token")))]
 async fn reload(State(admin): State<AdminState>) -> Response {
     match admin.reload.reload_all().await {
         Ok(report) => Json(json!(report)).into_response(),
@@ -345,6 +386,7 @@ async fn reload(State(admin): State<AdminState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/v1/providers/status", tag = "providers", security(("admin" = [])), responses((status = 200, description = "{replicas, instances: [{config_id, name, version, actor, breaker, in_flight, queued, latency_ewma_ms, restarts, requests, errors, limiter_waits, last_error, …}]}"), (status = 401, description = "missing or wrong admin token")))]
 async fn status(State(admin): State<AdminState>) -> Response {
     let replicas = admin
         .membership
@@ -353,6 +395,7 @@ async fn status(State(admin): State<AdminState>) -> Response {
     Json(json!({"replicas": replicas, "instances": admin.engine.status()})).into_response()
 }
 
+#[utoipa::path(post, path = "/v1/providers/{id}/test", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "{ok, code?, error?}: the adapter's health check against the provider"), (status = 404, description = "not found"), (status = 401, description = "missing or wrong admin token")))]
 async fn test_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> Response {
     let record = match admin.store.get_provider(ConfigId(id)).await {
         Ok(Some(record)) => record,

@@ -154,6 +154,37 @@ async fn admin_api_writes_validate_mask_and_reload_at_once() {
         401
     );
     assert_eq!(http(node.port, "GET", "/healthz", None, None).0, 200);
+    // The OpenAPI document describes every endpoint.
+    let (status, doc) = http(node.port, "GET", "/openapi.json", None, None);
+    assert_eq!(status, 200);
+    let paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/v1/artifacts/{id}",
+        "/v1/providers",
+        "/v1/providers/{id}",
+        "/v1/providers/reload",
+        "/v1/providers/status",
+        "/v1/providers/{id}/test",
+    ] {
+        assert!(paths.contains(&path), "{path} missing from {paths:?}");
+    }
+    for method in ["get", "patch", "delete"] {
+        assert!(
+            doc["paths"]["/v1/providers/{id}"][method].is_object(),
+            "{method}"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["admin"]["scheme"],
+        "bearer"
+    );
 
     let (status, body) = node.call(
         "POST",
