@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod demo;
 mod providers;
+mod remote;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -18,6 +19,18 @@ pub struct Cli {
     /// Config file (default: config/switchyard.toml if it exists, else built-in defaults).
     #[arg(long, global = true, env = "SWITCHYARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// `providers …` against this running server's admin API (e.g. http://127.0.0.1:8080)
+    /// instead of the database.
+    #[arg(long, global = true, env = "SWITCHYARD_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// Admin token for --server.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,6 +91,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Providers(command) if cli.server.is_some() => {
+            let remote = remote::Remote::new(cli.server.as_deref().unwrap_or_default(), cli.token)?;
+            remote::run(&remote, *command).await
+        }
         Command::Providers(command) => {
             let settings = load_settings(cli.config.as_deref())?;
             let store = switchyard_runtime::open_store(&settings)

@@ -157,7 +157,7 @@ pub struct ProviderFields {
 }
 
 impl ProviderFields {
-    fn into_draft(self) -> anyhow::Result<ProviderConfigDraft> {
+    pub fn into_draft(self) -> anyhow::Result<ProviderConfigDraft> {
         let api_key = match (self.api_key, self.api_key_env) {
             (Some(key), _) => Some(ApiKey::new(key)),
             (None, Some(var)) => {
@@ -406,6 +406,14 @@ async fn resolve(store: &Store, target: &str) -> anyhow::Result<ProviderRecord> 
         .find_provider(&reference)
         .await?
         .with_context(|| format!("no provider config with id or name '{target}'"))
+}
+
+/// A draft from `--from-json` (a file, `-` for standard input), or an empty one.
+pub fn read_draft_source(source: Option<&str>) -> anyhow::Result<ProviderConfigDraft> {
+    match source {
+        Some(source) => read_draft(source),
+        None => Ok(ProviderConfigDraft::default()),
+    }
 }
 
 fn read_draft(source: &str) -> anyhow::Result<ProviderConfigDraft> {

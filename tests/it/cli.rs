@@ -369,3 +369,83 @@ fn demo_runs_the_main_job_end_to_end() {
         assert!(bytes.starts_with(b"\x89PNG"), "{path}");
     }
 }
+
+#[test]
+fn providers_commands_work_against_a_running_server() {
+    let port = crate::support::free_port();
+    let env = Env::new("[[providers]]\nname = \"mock-a\"\nprovider = \"mock\"\n");
+    let mut serve = env
+        .command()
+        .arg("serve")
+        .env("SWITCHYARD_ADMIN__TOKEN", "cli-remote-admin-token")
+        .env("SWITCHYARD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let server = format!("http://127.0.0.1:{port}");
+    let remote = |args: &[&str]| {
+        Command::new(BIN)
+            .args([
+                "--server",
+                &server,
+                "--token",
+                "cli-remote-admin-token",
+                "providers",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = remote(&[
+        "add",
+        "--name",
+        "acct2",
+        "--provider",
+        "stability",
+        "--priority",
+        "90",
+        "--api-key",
+        "sk-remote-SECRET-0123456789",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remote(&["set-priority", "acct2", "200"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remote(&["list", "--json"]);
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["name"], "acct2");
+    assert_eq!(listed[0]["priority"], 200);
+    assert_eq!(listed[0]["api_key"], "sk-…6789");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("SECRET"));
+    let out = remote(&["update", "acct2", "--rpm", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("rate_limit.rpm must be > 0"),
+        "{}",
+        stderr(&out)
+    );
+    let out = remote(&["remove", "acct2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bad = Command::new(BIN)
+        .args([
+            "--server",
+            &server,
+            "--token",
+            "wrong-token-wrong",
+            "providers",
+            "list",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("401"), "{}", stderr(&bad));
+    let _ = Command::new("kill")
+        .args(["-INT", &serve.id().to_string()])
+        .status();
+    let _ = serve.wait();
+}
