@@ -201,22 +201,6 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-fn record_json(record: &ProviderRecord) -> Value {
-    match record.config() {
-        Ok(config) => serde_json::to_value(&config).unwrap_or(Value::Null),
-        Err(e) => {
-            let mut map = match serde_json::to_value(&record.draft) {
-                Ok(Value::Object(map)) => map,
-                _ => serde_json::Map::new(),
-            };
-            map.insert("id".into(), json!(record.id));
-            map.insert("version".into(), json!(record.version));
-            map.insert("errors".into(), json!(e.errors));
-            Value::Object(map)
-        }
-    }
-}
-
 fn store_error(e: StoreError) -> Response {
     match e {
         StoreError::Invalid(v) => (
@@ -303,7 +287,7 @@ async fn list_providers(
     };
     match admin.store.list_providers(&page).await {
         Ok(records) => Json(json!({
-            "items": records.iter().map(record_json).collect::<Vec<_>>(),
+            "items": records.iter().map(ProviderRecord::to_json).collect::<Vec<_>>(),
             "total": total,
             "offset": query.offset,
             "limit": limit,
@@ -335,7 +319,7 @@ async fn create_provider(State(admin): State<AdminState>, body: Bytes) -> Respon
 #[utoipa::path(get, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "the config, key masked (an invalid row shows its errors)"), (status = 404, description = "not found"), (status = 401, description = "missing or wrong admin token")))]
 async fn get_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> Response {
     match admin.store.get_provider(ConfigId(id)).await {
-        Ok(Some(record)) => Json(record_json(&record)).into_response(),
+        Ok(Some(record)) => Json(record.to_json()).into_response(),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             format!("provider config {id} not found"),

@@ -36,6 +36,6 @@ pub mod store;
 
 pub use engine::{Engine, EngineError, EngineOptions, RequestOutcome, Submission};
 pub use secrets::{MasterKey, SecretError};
-pub use serve::{InitError, Runtime, open_store, prepare};
+pub use serve::{InitError, Running, Runtime, open_store, prepare};
 pub use settings::{Settings, SettingsError};
 pub use store::{Store, StoreError};

@@ -49,6 +49,9 @@ pub enum InitError {
     /// The HTTP address could not be bound.
     #[error("cannot listen on http.listen {0}: {1}")]
     Listen(String, #[source] std::io::Error),
+    /// The runtime task ended abnormally.
+    #[error("the runtime task ended abnormally: {0}")]
+    Stopped(String),
     /// The initial load of provider configs failed.
     #[error("cannot load provider configs: {0}")]
     Reload(String),
@@ -61,6 +64,26 @@ pub enum InitError {
     /// A `[[providers]]` seed is invalid.
     #[error("invalid [[providers]] seed: {0}")]
     Seed(ValidationError),
+}
+
+/// A runtime serving in its own task.
+#[derive(Debug)]
+pub struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), InitError>>,
+}
+
+impl Running {
+    /// Shuts the runtime down and waits until it has stopped.
+    ///
+    /// # Errors
+    /// The runtime's own error, or [`InitError::Stopped`] if its task died.
+    pub async fn stop(self) -> Result<(), InitError> {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .map_err(|e| InitError::Stopped(e.to_string()))?
+    }
 }
 
 /// An opened runtime: settings, database and admin token, ready to serve.
@@ -197,6 +220,19 @@ impl Runtime {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), InitError> {
         let bus = self.connect_bus().await?;
         self.run_with_bus(bus, shutdown).await
+    }
+
+    /// Runs in a task of its own on `bus` (which the caller keeps using, e.g. the demo's
+    /// in-process bus); [`Running::stop`] shuts it down cleanly.
+    pub fn spawn_with_bus(self, bus: Bus) -> Running {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            self.run_with_bus(bus, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Running { stop, task }
     }
 
     /// Connects to the bus of the settings.

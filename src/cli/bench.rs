@@ -263,15 +263,7 @@ async fn nats_pipeline(args: &BenchArgs, url: &str, dir: &std::path::Path) -> an
         .collect::<Result<_, _>>()?;
     let (runtime, _) = switchyard_runtime::prepare(settings).await?;
     let bus = runtime.connect_bus().await?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server_bus = bus.clone();
-    let server = tokio::spawn(async move {
-        runtime
-            .run_with_bus(server_bus, async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let server = runtime.spawn_with_bus(bus.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let n = args.requests as usize;
@@ -371,8 +363,7 @@ async fn nats_pipeline(args: &BenchArgs, url: &str, dir: &std::path::Path) -> an
         pct(0.99),
         latencies.last().copied().unwrap_or(0)
     );
-    let _ = stop_tx.send(());
-    server.await??;
+    server.stop().await?;
     Ok(())
 }
 

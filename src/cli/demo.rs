@@ -37,15 +37,7 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<bool>
         .connect_bus()
         .await
         .context("cannot reach the bus")?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server_bus = bus.clone();
-    let server = tokio::spawn(async move {
-        runtime
-            .run_with_bus(server_bus, async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let server = runtime.spawn_with_bus(bus.clone());
 
     let mut events = bus.events(EventFilter::All).await?;
     let run_id = chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string();
@@ -144,8 +136,7 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<bool>
             _ => {}
         }
     }
-    let _ = stop_tx.send(());
-    server.await.context("runtime task")?.context("runtime")?;
+    server.stop().await.context("runtime")?;
     Ok(ok)
 }
 

@@ -6,7 +6,7 @@ use std::{io::Read, process::ExitCode};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use switchyard_core::{
     ApiKey, ConfigId, ConfigRef, CostTable, Kind, ProviderConfigDraft, ProviderType,
     RateLimitDraft, Supports,
@@ -305,7 +305,7 @@ async fn run_inner(
             };
             let records = store.list_providers(&filter).await?;
             if json {
-                let objects: Vec<Value> = records.iter().map(record_json).collect();
+                let objects: Vec<Value> = records.iter().map(ProviderRecord::to_json).collect();
                 println!("{}", serde_json::to_string_pretty(&objects)?);
             } else {
                 print_table(&records);
@@ -314,7 +314,7 @@ async fn run_inner(
         }
         ProvidersCommand::Show { target } => {
             let record = resolve(store, &target).await?;
-            println!("{}", serde_json::to_string_pretty(&record_json(&record))?);
+            println!("{}", serde_json::to_string_pretty(&record.to_json())?);
             None
         }
         ProvidersCommand::Add { fields, from_json } => {
@@ -427,27 +427,6 @@ fn read_draft(source: &str) -> anyhow::Result<ProviderConfigDraft> {
         std::fs::read_to_string(source).with_context(|| format!("cannot read {source}"))?
     };
     serde_json::from_str(&text).with_context(|| format!("{source} is not a provider config object"))
-}
-
-/// The §6 object of a record (key masked); an invalid row shows its stored fields and
-/// an `errors` list instead.
-fn record_json(record: &ProviderRecord) -> Value {
-    match record.config() {
-        Ok(config) => serde_json::to_value(&config).unwrap_or(Value::Null),
-        Err(e) => {
-            let mut map = match serde_json::to_value(&record.draft) {
-                Ok(Value::Object(map)) => map,
-                _ => Map::new(),
-            };
-            map.insert("id".into(), Value::from(record.id.0));
-            map.insert("version".into(), Value::from(record.version));
-            map.insert(
-                "errors".into(),
-                serde_json::to_value(&e.errors).unwrap_or(Value::Null),
-            );
-            Value::Object(map)
-        }
-    }
 }
 
 fn print_table(records: &[ProviderRecord]) {

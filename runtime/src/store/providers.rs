@@ -54,6 +54,27 @@ impl ProviderRecord {
         }
     }
 
+    /// The PROTOCOL.md §6 object (key masked); an invalid row shows its stored fields
+    /// and an `errors` list instead.
+    pub fn to_json(&self) -> Value {
+        match self.config() {
+            Ok(config) => serde_json::to_value(&config).unwrap_or(Value::Null),
+            Err(e) => {
+                let mut map = match serde_json::to_value(&self.draft) {
+                    Ok(Value::Object(map)) => map,
+                    _ => Map::new(),
+                };
+                map.insert("id".into(), Value::from(self.id.0));
+                map.insert("version".into(), Value::from(self.version));
+                map.insert(
+                    "errors".into(),
+                    serde_json::to_value(&e.errors).unwrap_or(Value::Null),
+                );
+                Value::Object(map)
+            }
+        }
+    }
+
     /// The name, even for an invalid row.
     pub fn name(&self) -> &str {
         self.draft.name.as_deref().unwrap_or("")
