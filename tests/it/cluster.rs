@@ -45,6 +45,12 @@ impl Cluster {
     }
 
     fn with_providers(nats_url: &str, providers: &str) -> Self {
+        Self::with_database(nats_url, providers, None)
+    }
+
+    /// `sqlite`: a shared SQLite file instead of PostgreSQL, with polling slowed to a
+    /// minute, so that only NATS change notices can carry a change quickly.
+    fn with_database(nats_url: &str, providers: &str, sqlite: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let suffix = unique_suffix();
         let prefix = format!("cl{}", suffix.replace('_', ""));
@@ -53,10 +59,7 @@ impl Cluster {
         let d = dir.path().display();
         let config = format!(
             r#"
-[database]
-url = "{pg}"
-schema = "{schema}"
-max_connections = 5
+{database}
 [bus]
 url = "{nats_url}"
 prefix = "{prefix}"
@@ -71,7 +74,14 @@ master_key = "{key}"
 token = "cluster-test-admin-token"
 
 {providers}"#,
-            pg = postgres_url(),
+            database = match sqlite {
+                Some(file) =>
+                    format!("[database]\nurl = \"sqlite://{d}/{file}\"\nchange_poll_ms = 60000"),
+                None => format!(
+                    "[database]\nurl = \"{}\"\nschema = \"{schema}\"\nmax_connections = 5",
+                    postgres_url()
+                ),
+            },
         );
         let path = dir.path().join("switchyard.toml");
         std::fs::write(&path, config).unwrap();
@@ -441,4 +451,44 @@ rate_limit = { rpm = 100000, burst = 1000, max_concurrency = 100 }
     b.kill().unwrap();
     b.wait().unwrap();
     cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_write_reaches_the_other_replica_over_nats_within_a_second() {
+    let nats = NatsServer::start();
+    let providers = "[[providers]]\nname = \"mock-a\"\nprovider = \"mock\"\n";
+    let cluster = Cluster::with_database(&nats.url(), providers, Some("shared.db"));
+    let (mut a, port_a) = cluster.serve_on();
+    let (mut b, port_b) = cluster.serve_on();
+    let token = Some("cluster-test-admin-token");
+    let (_, list) = crate::reload::http(port_a, "GET", "/v1/providers", token, None);
+    let id = list["items"][0]["id"].as_i64().unwrap();
+    for round in 0..3 {
+        let (status, body) = crate::reload::http(
+            port_a,
+            "PATCH",
+            &format!("/v1/providers/{id}"),
+            token,
+            Some(&json!({"priority": 50 + round})),
+        );
+        assert_eq!(status, 200, "{body}");
+        let version = body["version"].as_i64().unwrap();
+        let changed = Instant::now();
+        loop {
+            let (_, status) =
+                crate::reload::http(port_b, "GET", "/v1/providers/status", token, None);
+            if status["instances"][0]["version"] == version {
+                break;
+            }
+            assert!(
+                changed.elapsed() < Duration::from_secs(1),
+                "replica b still runs {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    a.kill().unwrap();
+    a.wait().unwrap();
+    b.kill().unwrap();
+    b.wait().unwrap();
 }
