@@ -31,9 +31,20 @@ pub async fn start(
     engine: Engine,
     reload: ReloadHandle,
 ) -> Result<Control, InitError> {
+    let stats_engine = engine.clone();
     let service = client
         .service_builder()
         .description("Switchyard runtime: live provider status and reload")
+        // `$SRV.STATS` carries the config version each instance of this process runs,
+        // so an operator can see every replica converge.
+        .stats_handler(move |_endpoint, _stats| {
+            let versions: std::collections::BTreeMap<String, i64> = stats_engine
+                .status()
+                .into_iter()
+                .map(|s| (s.config_id.to_string(), s.version))
+                .collect();
+            serde_json::json!({ "config_versions": versions })
+        })
         .start("switchyard", env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| InitError::Control(e.to_string()))?;

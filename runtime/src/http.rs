@@ -370,13 +370,18 @@ async fn reload(State(admin): State<AdminState>) -> Response {
     }
 }
 
-#[utoipa::path(get, path = "/v1/providers/status", tag = "providers", security(("admin" = [])), responses((status = 200, description = "{replicas, instances: [{config_id, name, version, actor, breaker, in_flight, queued, latency_ewma_ms, restarts, requests, errors, limiter_waits, last_error, …}]}"), (status = 401, description = "missing or wrong admin token")))]
+#[utoipa::path(get, path = "/v1/providers/status", tag = "providers", security(("admin" = [])), responses((status = 200, description = "{replicas, instances: [{config_id, name, version, actor, breaker, in_flight, queued, latency_ewma_ms, restarts, requests, errors, limiter_waits, last_error, …}], invalid: [{config_id, errors}]}"), (status = 401, description = "missing or wrong admin token")))]
 async fn status(State(admin): State<AdminState>) -> Response {
     let replicas = admin
         .membership
         .as_ref()
         .map_or(1, crate::replicas::Membership::replicas);
-    Json(json!({"replicas": replicas, "instances": admin.engine.status()})).into_response()
+    Json(json!({
+        "replicas": replicas,
+        "instances": admin.engine.status(),
+        "invalid": admin.reload.invalid(),
+    }))
+    .into_response()
 }
 
 #[utoipa::path(post, path = "/v1/providers/{id}/test", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "{ok, code?, error?}: the adapter's health check against the provider"), (status = 404, description = "not found"), (status = 401, description = "missing or wrong admin token")))]

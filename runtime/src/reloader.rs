@@ -80,6 +80,7 @@ enum Trigger {
 #[derive(Debug, Clone)]
 pub struct ReloadHandle {
     tx: mpsc::UnboundedSender<Trigger>,
+    invalid: std::sync::Arc<arc_swap::ArcSwap<Vec<InvalidConfig>>>,
 }
 
 impl std::fmt::Debug for Trigger {
@@ -111,6 +112,12 @@ impl ReloadHandle {
             .send(Trigger::One(id, Some(tx)))
             .map_err(|_| ReloadError::Stopped)?;
         rx.await.map_err(|_| ReloadError::Stopped)?
+    }
+
+    /// Rows that did not validate at the last reload (their previous config, if any,
+    /// keeps serving).
+    pub fn invalid(&self) -> Vec<InvalidConfig> {
+        self.invalid.load().as_ref().clone()
     }
 
     /// Asks for a reload of everything without waiting.
@@ -292,7 +299,11 @@ pub async fn start(
     };
     let initial = reloader.reload().await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
-    let handle = ReloadHandle { tx: tx.clone() };
+    let invalid = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(initial.invalid.clone()));
+    let handle = ReloadHandle {
+        tx: tx.clone(),
+        invalid: invalid.clone(),
+    };
 
     // Push: NATS change notices from any process.
     if let Some(bus) = bus {
@@ -407,6 +418,20 @@ pub async fn start(
             } else {
                 reloader.reload_some(&ids).await
             };
+            if let Ok(report) = &result {
+                let mut now: Vec<InvalidConfig> = if full {
+                    Vec::new()
+                } else {
+                    invalid
+                        .load()
+                        .iter()
+                        .filter(|i| !ids.contains(&i.config_id))
+                        .cloned()
+                        .collect()
+                };
+                now.extend(report.invalid.iter().cloned());
+                invalid.store(std::sync::Arc::new(now));
+            }
             if let Err(e) = &result {
                 tracing::error!(error = %e, "reload failed; the running configs keep serving");
             }

@@ -288,6 +288,11 @@ async fn sql_edits_are_followed_and_an_invalid_row_keeps_the_working_instance() 
         report["invalid"][0]["errors"][0]["path"], "rate_limit.rpm",
         "{report}"
     );
+    let (_, status) = node.call("GET", "/v1/providers/status", None);
+    assert_eq!(
+        status["invalid"][0]["errors"][0]["path"], "rate_limit.rpm",
+        "{status}"
+    );
     let a = node.status_of("mock-a").expect("mock-a still serves");
     assert_eq!(a["version"], 1);
     assert_eq!(a["actor"], "running");
