@@ -315,35 +315,30 @@ impl CommandHandler {
                         ..NewTaskResult::default()
                     });
                 }
-                let won = self
-                    .store
-                    .complete_task(
+                let usage_row = UsageRecord {
+                    task_id: Some(task.id),
+                    tenant: command.tenant.to_string(),
+                    user: command.user.clone(),
+                    config_id: Some(provider.config_id),
+                    provider: provider.provider_type.as_str().to_owned(),
+                    model: provider.model.clone(),
+                    kind: command.kind,
+                    images: i64::from(usage.images),
+                    input_tokens: i64::try_from(usage.input_tokens).unwrap_or(i64::MAX),
+                    output_tokens: i64::try_from(usage.output_tokens).unwrap_or(i64::MAX),
+                    cost_usd: usage.cost_usd,
+                };
+                self.store
+                    .complete_task_with_usage(
                         task.id,
                         Some(provider.config_id),
                         i64::try_from(attempts.len()).unwrap_or(0),
                         outcome.raw_response.as_ref(),
                         &results,
                         &value,
+                        Some(&usage_row),
                     )
-                    .await?;
-                if won {
-                    self.store
-                        .record_usage(&UsageRecord {
-                            task_id: Some(task.id),
-                            tenant: command.tenant.to_string(),
-                            user: command.user.clone(),
-                            config_id: Some(provider.config_id),
-                            provider: provider.provider_type.as_str().to_owned(),
-                            model: provider.model.clone(),
-                            kind: command.kind,
-                            images: i64::from(usage.images),
-                            input_tokens: i64::try_from(usage.input_tokens).unwrap_or(i64::MAX),
-                            output_tokens: i64::try_from(usage.output_tokens).unwrap_or(i64::MAX),
-                            cost_usd: usage.cost_usd,
-                        })
-                        .await?;
-                }
-                won
+                    .await?
             }
             EventBody::Failed {
                 error, attempts, ..

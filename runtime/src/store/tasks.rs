@@ -323,37 +323,39 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn create_task(&self, task: &NewTask) -> Result<TaskInsert, StoreError> {
-        let inserted: Option<i64> = on_pool!(self, |pool| {
-            sqlx::query_scalar(
+        // One statement for a new task (the common case); a read only for a duplicate.
+        let sql = format!(
             "INSERT INTO tasks (request_id, tenant, user_id, kind, prompt, input_images, model, \
              size, status, command, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10) \
-             ON CONFLICT (tenant, request_id) DO NOTHING RETURNING id"
-        )
-        .bind(&task.request_id)
-        .bind(&task.tenant)
-        .bind(&task.user)
-        .bind(&task.kind)
-        .bind(&task.prompt)
-        .bind(task.input_images.as_ref().map(Json))
-        .bind(&task.model)
-        .bind(&task.size)
-        .bind(Json(&task.command))
-        .bind(Utc::now())
-        .fetch_optional(pool)
-        .await
+             ON CONFLICT (tenant, request_id) DO NOTHING RETURNING {TASK_COLUMNS}"
+        );
+        let inserted: Option<TaskRow> = on_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(&task.request_id)
+                .bind(&task.tenant)
+                .bind(&task.user)
+                .bind(&task.kind)
+                .bind(&task.prompt)
+                .bind(task.input_images.as_ref().map(Json))
+                .bind(&task.model)
+                .bind(&task.size)
+                .bind(Json(&task.command))
+                .bind(Utc::now())
+                .fetch_optional(pool)
+                .await
         })?;
+        if let Some(row) = inserted {
+            return Ok(TaskInsert::Created(Task::try_from(row)?));
+        }
         let stored = self
             .find_task(&task.tenant, &task.request_id)
             .await?
             .ok_or_else(|| StoreError::Corrupt {
                 table: "tasks",
-                detail: "task vanished right after insert".to_owned(),
+                detail: "a conflicting task row vanished".to_owned(),
             })?;
-        Ok(match inserted {
-            Some(_) => TaskInsert::Created(stored),
-            None => TaskInsert::Existing(stored),
-        })
+        Ok(TaskInsert::Existing(stored))
     }
 
     /// A task by id.
@@ -432,6 +434,37 @@ impl Store {
         results: &[NewTaskResult],
         terminal_event: &Value,
     ) -> Result<bool, StoreError> {
+        self.complete_task_with_usage(
+            id,
+            config_id,
+            attempts,
+            raw_response,
+            results,
+            terminal_event,
+            None,
+        )
+        .await
+    }
+
+    /// [`Store::complete_task`], also appending the usage row in the same transaction
+    /// (one commit per finished command instead of two).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the columns of one terminal write"
+    )]
+    pub async fn complete_task_with_usage(
+        &self,
+        id: i64,
+        config_id: Option<ConfigId>,
+        attempts: i64,
+        raw_response: Option<&Value>,
+        results: &[NewTaskResult],
+        terminal_event: &Value,
+        usage: Option<&super::UsageRecord>,
+    ) -> Result<bool, StoreError> {
         let now = Utc::now();
         let done: Result<bool, sqlx::Error> = on_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
@@ -475,6 +508,11 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            }
+            if let Some(usage) = usage {
+                super::usage::bind_usage(sqlx::query(super::usage::INSERT_USAGE), usage, now)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(true)

@@ -99,17 +99,26 @@ struct QuotaRow {
     max_cost_usd: Option<f64>,
 }
 
-impl Store {
-    /// Appends a usage row.
-    ///
-    /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn record_usage(&self, usage: &UsageRecord) -> Result<(), StoreError> {
-        on_pool!(self, |pool| sqlx::query(
-            "INSERT INTO usage_log (task_id, tenant, user_id, provider_config_id, provider, model, \
-             kind, images, input_tokens, output_tokens, cost_usd, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        )
+pub(super) const INSERT_USAGE: &str = "INSERT INTO usage_log (task_id, tenant, user_id, \
+    provider_config_id, provider, model, kind, images, input_tokens, output_tokens, cost_usd, \
+    created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+/// Binds a usage row to [`INSERT_USAGE`], for either database.
+pub(super) fn bind_usage<'q, DB: sqlx::Database>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    usage: &'q UsageRecord,
+    now: DateTime<Utc>,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    f64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
         .bind(usage.task_id)
         .bind(&usage.tenant)
         .bind(&usage.user)
@@ -121,7 +130,21 @@ impl Store {
         .bind(usage.input_tokens)
         .bind(usage.output_tokens)
         .bind(usage.cost_usd)
-        .bind(Utc::now())
+        .bind(now)
+}
+
+impl Store {
+    /// Appends a usage row.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn record_usage(&self, usage: &UsageRecord) -> Result<(), StoreError> {
+        let now = Utc::now();
+        on_pool!(self, |pool| bind_usage(
+            sqlx::query(INSERT_USAGE),
+            usage,
+            now
+        )
         .execute(pool)
         .await
         .map(|_| ()))?;
