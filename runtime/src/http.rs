@@ -35,6 +35,8 @@ pub struct HttpState {
     pub readiness: Readiness,
     /// The admin API, when served.
     pub admin: Option<AdminState>,
+    /// Renders `/metrics` (Prometheus text), when a recorder is installed.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// What the admin API needs.
@@ -60,6 +62,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .route("/v1/artifacts/{id}", get(artifact))
         .with_state(state.clone());
     if let Some(admin) = state.admin {
@@ -88,7 +91,7 @@ pub fn router(state: HttpState) -> Router {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Switchyard", description = "Event-driven gateway to AI image and text providers. Admin endpoints need `Authorization: Bearer <admin token>`."),
-    paths(healthz, readyz, artifact, list_providers, create_provider, get_provider, patch_provider, delete_provider, reload, status, test_provider),
+    paths(healthz, readyz, metrics_text, artifact, list_providers, create_provider, get_provider, patch_provider, delete_provider, reload, status, test_provider),
     modifiers(&AdminAuth),
 )]
 pub struct ApiDoc;
@@ -148,6 +151,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text: switchyard_requests_total, switchyard_provider_calls_total, switchyard_provider_latency_seconds, switchyard_provider_in_flight, switchyard_provider_breaker_state, switchyard_provider_limiter_waits_total, switchyard_actor_restarts_total, …")))]
+async fn metrics_text(State(state): State<HttpState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "metrics are not recorded in this process",
+        ),
+    }
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "actors run and the command consumer is live"), (status = 503, description = "still starting")))]

@@ -33,6 +33,7 @@ pub mod secrets;
 pub mod serve;
 pub mod settings;
 pub mod store;
+pub mod telemetry;
 
 pub use engine::{Engine, EngineError, EngineOptions, RequestOutcome, Submission};
 pub use secrets::{MasterKey, SecretError};

@@ -280,6 +280,7 @@ impl Runtime {
         let app = crate::http::router(crate::http::HttpState {
             artifacts: ArtifactStore::open(&self.settings.artifacts.url)?,
             readiness: readiness.clone(),
+            metrics: crate::telemetry::prometheus(),
             admin: Some(crate::http::AdminState {
                 store: self.store.clone(),
                 engine: engine.clone(),
