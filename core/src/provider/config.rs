@@ -271,6 +271,8 @@ pub struct MockOptions {
     pub fail_first: u64,
     /// Test hook for supervision: the first N calls panic inside the provider actor.
     pub panic_first: u64,
+    /// Streamed text: fail (with `fail_with`) after sending this many chunks.
+    pub fail_after_chunks: Option<u64>,
 }
 
 impl Default for MockOptions {
@@ -282,6 +284,7 @@ impl Default for MockOptions {
             fail_with: ErrorCode::ProviderError,
             fail_first: 0,
             panic_first: 0,
+            fail_after_chunks: None,
         }
     }
 }

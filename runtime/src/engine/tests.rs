@@ -852,3 +852,68 @@ async fn no_request_fails_or_is_lost_while_configs_change_under_load() {
     }
     assert!(total > 100, "only {total} requests ran");
 }
+
+fn streamed(id: &str) -> Arc<Command> {
+    let mut command = (*text_command(id, json!({}))).clone();
+    command.input.stream = Some(true);
+    Arc::new(command)
+}
+
+#[tokio::test]
+async fn a_stream_cut_after_its_first_chunk_fails_saying_how_many_were_delivered() {
+    let h = harness(vec![
+        config(1, json!({"priority": 100, "options": {"fail_after_chunks": 2, "fail_with": "provider_unavailable"}})),
+        config(2, json!({"priority": 1})),
+    ])
+    .await;
+    let events = run(&h, streamed("cut")).await;
+    seqs_are_gapless_with_one_terminal(&events);
+    let chunks = events
+        .iter()
+        .filter(|e| e.event_type().as_str() == "chunk")
+        .count();
+    assert_eq!(chunks, 2);
+    let EventBody::Failed {
+        error,
+        attempts,
+        chunks_delivered,
+        ..
+    } = terminal(&events)
+    else {
+        panic!("a cut stream must never end as completed: {events:?}")
+    };
+    assert_eq!(error.code, ErrorCode::ProviderUnavailable);
+    assert_eq!(*chunks_delivered, Some(2));
+    assert_eq!(
+        attempts.len(),
+        1,
+        "text already delivered cannot be replayed elsewhere"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_fails_before_its_first_chunk_falls_back() {
+    let h = harness(vec![
+        config(1, json!({"priority": 100, "options": {"fail_after_chunks": 0, "fail_with": "provider_unavailable"}})),
+        config(2, json!({"priority": 1})),
+    ])
+    .await;
+    let events = run(&h, streamed("early")).await;
+    seqs_are_gapless_with_one_terminal(&events);
+    assert_eq!(completed_by(&events), 2);
+    let EventBody::Completed {
+        attempts, output, ..
+    } = terminal(&events)
+    else {
+        panic!()
+    };
+    assert_eq!(attempts.len(), 2);
+    let streamed: String = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Chunk { delta, .. } => Some(delta.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(output.text.as_deref(), Some(streamed.as_str()));
+}

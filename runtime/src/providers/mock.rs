@@ -101,7 +101,16 @@ impl ProviderAdapter for MockAdapter {
             let command = &request.command;
             match command.kind {
                 Kind::ImageGenerate | Kind::ImageEdit => images(command, model.as_deref()),
-                Kind::TextGenerate => Ok(text(command, request.chunks.as_ref())),
+                Kind::TextGenerate => {
+                    text(command, request.chunks.as_ref(), options.fail_after_chunks).map_err(
+                        |sent| {
+                            AttemptError::new(
+                                options.fail_with,
+                                format!("mock stream cut off after {sent} chunks"),
+                            )
+                        },
+                    )
+                }
             }
         })
     }
@@ -187,10 +196,12 @@ const WORDS: [&str; 16] = [
     "junction", "platform", "lantern", "ballast", "gauge", "depot", "relay",
 ];
 
+/// The text output; with `fail_after` and a stream, `Err(chunks sent)` after that many.
 fn text(
     command: &Command,
     chunks: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
-) -> AdapterOutput {
+    fail_after: Option<u64>,
+) -> Result<AdapterOutput, u64> {
     let input = &command.input;
     let messages = input.messages.as_deref().unwrap_or(&[]);
     let mut hasher_input = Vec::new();
@@ -214,6 +225,9 @@ fn text(
     if let Some(sink) = chunks {
         // Several chunks: about four words each.
         for (i, piece) in words.chunks(4).enumerate() {
+            if fail_after.is_some_and(|n| i as u64 >= n) {
+                return Err(i as u64);
+            }
             let mut delta = piece.join(" ");
             if i > 0 {
                 delta.insert(0, ' ');
@@ -222,13 +236,13 @@ fn text(
         }
     }
     let input_chars: usize = messages.iter().map(|m| m.content.len()).sum();
-    AdapterOutput {
+    Ok(AdapterOutput {
         text: Some(full),
         input_tokens: (input_chars as u64).div_ceil(4),
         output_tokens: words.len() as u64,
         raw: Some(serde_json::json!({"mock": true, "words": words.len()})),
         ..AdapterOutput::default()
-    }
+    })
 }
 
 /// The PNG the mock makes for image `index` of a prompt and seed (for tests).
