@@ -58,6 +58,28 @@ pub struct ReloadReport {
     pub versions: BTreeMap<ConfigId, i64>,
 }
 
+impl ReloadReport {
+    fn new(apply: crate::actors::ApplyReport, invalid: Vec<InvalidConfig>) -> Self {
+        Self {
+            live: apply.versions.len(),
+            failed: apply
+                .failures
+                .iter()
+                .map(|f| (f.config_id, f.reason.clone()))
+                .collect(),
+            added: apply.added,
+            replaced: apply.replaced,
+            removed: apply.removed,
+            invalid,
+            versions: apply.versions,
+        }
+    }
+}
+
+fn failed_ids(apply: &crate::actors::ApplyReport) -> Vec<ConfigId> {
+    apply.failures.iter().map(|f| f.config_id).collect()
+}
+
 /// A row that does not validate.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct InvalidConfig {
@@ -197,12 +219,8 @@ impl Reloader {
                     .collect(),
             )
             .await?;
-        let failed: Vec<_> = report
-            .failures
-            .iter()
-            .map(|f| (f.config_id, f.reason.clone()))
-            .collect();
-        for (id, _) in &failed {
+        let failed = failed_ids(&report);
+        for id in &failed {
             match previous.remove(id).flatten() {
                 Some(config) => {
                     self.applied.insert(*id, config);
@@ -212,15 +230,7 @@ impl Reloader {
                 }
             }
         }
-        Ok(ReloadReport {
-            live: report.versions.len(),
-            added: report.added,
-            replaced: report.replaced,
-            removed: report.removed,
-            invalid,
-            failed,
-            versions: report.versions,
-        })
+        Ok(ReloadReport::new(report, invalid))
     }
 
     async fn reload(&mut self) -> Result<ReloadReport, ReloadError> {
@@ -253,13 +263,9 @@ impl Reloader {
             .engine
             .apply(live.values().cloned().collect(), disabled)
             .await?;
-        let failed: Vec<_> = report
-            .failures
-            .iter()
-            .map(|f| (f.config_id, f.reason.clone()))
-            .collect();
+        let failed = failed_ids(&report);
         // A config that failed to start is not applied: keep the previous one's record.
-        for (id, _) in &failed {
+        for id in &failed {
             if let Some(previous) = self.applied.get(id) {
                 live.insert(*id, previous.clone());
             } else {
@@ -267,15 +273,7 @@ impl Reloader {
             }
         }
         self.applied = live;
-        Ok(ReloadReport {
-            live: report.versions.len(),
-            added: report.added,
-            replaced: report.replaced,
-            removed: report.removed,
-            invalid,
-            failed,
-            versions: report.versions,
-        })
+        Ok(ReloadReport::new(report, invalid))
     }
 }
 

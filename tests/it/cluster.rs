@@ -200,9 +200,8 @@ async fn publish_many(bus: &Bus, n: usize) -> Vec<String> {
     ids
 }
 
-/// Reads the whole event stream until every id has a terminal event (or the deadline),
-/// then a little longer, and returns terminal counts per request.
-async fn terminal_counts(bus: &Bus, ids: &[String], within: Duration) -> BTreeMap<String, usize> {
+/// Every message of the event stream, from its first.
+async fn every_event(bus: &Bus) -> async_nats::jetstream::consumer::pull::Ordered {
     let client = bus.nats_client().unwrap().clone();
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream(bus.subjects().event_stream()).await.unwrap();
@@ -213,7 +212,13 @@ async fn terminal_counts(bus: &Bus, ids: &[String], within: Duration) -> BTreeMa
         })
         .await
         .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
+    consumer.messages().await.unwrap()
+}
+
+/// Reads the whole event stream until every id has a terminal event (or the deadline),
+/// then a little longer, and returns terminal counts per request.
+async fn terminal_counts(bus: &Bus, ids: &[String], within: Duration) -> BTreeMap<String, usize> {
+    let mut messages = every_event(bus).await;
     let mut counts: BTreeMap<String, usize> = ids.iter().map(|id| (id.clone(), 0)).collect();
     let deadline = tokio::time::Instant::now() + within;
     let mut done_at: Option<tokio::time::Instant> = None;
@@ -346,17 +351,7 @@ async fn two_replicas_share_one_accounts_rate_limit() {
         .unwrap();
         ids.push(id);
     }
-    let client = bus.nats_client().unwrap().clone();
-    let js = async_nats::jetstream::new(client);
-    let stream = js.get_stream(bus.subjects().event_stream()).await.unwrap();
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: bus.subjects().all_events(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
+    let mut messages = every_event(&bus).await;
     let (mut completed, mut failed) = (0, 0);
     while completed + failed < ids.len() {
         let message = tokio::time::timeout(Duration::from_secs(30), messages.next())
