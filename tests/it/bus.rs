@@ -494,3 +494,38 @@ async fn many_commands_each_get_exactly_one_terminal_event(rig: &Rig) {
         assert_gapless(&events);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_and_user_password_authentication_connect() {
+    use switchyard_runtime::settings::{BusSettings, Secret};
+    let with_token = NatsServer::start_with(&["--auth", "s3cret-token"]);
+    let settings = BusSettings {
+        token: Some(Secret::new("s3cret-token")),
+        ..BusSettings::default()
+    };
+    let bus = Bus::connect(&with_token.url(), "auth", settings.nats_options())
+        .await
+        .unwrap();
+    assert!(
+        !bus.publish_command_raw("auth.cmd.text.generate", Bytes::from_static(b"{}"), None)
+            .await
+            .unwrap()
+    );
+
+    let with_user = NatsServer::start_with(&["--user", "switchyard", "--pass", "s3cret-pass"]);
+    let settings = BusSettings {
+        user: Some("switchyard".into()),
+        password: Some(Secret::new("s3cret-pass")),
+        ..BusSettings::default()
+    };
+    let bus = Bus::connect(&with_user.url(), "auth", settings.nats_options())
+        .await
+        .unwrap();
+    assert!(
+        !bus.publish_command_raw("auth.cmd.text.generate", Bytes::from_static(b"{}"), None)
+            .await
+            .unwrap()
+    );
+    // The secret never shows in the settings' debug output.
+    assert!(!format!("{settings:?}").contains("s3cret"));
+}

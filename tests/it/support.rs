@@ -192,6 +192,7 @@ pub struct NatsServer {
     child: Option<std::process::Child>,
     pub port: u16,
     pub store_dir: tempfile::TempDir,
+    flags: Vec<String>,
 }
 
 /// The nats-server binary: `NATS_SERVER_BIN`, else `nats-server` on PATH.
@@ -208,11 +209,17 @@ pub fn free_port() -> u16 {
 
 impl NatsServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server started with extra flags (e.g. `--auth TOKEN`).
+    pub fn start_with(flags: &[&str]) -> Self {
         let store_dir = tempfile::tempdir().unwrap();
         let mut server = Self {
             child: None,
             port: free_port(),
             store_dir,
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
         };
         server.spawn();
         server
@@ -234,6 +241,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(self.store_dir.path())
+            .args(&self.flags)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
