@@ -487,3 +487,47 @@ async fn an_api_write_reaches_the_other_replica_over_nats_within_a_second() {
     b.kill().unwrap();
     b.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_micro_service_is_discoverable_and_answers() {
+    let nats = NatsServer::start();
+    let cluster = Cluster::new(&nats.url(), 0);
+    let mut serve = cluster.serve();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let ask = |subject: String| {
+        let client = client.clone();
+        async move {
+            let reply = tokio::time::timeout(
+                Duration::from_secs(5),
+                client.request(subject, Bytes::new()),
+            )
+            .await
+            .expect("answered in time")
+            .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
+        }
+    };
+    let info = ask("$SRV.INFO.switchyard".to_owned()).await;
+    assert_eq!(info["name"], "switchyard");
+    let endpoints: Vec<String> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap().to_owned())
+        .collect();
+    let status_subject = format!("{}.ctl.status", cluster.prefix);
+    let reload_subject = format!("{}.ctl.reload", cluster.prefix);
+    assert!(endpoints.contains(&status_subject), "{endpoints:?}");
+    assert!(endpoints.contains(&reload_subject), "{endpoints:?}");
+    let status = ask(status_subject).await;
+    assert_eq!(status[0]["name"], "mock-a");
+    assert_eq!(status[0]["actor"], "running");
+    let report = ask(reload_subject).await;
+    assert_eq!(report["live"], 1, "{report}");
+    let stats = ask("$SRV.STATS.switchyard".to_owned()).await;
+    let versions = &stats["endpoints"][0]["data"]["config_versions"];
+    assert_eq!(versions.as_object().map(|v| v.len()), Some(1), "{stats}");
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    cluster.cleanup().await;
+}
