@@ -445,11 +445,12 @@ pub async fn run_ingress(
         while running.try_join_next().is_some() {}
     }
     readiness.set(false);
-    // Pulled but not started: hand back for redelivery at once.
-    while let Ok(Some(delivery)) =
-        tokio::time::timeout(Duration::from_millis(50), deliveries.next()).await
-    {
-        delivery.nak(None).await;
+    // Pulled but not started: hand back for redelivery. Only what is already buffered
+    // (a short window), and with a delay, so the handed-back commands cannot come
+    // straight back to this stopping consumer.
+    let window = tokio::time::Instant::now() + Duration::from_millis(200);
+    while let Ok(Some(delivery)) = tokio::time::timeout_at(window, deliveries.next()).await {
+        delivery.nak(Some(Duration::from_secs(1))).await;
     }
     while running.join_next().await.is_some() {}
     Ok(())

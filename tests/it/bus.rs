@@ -48,6 +48,18 @@ fn mock(id: i64, extra: Value) -> ProviderConfig {
 
 impl Rig {
     async fn start(nats: bool) -> Self {
+        Self::start_with(
+            nats,
+            vec![
+                mock(1, json!({})),
+                mock(2, json!({"options": {"latency_ms": 5}})),
+            ],
+            64,
+        )
+        .await
+    }
+
+    async fn start_with(nats: bool, configs: Vec<ProviderConfig>, concurrency: usize) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -70,10 +82,7 @@ impl Rig {
         ))
         .unwrap();
         let (engine, failures) = Engine::start(
-            vec![
-                mock(1, json!({})),
-                mock(2, json!({"options": {"latency_ms": 5}})),
-            ],
+            configs,
             Vec::new(),
             EngineOptions {
                 artifacts,
@@ -88,7 +97,7 @@ impl Rig {
         let (stop, stop_rx) = watch::channel(false);
         let handler = CommandHandler::new(db.store.clone(), engine.clone(), bus.clone());
         let ingress = tokio::spawn(async move {
-            run_ingress(handler, 64, Readiness::default(), stop_rx)
+            run_ingress(handler, concurrency, Readiness::default(), stop_rx)
                 .await
                 .unwrap();
         });
@@ -528,4 +537,61 @@ async fn token_and_user_password_authentication_connect() {
     );
     // The secret never shows in the settings' debug output.
     assert!(!format!("{settings:?}").contains("s3cret"));
+}
+
+/// A graceful shutdown hands back what it pulled but had not started, so the next
+/// consumer takes it at once (not after the ack wait of 30 s), and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_back_unstarted_commands_and_loses_nothing() {
+    for nats in [false, true] {
+        let slow = vec![mock(
+            1,
+            json!({"options": {"latency_ms": 300}, "rate_limit": {"rpm": 100000, "burst": 1000, "max_concurrency": 1000}}),
+        )];
+        let rig = Rig::start_with(nats, slow.clone(), 4).await;
+        let mut ids = Vec::new();
+        for i in 0..24 {
+            let id = format!("shut-{i}");
+            let body = command(
+                &id,
+                "text.generate",
+                json!({"messages": [{"role": "user", "content": "x"}]}),
+            );
+            publish(&rig, "text.generate", &body, Some(&id)).await;
+            ids.push(id);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Shut the consumer down while most commands wait, then start a new one.
+        let _ = rig.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while !rig.ingress.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            rig.ingress.is_finished(),
+            "shutdown waits for running commands only"
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        let handler =
+            CommandHandler::new(rig.db.store.clone(), rig.engine.clone(), rig.bus.clone());
+        let next = tokio::spawn(async move {
+            run_ingress(handler, 64, Readiness::default(), stop_rx)
+                .await
+                .unwrap();
+        });
+        for id in &ids {
+            let events = rig.events_of("acme", id, Duration::ZERO).await;
+            assert_eq!(
+                terminals(&events),
+                1,
+                "{id} ({})",
+                if nats { "nats" } else { "memory" }
+            );
+        }
+        let _ = stop.send(true);
+        let _ = next.await;
+        rig.finish().await;
+    }
 }
