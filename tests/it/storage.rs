@@ -55,6 +55,7 @@ on_both_databases!(
     usage_is_summed_per_provider_model_and_kind,
     quotas_are_upserted,
     seeding_never_overwrites_operator_edits,
+    usage_is_written_with_the_terminal_row_and_only_once,
 );
 
 async fn provider_crud_round_trips(db: &TestDb) {
@@ -693,4 +694,88 @@ async fn seeding_never_overwrites_operator_edits(db: &TestDb) {
         err.to_string(),
         "invalid provider config: providers[0].rate_limit.rpm must be > 0"
     );
+}
+
+async fn usage_is_written_with_the_terminal_row_and_only_once(db: &TestDb) {
+    let store = &db.store;
+    let task = store
+        .create_task(&NewTask::from_command(&command("req-usage")))
+        .await
+        .unwrap()
+        .task()
+        .clone();
+    let usage = UsageRecord {
+        task_id: Some(task.id),
+        tenant: "acme".into(),
+        user: Some("u-42".into()),
+        config_id: Some(ConfigId(3)),
+        provider: "stability".into(),
+        model: Some("sdxl".into()),
+        kind: Kind::ImageEdit,
+        images: 2,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd: 0.08,
+    };
+    let results = [
+        NewTaskResult {
+            artifact_id: Some("first".into()),
+            width: Some(8),
+            ..NewTaskResult::default()
+        },
+        NewTaskResult {
+            artifact_id: Some("second".into()),
+            text: Some("t".into()),
+            ..NewTaskResult::default()
+        },
+    ];
+    let event = json!({"type": "completed"});
+    assert!(
+        store
+            .complete_task_with_usage(
+                task.id,
+                Some(ConfigId(3)),
+                1,
+                None,
+                &results,
+                &event,
+                Some(&usage)
+            )
+            .await
+            .unwrap()
+    );
+    // A second finisher (a redelivery racing the first) writes nothing.
+    assert!(
+        !store
+            .complete_task_with_usage(
+                task.id,
+                Some(ConfigId(3)),
+                2,
+                None,
+                &results,
+                &event,
+                Some(&usage)
+            )
+            .await
+            .unwrap()
+    );
+    let stored: Vec<_> = store
+        .task_results(task.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.result)
+        .collect();
+    assert_eq!(stored, results);
+    let now = Utc::now();
+    let rows = store
+        .usage_summary("acme", now - Duration::hours(1), now + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].requests, rows[0].images), (1, 2));
+    assert!((rows[0].cost_usd - 0.08).abs() < 1e-9);
+    let task = store.get_task(task.id).await.unwrap().unwrap();
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert_eq!(task.provider_config_id, Some(ConfigId(3)));
 }

@@ -466,6 +466,20 @@ impl Store {
         usage: Option<&super::UsageRecord>,
     ) -> Result<bool, StoreError> {
         let now = Utc::now();
+        if let super::Pool::Postgres(pool) = &self.pool {
+            return Ok(complete_in_one_statement(
+                pool,
+                id,
+                config_id,
+                attempts,
+                raw_response,
+                results,
+                terminal_event,
+                usage,
+                now,
+            )
+            .await?);
+        }
         let done: Result<bool, sqlx::Error> = on_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
             let affected = sqlx::query(
@@ -629,4 +643,81 @@ impl Store {
         .await)?;
         Ok(rows)
     }
+}
+
+/// PostgreSQL: the terminal transition, its results and its usage row in one statement
+/// (data-modifying CTEs), so a finished command costs one round trip. The results and
+/// usage are written only when the transition happened.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the columns of one terminal write"
+)]
+async fn complete_in_one_statement(
+    pool: &sqlx::PgPool,
+    id: i64,
+    config_id: Option<ConfigId>,
+    attempts: i64,
+    raw_response: Option<&Value>,
+    results: &[NewTaskResult],
+    terminal_event: &Value,
+    usage: Option<&super::UsageRecord>,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let column =
+        |f: fn(&NewTaskResult) -> Option<String>| results.iter().map(f).collect::<Vec<_>>();
+    let number = |f: fn(&NewTaskResult) -> Option<i64>| results.iter().map(f).collect::<Vec<_>>();
+    let done: i64 = sqlx::query_scalar(
+        "WITH done AS ( \
+           UPDATE tasks SET status = 'completed', provider_config_id = $2, attempts = $3, \
+             raw_response = $4, terminal_event = $5, completed_at = $6, \
+             started_at = COALESCE(started_at, $6) \
+           WHERE id = $1 AND status IN ('pending', 'processing') RETURNING id \
+         ), results AS ( \
+           INSERT INTO task_results (task_id, artifact_id, url, content_type, bytes, width, \
+             height, sha256, model, seed, revised_prompt, text, created_at) \
+           SELECT done.id, r.artifact_id, r.url, r.content_type, r.bytes, r.width, r.height, \
+             r.sha256, r.model, r.seed, r.revised_prompt, r.text, $6 \
+           FROM done, UNNEST($7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], \
+             $12::bigint[], $13::text[], $14::text[], $15::bigint[], $16::text[], $17::text[]) \
+             WITH ORDINALITY AS r(artifact_id, url, content_type, bytes, width, height, sha256, \
+             model, seed, revised_prompt, text, position) \
+           ORDER BY r.position RETURNING 1 \
+         ), usage AS ( \
+           INSERT INTO usage_log (task_id, tenant, user_id, provider_config_id, provider, model, \
+             kind, images, input_tokens, output_tokens, cost_usd, created_at) \
+           SELECT done.id, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $6 FROM done WHERE $18 \
+           RETURNING 1 \
+         ) SELECT COUNT(*) FROM done",
+    )
+    .bind(id)
+    .bind(config_id.map(|c| c.0))
+    .bind(attempts)
+    .bind(raw_response.map(Json))
+    .bind(Json(terminal_event))
+    .bind(now)
+    .bind(column(|r| r.artifact_id.clone()))
+    .bind(column(|r| r.url.clone()))
+    .bind(column(|r| r.content_type.clone()))
+    .bind(number(|r| r.bytes))
+    .bind(number(|r| r.width))
+    .bind(number(|r| r.height))
+    .bind(column(|r| r.sha256.clone()))
+    .bind(column(|r| r.model.clone()))
+    .bind(number(|r| r.seed))
+    .bind(column(|r| r.revised_prompt.clone()))
+    .bind(column(|r| r.text.clone()))
+    .bind(usage.is_some())
+    .bind(usage.map(|u| u.tenant.clone()))
+    .bind(usage.and_then(|u| u.user.clone()))
+    .bind(usage.and_then(|u| u.config_id.map(|c| c.0)))
+    .bind(usage.map(|u| u.provider.clone()))
+    .bind(usage.and_then(|u| u.model.clone()))
+    .bind(usage.map(|u| u.kind.as_str()))
+    .bind(usage.map_or(0, |u| u.images))
+    .bind(usage.map_or(0, |u| u.input_tokens))
+    .bind(usage.map_or(0, |u| u.output_tokens))
+    .bind(usage.map_or(0.0, |u| u.cost_usd))
+    .fetch_one(pool)
+    .await?;
+    Ok(done > 0)
 }
