@@ -11,6 +11,15 @@
 //! - [`engine`]: submit a command, get its events; routing, fallback, artifacts.
 //! - [`providers`]: the `ProviderAdapter` port and the `mock` adapter.
 //! - [`artifacts`]: content-addressed image storage.
+//! - [`bus`]: commands in, events out — `memory://` and NATS JetStream behind one type.
+//! - [`ingress`]: the delivery guarantees (task row, events, one terminal event, ack).
+//! - [`reloader`]: the only writer of the live provider set; follows change notices,
+//!   PostgreSQL NOTIFY and a fingerprint poll.
+//! - [`replicas`]: NATS heartbeats; each process takes 1/n of every account's limits;
+//!   breaker openings are shared.
+//! - [`http`]: health, readiness, artifacts, metrics, the admin API and its OpenAPI.
+//! - [`control`]: the NATS micro service (status, reload, stats).
+//! - [`telemetry`]: the Prometheus recorder.
 //! - [`serve`]: the long-running process (start, migrate, seed, run until shutdown).
 //!
 //! Invariants:
