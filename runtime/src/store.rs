@@ -1,7 +1,7 @@
 //! One repository API over PostgreSQL (production) and SQLite (embedded default).
 //!
 //! Each query is written once with `$N` placeholders, which both drivers accept, and
-//! runs on whichever pool the URL chose: [`on_pool!`] expands the same code for each
+//! runs on whichever pool the URL chose: `on_pool!` expands the same code for each
 //! driver so that types are checked per database. Column types are chosen so that one
 //! Rust type decodes from both (`BIGINT`/`INTEGER` → `i64`, `JSONB`/`TEXT` → JSON,
 //! `TIMESTAMPTZ`/`TEXT` → `DateTime<Utc>`).

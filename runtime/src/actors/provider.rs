@@ -28,7 +28,7 @@ use crate::{
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<Duration>>;
 
-/// The provider actor (stateless handler; state lives in [`ProviderState`]).
+/// The provider actor (stateless handler; its state lives in `ProviderState`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProviderActor;
 
