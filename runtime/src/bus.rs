@@ -150,7 +150,7 @@ impl Bus {
                 NatsBus::connect(url, subjects, options).await?,
             )))
         } else {
-            Err(BusError::BadUrl(url.to_owned()))
+            Err(BusError::BadUrl(crate::settings::redact_url(url)))
         }
     }
 

@@ -507,36 +507,31 @@ async fn many_commands_each_get_exactly_one_terminal_event(rig: &Rig) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_and_user_password_authentication_connect() {
     use switchyard_runtime::settings::{BusSettings, Secret};
+    async fn publishes_through(server: &NatsServer, settings: &BusSettings) {
+        let bus = Bus::connect(&server.url(), "auth", settings.nats_options())
+            .await
+            .unwrap();
+        let duplicate = bus
+            .publish_command_raw("auth.cmd.text.generate", Bytes::from_static(b"{}"), None)
+            .await
+            .unwrap();
+        assert!(!duplicate);
+    }
     let with_token = NatsServer::start_with(&["--auth", "s3cret-token"]);
-    let settings = BusSettings {
+    let token = BusSettings {
         token: Some(Secret::new("s3cret-token")),
         ..BusSettings::default()
     };
-    let bus = Bus::connect(&with_token.url(), "auth", settings.nats_options())
-        .await
-        .unwrap();
-    assert!(
-        !bus.publish_command_raw("auth.cmd.text.generate", Bytes::from_static(b"{}"), None)
-            .await
-            .unwrap()
-    );
-
+    publishes_through(&with_token, &token).await;
     let with_user = NatsServer::start_with(&["--user", "switchyard", "--pass", "s3cret-pass"]);
-    let settings = BusSettings {
+    let user = BusSettings {
         user: Some("switchyard".into()),
         password: Some(Secret::new("s3cret-pass")),
         ..BusSettings::default()
     };
-    let bus = Bus::connect(&with_user.url(), "auth", settings.nats_options())
-        .await
-        .unwrap();
-    assert!(
-        !bus.publish_command_raw("auth.cmd.text.generate", Bytes::from_static(b"{}"), None)
-            .await
-            .unwrap()
-    );
-    // The secret never shows in the settings' debug output.
-    assert!(!format!("{settings:?}").contains("s3cret"));
+    publishes_through(&with_user, &user).await;
+    // The secrets never show in the settings' debug output.
+    assert!(!format!("{token:?}{user:?}").contains("s3cret"));
 }
 
 /// A graceful shutdown hands back what it pulled but had not started, so the next

@@ -181,13 +181,18 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (status, response)
 }
 
-async fn publish_many(bus: &Bus, n: usize) -> Vec<String> {
+/// Publishes `n` `text.generate` commands with ids `<prefix>-<i>` (and `extra` fields
+/// merged into each), each with its request id as `Nats-Msg-Id`.
+async fn publish_texts(bus: &Bus, prefix: &str, n: usize, extra: serde_json::Value) -> Vec<String> {
+    let subject = format!("{}.cmd.text.generate", bus.subjects().prefix());
     let mut ids = Vec::new();
     for i in 0..n {
-        let id = format!("job-{i}");
-        let body = json!({"request_id": id, "tenant": "acme", "kind": "text.generate",
-                          "input": {"messages": [{"role": "user", "content": format!("m{i}")}]}});
-        let subject = format!("{}.cmd.text.generate", bus.subjects().prefix());
+        let id = format!("{prefix}-{i}");
+        let mut body = json!({"request_id": id, "tenant": "acme", "kind": "text.generate",
+                              "input": {"messages": [{"role": "user", "content": format!("m{i}")}]}});
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            body[key] = value.clone();
+        }
         bus.publish_command_raw(
             &subject,
             Bytes::from(serde_json::to_vec(&body).unwrap()),
@@ -198,6 +203,10 @@ async fn publish_many(bus: &Bus, n: usize) -> Vec<String> {
         ids.push(id);
     }
     ids
+}
+
+async fn publish_many(bus: &Bus, n: usize) -> Vec<String> {
+    publish_texts(bus, "job", n, json!({})).await
 }
 
 /// Every message of the event stream, from its first.
@@ -286,27 +295,12 @@ async fn a_nats_restart_during_load_loses_nothing() {
     let counts = terminal_counts(&bus, &ids, Duration::from_secs(90)).await;
     assert_exactly_once(&counts);
     // The runtime kept working across the restart: a new command completes too.
-    let more = publish_many_with_prefix(&bus, "after").await;
+    let more = publish_texts(&bus, "after", 1, json!({})).await;
     let counts = terminal_counts(&bus, &more, Duration::from_secs(30)).await;
     assert_exactly_once(&counts);
     serve.kill().unwrap();
     serve.wait().unwrap();
     cluster.cleanup().await;
-}
-
-async fn publish_many_with_prefix(bus: &Bus, prefix: &str) -> Vec<String> {
-    let id = format!("{prefix}-1");
-    let body = json!({"request_id": id, "tenant": "acme", "kind": "text.generate",
-                      "input": {"messages": [{"role": "user", "content": "again"}]}});
-    let subject = format!("{}.cmd.text.generate", bus.subjects().prefix());
-    bus.publish_command_raw(
-        &subject,
-        Bytes::from(serde_json::to_vec(&body).unwrap()),
-        Some(&id),
-    )
-    .await
-    .unwrap();
-    vec![id]
 }
 
 fn replicas_seen(port: u16) -> i64 {
@@ -336,21 +330,7 @@ async fn two_replicas_share_one_accounts_rate_limit() {
     }
     let bus = cluster.client(&nats.url()).await;
     // Hammer for 10 s: every command may wait up to 10 s for a slot.
-    let mut ids = Vec::new();
-    for i in 0..120 {
-        let id = format!("hammer-{i}");
-        let body = json!({"request_id": id, "tenant": "acme", "kind": "text.generate", "deadline_ms": 10000,
-                          "input": {"messages": [{"role": "user", "content": "x"}]}});
-        let subject = format!("{}.cmd.text.generate", bus.subjects().prefix());
-        bus.publish_command_raw(
-            &subject,
-            Bytes::from(serde_json::to_vec(&body).unwrap()),
-            Some(&id),
-        )
-        .await
-        .unwrap();
-        ids.push(id);
-    }
+    let ids = publish_texts(&bus, "hammer", 120, json!({"deadline_ms": 10000})).await;
     let mut messages = every_event(&bus).await;
     let (mut completed, mut failed) = (0, 0);
     while completed + failed < ids.len() {

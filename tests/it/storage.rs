@@ -730,35 +730,20 @@ async fn usage_is_written_with_the_terminal_row_and_only_once(db: &TestDb) {
         },
     ];
     let event = json!({"type": "completed"});
-    assert!(
-        store
-            .complete_task_with_usage(
-                task.id,
-                Some(ConfigId(3)),
-                1,
-                None,
-                &results,
-                &event,
-                Some(&usage)
-            )
-            .await
-            .unwrap()
-    );
+    let finish = |attempts| {
+        store.complete_task_with_usage(
+            task.id,
+            Some(ConfigId(3)),
+            attempts,
+            None,
+            &results,
+            &event,
+            Some(&usage),
+        )
+    };
+    assert!(finish(1).await.unwrap());
     // A second finisher (a redelivery racing the first) writes nothing.
-    assert!(
-        !store
-            .complete_task_with_usage(
-                task.id,
-                Some(ConfigId(3)),
-                2,
-                None,
-                &results,
-                &event,
-                Some(&usage)
-            )
-            .await
-            .unwrap()
-    );
+    assert!(!finish(2).await.unwrap());
     let stored: Vec<_> = store
         .task_results(task.id)
         .await

@@ -120,11 +120,14 @@ impl NatsBus {
             .split(',')
             .map(|u| u.trim().parse::<async_nats::ServerAddr>())
             .collect::<Result<_, _>>()
-            .map_err(|e| BusError::BadUrl(format!("{url}: {e}")))?;
+            .map_err(|e| BusError::BadUrl(format!("{}: {e}", redact_all(url))))?;
         let client = tokio::time::timeout(Duration::from_secs(15), connect.connect(addresses))
             .await
             .map_err(|_| {
-                BusError::Connect(format!("no NATS server answered at {url} within 15 s"))
+                BusError::Connect(format!(
+                    "no NATS server answered at {} within 15 s",
+                    redact_all(url)
+                ))
             })?
             .map_err(|e| BusError::Connect(e.to_string()))?;
         let js = jetstream::new(client.clone());
@@ -341,5 +344,24 @@ fn publish_error(subject: &str, e: impl std::fmt::Display) -> BusError {
     BusError::Publish {
         subject: subject.to_owned(),
         reason: e.to_string(),
+    }
+}
+
+/// A comma-separated URL list with any passwords replaced, for error messages.
+fn redact_all(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| crate::settings::redact_url(u.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_in_urls_never_reach_errors() {
+        assert_eq!(
+            super::redact_all("nats://u:hunter2@a:4222, nats://b:4222"),
+            "nats://u:***@a:4222,nats://b:4222"
+        );
     }
 }
