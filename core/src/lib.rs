@@ -27,7 +27,8 @@ pub use kind::Kind;
 pub use protocol::{
     Attempt, AttemptResult, Command, CommandEnvelope, CommandError, CommandInput, ConfigRef,
     ErrorCode, ErrorInfo, Event, EventBody, EventType, ImageRef, Message, Output, OutputImage,
-    ProviderRef, ProviderSelector, Route, Routing, SkipReason, Skipped, Strategy, Subjects, Usage,
+    ProviderRef, ProviderSelector, Role, Route, Routing, SkipReason, Skipped, Strategy, Subjects,
+    Usage,
 };
 pub use provider::{
     ApiKey, BreakerDraft, BreakerSettings, CostTable, FieldError, MockOptions, ProviderConfig,

@@ -9,7 +9,7 @@ mod subjects;
 
 pub use command::{
     Command, CommandEnvelope, CommandError, CommandInput, ConfigRef, ImageRef, MAX_COMMAND_BYTES,
-    Message, ProviderSelector, Route, Strategy,
+    Message, ProviderSelector, Role, Route, Strategy,
 };
 pub use error_code::{ErrorCode, ErrorInfo};
 pub use event::{

@@ -2,6 +2,7 @@
 //! validation accepts it (spec) and as the database stores it (config).
 
 mod config;
+pub mod pricing;
 mod provider_type;
 mod secret;
 mod validate;

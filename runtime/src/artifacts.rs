@@ -1,12 +1,21 @@
 //! The artifact store: images, keyed by the SHA-256 of their bytes, with mime type,
-//! size and dimensions read from the image itself. Local files under `artifacts.url`
-//! (`file://DIR`); object stores come with the providers issue.
+//! size and dimensions read from the image itself. Backed by the `object_store` crate:
+//! local files (`file://DIR`, the default), S3 (`s3://bucket/prefix`), Google Cloud
+//! Storage (`gs://bucket/prefix`), Azure Blob Storage (`az://container/prefix`) and
+//! memory (`memory://`, for tests). Cloud credentials come from the environment
+//! variables each SDK documents (`AWS_ACCESS_KEY_ID`, `GOOGLE_SERVICE_ACCOUNT`,
+//! `AZURE_STORAGE_ACCOUNT_NAME`, …), never from the config file.
 //!
-//! Writes go to a temporary file and are renamed into place, so a reader never sees
-//! a half-written artifact, and storing the same bytes twice is a no-op.
+//! Local writes go to a temporary file and are renamed into place, so a reader never
+//! sees a half-written artifact; storing the same bytes twice is a no-op.
 
-use std::path::{Path, PathBuf};
+use std::{path::PathBuf, sync::Arc};
 
+use object_store::{
+    GetOptions, ObjectStore, PutOptions, PutPayload, aws::AmazonS3Builder,
+    azure::MicrosoftAzureBuilder, gcp::GoogleCloudStorageBuilder, local::LocalFileSystem,
+    memory::InMemory, path::Path as ObjectPath,
+};
 use sha2::{Digest, Sha256};
 
 /// What the store knows about one artifact.
@@ -39,73 +48,130 @@ pub enum ArtifactError {
     #[error("'{0}' is not an artifact id")]
     BadId(String),
     /// The artifacts URL is not usable.
-    #[error("unsupported artifacts url '{0}' (expected file://DIR)")]
-    BadUrl(String),
+    #[error("unsupported artifacts url '{0}': {1}")]
+    BadUrl(String, String),
     /// The file system failed.
     #[error("artifact store i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The object store failed.
+    #[error("artifact store: {0}")]
+    Store(#[from] object_store::Error),
 }
 
-/// Local-file artifact store.
+/// The artifact store.
 #[derive(Debug, Clone)]
 pub struct ArtifactStore {
-    root: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    url: String,
 }
 
 impl ArtifactStore {
-    /// A store for `file://DIR` (created if missing).
+    /// A store for `file://DIR` (created if missing), `s3://`, `gs://`, `az://` or
+    /// `memory://` URLs.
     ///
     /// # Errors
     /// [`ArtifactError::BadUrl`] or [`ArtifactError::Io`].
     pub fn open(url: &str) -> Result<Self, ArtifactError> {
-        let dir = url
-            .strip_prefix("file://")
-            .ok_or_else(|| ArtifactError::BadUrl(url.to_owned()))?;
-        let root = PathBuf::from(dir);
-        std::fs::create_dir_all(&root)?;
-        Ok(Self { root })
+        let bad =
+            |why: &dyn std::fmt::Display| ArtifactError::BadUrl(url.to_owned(), why.to_string());
+        let (store, prefix): (Arc<dyn ObjectStore>, String) =
+            if let Some(dir) = url.strip_prefix("file://") {
+                let root = PathBuf::from(dir);
+                std::fs::create_dir_all(&root)?;
+                (
+                    Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(|e| bad(&e))?),
+                    String::new(),
+                )
+            } else if url == "memory://" {
+                (Arc::new(InMemory::new()), String::new())
+            } else {
+                let parsed = url::Url::parse(url).map_err(|e| bad(&e))?;
+                // The cloud clients speak TLS through reqwest.
+                crate::providers::wire::install_tls();
+                let prefix = parsed.path().trim_matches('/').to_owned();
+                let store: Arc<dyn ObjectStore> = match parsed.scheme() {
+                    "s3" => Arc::new(
+                        AmazonS3Builder::from_env()
+                            .with_url(url)
+                            .build()
+                            .map_err(|e| bad(&e))?,
+                    ),
+                    "gs" => Arc::new(
+                        GoogleCloudStorageBuilder::from_env()
+                            .with_url(url)
+                            .build()
+                            .map_err(|e| bad(&e))?,
+                    ),
+                    "az" | "azure" | "abfs" | "abfss" => Arc::new(
+                        MicrosoftAzureBuilder::from_env()
+                            .with_url(url)
+                            .build()
+                            .map_err(|e| bad(&e))?,
+                    ),
+                    _ => return Err(bad(&"expected file://, s3://, gs://, az:// or memory://")),
+                };
+                (store, prefix)
+            };
+        Ok(Self {
+            store,
+            prefix,
+            url: url.to_owned(),
+        })
     }
 
-    /// Where the store keeps its files.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The URL the store was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
-    fn path_of(&self, id: &str) -> Result<PathBuf, ArtifactError> {
+    fn path_of(&self, id: &str) -> Result<ObjectPath, ArtifactError> {
         if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ArtifactError::BadId(id.to_owned()));
         }
-        Ok(self.root.join(&id[..2]).join(id))
+        let key = format!("{}/{id}", &id[..2]);
+        Ok(if self.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.prefix))
+        })
     }
 
     /// Stores image bytes (once per content) and returns their metadata.
     ///
     /// # Errors
-    /// [`ArtifactError::NotAnImage`] or [`ArtifactError::Io`].
+    /// [`ArtifactError::NotAnImage`] or a store failure.
     pub async fn put(&self, bytes: &[u8]) -> Result<ArtifactMeta, ArtifactError> {
         let meta = describe(bytes)?;
         let path = self.path_of(&meta.id)?;
-        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            return Ok(meta);
+        let head = GetOptions {
+            head: true,
+            ..GetOptions::default()
+        };
+        match self.store.get_opts(&path, head).await {
+            Ok(_) => return Ok(meta),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
-        tokio::fs::write(&tmp, bytes).await?;
-        tokio::fs::rename(&tmp, &path).await?;
+        self.store
+            .put_opts(
+                &path,
+                PutPayload::from(bytes.to_vec()),
+                PutOptions::default(),
+            )
+            .await?;
         Ok(meta)
     }
 
     /// The bytes and metadata of an artifact.
     ///
     /// # Errors
-    /// [`ArtifactError::NotFound`], [`ArtifactError::BadId`] or [`ArtifactError::Io`].
+    /// [`ArtifactError::NotFound`], [`ArtifactError::BadId`] or a store failure.
     pub async fn get(&self, id: &str) -> Result<(Vec<u8>, ArtifactMeta), ArtifactError> {
         let path = self.path_of(id)?;
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let bytes = match self.store.get_opts(&path, GetOptions::default()).await {
+            Ok(result) => result.bytes().await?.to_vec(),
+            Err(object_store::Error::NotFound { .. }) => {
                 return Err(ArtifactError::NotFound(id.to_owned()));
             }
             Err(e) => return Err(e.into()),
@@ -145,5 +211,61 @@ fn sniff_mime(bytes: &[u8]) -> Option<&'static str> {
         Some("image/gif")
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        crate::providers::mock::png_bytes(width, height, &[7; 32]).unwrap_or_default()
+    }
+
+    async fn round_trip(store: &ArtifactStore) {
+        let bytes = png(3, 2);
+        let meta = store.put(&bytes).await.unwrap();
+        assert_eq!(
+            (meta.mime.as_str(), meta.width, meta.height),
+            ("image/png", 3, 2)
+        );
+        assert_eq!(meta.bytes, bytes.len() as u64);
+        assert_eq!(store.put(&bytes).await.unwrap(), meta, "idempotent");
+        let (read, again) = store.get(&meta.id).await.unwrap();
+        assert_eq!((read, again), (bytes, meta));
+        assert!(matches!(
+            store.get(&"a".repeat(64)).await,
+            Err(ArtifactError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.get("../etc").await,
+            Err(ArtifactError::BadId(_))
+        ));
+        assert!(matches!(
+            store.put(b"text, not an image").await,
+            Err(ArtifactError::NotAnImage(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn local_and_memory_stores_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = ArtifactStore::open(&format!("file://{}", dir.path().display())).unwrap();
+        round_trip(&local).await;
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(files.len(), 1, "one fan-out directory");
+        round_trip(&ArtifactStore::open("memory://").unwrap()).await;
+    }
+
+    #[test]
+    fn cloud_urls_build_stores_and_unknown_schemes_are_refused() {
+        // Building a cloud store makes no network call.
+        let s3 = ArtifactStore::open("s3://bucket/images").unwrap();
+        assert_eq!(s3.prefix, "images");
+        // Azure needs an account (AZURE_STORAGE_ACCOUNT_NAME): a clear start-up error.
+        let error = ArtifactStore::open("az://container/x").unwrap_err();
+        assert!(error.to_string().contains("az://container/x"), "{error}");
+        let error = ArtifactStore::open("ftp://x/y").unwrap_err();
+        assert!(error.to_string().contains("expected file://"), "{error}");
     }
 }

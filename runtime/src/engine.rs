@@ -15,8 +15,8 @@ use arc_swap::ArcSwap;
 use chrono::Utc;
 use ractor::{Actor, ActorRef};
 use switchyard_core::{
-    Attempt, AttemptResult, Command, ConfigId, ErrorCode, ErrorInfo, Event, EventBody, Kind,
-    Output, OutputImage, ProviderConfig, ProviderRef, Routing, SkipReason, Skipped, Usage,
+    Attempt, AttemptResult, Command, ConfigId, ErrorCode, ErrorInfo, Event, EventBody, Output,
+    OutputImage, ProviderConfig, ProviderRef, Routing, SkipReason, Skipped, Usage,
     protocol::PROTOCOL_VERSION,
     routing::{NoProvider, RouteRequest, plan},
 };
@@ -30,7 +30,7 @@ use crate::{
     },
     artifacts::ArtifactStore,
     clock::Clock,
-    providers::{AdapterOutput, AdapterRequest, AttemptError},
+    providers::{AdapterOutput, AdapterRequest, AdapterUpdate, AttemptError, InputImages},
 };
 
 /// How the engine is set up.
@@ -229,6 +229,7 @@ impl Engine {
             chunks: 0,
             accepted_at: tokio::time::Instant::now(),
             raw: None,
+            inputs: Arc::default(),
         };
         if submission.announce {
             run.send(EventBody::Accepted {
@@ -330,6 +331,7 @@ struct Run<'a> {
     chunks: u32,
     accepted_at: tokio::time::Instant,
     raw: Option<serde_json::Value>,
+    inputs: Arc<InputImages>,
 }
 
 /// How one offer to one instance ended.
@@ -384,6 +386,12 @@ impl Run<'_> {
     /// Tries candidates in plan order, then waits for a rate-limit slot if every one was
     /// full; returns the terminal event's body.
     async fn attempt_all(&mut self, wait_until: tokio::time::Instant) -> EventBody {
+        if self.command.input.images.is_some() || self.command.input.mask.is_some() {
+            match crate::inputs::resolve(&self.command, &self.engine.inner.artifacts).await {
+                Ok(inputs) => self.inputs = Arc::new(inputs),
+                Err(error) => return self.failure(error),
+            }
+        }
         let inner = &self.engine.inner;
         let table = inner.table.load_full();
         let command = self.command.clone();
@@ -521,19 +529,14 @@ impl Run<'_> {
         };
         let (admission_tx, admission_rx) = oneshot::channel();
         let (result_tx, result_rx) = oneshot::channel();
-        let (chunk_tx, mut chunk_rx) =
-            if self.command.input.stream == Some(true) && self.command.kind == Kind::TextGenerate {
-                let (tx, rx) = mpsc::unbounded_channel();
-                (Some(tx), Some(rx))
-            } else {
-                (None, None)
-            };
+        let (updates_tx, mut updates) = mpsc::unbounded_channel();
         let attempt = u32::try_from(self.attempts.len() + 1).unwrap_or(u32::MAX);
         let call = CallRequest {
             request: AdapterRequest {
                 command: self.command.clone(),
                 attempt,
-                chunks: chunk_tx,
+                inputs: self.inputs.clone(),
+                updates: Some(updates_tx),
             },
             priority: u8::try_from(self.command.priority.clamp(1, 10)).unwrap_or(5),
             may_wait,
@@ -556,21 +559,16 @@ impl Run<'_> {
             provider: provider_ref(&instance.config),
         });
         let started = tokio::time::Instant::now();
-        let result = match chunk_rx.as_mut() {
-            None => result_rx.await,
-            Some(chunks) => {
-                let mut result_rx = result_rx;
-                loop {
-                    tokio::select! {
-                        biased;
-                        Some(delta) = chunks.recv() => self.chunk(delta),
-                        result = &mut result_rx => {
-                            while let Ok(delta) = chunks.try_recv() {
-                                self.chunk(delta);
-                            }
-                            break result;
-                        }
+        let mut result_rx = result_rx;
+        let result = loop {
+            tokio::select! {
+                biased;
+                Some(update) = updates.recv() => self.update(instance, update),
+                result = &mut result_rx => {
+                    while let Ok(update) = updates.try_recv() {
+                        self.update(instance, update);
                     }
+                    break result;
                 }
             }
         };
@@ -593,10 +591,20 @@ impl Run<'_> {
         Offer::Done(result)
     }
 
-    fn chunk(&mut self, delta: String) {
-        let index = self.chunks;
-        self.chunks += 1;
-        self.send(EventBody::Chunk { index, delta });
+    fn update(&mut self, instance: &Instance, update: AdapterUpdate) {
+        match update {
+            AdapterUpdate::Chunk(delta) => {
+                let index = self.chunks;
+                self.chunks += 1;
+                self.send(EventBody::Chunk { index, delta });
+            }
+            AdapterUpdate::Progress(progress) => {
+                self.send(EventBody::Progress {
+                    progress,
+                    provider: provider_ref(&instance.config),
+                });
+            }
+        }
     }
 
     /// Turns an attempt's result into the terminal body (`Ok`), or the error and

@@ -35,6 +35,7 @@ pub mod control;
 pub mod engine;
 pub mod http;
 pub mod ingress;
+pub mod inputs;
 pub mod providers;
 pub mod reloader;
 pub mod replicas;

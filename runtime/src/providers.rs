@@ -1,8 +1,16 @@
 //! Provider adapters: one per provider type, each speaking one API. The actor runtime
-//! only sees the [`ProviderAdapter`] trait; real providers and WASM plugins implement it
-//! in later issues.
+//! only sees the [`ProviderAdapter`] trait. The HTTP adapters share [`wire`] (client
+//! pool, error taxonomy, SSE, downloads); `docs/providers.md` documents their options.
 
+mod aliyun;
+mod anthropic;
+mod gemini;
+mod ideogram;
 pub(crate) mod mock;
+mod openai;
+mod seedream;
+mod stability;
+pub mod wire;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
@@ -14,6 +22,52 @@ pub use mock::MockAdapter;
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What an adapter reports while it works.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdapterUpdate {
+    /// A piece of streamed text (only when the command asked for `stream: true`).
+    Chunk(String),
+    /// How far a long job is, 0–1 (DashScope's polled tasks).
+    Progress(f64),
+}
+
+/// An input image of `image.edit`, resolved to bytes once per request (from a URL, an
+/// artifact id or base64) before any attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputImage {
+    /// Encoded bytes.
+    pub bytes: Vec<u8>,
+    /// e.g. `image/png`.
+    pub mime: String,
+}
+
+impl InputImage {
+    /// A `data:` URI of the image.
+    pub fn data_uri(&self) -> String {
+        use base64::Engine as _;
+        format!(
+            "data:{};base64,{}",
+            self.mime,
+            base64::engine::general_purpose::STANDARD.encode(&self.bytes)
+        )
+    }
+
+    /// A file name with the right extension, for multipart parts.
+    pub fn file_name(&self, stem: &str) -> String {
+        let ext = self.mime.strip_prefix("image/").unwrap_or("png");
+        format!("{stem}.{ext}")
+    }
+}
+
+/// The resolved input images of a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputImages {
+    /// `input.images`, in order.
+    pub images: Vec<InputImage>,
+    /// `input.mask`.
+    pub mask: Option<InputImage>,
+}
+
 /// One attempt's input.
 #[derive(Debug, Clone)]
 pub struct AdapterRequest {
@@ -21,8 +75,60 @@ pub struct AdapterRequest {
     pub command: Arc<Command>,
     /// 1-based attempt number.
     pub attempt: u32,
-    /// Where streamed text goes, when the command asked for `stream: true`.
-    pub chunks: Option<mpsc::UnboundedSender<String>>,
+    /// The input images, resolved.
+    pub inputs: Arc<InputImages>,
+    /// Where chunks and progress go.
+    pub updates: Option<mpsc::UnboundedSender<AdapterUpdate>>,
+}
+
+impl AdapterRequest {
+    /// A request without input images or an update channel.
+    pub fn new(command: Arc<Command>) -> Self {
+        Self {
+            command,
+            attempt: 1,
+            inputs: Arc::default(),
+            updates: None,
+        }
+    }
+
+    /// Whether the command asked for streamed text.
+    pub fn streaming(&self) -> bool {
+        self.command.kind == switchyard_core::Kind::TextGenerate
+            && self.command.input.stream == Some(true)
+    }
+
+    /// Sends a chunk of streamed text; false when nobody listens any more.
+    pub fn chunk(&self, delta: impl Into<String>) -> bool {
+        self.updates
+            .as_ref()
+            .is_some_and(|u| u.send(AdapterUpdate::Chunk(delta.into())).is_ok())
+    }
+
+    /// Reports progress (0–1).
+    pub fn progress(&self, fraction: f64) {
+        if let Some(updates) = &self.updates {
+            let _ = updates.send(AdapterUpdate::Progress(fraction.clamp(0.0, 1.0)));
+        }
+    }
+
+    /// The command's `params` for a provider type: the flat keys, overlaid by the
+    /// object under the type's own name (`params.seedream.watermark`). Keys named
+    /// after another provider type are left out.
+    pub fn params_for(&self, provider: ProviderType) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        for (key, value) in &self.command.params {
+            if key.parse::<ProviderType>().is_err() {
+                out.insert(key.clone(), value.clone());
+            }
+        }
+        if let Some(serde_json::Value::Object(own)) = self.command.params.get(provider.as_str()) {
+            for (key, value) in own {
+                out.insert(key.clone(), value.clone());
+            }
+        }
+        out
+    }
 }
 
 /// One image an adapter produced: bytes (already downloaded/decoded).
@@ -101,6 +207,29 @@ pub struct AdapterBuildError {
     pub reason: String,
 }
 
+/// Reads a type's `options` object into its options struct.
+pub(crate) fn options<T: serde::de::DeserializeOwned + Default>(
+    config: &ProviderConfig,
+) -> Result<T, AdapterBuildError> {
+    if config.spec.options.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(serde_json::Value::Object(config.spec.options.clone())).map_err(|e| {
+        AdapterBuildError {
+            provider: config.spec.provider,
+            reason: format!("options: {e}"),
+        }
+    })
+}
+
+/// Decodes standard base64 from a provider answer.
+pub(crate) fn decode_b64(api: &wire::Api, data: &str) -> Result<Vec<u8>, AttemptError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|e| api.malformed(&format_args!("image data is not base64 ({e})")))
+}
+
 /// Builds the adapter for a config.
 ///
 /// # Errors
@@ -108,11 +237,22 @@ pub struct AdapterBuildError {
 pub fn build_adapter(
     config: &ProviderConfig,
 ) -> Result<Arc<dyn ProviderAdapter>, AdapterBuildError> {
-    match config.spec.provider {
-        ProviderType::Mock => Ok(Arc::new(MockAdapter::from_config(config)?)),
-        other => Err(AdapterBuildError {
-            provider: other,
-            reason: "no adapter is built into this version yet".to_owned(),
-        }),
-    }
+    Ok(match config.spec.provider {
+        ProviderType::Mock => Arc::new(MockAdapter::from_config(config)?),
+        ProviderType::Openai | ProviderType::OpenaiCompatible => {
+            Arc::new(openai::OpenAiAdapter::from_config(config)?)
+        }
+        ProviderType::Anthropic => Arc::new(anthropic::AnthropicAdapter::from_config(config)?),
+        ProviderType::Gemini => Arc::new(gemini::GeminiAdapter::from_config(config)?),
+        ProviderType::Stability => Arc::new(stability::StabilityAdapter::from_config(config)?),
+        ProviderType::Ideogram => Arc::new(ideogram::IdeogramAdapter::from_config(config)?),
+        ProviderType::Seedream => Arc::new(seedream::SeedreamAdapter::from_config(config)?),
+        ProviderType::Aliyun => Arc::new(aliyun::AliyunAdapter::from_config(config)?),
+        other @ ProviderType::Wasm => {
+            return Err(AdapterBuildError {
+                provider: other,
+                reason: "WASM plugins are not built into this version yet".to_owned(),
+            });
+        }
+    })
 }

@@ -166,7 +166,8 @@ impl Default for HttpSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArtifactSettings {
-    /// Where images are stored: `file://dir`.
+    /// Where images are stored: `file://dir`, `s3://bucket/prefix`,
+    /// `gs://bucket/prefix`, `az://container/prefix` or `memory://`.
     pub url: String,
 }
 
@@ -398,10 +399,25 @@ impl Settings {
                 ),
             ));
         }
-        if !self.artifacts.url.starts_with("file://") {
+        if ![
+            "file://",
+            "s3://",
+            "gs://",
+            "az://",
+            "azure://",
+            "abfs://",
+            "abfss://",
+            "memory://",
+        ]
+        .iter()
+        .any(|scheme| self.artifacts.url.starts_with(scheme))
+        {
             errors.push(FieldError::new(
                 "artifacts.url",
-                format!("must be a file:// URL, got '{}'", self.artifacts.url),
+                format!(
+                    "must be a file://, s3://, gs://, az:// or memory:// URL, got '{}'",
+                    self.artifacts.url
+                ),
             ));
         }
         if let Some(key) = &self.secrets.master_key

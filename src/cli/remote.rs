@@ -22,9 +22,10 @@ impl Remote {
         let token =
             token.context("--token (or SWITCHYARD_ADMIN_TOKEN) is required with --server")?;
         anyhow::ensure!(
-            base.starts_with("http://"),
-            "--server must be an http:// URL (TLS to the admin API arrives with the providers work)"
+            base.starts_with("http://") || base.starts_with("https://"),
+            "--server must be an http:// or https:// URL"
         );
+        switchyard_runtime::providers::wire::install_tls();
         Ok(Self {
             client: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(30))

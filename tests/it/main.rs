@@ -14,6 +14,7 @@ mod bus;
 mod cli;
 mod cluster;
 mod protocol;
+mod providers;
 mod reload;
 mod secrets;
 mod storage;

@@ -219,6 +219,13 @@ pub struct CostTable {
 }
 
 impl CostTable {
+    /// No prices at all: the config gives none, so the model's defaults apply.
+    pub fn is_empty(&self) -> bool {
+        self.per_image.is_empty()
+            && self.per_1k_input_tokens == 0.0
+            && self.per_1k_output_tokens == 0.0
+    }
+
     /// The price of one image of `size`: the size's own entry, else `default`, else 0.
     pub fn image_price(&self, size: Option<&str>) -> f64 {
         size.and_then(|s| self.per_image.get(s))
@@ -347,8 +354,13 @@ pub struct ProviderSpec {
     pub breaker: BreakerSettings,
     /// Per-call timeout in ms.
     pub timeout_ms: u64,
-    /// Cost table.
+    /// Cost table: the config's own, or the model's defaults
+    /// ([`super::pricing::default_cost`]) when it gives none.
     pub cost: CostTable,
+    /// Whether `cost` holds the model's defaults (stored as "not set", so a new model
+    /// brings its own prices).
+    #[serde(skip)]
+    pub cost_is_default: bool,
     /// Multimodal flags.
     pub supports: Supports,
     /// WASM plugin reference.
@@ -505,8 +517,10 @@ impl ProviderConfigDraft {
         )
         .and_then(|v| u64::try_from(v).ok())
         .unwrap_or(60_000);
-        let cost = self.cost.clone().unwrap_or_default();
-        check_cost(&cost, &mut errors);
+        let given = self.cost.clone().filter(|c| !c.is_empty());
+        if let Some(cost) = &given {
+            check_cost(cost, &mut errors);
+        }
         let supports = self.supports.unwrap_or(Supports {
             images: kinds.contains(&Kind::ImageEdit),
             ..Supports::default()
@@ -546,7 +560,11 @@ impl ProviderConfigDraft {
             // Unreachable: a missing name or provider pushed a field error above.
             return Err(ValidationError::single("name", "is required"));
         };
+        let cost_is_default = given.is_none();
+        let cost =
+            given.unwrap_or_else(|| super::pricing::default_cost(provider, model.as_deref()));
         Ok(ProviderSpec {
+            cost_is_default,
             name,
             provider,
             kinds,
@@ -599,7 +617,7 @@ impl ProviderSpec {
                 half_open_calls: Some(i64::from(self.breaker.half_open_calls)),
             }),
             timeout_ms: i64::try_from(self.timeout_ms).ok(),
-            cost: Some(self.cost.clone()),
+            cost: (!self.cost_is_default).then(|| self.cost.clone()),
             supports: Some(self.supports),
             plugin: self.plugin.clone(),
             options: Some(self.options.clone()),

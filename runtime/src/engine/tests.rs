@@ -548,6 +548,9 @@ async fn config_id_for_disabled_or_unknown_instances_is_a_clear_error() {
     );
 }
 
+/// A 1×1 PNG (provider-apis.md §9.1).
+const TINY_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+
 #[tokio::test]
 async fn image_edit_never_falls_back_to_an_instance_that_only_generates() {
     let h = harness(vec![
@@ -558,7 +561,7 @@ async fn image_edit_never_falls_back_to_an_instance_that_only_generates() {
     let command: Arc<Command> = Arc::new(
         serde_json::from_value(json!({
             "request_id": "e", "tenant": "acme", "kind": "image.edit",
-            "input": {"prompt": "blue", "size": "8x8", "images": [{"url": "https://x/a.png"}]},
+            "input": {"prompt": "blue", "size": "8x8", "images": [{"b64": TINY_PNG}]},
         }))
         .unwrap(),
     );

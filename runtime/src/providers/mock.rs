@@ -101,16 +101,17 @@ impl ProviderAdapter for MockAdapter {
             let command = &request.command;
             match command.kind {
                 Kind::ImageGenerate | Kind::ImageEdit => images(command, model.as_deref()),
-                Kind::TextGenerate => {
-                    text(command, request.chunks.as_ref(), options.fail_after_chunks).map_err(
-                        |sent| {
-                            AttemptError::new(
-                                options.fail_with,
-                                format!("mock stream cut off after {sent} chunks"),
-                            )
-                        },
+                Kind::TextGenerate => text(
+                    command,
+                    request.streaming().then_some(&request),
+                    options.fail_after_chunks,
+                )
+                .map_err(|sent| {
+                    AttemptError::new(
+                        options.fail_with,
+                        format!("mock stream cut off after {sent} chunks"),
                     )
-                }
+                }),
             }
         })
     }
@@ -199,7 +200,7 @@ const WORDS: [&str; 16] = [
 /// The text output; with `fail_after` and a stream, `Err(chunks sent)` after that many.
 fn text(
     command: &Command,
-    chunks: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
+    chunks: Option<&AdapterRequest>,
     fail_after: Option<u64>,
 ) -> Result<AdapterOutput, u64> {
     let input = &command.input;
@@ -232,7 +233,7 @@ fn text(
             if i > 0 {
                 delta.insert(0, ' ');
             }
-            let _ = sink.send(delta);
+            sink.chunk(delta);
         }
     }
     let input_chars: usize = messages.iter().map(|m| m.content.len()).sum();
@@ -269,11 +270,7 @@ mod tests {
     }
 
     fn request(command: Arc<Command>) -> AdapterRequest {
-        AdapterRequest {
-            command,
-            attempt: 1,
-            chunks: None,
-        }
+        AdapterRequest::new(command)
     }
 
     #[tokio::test]
@@ -319,15 +316,14 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let out = adapter
             .generate(AdapterRequest {
-                command: c,
-                attempt: 1,
-                chunks: Some(tx),
+                updates: Some(tx),
+                ..AdapterRequest::new(c)
             })
             .await
             .unwrap();
         let mut streamed = String::new();
         let mut count = 0;
-        while let Ok(delta) = rx.try_recv() {
+        while let Ok(crate::providers::AdapterUpdate::Chunk(delta)) = rx.try_recv() {
             streamed.push_str(&delta);
             count += 1;
         }

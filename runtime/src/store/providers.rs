@@ -207,7 +207,11 @@ impl Store {
             tpm: spec.rate_limit.tpm.map(i64::from),
             breaker: Json(spec.breaker),
             timeout_ms: i64::try_from(spec.timeout_ms).unwrap_or(i64::MAX),
-            cost: Json(spec.cost.clone()),
+            cost: Json(if spec.cost_is_default {
+                switchyard_core::CostTable::default()
+            } else {
+                spec.cost.clone()
+            }),
             supports: [
                 spec.supports.images,
                 spec.supports.files,

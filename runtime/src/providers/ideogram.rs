@@ -1,0 +1,171 @@
+//! `ideogram`: v3 generate (multipart, `Api-Key` header). Results are short-lived URLs,
+//! downloaded at once; an item with `is_image_safe: false` is a moderation outcome.
+//! Errors are classified by status (their bodies are not documented): 422 is the
+//! safety check.
+
+use reqwest::{StatusCode, multipart};
+use serde::Deserialize;
+use serde_json::Value;
+use switchyard_core::{ErrorCode, Kind, ProviderConfig, ProviderType};
+
+use super::{
+    AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ImageOutput,
+    ProviderAdapter,
+    wire::{Api, Refined, scrub_raw, str_at},
+};
+
+/// The adapter of one Ideogram account.
+#[derive(Debug)]
+pub struct IdeogramAdapter {
+    api: Api,
+}
+
+impl IdeogramAdapter {
+    /// An adapter for a config.
+    ///
+    /// # Errors
+    /// Never today; the signature matches the other adapters.
+    pub fn from_config(config: &ProviderConfig) -> Result<Self, AdapterBuildError> {
+        Ok(Self {
+            api: Api::new(
+                ProviderType::Ideogram,
+                config.spec.base_url.as_deref(),
+                "https://api.ideogram.ai",
+                config.spec.api_key.clone(),
+                refine,
+            ),
+        })
+    }
+}
+
+fn refine(status: StatusCode, body: &Value) -> Refined {
+    let message = str_at(body, "/error")
+        .or_else(|| str_at(body, "/detail"))
+        .or_else(|| str_at(body, "/message"))
+        .map(str::to_owned);
+    Refined {
+        code: (status == StatusCode::UNPROCESSABLE_ENTITY).then_some(ErrorCode::ContentFiltered),
+        message,
+        retry_after_ms: None,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct GenerateResponse {
+    #[serde(default)]
+    data: Vec<Datum>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Datum {
+    url: Option<String>,
+    #[serde(default = "yes")]
+    is_image_safe: bool,
+    seed: Option<i64>,
+    prompt: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ProviderAdapter for IdeogramAdapter {
+    fn provider_type(&self) -> ProviderType {
+        ProviderType::Ideogram
+    }
+
+    fn generate(
+        &self,
+        request: AdapterRequest,
+    ) -> BoxFuture<'static, Result<AdapterOutput, AttemptError>> {
+        let api = self.api.clone();
+        Box::pin(async move {
+            if request.command.kind != Kind::ImageGenerate {
+                return Err(AttemptError::new(
+                    ErrorCode::InvalidRequest,
+                    "ideogram only generates images",
+                ));
+            }
+            let input = &request.command.input;
+            let mut form = multipart::Form::new()
+                .text("prompt", input.prompt.clone().unwrap_or_default())
+                .text("num_images", request.command.image_count().to_string());
+            if let Some(size) = &input.size {
+                form = form.text("resolution", size.clone());
+            } else if let Some(ratio) = &input.aspect_ratio {
+                // Ideogram writes ratios with an x: 16x9.
+                form = form.text("aspect_ratio", ratio.replace(':', "x"));
+            }
+            if let Some(seed) = input.seed {
+                form = form.text("seed", seed.to_string());
+            }
+            if let Some(negative) = &input.negative_prompt {
+                form = form.text("negative_prompt", negative.clone());
+            }
+            if let Some(style) = &input.style {
+                form = form.text("style_type", style.to_uppercase());
+            }
+            for (key, value) in request.params_for(ProviderType::Ideogram) {
+                let text = match value {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                form = form.text(key, text);
+            }
+            let http = api
+                .client
+                .post(api.url("/v1/ideogram-v3/generate"))
+                .header("Api-Key", api.key()?)
+                .multipart(form);
+            let response = api.send(http).await?;
+            let (parsed, raw): (GenerateResponse, Value) = api.json(response).await?;
+            let mut images = Vec::new();
+            let mut unsafe_items = 0;
+            for datum in parsed.data {
+                match datum.url.filter(|u| !u.is_empty()) {
+                    Some(url) if datum.is_image_safe => images.push(ImageOutput {
+                        bytes: api.download(&url).await?,
+                        seed: datum.seed,
+                        revised_prompt: datum.prompt,
+                    }),
+                    _ => unsafe_items += 1,
+                }
+            }
+            if images.is_empty() {
+                return Err(if unsafe_items > 0 {
+                    api.error(
+                        ErrorCode::ContentFiltered,
+                        format!("{unsafe_items} image(s) failed the safety check"),
+                    )
+                } else {
+                    api.malformed(&"no images in `data`")
+                });
+            }
+            Ok(AdapterOutput {
+                images,
+                text: None,
+                input_tokens: 0,
+                output_tokens: 0,
+                raw: Some(scrub_raw(&raw)),
+            })
+        })
+    }
+
+    /// Ideogram has no free read endpoint: an empty generate request is refused with
+    /// 400 (free) when the key is good, and with 401/403 when it is not.
+    fn health_check(&self) -> BoxFuture<'static, Result<(), AttemptError>> {
+        let api = self.api.clone();
+        Box::pin(async move {
+            let http = api
+                .client
+                .post(api.url("/v1/ideogram-v3/generate"))
+                .header("Api-Key", api.key()?)
+                .multipart(multipart::Form::new());
+            match api.send(http).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.code == ErrorCode::InvalidRequest => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+}

@@ -1,0 +1,502 @@
+//! What every HTTP adapter shares: the process-wide client pool, sending with the
+//! account's credentials, mapping provider answers onto the error taxonomy, bounded
+//! body reads, server-sent events, result-URL downloads and scrubbing raw answers.
+//!
+//! Classification follows `reference/provider-apis.md`: the HTTP status decides first,
+//! each provider's error body then refines it (content-policy refusals, billing) and
+//! supplies the message. A body that is not JSON (a load balancer's HTML page) still
+//! yields a clear error from its status alone.
+
+use std::{sync::OnceLock, time::Duration};
+
+use eventsource_stream::{Event as SseEvent, EventStreamError, Eventsource};
+use futures_util::{Stream, StreamExt};
+use reqwest::{RequestBuilder, Response, StatusCode, header::HeaderMap};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use switchyard_core::{ApiKey, ErrorCode, ProviderType};
+
+use super::AttemptError;
+
+/// Largest JSON answer read (base64 images make answers big).
+pub(crate) const MAX_JSON_BYTES: usize = 96 * 1024 * 1024;
+/// Largest error body read.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+/// Largest image downloaded from a provider's result URL.
+pub(crate) const MAX_IMAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Longest provider message kept in an error.
+const MAX_MESSAGE_CHARS: usize = 500;
+
+/// Makes ring the process's TLS crypto provider (as async-nats uses it). Call before
+/// building any other reqwest client; calling it again is harmless.
+pub fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The process-wide HTTP client: one connection pool for every adapter (and plugin).
+pub fn client() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            install_tls();
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .pool_idle_timeout(Duration::from_secs(90))
+                .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cannot build the tuned HTTP client; using defaults");
+                    reqwest::Client::new()
+                })
+        })
+        .clone()
+}
+
+/// What a provider's error body says beyond its status.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Refined {
+    /// A code that overrides the status's.
+    pub code: Option<ErrorCode>,
+    /// The provider's own message.
+    pub message: Option<String>,
+    /// A back-off hint found in the body (Gemini's `RetryInfo`).
+    pub retry_after_ms: Option<u64>,
+}
+
+/// Reads a provider's error body (parsed JSON) for a status.
+pub(crate) type Refine = fn(StatusCode, &Value) -> Refined;
+
+/// One account's endpoint: base URL, key and how its errors read.
+#[derive(Debug, Clone)]
+pub(crate) struct Api {
+    pub client: reqwest::Client,
+    pub provider: ProviderType,
+    base: String,
+    key: Option<ApiKey>,
+    refine: Refine,
+}
+
+impl Api {
+    /// An endpoint at `base_url` (or the provider's public one).
+    pub fn new(
+        provider: ProviderType,
+        base_url: Option<&str>,
+        default_base: &str,
+        key: Option<ApiKey>,
+        refine: Refine,
+    ) -> Self {
+        Self {
+            client: client(),
+            provider,
+            base: base_url
+                .unwrap_or(default_base)
+                .trim_end_matches('/')
+                .to_owned(),
+            key,
+            refine,
+        }
+    }
+
+    /// `base + path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The key, or an `unauthorized` error when the config has none.
+    pub fn key(&self) -> Result<&str, AttemptError> {
+        self.key.as_ref().map(ApiKey::expose).ok_or_else(|| {
+            AttemptError::new(
+                ErrorCode::Unauthorized,
+                format!("{}: the config has no api_key", self.provider),
+            )
+        })
+    }
+
+    /// The key if the config has one (OpenAI-compatible servers often need none).
+    pub fn optional_key(&self) -> Option<&str> {
+        self.key.as_ref().map(ApiKey::expose)
+    }
+
+    /// Sends a request; connection failures and non-2xx answers become errors.
+    pub async fn send(&self, request: RequestBuilder) -> Result<Response, AttemptError> {
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(self.error_from(response).await)
+        }
+    }
+
+    /// A transport failure (no HTTP answer) as an attempt error.
+    pub fn transport_error(&self, error: &reqwest::Error) -> AttemptError {
+        let code = if error.is_timeout() {
+            ErrorCode::Timeout
+        } else {
+            ErrorCode::ProviderUnavailable
+        };
+        let detail = describe_transport(error);
+        AttemptError::new(code, self.redact(&format!("{}: {detail}", self.provider)))
+    }
+
+    /// Turns a non-2xx answer into an attempt error.
+    pub async fn error_from(&self, response: Response) -> AttemptError {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = read_limited(response, MAX_ERROR_BYTES)
+            .await
+            .unwrap_or_default();
+        self.classify(status, &headers, &body)
+    }
+
+    /// The taxonomy code, message and back-off of an error answer.
+    pub fn classify(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> AttemptError {
+        let parsed: Option<Value> = serde_json::from_slice(body).ok();
+        let refined = parsed
+            .as_ref()
+            .map(|v| (self.refine)(status, unwrap_single_array(v)))
+            .unwrap_or_default();
+        let code = refined.code.unwrap_or_else(|| status_code(status));
+        let message = refined
+            .message
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or_else(|| fallback_message(status, body));
+        let mut error = AttemptError::new(
+            code,
+            self.redact(&format!(
+                "{} answered {}: {}",
+                self.provider,
+                status.as_u16(),
+                truncate(&message, MAX_MESSAGE_CHARS)
+            )),
+        );
+        if code == ErrorCode::RateLimited {
+            error.retry_after_ms = retry_after_ms(headers).or(refined.retry_after_ms);
+        }
+        error
+    }
+
+    /// Reads a whole JSON answer into `T` (and the raw value).
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        response: Response,
+    ) -> Result<(T, Value), AttemptError> {
+        let body = read_limited(response, MAX_JSON_BYTES)
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        self.parse(&body)
+    }
+
+    /// Parses a JSON answer body into `T` (and the raw value).
+    pub fn parse<T: DeserializeOwned>(&self, body: &[u8]) -> Result<(T, Value), AttemptError> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| self.malformed(&e))?;
+        let typed = T::deserialize(&value).map_err(|e| self.malformed(&e))?;
+        Ok((typed, value))
+    }
+
+    /// A `provider_error` for an answer that does not have the documented shape.
+    pub fn malformed(&self, what: &dyn std::fmt::Display) -> AttemptError {
+        AttemptError::new(
+            ErrorCode::ProviderError,
+            format!("{} sent a malformed answer: {what}", self.provider),
+        )
+    }
+
+    /// A `provider_error` with a message.
+    pub fn error(&self, code: ErrorCode, message: impl std::fmt::Display) -> AttemptError {
+        AttemptError::new(code, self.redact(&format!("{}: {message}", self.provider)))
+    }
+
+    /// Removes the account's key from text that may reach events or logs.
+    pub fn redact(&self, text: &str) -> String {
+        match self.optional_key() {
+            Some(key) if key.len() >= 4 && text.contains(key) => text.replace(key, "****"),
+            _ => text.to_owned(),
+        }
+    }
+
+    /// The server-sent events of a streaming answer.
+    pub fn events(
+        &self,
+        response: Response,
+    ) -> impl Stream<Item = Result<SseEvent, AttemptError>> + Send + Unpin + use<> {
+        let api = self.clone();
+        response.bytes_stream().eventsource().map(move |item| {
+            item.map_err(|e| match e {
+                EventStreamError::Transport(e) => api.stream_cut(&describe_transport(&e)),
+                other => api.malformed(&other),
+            })
+        })
+    }
+
+    /// The error for a stream that ended before its terminator.
+    pub fn stream_cut(&self, detail: &str) -> AttemptError {
+        self.error(
+            ErrorCode::ProviderUnavailable,
+            format!("the stream was cut off before it finished ({detail})"),
+        )
+    }
+
+    /// Downloads a result image from a provider URL, once, with a size cap. An
+    /// expired or missing URL is a `provider_error`.
+    pub async fn download(&self, url: &str) -> Result<Vec<u8>, AttemptError> {
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(self.error(
+                ErrorCode::ProviderError,
+                format!(
+                    "the result image could not be downloaded: HTTP {} (expired or missing URL {})",
+                    status.as_u16(),
+                    scrub_url(url)
+                ),
+            ));
+        }
+        read_limited(response, MAX_IMAGE_BYTES)
+            .await
+            .map_err(|e| self.transport_error(&e))
+    }
+}
+
+/// The taxonomy code a status means before the body is read.
+pub(crate) fn status_code(status: StatusCode) -> ErrorCode {
+    match status.as_u16() {
+        400 | 405 | 409 | 413 | 415 | 422 => ErrorCode::InvalidRequest,
+        // 402: this account's billing; another account may serve the request.
+        401..=403 => ErrorCode::Unauthorized,
+        408 => ErrorCode::Timeout,
+        429 => ErrorCode::RateLimited,
+        500..=599 => ErrorCode::ProviderUnavailable,
+        // 404 and the rest: this instance's model or endpoint is wrong.
+        _ => ErrorCode::ProviderError,
+    }
+}
+
+fn fallback_message(status: StatusCode, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let looks_like_text = !text.trim_start().starts_with('<') && !text.trim().is_empty();
+    if looks_like_text {
+        text.trim().to_owned()
+    } else {
+        status
+            .canonical_reason()
+            .unwrap_or("no readable error body")
+            .to_owned()
+    }
+}
+
+/// Some proxies wrap an error body in a one-element array.
+fn unwrap_single_array(value: &Value) -> &Value {
+    match value {
+        Value::Array(items) if items.len() == 1 => &items[0],
+        other => other,
+    }
+}
+
+/// `retry-after-ms`, or `retry-after` in seconds or as an HTTP date.
+pub(crate) fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(ms as u64);
+    }
+    let value = text("retry-after")?.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then_some((seconds * 1000.0) as u64);
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let ms = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds();
+    Some(u64::try_from(ms).unwrap_or(0))
+}
+
+/// A Go/protobuf duration such as `26s`, `1.5s` or `120ms`, in ms.
+pub(crate) fn duration_ms(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60_000.0)
+    } else {
+        (text, 1000.0)
+    };
+    let value = number.parse::<f64>().ok()?;
+    (value.is_finite() && value >= 0.0).then_some((value * scale) as u64)
+}
+
+/// Reads a body up to `limit` bytes; a longer body is cut at the limit.
+pub(crate) async fn read_limited(
+    mut response: Response,
+    limit: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+fn describe_transport(error: &reqwest::Error) -> String {
+    // Never the URL: it may carry a signature.
+    let mut text = if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        "connection failed".to_owned()
+    } else if error.is_body() || error.is_decode() {
+        "the answer broke off".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A URL without its query string (signed URLs carry credentials there).
+pub(crate) fn scrub_url(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?…"),
+        None => url.to_owned(),
+    }
+}
+
+/// Fields that carry image data in the providers' answers.
+const IMAGE_KEYS: &[&str] = &["b64_json", "base64", "data", "bytesBase64Encoded", "image"];
+
+/// A provider's raw answer fit for the task row: base64 payloads replaced by their
+/// size, signed URLs without their signatures.
+pub(crate) fn scrub_raw(value: &Value) -> Value {
+    match value {
+        Value::String(s) if s.len() > 512 => Value::String(format!("<{} bytes omitted>", s.len())),
+        Value::String(s) if s.starts_with("http") => Value::String(scrub_url(s)),
+        Value::Array(items) => Value::Array(items.iter().map(scrub_raw).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) if IMAGE_KEYS.contains(&k.as_str()) => (
+                        k.clone(),
+                        Value::String(format!("<{} bytes omitted>", s.len())),
+                    ),
+                    other => (k.clone(), scrub_raw(other)),
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// The string at a JSON pointer, if any.
+pub(crate) fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
+    value.pointer(pointer).and_then(Value::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn retry_after_reads_seconds_ms_and_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("2"));
+        assert_eq!(retry_after_ms(&headers), Some(2000));
+        headers.insert("retry-after-ms", HeaderValue::from_static("120"));
+        assert_eq!(retry_after_ms(&headers), Some(120));
+        let mut dated = HeaderMap::new();
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        dated.insert(
+            "retry-after",
+            HeaderValue::from_str(&later).unwrap_or(HeaderValue::from_static("0")),
+        );
+        let ms = retry_after_ms(&dated).unwrap_or(0);
+        assert!((28_000..=30_000).contains(&ms), "{ms}");
+        assert_eq!(retry_after_ms(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(duration_ms("26s"), Some(26_000));
+        assert_eq!(duration_ms("1.5s"), Some(1_500));
+        assert_eq!(duration_ms("120ms"), Some(120));
+        assert_eq!(duration_ms("soon"), None);
+    }
+
+    #[test]
+    fn statuses_map_onto_the_taxonomy() {
+        let code = |s: u16| status_code(StatusCode::from_u16(s).unwrap_or(StatusCode::OK));
+        assert_eq!(code(400), ErrorCode::InvalidRequest);
+        assert_eq!(code(401), ErrorCode::Unauthorized);
+        assert_eq!(code(403), ErrorCode::Unauthorized);
+        assert_eq!(code(404), ErrorCode::ProviderError);
+        assert_eq!(code(429), ErrorCode::RateLimited);
+        assert_eq!(code(502), ErrorCode::ProviderUnavailable);
+        assert_eq!(code(529), ErrorCode::ProviderUnavailable);
+    }
+
+    #[test]
+    fn errors_never_carry_the_key_and_html_bodies_read_as_the_status() {
+        let api = Api::new(
+            ProviderType::Openai,
+            Some("http://127.0.0.1:1/"),
+            "",
+            Some(ApiKey::new("sk-secret-123456")),
+            |_, v| Refined {
+                message: str_at(v, "/error/message").map(str::to_owned),
+                ..Refined::default()
+            },
+        );
+        assert_eq!(api.url("/v1/x"), "http://127.0.0.1:1/v1/x");
+        let body = br#"{"error":{"message":"Incorrect API key provided: sk-secret-123456."}}"#;
+        let error = api.classify(StatusCode::UNAUTHORIZED, &HeaderMap::new(), body);
+        assert_eq!(error.code, ErrorCode::Unauthorized);
+        assert!(
+            !error.message.contains("sk-secret-123456"),
+            "{}",
+            error.message
+        );
+        assert!(
+            error.message.contains("Incorrect API key"),
+            "{}",
+            error.message
+        );
+        let html = b"<html><body>502 Bad Gateway</body></html>";
+        let error = api.classify(StatusCode::BAD_GATEWAY, &HeaderMap::new(), html);
+        assert_eq!(error.code, ErrorCode::ProviderUnavailable);
+        assert!(
+            error.message.contains("502: Bad Gateway"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn raw_answers_lose_payloads_and_signatures() {
+        let raw = serde_json::json!({"data": [{"b64_json": "A".repeat(2000), "url": "https://x/y.png?sig=abc"}], "n": 1});
+        let scrubbed = scrub_raw(&raw);
+        assert_eq!(scrubbed["data"][0]["b64_json"], "<2000 bytes omitted>");
+        assert_eq!(scrubbed["data"][0]["url"], "https://x/y.png?…");
+        assert_eq!(scrubbed["n"], 1);
+    }
+}
