@@ -9,8 +9,10 @@
 //! - [`actors`]: supervised provider actors (rate limiter, breaker, cool-down) and the
 //!   routing table they publish.
 //! - [`engine`]: submit a command, get its events; routing, fallback, artifacts.
-//! - [`providers`]: the `ProviderAdapter` port and the `mock` adapter.
-//! - [`artifacts`]: content-addressed image storage.
+//! - [`providers`]: the `ProviderAdapter` port, the real HTTP adapters (one module per
+//!   provider type, sharing [`providers::wire`]) and the `mock` adapter.
+//! - [`inputs`]: `image.edit` input images (URL, artifact id, base64) resolved once.
+//! - [`artifacts`]: content-addressed image storage over `object_store`.
 //! - [`bus`]: commands in, events out — `memory://` and NATS JetStream behind one type.
 //! - [`ingress`]: the delivery guarantees (task row, events, one terminal event, ack).
 //! - [`reloader`]: the only writer of the live provider set; follows change notices,

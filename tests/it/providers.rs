@@ -1494,3 +1494,136 @@ async fn dashscope_progress_reaches_the_event_stream() {
     assert_eq!(usage.cost_usd, 0.02, "wan2.2-t2i-flash default price");
     h.engine.shutdown();
 }
+
+#[tokio::test]
+async fn a_provider_slower_than_timeout_ms_is_a_timeout_and_the_next_account_serves() {
+    let slow = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_secs(5))
+                .set_body_json(json!({"data": [{"b64_json": PNG_B64}]})),
+        )
+        .mount(&slow)
+        .await;
+    let fast = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"data": [{"b64_json": PNG_B64}]})),
+        )
+        .mount(&fast)
+        .await;
+    let h = harness(vec![
+        config(1, json!({"name": "slow", "provider": "stability", "api_key": "k", "model": "stable-diffusion-v1-6", "priority": 5, "timeout_ms": 100, "base_url": slow.uri()})),
+        config(2, json!({"name": "fast", "provider": "openai", "api_key": "k", "base_url": fast.uri()})),
+    ])
+    .await;
+    let (events, _) = execute(&h, image_command(json!({"prompt": "p"}))).await;
+    let EventBody::Completed {
+        attempts, provider, ..
+    } = &events.last().unwrap().body
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(attempts[0].error_code, Some(ErrorCode::Timeout));
+    assert_eq!(provider.name, "fast");
+    h.engine.shutdown();
+}
+
+#[test]
+fn unknown_or_bad_options_refuse_to_start_the_instance() {
+    for provider in [
+        "openai",
+        "openai_compatible",
+        "anthropic",
+        "gemini",
+        "stability",
+        "ideogram",
+        "seedream",
+        "aliyun",
+    ] {
+        let error = build_adapter(&config(
+            1,
+            json!({"name": "x", "provider": provider, "api_key": "k", "base_url": "http://127.0.0.1:9", "options": {"bogus": 1}}),
+        ))
+        .unwrap_err();
+        assert!(error.to_string().contains("bogus"), "{provider}: {error}");
+        // Without options every type starts.
+        build_adapter(&config(
+            1,
+            json!({"name": "x", "provider": provider, "api_key": "k", "base_url": "http://127.0.0.1:9"}),
+        ))
+        .unwrap();
+    }
+    for (provider, options, needle) in [
+        ("stability", json!({"strength": 2.0}), "strength"),
+        (
+            "seedream",
+            json!({"response_format": "png"}),
+            "response_format",
+        ),
+        ("aliyun", json!({"poll_interval_ms": 0}), "poll_interval_ms"),
+    ] {
+        let error = build_adapter(&config(
+            1,
+            json!({"name": "x", "provider": provider, "api_key": "k", "options": options}),
+        ))
+        .unwrap_err();
+        assert!(error.to_string().contains(needle), "{provider}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn stability_options_give_defaults_that_the_command_overrides() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"image": PNG_B64, "finish_reason": "SUCCESS", "seed": 1})),
+        )
+        .mount(&server)
+        .await;
+    let adapter = adapter(
+        json!({"name": "s", "provider": "stability", "api_key": "k", "model": "ultra", "base_url": server.uri(), "options": {"style_preset": "photographic", "strength": 0.3}}),
+    );
+    call(
+        &adapter,
+        image_command(json!({"prompt": "p"})),
+        InputImages::default(),
+    )
+    .await
+    .0
+    .unwrap();
+    let edit = command(
+        json!({"kind": "image.edit", "input": {"prompt": "p", "style": "anime", "images": [{"b64": PNG_B64}]}}),
+    );
+    let inputs = InputImages {
+        images: vec![InputImage {
+            bytes: png(),
+            mime: "image/png".into(),
+        }],
+        mask: None,
+    };
+    call(&adapter, edit, inputs).await.0.unwrap();
+    let first = sent_multipart(&server, 0).await;
+    assert!(
+        first.contains(&form_field("style_preset", "photographic")),
+        "{first}"
+    );
+    let second = sent_multipart(&server, 1).await;
+    assert!(
+        second.contains(&form_field("style_preset", "anime")),
+        "{second}"
+    );
+    assert!(second.contains(&form_field("strength", "0.3")), "{second}");
+    assert!(
+        second.contains("name=\"image\"; filename=\"image.png\""),
+        "{second}"
+    );
+    assert!(
+        requests(&server).await[1]
+            .url
+            .path()
+            .ends_with("/generate/ultra")
+    );
+}

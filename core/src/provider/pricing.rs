@@ -140,3 +140,42 @@ mod tests {
         assert!(default_cost(ProviderType::Openai, Some("my-finetune")).is_empty());
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    use crate::{ProviderConfigDraft, provider::config::CostTable};
+
+    #[test]
+    fn a_config_without_cost_follows_its_model_and_an_explicit_cost_wins() {
+        let mut draft = ProviderConfigDraft::new("oa", "openai");
+        draft.api_key = Some(crate::ApiKey::new("sk-x"));
+        draft.model = Some("dall-e-2".into());
+        let spec = draft.validate().unwrap();
+        assert!(spec.cost_is_default);
+        assert_eq!(spec.cost.image_price(Some("256x256")), 0.016);
+        // A patch that changes the model brings the new model's prices.
+        let patched = spec
+            .to_draft()
+            .overlay(ProviderConfigDraft {
+                model: Some("dall-e-3".into()),
+                ..ProviderConfigDraft::default()
+            })
+            .validate()
+            .unwrap();
+        assert_eq!(patched.cost.image_price(Some("1024x1792")), 0.08);
+        // An explicit table is kept, also through a patch.
+        let mut explicit = CostTable::default();
+        explicit.per_image.insert("default".into(), 0.01);
+        let priced = patched
+            .to_draft()
+            .overlay(ProviderConfigDraft {
+                cost: Some(explicit.clone()),
+                ..ProviderConfigDraft::default()
+            })
+            .validate()
+            .unwrap();
+        assert!(!priced.cost_is_default);
+        let again = priced.to_draft().validate().unwrap();
+        assert_eq!(again.cost, explicit);
+    }
+}

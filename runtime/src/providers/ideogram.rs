@@ -10,23 +10,35 @@ use switchyard_core::{ErrorCode, Kind, ProviderConfig, ProviderType};
 
 use super::{
     AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ImageOutput,
-    ProviderAdapter,
+    ProviderAdapter, options,
     wire::{Api, Refined, scrub_raw, str_at},
 };
+
+/// Type-specific options.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct IdeogramOptions {
+    /// `TURBO`, `DEFAULT` or `QUALITY`.
+    rendering_speed: Option<String>,
+    /// `AUTO`, `ON` or `OFF`.
+    magic_prompt: Option<String>,
+}
 
 /// The adapter of one Ideogram account.
 #[derive(Debug)]
 pub struct IdeogramAdapter {
     api: Api,
+    options: IdeogramOptions,
 }
 
 impl IdeogramAdapter {
     /// An adapter for a config.
     ///
     /// # Errors
-    /// Never today; the signature matches the other adapters.
+    /// Bad options.
     pub fn from_config(config: &ProviderConfig) -> Result<Self, AdapterBuildError> {
         Ok(Self {
+            options: options(config)?,
             api: Api::new(
                 ProviderType::Ideogram,
                 config.spec.base_url.as_deref(),
@@ -79,6 +91,7 @@ impl ProviderAdapter for IdeogramAdapter {
         request: AdapterRequest,
     ) -> BoxFuture<'static, Result<AdapterOutput, AttemptError>> {
         let api = self.api.clone();
+        let options = self.options.clone();
         Box::pin(async move {
             if request.command.kind != Kind::ImageGenerate {
                 return Err(AttemptError::new(
@@ -105,7 +118,18 @@ impl ProviderAdapter for IdeogramAdapter {
             if let Some(style) = &input.style {
                 form = form.text("style_type", style.to_uppercase());
             }
-            for (key, value) in request.params_for(ProviderType::Ideogram) {
+            let params = request.params_for(ProviderType::Ideogram);
+            for (name, value) in [
+                ("rendering_speed", &options.rendering_speed),
+                ("magic_prompt", &options.magic_prompt),
+            ] {
+                if let Some(value) = value
+                    && !params.contains_key(name)
+                {
+                    form = form.text(name, value.clone());
+                }
+            }
+            for (key, value) in params {
                 let text = match value {
                     Value::String(s) => s,
                     other => other.to_string(),

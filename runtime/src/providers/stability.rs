@@ -11,24 +11,43 @@ use switchyard_core::{ErrorCode, Kind, ProviderConfig, ProviderType};
 
 use super::{
     AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ImageOutput,
-    InputImage, ProviderAdapter, decode_b64,
+    InputImage, ProviderAdapter, decode_b64, options,
     wire::{Api, Refined, scrub_raw, str_at},
 };
+
+/// Type-specific options.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct StabilityOptions {
+    /// `style_preset` when the command gives no `style`.
+    style_preset: Option<String>,
+    /// Image-to-image strength (0–1) when `params.strength` is not given.
+    strength: Option<f64>,
+}
 
 /// The adapter of one Stability account.
 #[derive(Debug)]
 pub struct StabilityAdapter {
     api: Api,
     model: String,
+    options: StabilityOptions,
 }
 
 impl StabilityAdapter {
     /// An adapter for a config.
     ///
     /// # Errors
-    /// Never today; the signature matches the other adapters.
+    /// Bad options.
     pub fn from_config(config: &ProviderConfig) -> Result<Self, AdapterBuildError> {
+        let options: StabilityOptions = options(config)?;
+        if options.strength.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+            return Err(AdapterBuildError {
+                provider: ProviderType::Stability,
+                reason: "options.strength must be 0–1".to_owned(),
+            });
+        }
         Ok(Self {
+            options,
             api: Api::new(
                 ProviderType::Stability,
                 config.spec.base_url.as_deref(),
@@ -108,6 +127,7 @@ impl ProviderAdapter for StabilityAdapter {
         let api = self.api.clone();
         let model = self.model.clone();
         let v1 = self.is_v1();
+        let options = self.options.clone();
         Box::pin(async move {
             if request.command.kind == Kind::TextGenerate {
                 return Err(AttemptError::new(
@@ -116,9 +136,9 @@ impl ProviderAdapter for StabilityAdapter {
                 ));
             }
             if v1 {
-                v1_generate(&api, &model, &request).await
+                v1_generate(&api, &model, &options, &request).await
             } else {
-                v2_generate(&api, &model, &request).await
+                v2_generate(&api, &model, &options, &request).await
             }
         })
     }
@@ -160,6 +180,7 @@ fn param_text(params: &Map<String, Value>, form: multipart::Form) -> multipart::
 async fn v2_generate(
     api: &Api,
     model: &str,
+    options: &StabilityOptions,
     request: &AdapterRequest,
 ) -> Result<AdapterOutput, AttemptError> {
     let command = &request.command;
@@ -182,7 +203,10 @@ async fn v2_generate(
         ));
     }
     let mut params = request.params_for(ProviderType::Stability);
-    let strength = params.remove("strength").unwrap_or(json!(0.6));
+    let strength = params
+        .remove("strength")
+        .unwrap_or(json!(options.strength.unwrap_or(0.6)));
+    let style = input.style.as_ref().or(options.style_preset.as_ref());
     let mut images = Vec::new();
     let mut filtered = 0;
     let mut raw = Vec::new();
@@ -207,7 +231,7 @@ async fn v2_generate(
         if let Some(format) = &input.output_format {
             form = text_field(form, "output_format", format);
         }
-        if let Some(style) = &input.style {
+        if let Some(style) = style {
             form = text_field(form, "style_preset", style);
         }
         if sd3 {
@@ -252,6 +276,7 @@ async fn v2_generate(
 async fn v1_generate(
     api: &Api,
     engine: &str,
+    options: &StabilityOptions,
     request: &AdapterRequest,
 ) -> Result<AdapterOutput, AttemptError> {
     let command = &request.command;
@@ -262,7 +287,9 @@ async fn v1_generate(
         let first = request.inputs.images.first().ok_or_else(|| {
             AttemptError::new(ErrorCode::InvalidRequest, "image.edit needs an input image")
         })?;
-        let strength = params.remove("strength").unwrap_or(json!(0.35));
+        let strength = params
+            .remove("strength")
+            .unwrap_or(json!(options.strength.unwrap_or(0.35)));
         let mut form = multipart::Form::new()
             .part("init_image", image_part(first, "init")?)
             .text("init_image_mode", "IMAGE_STRENGTH")
@@ -299,7 +326,7 @@ async fn v1_generate(
         if let Some(seed) = input.seed {
             body.insert("seed".into(), json!(seed));
         }
-        if let Some(style) = &input.style {
+        if let Some(style) = input.style.as_ref().or(options.style_preset.as_ref()) {
             body.insert("style_preset".into(), json!(style));
         }
         body.extend(params);
