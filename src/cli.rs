@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod demo;
+mod plugins;
 mod providers;
 mod remote;
 
@@ -47,6 +48,9 @@ enum Command {
     /// Manage provider configs (accounts) in the database.
     #[command(subcommand)]
     Providers(Box<providers::ProvidersCommand>),
+    /// Manage WASM provider plugins (install, list, remove, rollback).
+    #[command(subcommand)]
+    Plugins(plugins::PluginsCommand),
     /// Run the runtime on the embedded defaults, send sample commands through the bus,
     /// print their events and where the images went, and exit.
     Demo(demo::DemoArgs),
@@ -91,6 +95,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Plugins(command) if cli.server.is_some() => {
+            let remote = remote::Remote::new(cli.server.as_deref().unwrap_or_default(), cli.token)?;
+            plugins::run_remote(&remote, command).await
+        }
+        Command::Plugins(command) => {
+            let settings = load_settings(cli.config.as_deref())?;
+            let store = switchyard_runtime::open_store(&settings)
+                .await
+                .context("cannot open the database")?;
+            let result = plugins::run(&store, command).await;
+            store.close().await;
+            let (code, changed) = result?;
+            if let Some(name) = changed {
+                announce_plugins(&settings, &name).await;
+            }
+            Ok(code)
+        }
         Command::Providers(command) if cli.server.is_some() => {
             let remote = remote::Remote::new(cli.server.as_deref().unwrap_or_default(), cli.token)?;
             remote::run(&remote, *command).await
@@ -125,6 +146,28 @@ async fn announce_change(settings: &Settings, change: &switchyard_runtime::store
     match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
         Ok(Ok(bus)) => {
             switchyard_runtime::reloader::announce(&bus, change).await;
+            bus.flush().await;
+        }
+        _ => eprintln!(
+            "warning: could not announce the change on NATS; runtimes will pick it up within database.change_poll_ms"
+        ),
+    }
+}
+
+/// Tells running replicas that plugins changed (over NATS); on `memory://` they pick
+/// it up by the poll.
+async fn announce_plugins(settings: &Settings, name: &str) {
+    if settings.bus.url == "memory://" {
+        return;
+    }
+    let connect = switchyard_runtime::bus::Bus::connect(
+        &settings.bus.url,
+        &settings.bus.prefix,
+        settings.bus.nats_options(),
+    );
+    match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
+        Ok(Ok(bus)) => {
+            switchyard_runtime::reloader::announce_plugins(&bus, name).await;
             bus.flush().await;
         }
         _ => eprintln!(

@@ -44,6 +44,8 @@ pub struct EngineOptions {
     pub restart_policy: RestartPolicy,
     /// How long a request may wait for a rate-limit slot when it has no `deadline_ms`.
     pub default_wait: Duration,
+    /// The WASM plugin host, for `wasm` provider configs (none: they cannot start).
+    pub plugins: Option<Arc<crate::plugins::PluginRegistry>>,
 }
 
 /// Why the engine could not start.
@@ -107,9 +109,15 @@ struct Inner {
     counter: AtomicU64,
     default_wait: Duration,
     breaker_notices: std::sync::Mutex<Option<mpsc::UnboundedReceiver<BreakerOpened>>>,
+    plugins: Option<Arc<crate::plugins::PluginRegistry>>,
 }
 
 impl Engine {
+    /// The WASM plugin host, if this engine has one.
+    pub fn plugins(&self) -> Option<&Arc<crate::plugins::PluginRegistry>> {
+        self.inner.plugins.as_ref()
+    }
+
     /// Starts the supervisor and one provider actor per config in `configs`.
     /// Configs whose adapter cannot start are reported, not fatal.
     ///
@@ -131,6 +139,7 @@ impl Engine {
                 clock,
                 policy: options.restart_policy,
                 breaker_notices: Some(notice_tx),
+                plugins: options.plugins.clone(),
             },
         )
         .await
@@ -145,6 +154,7 @@ impl Engine {
                 counter: AtomicU64::new(0),
                 default_wait: options.default_wait,
                 breaker_notices: std::sync::Mutex::new(Some(notice_rx)),
+                plugins: options.plugins,
             }),
         };
         let report = engine.apply(configs, disabled).await?;

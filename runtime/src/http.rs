@@ -3,6 +3,8 @@
 //! <admin token>`; API keys are write-only and shown masked; validation errors are 400
 //! with a JSON body naming each bad field.
 
+mod plugins;
+
 use axum::{
     Json, Router,
     body::Bytes,
@@ -77,6 +79,18 @@ pub fn router(state: HttpState) -> Router {
                     .delete(delete_provider),
             )
             .route("/v1/providers/{id}/test", post(test_provider))
+            .route("/v1/plugins", get(plugins::list_plugins))
+            .route(
+                "/v1/plugins/{name}",
+                get(plugins::get_plugin)
+                    .put(plugins::install_plugin)
+                    .delete(plugins::delete_plugin)
+                    .layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+            )
+            .route(
+                "/v1/plugins/{name}/rollback",
+                post(plugins::rollback_plugin),
+            )
             .layer(middleware::from_fn_with_state(
                 admin.token.clone(),
                 require_admin,
@@ -91,7 +105,7 @@ pub fn router(state: HttpState) -> Router {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Switchyard", description = "Event-driven gateway to AI image and text providers. Admin endpoints need `Authorization: Bearer <admin token>`."),
-    paths(healthz, readyz, metrics_text, artifact, list_providers, create_provider, get_provider, patch_provider, delete_provider, reload, status, test_provider),
+    paths(healthz, readyz, metrics_text, artifact, list_providers, create_provider, get_provider, patch_provider, delete_provider, reload, status, test_provider, plugins::install_plugin, plugins::list_plugins, plugins::get_plugin, plugins::delete_plugin, plugins::rollback_plugin),
     modifiers(&AdminAuth),
 )]
 pub struct ApiDoc;
@@ -414,11 +428,15 @@ async fn test_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> 
         }
         Err(e) => return store_error(e),
     };
-    let config = match record.config() {
+    let mut config = match record.config() {
         Ok(config) => config,
         Err(e) => return store_error(StoreError::Invalid(e)),
     };
-    let adapter = match crate::providers::build_adapter(&config) {
+    let plugins = admin.engine.plugins();
+    if let Some(plugins) = plugins {
+        plugins.resolve(&admin.store, [&mut config]).await;
+    }
+    let adapter = match crate::providers::build_adapter_with(&config, plugins.map(AsRef::as_ref)) {
         Ok(adapter) => adapter,
         Err(e) => return Json(json!({"ok": false, "error": e.to_string()})).into_response(),
     };

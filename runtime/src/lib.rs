@@ -38,6 +38,7 @@ pub mod engine;
 pub mod http;
 pub mod ingress;
 pub mod inputs;
+pub mod plugins;
 pub mod providers;
 pub mod reloader;
 pub mod replicas;

@@ -10,6 +10,7 @@ pub(crate) mod mock;
 mod openai;
 mod seedream;
 mod stability;
+mod wasm;
 pub mod wire;
 
 use std::{future::Future, pin::Pin, sync::Arc};
@@ -237,6 +238,17 @@ pub(crate) fn decode_b64(api: &wire::Api, data: &str) -> Result<Vec<u8>, Attempt
 pub fn build_adapter(
     config: &ProviderConfig,
 ) -> Result<Arc<dyn ProviderAdapter>, AdapterBuildError> {
+    build_adapter_with(config, None)
+}
+
+/// Builds the adapter for a config; `wasm` configs take their plugin from `plugins`.
+///
+/// # Errors
+/// [`AdapterBuildError`] for bad options or a plugin that is not loaded.
+pub fn build_adapter_with(
+    config: &ProviderConfig,
+    plugins: Option<&crate::plugins::PluginRegistry>,
+) -> Result<Arc<dyn ProviderAdapter>, AdapterBuildError> {
     Ok(match config.spec.provider {
         ProviderType::Mock => Arc::new(MockAdapter::from_config(config)?),
         ProviderType::Openai | ProviderType::OpenaiCompatible => {
@@ -248,11 +260,6 @@ pub fn build_adapter(
         ProviderType::Ideogram => Arc::new(ideogram::IdeogramAdapter::from_config(config)?),
         ProviderType::Seedream => Arc::new(seedream::SeedreamAdapter::from_config(config)?),
         ProviderType::Aliyun => Arc::new(aliyun::AliyunAdapter::from_config(config)?),
-        other @ ProviderType::Wasm => {
-            return Err(AdapterBuildError {
-                provider: other,
-                reason: "WASM plugins are not built into this version yet".to_owned(),
-            });
-        }
+        ProviderType::Wasm => Arc::new(wasm::WasmAdapter::from_config(config, plugins)?),
     })
 }

@@ -153,6 +153,16 @@ impl ReloadHandle {
     }
 }
 
+/// Tells every runtime process (this one included) that plugins changed: they reload
+/// all configs, so `wasm` configs resolve their plugin again.
+pub async fn announce_plugins(bus: &Bus, name: &str) {
+    let subject = bus.subjects().config_changed();
+    let notice = serde_json::json!({"plugin": name}).to_string();
+    if let Err(e) = bus.publish_core(&subject, notice.into_bytes().into()).await {
+        tracing::warn!(error = %e, "cannot announce a plugin change; runtimes will poll");
+    }
+}
+
 /// Tells other runtime processes that a config changed (`<prefix>.cfg.changed`).
 pub async fn announce(bus: &Bus, change: &ConfigChange) {
     let subject = bus.subjects().config_changed();
@@ -191,7 +201,10 @@ impl Reloader {
                     self.disabled.remove(id);
                 }
                 Some(record) => match record.config() {
-                    Ok(config) if config.spec.enabled => {
+                    Ok(mut config) if config.spec.enabled => {
+                        if let Some(plugins) = self.engine.plugins() {
+                            plugins.resolve(&self.store, [&mut config]).await;
+                        }
                         self.disabled.remove(id);
                         previous.insert(*id, self.applied.insert(*id, config));
                     }
@@ -258,6 +271,9 @@ impl Reloader {
                     });
                 }
             }
+        }
+        if let Some(plugins) = self.engine.plugins() {
+            plugins.resolve(&self.store, live.values_mut()).await;
         }
         let report = self
             .engine

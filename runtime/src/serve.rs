@@ -22,6 +22,9 @@ use crate::{
 /// Why the process could not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
+    /// The WASM plugin host could not start.
+    #[error("plugin host: {0}")]
+    Plugins(String),
     /// Settings did not load or validate.
     #[error(transparent)]
     Settings(#[from] SettingsError),
@@ -153,6 +156,23 @@ pub async fn prepare(settings: Settings) -> Result<(Runtime, SeedReport), InitEr
 }
 
 impl Runtime {
+    /// The WASM plugin host of `[plugins]`, if enabled.
+    ///
+    /// # Errors
+    /// [`InitError::Plugins`] when the engine cannot be set up.
+    pub fn plugin_registry(
+        &self,
+    ) -> Result<Option<std::sync::Arc<crate::plugins::PluginRegistry>>, InitError> {
+        let settings = &self.settings.plugins;
+        if !settings.enabled {
+            return Ok(None);
+        }
+        let cache = (!settings.cache_dir.is_empty()).then(|| settings.cache_dir.clone().into());
+        crate::plugins::PluginRegistry::new(cache)
+            .map(Some)
+            .map_err(|e| InitError::Plugins(e.to_string()))
+    }
+
     /// Starts the actor system and the reloader, which loads every valid, enabled
     /// provider config from the database (startup is the diff from an empty set) and
     /// keeps following changes until `shutdown`.
@@ -169,6 +189,7 @@ impl Runtime {
             artifact_base_url: format!("http://{}", self.settings.http.listen),
             restart_policy: RestartPolicy::default(),
             default_wait: Duration::from_secs(60),
+            plugins: self.plugin_registry()?,
         };
         let (engine, _) = Engine::start(Vec::new(), Vec::new(), options).await?;
         let poll = Duration::from_millis(self.settings.database.change_poll_ms);

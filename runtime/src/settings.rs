@@ -41,6 +41,9 @@ pub struct Settings {
     /// `[admin]`.
     #[serde(default)]
     pub admin: AdminSettings,
+    /// `[plugins]`.
+    #[serde(default)]
+    pub plugins: PluginSettings,
     /// `[[providers]]`: seeds for the database, applied once per name.
     #[serde(default)]
     pub providers: Vec<ProviderConfigDraft>,
@@ -175,6 +178,25 @@ impl Default for ArtifactSettings {
     fn default() -> Self {
         Self {
             url: "file://data/artifacts".to_owned(),
+        }
+    }
+}
+
+/// `[plugins]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginSettings {
+    /// Run the WASM plugin host (`wasm` provider configs need it).
+    pub enabled: bool,
+    /// Where compiled plugins are cached, so restarts do not recompile ("" = none).
+    pub cache_dir: String,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            cache_dir: "data/plugin-cache".to_owned(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! Hazards: migrations live in two folders (`migrations/postgres`, `migrations/sqlite`)
 //! that must stay in step; only the PostgreSQL one may hold NOTIFY triggers.
 
+mod plugins;
 mod providers;
 mod seed;
 mod tasks;
@@ -25,6 +26,7 @@ use switchyard_core::{ConfigId, ValidationError};
 
 use crate::secrets::{MasterKey, SecretError};
 
+pub use plugins::{Installed, PluginInfo};
 pub use providers::{ConfigChange, ConfigListener, ProviderFilter, ProviderRecord};
 pub use seed::SeedReport;
 pub use tasks::{NewTask, NewTaskResult, Task, TaskInsert, TaskResult, TaskStatus};
@@ -56,6 +58,9 @@ pub enum StoreError {
     /// Another provider config already has this name.
     #[error("a provider config named '{0}' already exists")]
     NameTaken(String),
+    /// The write contradicts what is stored.
+    #[error("{0}")]
+    Conflict(String),
     /// No provider config with this id.
     #[error("provider config {0} not found")]
     NotFound(ConfigId),

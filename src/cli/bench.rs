@@ -84,6 +84,7 @@ async fn start_engine(instances: i64, dir: &std::path::Path) -> anyhow::Result<E
             artifact_base_url: "http://127.0.0.1:8080".into(),
             restart_policy: RestartPolicy::default(),
             default_wait: Duration::from_secs(30),
+            plugins: None,
         },
     )
     .await?;

@@ -35,7 +35,7 @@ impl Remote {
         })
     }
 
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -49,6 +49,28 @@ impl Remote {
             request = request.json(&body);
         }
         let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status();
+        let value = response.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+
+    /// Sends raw bytes (a plugin file).
+    pub(super) async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let response = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/wasm")
+            .body(body)
+            .timeout(std::time::Duration::from_secs(300))
             .send()
             .await
             .with_context(|| format!("cannot reach {}", self.base))?;
@@ -74,7 +96,7 @@ impl Remote {
     }
 }
 
-fn check(status: StatusCode, body: &Value) -> anyhow::Result<()> {
+pub(super) fn check(status: StatusCode, body: &Value) -> anyhow::Result<()> {
     if status.is_success() {
         return Ok(());
     }

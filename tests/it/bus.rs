@@ -89,6 +89,7 @@ impl Rig {
                 artifact_base_url: "http://127.0.0.1:8080".into(),
                 restart_policy: RestartPolicy::default(),
                 default_wait: Duration::from_secs(30),
+                plugins: None,
             },
         )
         .await

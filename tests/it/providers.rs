@@ -1210,6 +1210,7 @@ async fn harness(configs: Vec<ProviderConfig>) -> Harness {
             artifact_base_url: "http://127.0.0.1:8080".into(),
             restart_policy: RestartPolicy::default(),
             default_wait: Duration::from_secs(5),
+            plugins: None,
         },
     )
     .await

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     clock::Clock,
-    providers::{ProviderAdapter, build_adapter},
+    providers::{ProviderAdapter, build_adapter_with},
 };
 
 /// How crashed actors are restarted.
@@ -61,6 +61,8 @@ pub struct SupervisorArgs {
     pub policy: RestartPolicy,
     /// Where provider actors report breakers that open.
     pub breaker_notices: Option<tokio::sync::mpsc::UnboundedSender<super::provider::BreakerOpened>>,
+    /// Loaded WASM plugins, for `wasm` configs.
+    pub plugins: Option<Arc<crate::plugins::PluginRegistry>>,
 }
 
 /// A config whose actor could not start.
@@ -310,7 +312,10 @@ impl SupervisorState {
         let mut prepared = Vec::new();
         for id in diff.to_add.iter().chain(&diff.to_replace) {
             let Some(config) = new.get(id) else { continue };
-            let adapter: Arc<dyn ProviderAdapter> = match build_adapter(config) {
+            let adapter: Arc<dyn ProviderAdapter> = match build_adapter_with(
+                config,
+                self.args.plugins.as_deref(),
+            ) {
                 Ok(adapter) => adapter,
                 Err(e) => {
                     tracing::warn!(config_id = %id, error = %e, "provider instance not started (a previous actor of this config, if any, keeps serving)");

@@ -41,6 +41,7 @@ async fn harness_with(
             artifact_base_url: "http://127.0.0.1:8080".into(),
             restart_policy: policy,
             default_wait: Duration::from_secs(30),
+            plugins: None,
         },
     )
     .await

@@ -40,6 +40,9 @@ pub fn client() -> reqwest::Client {
         .get_or_init(|| {
             install_tls();
             reqwest::Client::builder()
+                // Redirects could lead a download, an input image or a plugin off its
+                // allowed hosts: a 3xx is an answer, not a detour.
+                .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(Duration::from_secs(10))
                 .pool_idle_timeout(Duration::from_secs(90))
                 .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))

@@ -529,10 +529,13 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Database`].
-    pub async fn config_fingerprint(&self) -> Result<(i64, i64, i64), StoreError> {
-        let row: (i64, i64, i64) = on_pool!(self, |pool| sqlx::query_as(
+    pub async fn config_fingerprint(&self) -> Result<(i64, i64, i64, i64), StoreError> {
+        // Plugins count too: a new or rolled-back version changes what configs run.
+        let row: (i64, i64, i64, i64) = on_pool!(self, |pool| sqlx::query_as(
             "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(version), 0) AS BIGINT), \
-             CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM provider_configs"
+             CAST(COALESCE(MAX(id), 0) AS BIGINT), \
+             (SELECT CAST(COALESCE(SUM(CASE WHEN active THEN id ELSE 2 * id END), 0) AS BIGINT) \
+              FROM plugins) FROM provider_configs"
         )
         .fetch_one(pool)
         .await)?;

@@ -1,0 +1,236 @@
+//! The guest's outbound HTTP: allowlist on the host name and on every address it
+//! resolves to, the API key filled in for the placeholder (URL and header values only)
+//! and removed from the answer, no redirects, a body cap and the call's deadline.
+
+use std::{net::IpAddr, time::Duration};
+
+use reqwest::Method;
+
+use crate::{API_KEY_PLACEHOLDER, CallContext, bindings::switchyard::provider::host};
+
+/// Sends one guest request; every refusal is an `Err` the guest can read.
+pub(crate) async fn send(
+    context: &CallContext,
+    request: host::HttpRequest,
+    left: Duration,
+) -> Result<host::HttpResponse, String> {
+    let key = context.api_key.as_deref().unwrap_or_default();
+    let raw_url = request.url.replace(API_KEY_PLACEHOLDER, key);
+    let url = url::Url::parse(&raw_url).map_err(|e| format!("bad url: {e}"))?;
+    let shown = shown_url(&url);
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{shown}: only http and https are allowed"));
+    }
+    let host = url.host_str().ok_or_else(|| format!("{shown}: no host"))?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let entry = allowed_entry(&context.allowed_hosts, host, port)
+        .ok_or_else(|| format!("{host}:{port} is not on this plugin's allowed_hosts"))?;
+    check_addresses(host, port, entry).await?;
+    let method = Method::from_bytes(request.method.to_uppercase().as_bytes())
+        .map_err(|_| format!("bad method '{}'", request.method))?;
+    let client = context
+        .http
+        .as_ref()
+        .ok_or_else(|| "this call has no network access".to_owned())?;
+    let mut builder = client.request(method, url.clone()).timeout(left);
+    for (name, value) in request.headers {
+        builder = builder.header(name, value.replace(API_KEY_PLACEHOLDER, key));
+    }
+    if !request.body.is_empty() {
+        builder = builder.body(request.body);
+    }
+    let mut response = builder
+        .send()
+        .await
+        .map_err(|e| format!("{shown}: {}", e.without_url()))?;
+    let status = response.status().as_u16();
+    if response.status().is_redirection() {
+        return Err(format!(
+            "{shown}: redirects are not followed (HTTP {status})"
+        ));
+    }
+    let headers = response
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| {
+            let value = value.to_str().ok()?;
+            Some((name.as_str().to_owned(), redact(value, key)))
+        })
+        .collect();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("{shown}: {}", e.without_url()))?
+    {
+        if body.len() + chunk.len() > context.max_response_bytes {
+            return Err(format!(
+                "{shown}: the answer is larger than {} bytes",
+                context.max_response_bytes
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if key.len() >= 4 {
+        body = redact_bytes(&body, key.as_bytes());
+    }
+    Ok(host::HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The URL without query (it may carry the key) for messages.
+fn shown_url(url: &url::Url) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        url.path()
+    )
+}
+
+/// The allowlist entry that admits `host:port`: `name`, `name:port`, `*.domain`, or
+/// an IP literal with or without port.
+fn allowed_entry<'a>(allowed: &'a [String], host: &str, port: u16) -> Option<&'a str> {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    allowed.iter().map(String::as_str).find(|entry| {
+        let entry = entry.trim().to_ascii_lowercase();
+        let (name, entry_port) = match entry.rsplit_once(':') {
+            Some((name, p)) if !name.contains(':') || name.ends_with(']') => (
+                name.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+                p.parse::<u16>().ok(),
+            ),
+            _ => (entry.clone(), None),
+        };
+        let port_ok = entry_port.is_none_or(|p| p == port);
+        let name_ok = match name.strip_prefix("*.") {
+            Some(domain) => host.ends_with(&format!(".{domain}")),
+            None => name == host,
+        };
+        port_ok && name_ok
+    })
+}
+
+/// A host name must not resolve to a loopback, private or link-local address unless
+/// the allowlist names that address itself (DNS cannot route a plugin into the
+/// internal network behind an innocent-looking name).
+async fn check_addresses(host: &str, port: u16, entry: &str) -> Result<(), String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<IpAddr>().is_ok() {
+        // An IP literal matched the allowlist literally.
+        return Ok(());
+    }
+    let addresses = tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|e| format!("{host}: cannot resolve ({e})"))?;
+    for address in addresses {
+        let ip = address.ip();
+        if is_internal(ip) {
+            return Err(format!(
+                "{host} resolves to the internal address {ip}, which '{entry}' does not allow; list the address itself to allow it"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xC0) == 64
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+        }
+    }
+}
+
+fn redact(text: &str, key: &str) -> String {
+    if key.len() >= 4 && text.contains(key) {
+        text.replace(key, "****")
+    } else {
+        text.to_owned()
+    }
+}
+
+fn redact_bytes(body: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i..].starts_with(key) {
+            out.extend_from_slice(b"****");
+            i += key.len();
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_matches_names_wildcards_and_ports() {
+        let allowed = vec![
+            "api.replicate.com".to_owned(),
+            "*.replicate.delivery".to_owned(),
+            "127.0.0.1:8080".to_owned(),
+        ];
+        assert!(allowed_entry(&allowed, "api.replicate.com", 443).is_some());
+        assert!(allowed_entry(&allowed, "pbxt.replicate.delivery", 443).is_some());
+        assert!(allowed_entry(&allowed, "replicate.delivery.evil.com", 443).is_none());
+        assert!(allowed_entry(&allowed, "127.0.0.1", 8080).is_some());
+        assert!(allowed_entry(&allowed, "127.0.0.1", 8081).is_none());
+        assert!(allowed_entry(&allowed, "evil.com", 443).is_none());
+        assert!(allowed_entry(&[], "api.replicate.com", 443).is_none());
+    }
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "169.254.169.254",
+            "::1",
+            "fd00::1",
+            "100.64.0.1",
+        ] {
+            assert!(
+                is_internal(ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))),
+                "{ip}"
+            );
+        }
+        assert!(!is_internal(IpAddr::from([8, 8, 8, 8])));
+    }
+
+    #[test]
+    fn keys_are_removed_from_answers() {
+        assert_eq!(
+            redact_bytes(b"key=sk-123 and sk-123", b"sk-123"),
+            b"key=**** and ****"
+        );
+        assert_eq!(redact("Bearer sk-123", "sk-123"), "Bearer ****");
+    }
+}
