@@ -449,3 +449,101 @@ fn providers_commands_work_against_a_running_server() {
         .status();
     let _ = serve.wait();
 }
+
+fn guest_path(name: &str) -> String {
+    let path = format!(
+        "{}/plugins/examples/dist/{name}.wasm",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    assert!(
+        Path::new(&path).exists(),
+        "{path} is missing — build the example plugins first: plugins/build-examples.sh"
+    );
+    path
+}
+
+#[test]
+fn plugins_are_validated_installed_and_rolled_back_locally_and_through_a_server() {
+    let env = Env::new("");
+    let garbage = env.dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"definitely not wasm").unwrap();
+    let out = env.run(&["plugins", "install", garbage.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a WebAssembly file"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(&["plugins", "install", &guest_path("echo-core")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("core WebAssembly module, not a component"),
+        "{}",
+        stderr(&out)
+    );
+    let installed = env.ok(&["plugins", "install", &guest_path("echo")]);
+    assert!(installed.contains("installed echo@1.0.0"), "{installed}");
+    let listed: Vec<Value> = serde_json::from_str(&env.ok(&["plugins", "list", "--json"])).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["version"], "1.0.0");
+
+    let port = crate::support::free_port();
+    let mut serve = env
+        .command()
+        .arg("serve")
+        .env("SWITCHYARD_ADMIN__TOKEN", "plugin-admin-token-1")
+        .env("SWITCHYARD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let server = format!("http://127.0.0.1:{port}");
+    let remote = |args: &[&str]| {
+        Command::new(BIN)
+            .args([
+                "--server",
+                &server,
+                "--token",
+                "plugin-admin-token-1",
+                "plugins",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = remote(&["install", &guest_path("echo-v2")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("installed echo@2.0.0"));
+    let out = remote(&["install", garbage.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = remote(&["rollback", "echo"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2.0.0 deactivated; 1.0.0 serves again"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = remote(&["list", "--json"]);
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let active: Vec<(&str, bool)> = listed
+        .iter()
+        .map(|p| {
+            (
+                p["version"].as_str().unwrap(),
+                p["active"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(active, [("1.0.0", true), ("2.0.0", false)]);
+    let out = remote(&["remove", "echo"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _ = Command::new("kill")
+        .args(["-INT", &serve.id().to_string()])
+        .status();
+    let _ = serve.wait();
+}

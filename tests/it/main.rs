@@ -13,6 +13,7 @@ mod architecture;
 mod bus;
 mod cli;
 mod cluster;
+mod plugins;
 mod protocol;
 mod providers;
 mod reload;

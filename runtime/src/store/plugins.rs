@@ -26,7 +26,16 @@ pub struct PluginInfo {
 }
 
 type InfoRow = (i64, String, String, String, i64, bool, DateTime<Utc>);
-type BytesRow = (i64, String, String, String, i64, bool, DateTime<Utc>, Vec<u8>);
+type BytesRow = (
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    bool,
+    DateTime<Utc>,
+    Vec<u8>,
+);
 
 fn info((id, name, version, sha256, bytes, active, created_at): InfoRow) -> PluginInfo {
     PluginInfo {
