@@ -4,7 +4,12 @@
 //!
 //!     cargo bench -p switchyard-plugins --bench plugin
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a benchmark")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark"
+)]
 
 use std::time::Duration;
 
@@ -26,7 +31,10 @@ fn request() -> Request {
         aspect_ratio: None,
         seed: None,
         images: Vec::new(),
-        messages: vec![Message { role: "user".into(), content: "hello".into() }],
+        messages: vec![Message {
+            role: "user".into(),
+            content: "hello".into(),
+        }],
         system: None,
         max_tokens: None,
         temperature: None,
@@ -41,26 +49,36 @@ fn request() -> Request {
 
 fn rss_kib() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let wasm = guest("echo");
     let host = PluginHost::new(None).unwrap();
     let plugin = rt.block_on(host.load(&wasm)).unwrap();
 
-    c.bench_function("plugin/call_overhead (fresh store + instantiate + call)", |b| {
-        b.iter(|| {
-            rt.block_on(plugin.generate(
-                host.engine(),
-                request(),
-                CallContext::new(None, Duration::from_secs(5)),
-            ))
-            .unwrap()
-        });
-    });
+    c.bench_function(
+        "plugin/call_overhead (fresh store + instantiate + call)",
+        |b| {
+            b.iter(|| {
+                rt.block_on(plugin.generate(
+                    host.engine(),
+                    request(),
+                    CallContext::new(None, Duration::from_secs(5)),
+                ))
+                .unwrap()
+            });
+        },
+    );
 
     let mut group = c.benchmark_group("plugin/load");
     group.sample_size(10);
@@ -82,7 +100,9 @@ fn bench(c: &mut Criterion) {
     // Memory per loaded plugin: RSS growth over 50 loaded copies (each compiled
     // separately, as distinct versions would be).
     let before = rss_kib();
-    let loaded: Vec<_> = (0..50).map(|_| rt.block_on(host.load(&wasm)).unwrap()).collect();
+    let loaded: Vec<_> = (0..50)
+        .map(|_| rt.block_on(host.load(&wasm)).unwrap())
+        .collect();
     let after = rss_kib();
     println!(
         "plugin/memory: {} KiB RSS per loaded plugin (echo, {} KiB file; 50 loaded)",

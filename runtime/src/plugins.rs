@@ -98,6 +98,26 @@ impl PluginRegistry {
                     }
                 }
             }
+            // A config's kinds default to everything a `wasm` config could serve:
+            // narrow them to what this plugin version says it serves.
+            if let Some(plugin) = self.get(&exact) {
+                let served: Vec<switchyard_core::Kind> = plugin
+                    .descriptor
+                    .kinds
+                    .iter()
+                    .map(|k| kind_of(*k))
+                    .collect();
+                let narrowed: std::collections::BTreeSet<_> = config
+                    .spec
+                    .kinds
+                    .iter()
+                    .copied()
+                    .filter(|k| served.contains(k))
+                    .collect();
+                if !narrowed.is_empty() {
+                    config.spec.kinds = narrowed;
+                }
+            }
             config.spec.plugin = Some(exact);
         }
     }
@@ -107,6 +127,15 @@ impl PluginRegistry {
         if let Ok(mut failures) = self.failures.lock() {
             failures.insert(reference.to_owned(), reason);
         }
+    }
+}
+
+/// The runtime's kind for a plugin's.
+pub fn kind_of(kind: switchyard_plugins::Kind) -> switchyard_core::Kind {
+    match kind {
+        switchyard_plugins::Kind::ImageGenerate => switchyard_core::Kind::ImageGenerate,
+        switchyard_plugins::Kind::ImageEdit => switchyard_core::Kind::ImageEdit,
+        switchyard_plugins::Kind::TextGenerate => switchyard_core::Kind::TextGenerate,
     }
 }
 

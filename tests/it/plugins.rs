@@ -193,10 +193,13 @@ async fn the_replicate_example_submits_polls_and_downloads_through_the_host() {
     let rt = Runtime::start().await;
     assert_eq!(rt.install("replicate").await, "replicate@1.0.0");
     let host = base.trim_start_matches("http://").to_owned();
-    rt.add(json!({"name": "flux", "provider": "wasm", "plugin": "replicate", "kinds": ["image.generate"],
+    // No `kinds`: narrowed to what the plugin serves (image.generate).
+    rt.add(
+        json!({"name": "flux", "provider": "wasm", "plugin": "replicate",
         "model": "black-forest-labs/flux-schnell", "base_url": base, "api_key": "r8_secret_key",
-        "options": {"allowed_hosts": [host], "poll_interval_ms": 5}}))
-        .await;
+        "options": {"allowed_hosts": [host], "poll_interval_ms": 5}}),
+    )
+    .await;
     let events = rt
         .run(
             json!({"kind": "image.generate", "input": {"prompt": "a fox", "aspect_ratio": "16:9"}}),

@@ -84,11 +84,7 @@ impl WasmAdapter {
             .descriptor
             .kinds
             .iter()
-            .map(|k| match k {
-                switchyard_plugins::Kind::ImageGenerate => Kind::ImageGenerate,
-                switchyard_plugins::Kind::ImageEdit => Kind::ImageEdit,
-                switchyard_plugins::Kind::TextGenerate => Kind::TextGenerate,
-            })
+            .map(|k| crate::plugins::kind_of(*k))
             .collect();
         if let Some(kind) = config.spec.kinds.iter().find(|k| !served.contains(k)) {
             return Err(fail(format!(
