@@ -108,7 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.close().await;
             let (code, changed) = result?;
             if let Some(name) = changed {
-                announce_plugins(&settings, &name).await;
+                announce(&settings, Notice::Plugins(&name)).await;
             }
             Ok(code)
         }
@@ -125,38 +125,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.close().await;
             let (code, change) = result?;
             if let Some(change) = change {
-                announce_change(&settings, &change).await;
+                announce(&settings, Notice::Config(&change)).await;
             }
             Ok(code)
         }
     }
 }
 
-/// Tells running replicas about a write (over NATS). On `memory://` there is no one
-/// to tell: runtimes pick the change up by PostgreSQL NOTIFY or the SQLite poll.
-async fn announce_change(settings: &Settings, change: &switchyard_runtime::store::ConfigChange) {
-    if settings.bus.url == "memory://" {
-        return;
-    }
-    let connect = switchyard_runtime::bus::Bus::connect(
-        &settings.bus.url,
-        &settings.bus.prefix,
-        settings.bus.nats_options(),
-    );
-    match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
-        Ok(Ok(bus)) => {
-            switchyard_runtime::reloader::announce(&bus, change).await;
-            bus.flush().await;
-        }
-        _ => eprintln!(
-            "warning: could not announce the change on NATS; runtimes will pick it up within database.change_poll_ms"
-        ),
-    }
+/// What to tell running replicas after a write made here.
+enum Notice<'a> {
+    Config(&'a switchyard_runtime::store::ConfigChange),
+    Plugins(&'a str),
 }
 
-/// Tells running replicas that plugins changed (over NATS); on `memory://` they pick
-/// it up by the poll.
-async fn announce_plugins(settings: &Settings, name: &str) {
+/// Tells running replicas about a write (over NATS). On `memory://` there is no one
+/// to tell: runtimes pick the change up by PostgreSQL NOTIFY or the database poll.
+async fn announce(settings: &Settings, notice: Notice<'_>) {
     if settings.bus.url == "memory://" {
         return;
     }
@@ -167,7 +151,14 @@ async fn announce_plugins(settings: &Settings, name: &str) {
     );
     match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
         Ok(Ok(bus)) => {
-            switchyard_runtime::reloader::announce_plugins(&bus, name).await;
+            match notice {
+                Notice::Config(change) => {
+                    switchyard_runtime::reloader::announce(&bus, change).await
+                }
+                Notice::Plugins(name) => {
+                    switchyard_runtime::reloader::announce_plugins(&bus, name).await;
+                }
+            }
             bus.flush().await;
         }
         _ => eprintln!(

@@ -48,6 +48,10 @@ impl Remote {
         if let Some(body) = body {
             request = request.json(&body);
         }
+        self.send(request).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
         let response = request
             .send()
             .await
@@ -64,19 +68,14 @@ impl Remote {
         path: &str,
         body: Vec<u8>,
     ) -> anyhow::Result<(StatusCode, Value)> {
-        let response = self
+        let request = self
             .client
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token)
             .header("content-type", "application/wasm")
             .body(body)
-            .timeout(std::time::Duration::from_secs(300))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.base))?;
-        let status = response.status();
-        let value = response.json::<Value>().await.unwrap_or(Value::Null);
-        Ok((status, value))
+            .timeout(std::time::Duration::from_secs(300));
+        self.send(request).await
     }
 
     /// The id of a config given by id or name.

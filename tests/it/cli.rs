@@ -69,6 +69,26 @@ token_file = "{d}/data/admin.token"
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `serve` with this admin token, once it listens; returns it and its URL.
+    fn serve(&self, token: &str) -> (std::process::Child, String) {
+        let port = crate::support::free_port();
+        let serve = self
+            .command()
+            .arg("serve")
+            .env("SWITCHYARD_ADMIN__TOKEN", token)
+            .env("SWITCHYARD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "serve did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (serve, format!("http://127.0.0.1:{port}"))
+    }
+
     fn list(&self) -> Vec<Value> {
         serde_json::from_str::<Vec<Value>>(&self.ok(&["providers", "list", "--json"])).unwrap()
     }
@@ -372,23 +392,8 @@ fn demo_runs_the_main_job_end_to_end() {
 
 #[test]
 fn providers_commands_work_against_a_running_server() {
-    let port = crate::support::free_port();
     let env = Env::new("[[providers]]\nname = \"mock-a\"\nprovider = \"mock\"\n");
-    let mut serve = env
-        .command()
-        .arg("serve")
-        .env("SWITCHYARD_ADMIN__TOKEN", "cli-remote-admin-token")
-        .env("SWITCHYARD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "serve did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let server = format!("http://127.0.0.1:{port}");
+    let (mut serve, server) = env.serve("cli-remote-admin-token");
     let remote = |args: &[&str]| {
         Command::new(BIN)
             .args([
@@ -487,22 +492,7 @@ fn plugins_are_validated_installed_and_rolled_back_locally_and_through_a_server(
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["version"], "1.0.0");
 
-    let port = crate::support::free_port();
-    let mut serve = env
-        .command()
-        .arg("serve")
-        .env("SWITCHYARD_ADMIN__TOKEN", "plugin-admin-token-1")
-        .env("SWITCHYARD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "serve did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let server = format!("http://127.0.0.1:{port}");
+    let (mut serve, server) = env.serve("plugin-admin-token-1");
     let remote = |args: &[&str]| {
         Command::new(BIN)
             .args([

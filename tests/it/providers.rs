@@ -48,6 +48,17 @@ fn png_2x1() -> Vec<u8> {
     out
 }
 
+/// One PNG input image, resolved.
+fn one_input() -> InputImages {
+    InputImages {
+        images: vec![InputImage {
+            bytes: png(),
+            mime: "image/png".into(),
+        }],
+        mask: None,
+    }
+}
+
 fn config(id: i64, json: Value) -> ProviderConfig {
     let draft: ProviderConfigDraft = serde_json::from_value(json).unwrap();
     ProviderConfig {
@@ -145,6 +156,17 @@ fn sse(events: &[&str]) -> ResponseTemplate {
         .insert_header("content-type", "text/event-stream; charset=utf-8")
         .insert_header("cache-control", "no-cache")
         .set_body_string(events.concat())
+}
+
+/// The error of one image request with this prompt.
+async fn image_error(adapter: &Arc<dyn ProviderAdapter>, prompt: &str) -> AttemptError {
+    err(call(
+        adapter,
+        image_command(json!({ "prompt": prompt })),
+        InputImages::default(),
+    )
+    .await
+    .0)
 }
 
 fn err(result: Result<AdapterOutput, AttemptError>) -> AttemptError {
@@ -250,13 +272,7 @@ async fn an_expired_result_url_is_a_provider_error_without_the_signature() {
     let adapter = adapter(
         json!({"name": "oa", "provider": "openai", "api_key": "sk-x", "base_url": server.uri()}),
     );
-    let error = err(call(
-        &adapter,
-        image_command(json!({"prompt": "p"})),
-        InputImages::default(),
-    )
-    .await
-    .0);
+    let error = image_error(&adapter, "p").await;
     assert_eq!(error.code, ErrorCode::ProviderError);
     assert!(error.message.contains("HTTP 403"), "{}", error.message);
     assert!(!error.message.contains("SECRETSIG"), "{}", error.message);
@@ -352,13 +368,7 @@ async fn openai_errors_map_onto_the_taxonomy_and_never_carry_the_key() {
             .respond_with(ResponseTemplate::new(status).set_body_json(body.clone()))
             .mount(&server)
             .await;
-        let error = err(call(
-            &adapter,
-            image_command(json!({"prompt": "p"})),
-            InputImages::default(),
-        )
-        .await
-        .0);
+        let error = image_error(&adapter, "p").await;
         assert_eq!(error.code, want, "{status} {body}: {}", error.message);
         let expected = body["error"]["message"].as_str().unwrap();
         assert!(
@@ -382,13 +392,7 @@ async fn openai_errors_map_onto_the_taxonomy_and_never_carry_the_key() {
         )
         .mount(&server)
         .await;
-    let error = err(call(
-        &adapter,
-        image_command(json!({"prompt": "p"})),
-        InputImages::default(),
-    )
-    .await
-    .0);
+    let error = image_error(&adapter, "p").await;
     assert_eq!(error.code, ErrorCode::RateLimited);
     assert_eq!(error.retry_after_ms, Some(7000));
 }
@@ -407,13 +411,7 @@ async fn malformed_and_html_answers_are_clear_errors() {
         )
         .mount(&server)
         .await;
-    let error = err(call(
-        &adapter,
-        image_command(json!({"prompt": "p"})),
-        InputImages::default(),
-    )
-    .await
-    .0);
+    let error = image_error(&adapter, "p").await;
     assert_eq!(error.code, ErrorCode::ProviderError);
     assert!(
         error.message.contains("malformed answer"),
@@ -429,13 +427,7 @@ async fn malformed_and_html_answers_are_clear_errors() {
         )
         .mount(&server)
         .await;
-    let error = err(call(
-        &adapter,
-        image_command(json!({"prompt": "p"})),
-        InputImages::default(),
-    )
-    .await
-    .0);
+    let error = image_error(&adapter, "p").await;
     assert_eq!(error.code, ErrorCode::ProviderError);
 
     server.reset().await;
@@ -449,13 +441,7 @@ async fn malformed_and_html_answers_are_clear_errors() {
         )
         .mount(&server)
         .await;
-    let error = err(call(
-        &adapter,
-        image_command(json!({"prompt": "p"})),
-        InputImages::default(),
-    )
-    .await
-    .0);
+    let error = image_error(&adapter, "p").await;
     assert_eq!(error.code, ErrorCode::ProviderUnavailable);
     assert!(
         error.message.contains("502: Bad Gateway"),
@@ -684,13 +670,7 @@ async fn gemini_images_come_back_as_inline_data_and_edits_send_theirs() {
     let edit = command(
         json!({"kind": "image.edit", "input": {"prompt": "watercolor", "aspect_ratio": "16:9", "size": "2K", "images": [{"b64": PNG_B64}]}}),
     );
-    let inputs = InputImages {
-        images: vec![InputImage {
-            bytes: png(),
-            mime: "image/png".into(),
-        }],
-        mask: None,
-    };
+    let inputs = one_input();
     let out = call(&adapter, edit, inputs).await.0.unwrap();
     assert_eq!(out.images.len(), 1);
     assert_eq!(out.images[0].bytes, png());
@@ -746,13 +726,7 @@ async fn gemini_safety_outcomes_bad_keys_and_quota_read_right() {
             .respond_with(ResponseTemplate::new(status).set_body_json(body.clone()))
             .mount(&server)
             .await;
-        let error = err(call(
-            &adapter,
-            image_command(json!({"prompt": "p"})),
-            InputImages::default(),
-        )
-        .await
-        .0);
+        let error = image_error(&adapter, "p").await;
         assert_eq!(error.code, want, "{body}: {}", error.message);
     }
     server.reset().await;
@@ -764,13 +738,7 @@ async fn gemini_safety_outcomes_bad_keys_and_quota_read_right() {
                 {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "26s"}]}}])))
         .mount(&server)
         .await;
-    let error = err(call(
-        &adapter,
-        image_command(json!({"prompt": "p"})),
-        InputImages::default(),
-    )
-    .await
-    .0);
+    let error = image_error(&adapter, "p").await;
     assert_eq!(error.code, ErrorCode::RateLimited);
     assert_eq!(error.retry_after_ms, Some(26_000));
     assert!(
@@ -893,13 +861,7 @@ async fn stability_v2beta_core_is_multipart_and_filtered_images_are_content_filt
         .respond_with(ResponseTemplate::new(403).set_body_json(json!({"id": "ab12", "name": "content_moderation", "errors": ["Your request was flagged by our content moderation system, as a result your request was denied and you were not charged."]})))
         .mount(&server)
         .await;
-    let error = err(call(
-        &adapter,
-        image_command(json!({"prompt": "x"})),
-        InputImages::default(),
-    )
-    .await
-    .0);
+    let error = image_error(&adapter, "x").await;
     assert_eq!(error.code, ErrorCode::ContentFiltered);
     assert!(error.message.contains("flagged"), "{}", error.message);
 }
@@ -981,13 +943,7 @@ async fn ideogram_v3_posts_multipart_with_api_key_and_downloads_results() {
         )
         .mount(&server)
         .await;
-    let error = err(call(
-        &adapter,
-        image_command(json!({"prompt": "x"})),
-        InputImages::default(),
-    )
-    .await
-    .0);
+    let error = image_error(&adapter, "x").await;
     assert_eq!(error.code, ErrorCode::ContentFiltered);
 }
 
@@ -1019,13 +975,7 @@ async fn seedream_sends_input_images_in_the_json_body_and_downloads_the_result()
     let edit = command(
         json!({"kind": "image.edit", "input": {"prompt": "same scene at night", "size": "2K", "images": [{"b64": PNG_B64}]}}),
     );
-    let inputs = InputImages {
-        images: vec![InputImage {
-            bytes: png(),
-            mime: "image/png".into(),
-        }],
-        mask: None,
-    };
+    let inputs = one_input();
     let out = call(&adapter, edit, inputs).await.0.unwrap();
     assert_eq!(out.images[0].bytes, png_2x1());
     assert_eq!(out.output_tokens, 16384);
@@ -1041,13 +991,7 @@ async fn seedream_sends_input_images_in_the_json_body_and_downloads_the_result()
         .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {"code": "InputTextSensitiveContentDetected", "message": "The request failed because the input text may contain sensitive information. Request id: 0217", "param": "", "type": "BadRequest"}})))
         .mount(&server)
         .await;
-    let error = err(call(
-        &adapter,
-        image_command(json!({"prompt": "x"})),
-        InputImages::default(),
-    )
-    .await
-    .0);
+    let error = image_error(&adapter, "x").await;
     assert_eq!(error.code, ErrorCode::ContentFiltered);
     assert!(
         error.message.contains("sensitive information"),
@@ -1172,13 +1116,7 @@ async fn a_dashscope_task_that_fails_after_two_polls_is_content_filtered() {
         .respond_with(ResponseTemplate::new(401).set_body_json(json!({"code": "InvalidApiKey", "message": "Invalid API-key provided.", "request_id": "0141"})))
         .mount(&server)
         .await;
-    let error = err(call(
-        &adapter,
-        image_command(json!({"prompt": "p"})),
-        InputImages::default(),
-    )
-    .await
-    .0);
+    let error = image_error(&adapter, "p").await;
     assert_eq!(error.code, ErrorCode::Unauthorized);
     assert!(
         error.message.contains("Invalid API-key"),
@@ -1598,13 +1536,7 @@ async fn stability_options_give_defaults_that_the_command_overrides() {
     let edit = command(
         json!({"kind": "image.edit", "input": {"prompt": "p", "style": "anime", "images": [{"b64": PNG_B64}]}}),
     );
-    let inputs = InputImages {
-        images: vec![InputImage {
-            bytes: png(),
-            mime: "image/png".into(),
-        }],
-        mask: None,
-    };
+    let inputs = one_input();
     call(&adapter, edit, inputs).await.0.unwrap();
     let first = sent_multipart(&server, 0).await;
     assert!(

@@ -68,13 +68,7 @@ impl AliyunAdapter {
             });
         }
         Ok(Self {
-            api: Api::new(
-                ProviderType::Aliyun,
-                config.spec.base_url.as_deref(),
-                "https://dashscope.aliyuncs.com/api/v1",
-                config.spec.api_key.clone(),
-                refine,
-            ),
+            api: Api::for_config(config, "https://dashscope.aliyuncs.com/api/v1", refine),
             model: config
                 .spec
                 .model

@@ -39,13 +39,7 @@ impl AnthropicAdapter {
     /// Bad options.
     pub fn from_config(config: &ProviderConfig) -> Result<Self, AdapterBuildError> {
         Ok(Self {
-            api: Api::new(
-                ProviderType::Anthropic,
-                config.spec.base_url.as_deref(),
-                "https://api.anthropic.com",
-                config.spec.api_key.clone(),
-                refine,
-            ),
+            api: Api::for_config(config, "https://api.anthropic.com", refine),
             model: config
                 .spec
                 .model

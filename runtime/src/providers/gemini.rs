@@ -39,11 +39,9 @@ impl GeminiAdapter {
     /// Bad options.
     pub fn from_config(config: &ProviderConfig) -> Result<Self, AdapterBuildError> {
         Ok(Self {
-            api: Api::new(
-                ProviderType::Gemini,
-                config.spec.base_url.as_deref(),
+            api: Api::for_config(
+                config,
                 "https://generativelanguage.googleapis.com/v1beta",
-                config.spec.api_key.clone(),
                 refine,
             ),
             model: config.spec.model.clone(),

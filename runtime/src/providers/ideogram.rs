@@ -39,13 +39,7 @@ impl IdeogramAdapter {
     pub fn from_config(config: &ProviderConfig) -> Result<Self, AdapterBuildError> {
         Ok(Self {
             options: options(config)?,
-            api: Api::new(
-                ProviderType::Ideogram,
-                config.spec.base_url.as_deref(),
-                "https://api.ideogram.ai",
-                config.spec.api_key.clone(),
-                refine,
-            ),
+            api: Api::for_config(config, "https://api.ideogram.ai", refine),
         })
     }
 }
@@ -185,11 +179,7 @@ impl ProviderAdapter for IdeogramAdapter {
                 .post(api.url("/v1/ideogram-v3/generate"))
                 .header("Api-Key", api.key()?)
                 .multipart(multipart::Form::new());
-            match api.send(http).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.code == ErrorCode::InvalidRequest => Ok(()),
-                Err(e) => Err(e),
-            }
+            api.probe(http).await
         })
     }
 }

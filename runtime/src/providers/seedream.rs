@@ -56,13 +56,7 @@ impl SeedreamAdapter {
             });
         }
         Ok(Self {
-            api: Api::new(
-                ProviderType::Seedream,
-                config.spec.base_url.as_deref(),
-                "https://ark.cn-beijing.volces.com/api/v3",
-                config.spec.api_key.clone(),
-                refine,
-            ),
+            api: Api::for_config(config, "https://ark.cn-beijing.volces.com/api/v3", refine),
             model: config
                 .spec
                 .model
@@ -193,11 +187,7 @@ impl ProviderAdapter for SeedreamAdapter {
                 .post(api.url("/images/generations"))
                 .bearer_auth(api.key()?)
                 .json(&json!({}));
-            match api.send(http).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.code == ErrorCode::InvalidRequest => Ok(()),
-                Err(e) => Err(e),
-            }
+            api.probe(http).await
         })
     }
 }

@@ -48,13 +48,7 @@ impl StabilityAdapter {
         }
         Ok(Self {
             options,
-            api: Api::new(
-                ProviderType::Stability,
-                config.spec.base_url.as_deref(),
-                "https://api.stability.ai",
-                config.spec.api_key.clone(),
-                refine,
-            ),
+            api: Api::for_config(config, "https://api.stability.ai", refine),
             model: config
                 .spec
                 .model

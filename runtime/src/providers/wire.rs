@@ -100,6 +100,31 @@ impl Api {
         }
     }
 
+    /// The endpoint of a config: its `base_url` (or the provider's public one) and key.
+    pub fn for_config(
+        config: &switchyard_core::ProviderConfig,
+        default_base: &str,
+        refine: Refine,
+    ) -> Self {
+        Self::new(
+            config.spec.provider,
+            config.spec.base_url.as_deref(),
+            default_base,
+            config.spec.api_key.clone(),
+            refine,
+        )
+    }
+
+    /// A health probe for APIs without a free read endpoint: an authenticated request
+    /// the API refuses as invalid (free) proves the key; 401/403 disprove it.
+    pub async fn probe(&self, request: RequestBuilder) -> Result<(), AttemptError> {
+        match self.send(request).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == ErrorCode::InvalidRequest => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `base + path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
