@@ -29,7 +29,10 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::{
     bus::{Bus, BusError, Delivery},
     engine::{Engine, Submission},
-    store::{NewTask, NewTaskResult, Store, StoreError, Task, TaskInsert, UsageRecord},
+    store::{
+        Completion, Failure, GroupCommit, NewTask, NewTaskResult, Store, StoreError, Task,
+        TaskInsert, UsageRecord,
+    },
 };
 
 /// Why a delivery could not be handled now (it is nak'ed and comes back).
@@ -55,7 +58,8 @@ enum Disposition {
 /// Handles commands, whatever bus they came on.
 #[derive(Debug, Clone)]
 pub struct CommandHandler {
-    store: Store,
+    /// Group commit of the task writes (one writer task per handler).
+    writes: GroupCommit,
     engine: Engine,
     bus: Bus,
     progress_every: Duration,
@@ -65,7 +69,7 @@ impl CommandHandler {
     /// A handler over a store, an engine and a bus.
     pub fn new(store: Store, engine: Engine, bus: Bus) -> Self {
         Self {
-            store,
+            writes: GroupCommit::start(store),
             engine,
             bus,
             progress_every: Duration::from_secs(10),
@@ -153,7 +157,7 @@ impl CommandHandler {
                 &delivery.payload,
             ),
         };
-        let insert = self.store.create_task(&new_task).await?;
+        let insert = self.writes.create_task(new_task).await?;
         let existing = matches!(insert, TaskInsert::Existing(_));
         let task = match insert {
             TaskInsert::Created(task) | TaskInsert::Existing(task) => task,
@@ -180,15 +184,15 @@ impl CommandHandler {
                 };
                 let value = serde_json::to_value(&event).unwrap_or_default();
                 let won = self
-                    .store
-                    .fail_task(
-                        task.id,
-                        None,
-                        0,
-                        ErrorCode::InvalidRequest,
-                        error_message(&event),
-                        &value,
-                    )
+                    .writes
+                    .fail_task(Failure {
+                        id: task.id,
+                        config_id: None,
+                        attempts: 0,
+                        code: ErrorCode::InvalidRequest,
+                        message: error_message(&event).to_owned(),
+                        terminal_event: value,
+                    })
                     .await?;
                 if won {
                     self.publish_terminal(&event, envelope.reply_to.as_deref())
@@ -257,7 +261,7 @@ impl CommandHandler {
                 }
                 if let EventBody::Started { attempt, provider } = &event.body
                     && let Err(e) = self
-                        .store
+                        .writes
                         .start_attempt(
                             task.id,
                             provider.config_id,
@@ -328,30 +332,30 @@ impl CommandHandler {
                     output_tokens: i64::try_from(usage.output_tokens).unwrap_or(i64::MAX),
                     cost_usd: usage.cost_usd,
                 };
-                self.store
-                    .complete_task_with_usage(
-                        task.id,
-                        Some(provider.config_id),
-                        i64::try_from(attempts.len()).unwrap_or(0),
-                        outcome.raw_response.as_ref(),
-                        &results,
-                        &value,
-                        Some(&usage_row),
-                    )
+                self.writes
+                    .complete_task(Completion {
+                        id: task.id,
+                        config_id: Some(provider.config_id),
+                        attempts: i64::try_from(attempts.len()).unwrap_or(0),
+                        raw_response: outcome.raw_response.clone(),
+                        results,
+                        terminal_event: value.clone(),
+                        usage: Some(usage_row),
+                    })
                     .await?
             }
             EventBody::Failed {
                 error, attempts, ..
             } => {
-                self.store
-                    .fail_task(
-                        task.id,
-                        error.provider.as_ref().map(|p| p.config_id),
-                        i64::try_from(attempts.len()).unwrap_or(0),
-                        error.code,
-                        &error.message,
-                        &value,
-                    )
+                self.writes
+                    .fail_task(Failure {
+                        id: task.id,
+                        config_id: error.provider.as_ref().map(|p| p.config_id),
+                        attempts: i64::try_from(attempts.len()).unwrap_or(0),
+                        code: error.code,
+                        message: error.message.clone(),
+                        terminal_event: value.clone(),
+                    })
                     .await?
             }
             _ => false,

@@ -9,6 +9,7 @@
 //! Hazards: migrations live in two folders (`migrations/postgres`, `migrations/sqlite`)
 //! that must stay in step; only the PostgreSQL one may hold NOTIFY triggers.
 
+mod batch;
 mod plugins;
 mod providers;
 mod seed;
@@ -26,6 +27,7 @@ use switchyard_core::{ConfigId, ValidationError};
 
 use crate::secrets::{MasterKey, SecretError};
 
+pub use batch::{Completion, Failure, GroupCommit, MAX_BATCH};
 pub use plugins::{Installed, PluginInfo};
 pub use providers::{ConfigChange, ConfigListener, ProviderFilter, ProviderRecord};
 pub use seed::SeedReport;

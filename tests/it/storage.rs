@@ -56,6 +56,7 @@ on_both_databases!(
     quotas_are_upserted,
     seeding_never_overwrites_operator_edits,
     usage_is_written_with_the_terminal_row_and_only_once,
+    group_commit_keeps_every_answer_of_the_single_writes,
 );
 
 async fn provider_crud_round_trips(db: &TestDb) {
@@ -763,4 +764,128 @@ async fn usage_is_written_with_the_terminal_row_and_only_once(db: &TestDb) {
     let task = store.get_task(task.id).await.unwrap().unwrap();
     assert_eq!(task.status, TaskStatus::Completed);
     assert_eq!(task.provider_config_id, Some(ConfigId(3)));
+}
+
+/// Many concurrent writers through one [`GroupCommit`]: batched, yet each caller gets
+/// exactly the answer the single-statement methods give (created or existing, and
+/// whether its terminal transition won), and the rows are the same.
+async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
+    use switchyard_runtime::store::{Completion, Failure, GroupCommit};
+    let store = &db.store;
+    let writes = GroupCommit::start(store.clone());
+    // 200 creates at once, each request id twice: one creates, the other finds it.
+    let creates = (0..400).map(|i| {
+        let writes = writes.clone();
+        async move {
+            writes
+                .create_task(NewTask::from_command(&command(&format!("gc-{}", i % 200))))
+                .await
+                .unwrap()
+        }
+    });
+    let inserted = futures_util::future::join_all(creates).await;
+    let created = inserted
+        .iter()
+        .filter(|i| matches!(i, TaskInsert::Created(_)))
+        .count();
+    assert_eq!(created, 200);
+    let mut ids: Vec<i64> = inserted.iter().map(|i| i.task().id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 200);
+    // Attempt starts, then half complete and half fail — each twice, concurrently:
+    // exactly one of each pair wins.
+    let starts = ids.iter().map(|id| {
+        let writes = writes.clone();
+        async move { writes.start_attempt(*id, ConfigId(3), 1, 2).await.unwrap() }
+    });
+    assert!(
+        futures_util::future::join_all(starts)
+            .await
+            .into_iter()
+            .all(|won| won)
+    );
+    let usage = |id: i64| UsageRecord {
+        task_id: Some(id),
+        tenant: "acme".into(),
+        user: None,
+        config_id: Some(ConfigId(3)),
+        provider: "mock".into(),
+        model: None,
+        kind: Kind::ImageEdit,
+        images: 1,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd: 0.01,
+    };
+    let finishes = ids.iter().flat_map(|id| {
+        let id = *id;
+        let writes = writes.clone();
+        (0..2).map(move |_| {
+            let writes = writes.clone();
+            async move {
+                if id % 2 == 0 {
+                    writes
+                        .complete_task(Completion {
+                            id,
+                            config_id: Some(ConfigId(3)),
+                            attempts: 1,
+                            raw_response: Some(json!({"ok": true})),
+                            results: vec![NewTaskResult {
+                                artifact_id: Some(format!("a-{id}")),
+                                ..NewTaskResult::default()
+                            }],
+                            terminal_event: json!({"type": "completed"}),
+                            usage: Some(usage(id)),
+                        })
+                        .await
+                        .unwrap()
+                } else {
+                    writes
+                        .fail_task(Failure {
+                            id,
+                            config_id: None,
+                            attempts: 1,
+                            code: switchyard_core::ErrorCode::ProviderError,
+                            message: "boom".into(),
+                            terminal_event: json!({"type": "failed"}),
+                        })
+                        .await
+                        .unwrap()
+                }
+            }
+        })
+    });
+    let won = futures_util::future::join_all(finishes).await;
+    assert_eq!(
+        won.iter().filter(|w| **w).count(),
+        200,
+        "one winner per task"
+    );
+    for id in &ids {
+        let task = store.get_task(*id).await.unwrap().unwrap();
+        assert_eq!(task.last_seq, 2);
+        assert_eq!(task.provider_config_id, Some(ConfigId(3)));
+        let results = store.task_results(*id).await.unwrap();
+        if id % 2 == 0 {
+            assert_eq!(task.status, TaskStatus::Completed);
+            assert_eq!(task.raw_response, Some(json!({"ok": true})));
+            assert_eq!(results.len(), 1, "results written once");
+            assert_eq!(results[0].result.artifact_id, Some(format!("a-{id}")));
+        } else {
+            assert_eq!(task.status, TaskStatus::Failed);
+            assert_eq!(task.error_code.as_deref(), Some("provider_error"));
+            assert!(results.is_empty());
+        }
+    }
+    let now = Utc::now();
+    let rows = store
+        .usage_summary("acme", now - Duration::hours(1), now + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.requests).sum::<i64>(),
+        100,
+        "usage once per completion"
+    );
 }

@@ -238,10 +238,10 @@ pub struct TaskResult {
 }
 
 #[derive(sqlx::FromRow)]
-struct TaskRow {
+pub(super) struct TaskRow {
     id: i64,
-    request_id: String,
-    tenant: String,
+    pub(super) request_id: String,
+    pub(super) tenant: String,
     user_id: Option<String>,
     kind: String,
     prompt: Option<String>,
@@ -279,7 +279,7 @@ struct ResultRow {
     text: Option<String>,
 }
 
-const TASK_COLUMNS: &str = "id, request_id, tenant, user_id, kind, prompt, input_images, model, \
+pub(super) const TASK_COLUMNS: &str = "id, request_id, tenant, user_id, kind, prompt, input_images, model, \
     size, status, provider_config_id, attempts, command, error_code, error_message, \
     raw_response, terminal_event, created_at, started_at, completed_at, last_seq";
 
