@@ -28,8 +28,12 @@ use super::{
 
 /// Most writes in one transaction.
 pub const MAX_BATCH: usize = 256;
-/// Most rows in one statement (bind-parameter limits: SQLite 32,766, PostgreSQL 65,535).
-const ROWS_PER_STATEMENT: usize = 64;
+/// Most rows in one statement. Measured (docs/benchmarks.md): SQLite is fastest with
+/// large statements; on PostgreSQL a statement of more than ~200 parameters became
+/// dramatically slower through the driver (16 rows: 3.9k commands/s, 32 rows: 0.7k/s).
+const fn rows_per_statement(postgres: bool) -> usize {
+    if postgres { 16 } else { 64 }
+}
 
 /// A terminal success to write.
 #[derive(Debug, Clone)]
@@ -175,8 +179,17 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
                 Err(_) => break,
             }
         }
-        metrics::histogram!("switchyard_store_batch_size").record(batch.len() as f64);
+        let size = batch.len();
+        let started = std::time::Instant::now();
         run(&store, batch).await;
+        metrics::histogram!("switchyard_store_batch_size").record(size as f64);
+        metrics::histogram!("switchyard_store_batch_seconds")
+            .record(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            size,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "batch written"
+        );
     }
 }
 
@@ -322,13 +335,14 @@ impl Store {
             .filter(|(_, first)| **first)
             .map(|(f, _)| *f)
             .collect();
+        let per = rows_per_statement(matches!(self.pool, super::Pool::Postgres(_)));
         let done: Result<Result<Outcome, StoreError>, sqlx::Error> = on_pool!(self, |pool| {
             async {
             let mut tx = pool.begin().await?;
 
             // New tasks: one INSERT … ON CONFLICT DO NOTHING RETURNING per chunk.
             let mut rows: HashMap<(String, String), TaskRow> = HashMap::new();
-            for chunk in creates.chunks(ROWS_PER_STATEMENT) {
+            for chunk in creates.chunks(per) {
                 let sql = format!(
                     "INSERT INTO tasks (request_id, tenant, user_id, kind, prompt, input_images, \
                      model, size, command, created_at, status) VALUES {} \
@@ -387,7 +401,7 @@ impl Store {
 
             // Attempt starts.
             let mut started_ids = Vec::new();
-            for chunk in starts.chunks(ROWS_PER_STATEMENT) {
+            for chunk in starts.chunks(per) {
                 let sql = format!(
                     "WITH v (vid, vconfig, vattempt, vstarted, vseq) AS (VALUES {}) \
                      UPDATE tasks SET status = 'processing', provider_config_id = v.vconfig, \
@@ -410,7 +424,7 @@ impl Store {
 
             // Completions, then the results and usage of those that won.
             let mut completed_ids = Vec::new();
-            for chunk in completes_in.chunks(ROWS_PER_STATEMENT) {
+            for chunk in completes_in.chunks(per) {
                 let sql = format!(
                     "WITH v (vid, vconfig, vattempts, vraw, vterminal, vnow) AS (VALUES {}) \
                      UPDATE tasks SET status = 'completed', provider_config_id = v.vconfig, \
@@ -439,7 +453,7 @@ impl Store {
                 .iter()
                 .flat_map(|c| c.results.iter().map(move |r| (c.id, r)))
                 .collect();
-            for chunk in results.chunks(ROWS_PER_STATEMENT) {
+            for chunk in results.chunks(per) {
                 let sql = format!(
                     "INSERT INTO task_results (task_id, artifact_id, url, content_type, bytes, \
                      width, height, sha256, model, seed, revised_prompt, text, created_at) \
@@ -466,7 +480,7 @@ impl Store {
                 query.execute(&mut *tx).await?;
             }
             let usages: Vec<&UsageRecord> = won.iter().filter_map(|c| c.usage.as_ref()).collect();
-            for chunk in usages.chunks(ROWS_PER_STATEMENT) {
+            for chunk in usages.chunks(per) {
                 let sql = format!(
                     "INSERT INTO usage_log (task_id, tenant, user_id, provider_config_id, provider, \
                      model, kind, images, input_tokens, output_tokens, cost_usd, created_at) \
@@ -494,7 +508,7 @@ impl Store {
 
             // Failures.
             let mut failed_ids = Vec::new();
-            for chunk in fails_in.chunks(ROWS_PER_STATEMENT) {
+            for chunk in fails_in.chunks(per) {
                 let sql = format!(
                     "WITH v (vid, vconfig, vattempts, vcode, vmessage, vterminal, vnow) AS \
                      (VALUES {}) UPDATE tasks SET status = 'failed', \
