@@ -14,6 +14,28 @@ use switchyard_core::{Command, Event, RequestId, Subjects, Tenant};
 pub use memory::MemoryBus;
 pub use nats::{NatsBus, NatsOptions};
 
+/// The stream acknowledgement of a sent event, still to come.
+#[derive(Debug)]
+pub enum EventAck {
+    /// Already durable (the in-process bus).
+    Done,
+    /// JetStream's answer, and the subject for errors.
+    Nats(async_nats::jetstream::context::PublishAckFuture, String),
+}
+
+impl EventAck {
+    /// Waits until the event is durable in the stream.
+    ///
+    /// # Errors
+    /// [`BusError::Publish`] when the stream refused it or did not answer.
+    pub async fn wait(self) -> Result<(), BusError> {
+        match self {
+            EventAck::Done => Ok(()),
+            EventAck::Nats(ack, subject) => nats::NatsBus::wait_ack(ack, &subject).await,
+        }
+    }
+}
+
 /// Why a bus operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -196,6 +218,17 @@ impl Bus {
     /// # Errors
     /// [`BusError::Publish`].
     pub async fn publish_event(&self, event: &Event) -> Result<(), BusError> {
+        self.send_event(event).await?.wait().await
+    }
+
+    /// Sends an event like [`Bus::publish_event`] but returns before the stream's
+    /// acknowledgement: events of one request go out in order without a round trip
+    /// each, and the caller awaits the acks together (before it writes the terminal
+    /// row).
+    ///
+    /// # Errors
+    /// [`BusError::Publish`] when the event could not be sent at all.
+    pub async fn send_event(&self, event: &Event) -> Result<EventAck, BusError> {
         let subject = self
             .subjects()
             .event(&event.tenant, &event.request_id, event.event_type());
@@ -210,9 +243,9 @@ impl Bus {
         match self {
             Bus::Memory(b) => {
                 b.publish_event(subject, payload, msg_id, event.is_terminal());
-                Ok(())
+                Ok(EventAck::Done)
             }
-            Bus::Nats(b) => b.publish_event(subject, payload, msg_id).await,
+            Bus::Nats(b) => b.send_event(subject, payload, msg_id).await,
         }
     }
 

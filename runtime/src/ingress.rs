@@ -255,6 +255,7 @@ impl CommandHandler {
         };
         let publish = async {
             let mut failure: Option<BusError> = None;
+            let mut pending = Vec::new();
             while let Some(event) = rx.recv().await {
                 if event.is_terminal() {
                     continue;
@@ -272,7 +273,18 @@ impl CommandHandler {
                 {
                     tracing::warn!(error = %e, "cannot record the attempt start");
                 }
-                if let Err(e) = self.bus.publish_event(&event).await {
+                // Sent in order without waiting for each stream ack; the acks are
+                // awaited together before the terminal row is written.
+                match self.bus.send_event(&event).await {
+                    Ok(ack) => pending.push(ack),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event not published");
+                        failure.get_or_insert(e);
+                    }
+                }
+            }
+            for ack in pending {
+                if let Err(e) = ack.wait().await {
                     tracing::warn!(error = %e, "event not published");
                     failure.get_or_insert(e);
                 }

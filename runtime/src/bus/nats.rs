@@ -195,19 +195,27 @@ impl NatsBus {
         Ok(ack.duplicate)
     }
 
-    pub(super) async fn publish_event(
+    /// Sends an event; the stream's acknowledgement comes with the returned future.
+    pub(super) async fn send_event(
         &self,
         subject: String,
         payload: Bytes,
         msg_id: String,
-    ) -> Result<(), BusError> {
+    ) -> Result<super::EventAck, BusError> {
         let publish = Publish::build().payload(payload).message_id(msg_id);
-        self.js
+        let ack = self
+            .js
             .send_publish(subject.clone(), publish)
             .await
-            .map_err(|e| publish_error(&subject, e))?
-            .await
             .map_err(|e| publish_error(&subject, e))?;
+        Ok(super::EventAck::Nats(ack, subject))
+    }
+
+    pub(super) async fn wait_ack(
+        ack: jetstream::context::PublishAckFuture,
+        subject: &str,
+    ) -> Result<(), BusError> {
+        ack.await.map_err(|e| publish_error(subject, e))?;
         Ok(())
     }
 
