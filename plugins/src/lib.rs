@@ -48,6 +48,9 @@ use bindings::{Provider, ProviderPre, switchyard::provider::host};
 /// The placeholder a guest writes where the API key goes.
 pub const API_KEY_PLACEHOLDER: &str = "{{api_key}}";
 
+/// The error a guest past its deadline is stopped with.
+const DEADLINE_MARKER: &str = "switchyard: the plugin's deadline passed";
+
 /// How often the engine's epoch advances.
 const TICK: Duration = Duration::from_millis(10);
 
@@ -347,9 +350,18 @@ impl Plugin {
             },
         );
         store.limiter(|state| &mut state.limits);
-        // Yield to the async runtime every tick: the call's timeout can then stop
-        // even a guest that never returns, without holding a runtime thread.
-        store.epoch_deadline_async_yield_and_update(1);
+        // At every epoch tick (10 ms) the guest either yields to the async runtime
+        // (so it never holds a runtime thread) or, once past its deadline, traps.
+        // The deadline is checked here, in the guest's own time, because a yielding
+        // guest can starve the runtime's timers for hundreds of milliseconds.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if tokio::time::Instant::now() >= ctx.data().deadline {
+                Err(wasmtime::Error::msg(DEADLINE_MARKER))
+            } else {
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            }
+        });
         store
     }
 
@@ -365,11 +377,16 @@ impl Plugin {
             let instance = self.pre.instantiate_async(&mut store).await?;
             call(&instance, &mut store).await
         };
-        match tokio::time::timeout(timeout, work).await {
-            Err(_) => Err(CallError::Plugin(format!(
+        let late = || {
+            CallError::Plugin(format!(
                 "the plugin did not finish within {} ms",
                 timeout.as_millis()
-            ))),
+            ))
+        };
+        // The runtime's timer is the backstop for time spent in host calls.
+        match tokio::time::timeout(timeout + TICK, work).await {
+            Err(_) => Err(late()),
+            Ok(Err(trap)) if format!("{trap:#}").contains(DEADLINE_MARKER) => Err(late()),
             Ok(Err(trap)) => Err(CallError::Plugin(describe_trap(&trap))),
             Ok(Ok(value)) => Ok(value),
         }

@@ -152,7 +152,13 @@ async fn a_runaway_loop_is_stopped_at_the_deadline_without_blocking_the_runtime(
         matches!(&error, CallError::Plugin(m) if m.contains("did not finish")),
         "{error:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(3));
+    // Stopped at its deadline (400 ms) give or take scheduling, not whenever the
+    // runtime next looks at its timers.
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(
         ticks.load(std::sync::atomic::Ordering::Relaxed) >= 5,
         "the runtime kept running"

@@ -288,7 +288,7 @@ async fn sandbox_violations_are_contained_and_the_runtime_keeps_serving() {
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
         rt.add(json!({"name": name, "provider": "wasm", "plugin": "misbehave", "kinds": ["image.generate", "text.generate"],
-            "api_key": "sk-plugin-secret-1", "timeout_ms": 500, "options": options}))
+            "api_key": "sk-plugin-secret-1", "timeout_ms": 1000, "options": options}))
             .await;
     }
     let route = |config: &str, kind: &str| {

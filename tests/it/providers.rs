@@ -325,6 +325,40 @@ async fn openai_edits_send_the_input_images_and_mask_as_multipart() {
 }
 
 #[tokio::test]
+async fn openai_variations_post_the_first_input_image_to_dall_e_2() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/images/variations"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"created": 1, "data": [{"b64_json": PNG_B64}, {"b64_json": PNG_B64}]}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let adapter = adapter(
+        json!({"name": "oa", "provider": "openai", "api_key": "sk-v", "base_url": server.uri()}),
+    );
+    let variation = command(
+        json!({"kind": "image.edit", "params": {"openai": {"variation": true}},
+        "input": {"prompt": "unused", "n": 2, "size": "512x512", "images": [{"b64": PNG_B64}]}}),
+    );
+    let out = call(&adapter, variation, one_input()).await.0.unwrap();
+    assert_eq!(out.images.len(), 2);
+    let body = sent_multipart(&server, 0).await;
+    assert!(body.contains(&form_field("model", "dall-e-2")), "{body}");
+    assert!(body.contains(&form_field("n", "2")), "{body}");
+    assert!(body.contains(&form_field("size", "512x512")), "{body}");
+    assert!(
+        body.contains("name=\"image\"; filename=\"image.png\""),
+        "{body}"
+    );
+    assert!(
+        !body.contains("unused"),
+        "variations take no prompt: {body}"
+    );
+}
+
+#[tokio::test]
 async fn openai_errors_map_onto_the_taxonomy_and_never_carry_the_key() {
     let server = MockServer::start().await;
     let cases = [

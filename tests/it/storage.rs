@@ -552,6 +552,8 @@ async fn task_results_and_parameters_are_stored(db: &TestDb) {
     assert_eq!(
         store.task_parameters(task.id).await.unwrap(),
         [
+            // Written with the task, from the command.
+            ("route.strategy".to_owned(), "priority".to_owned()),
             ("seed".to_owned(), "8".to_owned()),
             ("size".to_owned(), "1024x1024".to_owned())
         ]
@@ -793,6 +795,16 @@ async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 200);
+    // The command's settings are parameter rows, written once per task.
+    for id in &ids {
+        let parameters = store.task_parameters(*id).await.unwrap();
+        assert!(
+            parameters.contains(&("size".to_owned(), "1024x1024".to_owned())),
+            "{parameters:?}"
+        );
+        let sizes = parameters.iter().filter(|(name, _)| name == "size").count();
+        assert_eq!(sizes, 1);
+    }
     // Attempt starts, then half complete and half fail — each twice, concurrently:
     // exactly one of each pair wins.
     let starts = ids.iter().map(|id| {

@@ -198,8 +198,14 @@ impl ProviderAdapter for OpenAiAdapter {
         &self,
         request: AdapterRequest,
     ) -> BoxFuture<'static, Result<AdapterOutput, AttemptError>> {
+        let variation = request
+            .params_for(self.api.provider)
+            .get("variation")
+            .and_then(serde_json::Value::as_bool)
+            == Some(true);
         let prepared = match request.command.kind {
             Kind::ImageGenerate => self.images_generate(&request),
+            Kind::ImageEdit if variation => self.images_variation(&request),
             Kind::ImageEdit => self.images_edit(&request),
             Kind::TextGenerate => self.chat(&request),
         };
@@ -299,6 +305,35 @@ impl OpenAiAdapter {
             self.api
                 .client
                 .post(self.api.url("/images/edits"))
+                .multipart(form),
+        )?;
+        Ok((http, Call::Images))
+    }
+
+    /// `params.variation = true` on `image.edit`: `/images/variations` (dall-e-2), the
+    /// first input image varied; the prompt is not used.
+    fn images_variation(&self, request: &AdapterRequest) -> Prepared {
+        let command = &request.command;
+        let image = request.inputs.images.first().ok_or_else(|| {
+            AttemptError::new(
+                ErrorCode::InvalidRequest,
+                "a variation needs an input image",
+            )
+        })?;
+        let mut form = multipart::Form::new()
+            .text("model", "dall-e-2")
+            .text("response_format", "b64_json")
+            .part("image", file_part(image, "image")?);
+        if let Some(n) = command.input.n {
+            form = form.text("n", n.to_string());
+        }
+        if let Some(size) = &command.input.size {
+            form = form.text("size", size.clone());
+        }
+        let http = self.authorize(
+            self.api
+                .client
+                .post(self.api.url("/images/variations"))
                 .multipart(form),
         )?;
         Ok((http, Call::Images))

@@ -103,9 +103,14 @@ impl WasmAdapter {
             api_key: config.spec.api_key.as_ref().map(|k| k.expose().to_owned()),
             allowed_hosts,
             memory_bytes: usize::try_from(memory_mb).unwrap_or(64) << 20,
-            // A little under the actor's own timeout, so the plugin's overrun is
-            // reported as the plugin's.
-            timeout: Duration::from_millis(config.spec.timeout_ms.saturating_mul(19) / 20),
+            // Under the actor's own timeout by a fifth (50 ms – 2 s), so the plugin's
+            // overrun is reported as the plugin's even on a busy machine.
+            timeout: Duration::from_millis(
+                config.spec.timeout_ms
+                    - (config.spec.timeout_ms / 5)
+                        .clamp(50, 2_000)
+                        .min(config.spec.timeout_ms / 2),
+            ),
             model: config.spec.model.clone(),
             base_url: config.spec.base_url.clone(),
             options_json: Value::Object(options.clone()).to_string(),

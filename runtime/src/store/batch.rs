@@ -399,6 +399,33 @@ impl Store {
                 }
             }
 
+            // The parameters of the tasks just created.
+            let parameters: Vec<(i64, &str, &str)> = creates
+                .iter()
+                .zip(&created)
+                .filter_map(|(task, insert)| match insert {
+                    TaskInsert::Created(t) => Some((t.id, task)),
+                    TaskInsert::Existing(_) => None,
+                })
+                .flat_map(|(id, task)| {
+                    task.parameters
+                        .iter()
+                        .map(move |(name, value)| (id, name.as_str(), value.as_str()))
+                })
+                .collect();
+            for chunk in parameters.chunks(per) {
+                let sql = format!(
+                    "INSERT INTO task_parameters (task_id, name, value) VALUES {} \
+                     ON CONFLICT (task_id, name) DO NOTHING",
+                    values(chunk.len(), 3, "")
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (id, name, value) in chunk {
+                    query = query.bind(*id).bind(*name).bind(*value);
+                }
+                query.execute(&mut *tx).await?;
+            }
+
             // Attempt starts.
             let mut started_ids = Vec::new();
             for chunk in starts.chunks(per) {

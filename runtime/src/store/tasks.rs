@@ -84,6 +84,46 @@ pub struct NewTask {
     pub size: Option<String>,
     /// The whole command, so any process can resume it.
     pub command: Value,
+    /// Named generation parameters (`task_parameters` rows): the input's settings and
+    /// the command's `params`, as text.
+    pub parameters: Vec<(String, String)>,
+}
+
+/// The `task_parameters` rows of a command: every generation setting it gives.
+fn parameters_of(command: &Command) -> Vec<(String, String)> {
+    let input = &command.input;
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut put = |name: &str, value: Option<String>| {
+        if let Some(value) = value {
+            out.push((name.to_owned(), value));
+        }
+    };
+    put("n", input.n.map(|n| n.to_string()));
+    put("size", input.size.clone());
+    put("aspect_ratio", input.aspect_ratio.clone());
+    put("quality", input.quality.clone());
+    put("style", input.style.clone());
+    put("seed", input.seed.map(|s| s.to_string()));
+    put("output_format", input.output_format.clone());
+    put("negative_prompt", input.negative_prompt.clone());
+    put("max_tokens", input.max_tokens.map(|m| m.to_string()));
+    put("temperature", input.temperature.map(|t| t.to_string()));
+    put("top_p", input.top_p.map(|t| t.to_string()));
+    put("stream", input.stream.map(|s| s.to_string()));
+    put(
+        "route.strategy",
+        serde_json::to_value(command.route.strategy)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned)),
+    );
+    for (key, value) in &command.params {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        out.push((format!("params.{key}"), text));
+    }
+    out
 }
 
 impl NewTask {
@@ -110,6 +150,7 @@ impl NewTask {
             model: command.route.model.clone(),
             size: input.size.clone(),
             command: serde_json::to_value(command).unwrap_or(Value::Null),
+            parameters: parameters_of(command),
         }
     }
 }
@@ -130,6 +171,7 @@ impl NewTask {
             model: None,
             size: None,
             command,
+            parameters: Vec::new(),
         }
     }
 }
@@ -346,7 +388,12 @@ impl Store {
                 .await
         })?;
         if let Some(row) = inserted {
-            return Ok(TaskInsert::Created(Task::try_from(row)?));
+            let created = Task::try_from(row)?;
+            if !task.parameters.is_empty() {
+                self.set_task_parameters(created.id, &task.parameters)
+                    .await?;
+            }
+            return Ok(TaskInsert::Created(created));
         }
         let stored = self
             .find_task(&task.tenant, &task.request_id)
