@@ -101,7 +101,9 @@ impl Delivery {
     pub async fn ack(self) {
         match self.acker {
             Acker::Nats(m) => {
-                if let Err(e) = m.double_ack().await {
+                // A plain ack: a lost one only means a redelivery, which the task row
+                // answers without running anything (the row is durable by now).
+                if let Err(e) = m.ack().await {
                     tracing::warn!(error = %e, "command ack failed; it will be redelivered and answered from the task row");
                 }
             }
