@@ -106,6 +106,13 @@ pub struct BusSettings {
     pub nkey: Option<Secret>,
     /// Require TLS to NATS.
     pub tls: bool,
+    /// PEM file of the CA(s) that sign the NATS servers' certificates (a private CA);
+    /// the system roots otherwise. Implies `tls`.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that verify clients (mutual TLS).
+    pub tls_client_cert: Option<PathBuf>,
+    /// The client certificate's key.
+    pub tls_client_key: Option<PathBuf>,
 }
 
 impl Default for BusSettings {
@@ -124,6 +131,9 @@ impl Default for BusSettings {
             credentials_file: None,
             nkey: None,
             tls: false,
+            tls_ca_file: None,
+            tls_client_cert: None,
+            tls_client_key: None,
         }
     }
 }
@@ -144,7 +154,12 @@ impl BusSettings {
             },
             credentials_file: self.credentials_file.clone(),
             nkey: self.nkey.as_ref().map(|k| k.expose().to_owned()),
-            tls: self.tls,
+            tls: self.tls || self.tls_ca_file.is_some(),
+            tls_ca_file: self.tls_ca_file.clone(),
+            tls_client: self
+                .tls_client_cert
+                .clone()
+                .zip(self.tls_client_key.clone()),
         }
     }
 }

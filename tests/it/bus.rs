@@ -535,6 +535,146 @@ async fn token_and_user_password_authentication_connect() {
     assert!(!format!("{token:?}{user:?}").contains("s3cret"));
 }
 
+/// TLS with a private CA (and a client certificate the server verifies), and nkey
+/// authentication, against real nats-servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_and_nkey_authentication_connect() {
+    use switchyard_runtime::settings::{BusSettings, Secret};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it.
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+    ]);
+    // Both v3 certificates (rustls refuses v1 ones, which `x509 -req` makes without
+    // extensions).
+    std::fs::write(d.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for name in ["server", "client"] {
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}-key.pem"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        let mut sign = vec![
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            &format!("{name}.pem"),
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        sign.extend(["-extfile".to_owned(), format!("{name}.ext")]);
+        openssl(&sign.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    let p = |f: &str| d.join(f).display().to_string();
+    let server = NatsServer::start_with(&[
+        "--tlsverify",
+        "--tlscert",
+        &p("server.pem"),
+        "--tlskey",
+        &p("server-key.pem"),
+        "--tlscacert",
+        &p("ca.pem"),
+    ]);
+    let url = format!("tls://127.0.0.1:{}", server.port);
+    let settings = BusSettings {
+        tls_ca_file: Some(d.join("ca.pem")),
+        tls_client_cert: Some(d.join("client.pem")),
+        tls_client_key: Some(d.join("client-key.pem")),
+        ..BusSettings::default()
+    };
+    let bus = Bus::connect(&url, "tls", settings.nats_options())
+        .await
+        .unwrap();
+    assert!(
+        !bus.publish_command_raw("tls.cmd.text.generate", Bytes::from_static(b"{}"), None)
+            .await
+            .unwrap()
+    );
+    // Without the private CA the server's certificate is refused: a clear error.
+    let no_ca = BusSettings {
+        tls: true,
+        ..BusSettings::default()
+    };
+    let refused = tokio::time::timeout(
+        Duration::from_secs(3),
+        Bus::connect(&url, "tls", no_ca.nats_options()),
+    )
+    .await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "a server signed by an unknown CA is refused"
+    );
+
+    // nkey: the server knows the public key; the client signs with the seed.
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().unwrap();
+    std::fs::write(
+        d.join("nkey.conf"),
+        format!(
+            "authorization {{ users = [ {{ nkey: {} }} ] }}\n",
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    let with_nkey = NatsServer::start_with(&["-c", &p("nkey.conf")]);
+    let nkey = BusSettings {
+        nkey: Some(Secret::new(seed.clone())),
+        ..BusSettings::default()
+    };
+    let bus = Bus::connect(&with_nkey.url(), "nk", nkey.nats_options())
+        .await
+        .unwrap();
+    assert!(
+        !bus.publish_command_raw("nk.cmd.text.generate", Bytes::from_static(b"{}"), None)
+            .await
+            .unwrap()
+    );
+    assert!(!format!("{nkey:?}").contains(&seed), "the seed never shows");
+}
+
 /// A graceful shutdown hands back what it pulled but had not started, so the next
 /// consumer takes it at once (not after the ack wait of 30 s), and loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

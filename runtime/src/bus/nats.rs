@@ -42,6 +42,10 @@ pub struct NatsOptions {
     pub nkey: Option<String>,
     /// Require TLS.
     pub tls: bool,
+    /// A private CA's PEM file for the servers' certificates.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Client certificate and key PEM files (mutual TLS).
+    pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for NatsOptions {
@@ -57,6 +61,8 @@ impl Default for NatsOptions {
             credentials_file: None,
             nkey: None,
             tls: false,
+            tls_ca_file: None,
+            tls_client: None,
         }
     }
 }
@@ -112,6 +118,12 @@ impl NatsBus {
             connect = connect.credentials_file(path).await.map_err(|e| {
                 BusError::Connect(format!("credentials file {}: {e}", path.display()))
             })?;
+        }
+        if let Some(ca) = &options.tls_ca_file {
+            connect = connect.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &options.tls_client {
+            connect = connect.add_client_certificate(cert.clone(), key.clone());
         }
         if options.tls {
             connect = connect.require_tls(true);
