@@ -496,20 +496,7 @@ impl Store {
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for (id, r) in chunk {
-                    query = query
-                        .bind(*id)
-                        .bind(&r.artifact_id)
-                        .bind(&r.url)
-                        .bind(&r.content_type)
-                        .bind(r.bytes)
-                        .bind(r.width)
-                        .bind(r.height)
-                        .bind(&r.sha256)
-                        .bind(&r.model)
-                        .bind(r.seed)
-                        .bind(&r.revised_prompt)
-                        .bind(&r.text)
-                        .bind(now);
+                    query = super::tasks::bind_result(query, *id, r, now);
                 }
                 query.execute(&mut *tx).await?;
             }
@@ -523,19 +510,7 @@ impl Store {
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for u in chunk {
-                    query = query
-                        .bind(u.task_id)
-                        .bind(&u.tenant)
-                        .bind(&u.user)
-                        .bind(u.config_id.map(|c| c.0))
-                        .bind(&u.provider)
-                        .bind(&u.model)
-                        .bind(u.kind.as_str())
-                        .bind(u.images)
-                        .bind(u.input_tokens)
-                        .bind(u.output_tokens)
-                        .bind(u.cost_usd)
-                        .bind(now);
+                    query = super::usage::bind_usage(query, u, now);
                 }
                 query.execute(&mut *tx).await?;
             }

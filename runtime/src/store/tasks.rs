@@ -527,7 +527,8 @@ impl Store {
             )
             .await?);
         }
-        let done: Result<bool, sqlx::Error> = on_pool!(self, |pool| async {
+        let done: Result<bool, sqlx::Error> = on_pool!(self, |pool| {
+            async {
             let mut tx = pool.begin().await?;
             let affected = sqlx::query(
                 "UPDATE tasks SET status = 'completed', provider_config_id = $2, attempts = $3, \
@@ -549,24 +550,16 @@ impl Store {
                 return Ok(false);
             }
             for r in results {
-                sqlx::query(
-                    "INSERT INTO task_results (task_id, artifact_id, url, content_type, bytes, \
-                     width, height, sha256, model, seed, revised_prompt, text, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                bind_result(
+                    sqlx::query(
+                        "INSERT INTO task_results (task_id, artifact_id, url, content_type, \
+                         bytes, width, height, sha256, model, seed, revised_prompt, text, \
+                         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    ),
+                    id,
+                    r,
+                    now,
                 )
-                .bind(id)
-                .bind(&r.artifact_id)
-                .bind(&r.url)
-                .bind(&r.content_type)
-                .bind(r.bytes)
-                .bind(r.width)
-                .bind(r.height)
-                .bind(&r.sha256)
-                .bind(&r.model)
-                .bind(r.seed)
-                .bind(&r.revised_prompt)
-                .bind(&r.text)
-                .bind(now)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -578,7 +571,8 @@ impl Store {
             tx.commit().await?;
             Ok(true)
         }
-        .await);
+        .await
+        });
         Ok(done?)
     }
 
@@ -767,4 +761,34 @@ async fn complete_in_one_statement(
     .fetch_one(pool)
     .await?;
     Ok(done > 0)
+}
+
+/// Binds the 13 columns of one `task_results` row (task id first, `created_at` last),
+/// for either database.
+pub(super) fn bind_result<'q, DB: sqlx::Database>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    task_id: i64,
+    r: &'q NewTaskResult,
+    now: DateTime<Utc>,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(task_id)
+        .bind(&r.artifact_id)
+        .bind(&r.url)
+        .bind(&r.content_type)
+        .bind(r.bytes)
+        .bind(r.width)
+        .bind(r.height)
+        .bind(&r.sha256)
+        .bind(&r.model)
+        .bind(r.seed)
+        .bind(&r.revised_prompt)
+        .bind(&r.text)
+        .bind(now)
 }
