@@ -123,6 +123,15 @@ fn chunks(updates: &[AdapterUpdate]) -> Vec<String> {
         .collect()
 }
 
+/// From now on every POST gets this answer.
+async fn answer_all(server: &MockServer, answer: ResponseTemplate) {
+    server.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(answer)
+        .mount(server)
+        .await;
+}
+
 async fn requests(server: &MockServer) -> Vec<Request> {
     server.received_requests().await.unwrap_or_default()
 }
@@ -397,11 +406,11 @@ async fn openai_errors_map_onto_the_taxonomy_and_never_carry_the_key() {
         json!({"name": "oa", "provider": "openai", "api_key": "sk-leaky-key-42", "base_url": server.uri()}),
     );
     for (status, body, want) in cases {
-        server.reset().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(status).set_body_json(body.clone()))
-            .mount(&server)
-            .await;
+        answer_all(
+            &server,
+            ResponseTemplate::new(status).set_body_json(body.clone()),
+        )
+        .await;
         let error = image_error(&adapter, "p").await;
         assert_eq!(error.code, want, "{status} {body}: {}", error.message);
         let expected = body["error"]["message"].as_str().unwrap();
@@ -417,15 +426,11 @@ async fn openai_errors_map_onto_the_taxonomy_and_never_carry_the_key() {
         );
     }
     // A 429 that is a rate limit carries the back-off.
-    server.reset().await;
-    Mock::given(method("POST"))
-        .respond_with(
+    answer_all(&server,
             ResponseTemplate::new(429)
                 .insert_header("retry-after", "7")
                 .set_body_json(json!({"error": {"message": "Rate limit reached for dall-e-3 in organization org-1 on requests per min (RPM): Limit 5, Used 5, Requested 1. Please try again in 7s.", "type": "requests", "param": null, "code": "rate_limit_exceeded"}})),
-        )
-        .mount(&server)
-        .await;
+        ).await;
     let error = image_error(&adapter, "p").await;
     assert_eq!(error.code, ErrorCode::RateLimited);
     assert_eq!(error.retry_after_ms, Some(7000));
@@ -453,28 +458,23 @@ async fn malformed_and_html_answers_are_clear_errors() {
         error.message
     );
 
-    server.reset().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"data": [{"b64_json": "%%% not base64"}]})),
-        )
-        .mount(&server)
-        .await;
+    answer_all(
+        &server,
+        ResponseTemplate::new(200).set_body_json(json!({"data": [{"b64_json": "%%% not base64"}]})),
+    )
+    .await;
     let error = image_error(&adapter, "p").await;
     assert_eq!(error.code, ErrorCode::ProviderError);
 
-    server.reset().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(502)
-                .insert_header("content-type", "text/html")
-                .set_body_string(
-                    "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>",
-                ),
-        )
-        .mount(&server)
-        .await;
+    answer_all(
+        &server,
+        ResponseTemplate::new(502)
+            .insert_header("content-type", "text/html")
+            .set_body_string(
+                "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>",
+            ),
+    )
+    .await;
     let error = image_error(&adapter, "p").await;
     assert_eq!(error.code, ErrorCode::ProviderUnavailable);
     assert!(
@@ -665,15 +665,11 @@ async fn anthropic_non_stream_overload_and_mid_stream_errors() {
     assert!(error.message.contains("Overloaded"), "{}", error.message);
     assert_eq!(chunks(&updates), ["Hello"]);
 
-    server.reset().await;
-    Mock::given(method("POST"))
-        .respond_with(
+    answer_all(&server,
             ResponseTemplate::new(529)
                 .insert_header("retry-after", "3")
                 .set_body_json(json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}, "request_id": "req_011"})),
-        )
-        .mount(&server)
-        .await;
+        ).await;
     let error = err(call(&adapter, text_command(false), InputImages::default())
         .await
         .0);
@@ -755,23 +751,19 @@ async fn gemini_safety_outcomes_bad_keys_and_quota_read_right() {
         ),
     ];
     for (status, body, want) in cases {
-        server.reset().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(status).set_body_json(body.clone()))
-            .mount(&server)
-            .await;
+        answer_all(
+            &server,
+            ResponseTemplate::new(status).set_body_json(body.clone()),
+        )
+        .await;
         let error = image_error(&adapter, "p").await;
         assert_eq!(error.code, want, "{body}: {}", error.message);
     }
-    server.reset().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(429).set_body_json(json!([{"error": {"code": 429,
+    answer_all(&server, ResponseTemplate::new(429).set_body_json(json!([{"error": {"code": 429,
             "message": "You exceeded your current quota, please check your plan and billing details.",
             "status": "RESOURCE_EXHAUSTED", "details": [
                 {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests"}]},
-                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "26s"}]}}])))
-        .mount(&server)
-        .await;
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "26s"}]}}]))).await;
     let error = image_error(&adapter, "p").await;
     assert_eq!(error.code, ErrorCode::RateLimited);
     assert_eq!(error.retry_after_ms, Some(26_000));
@@ -890,11 +882,7 @@ async fn stability_v2beta_core_is_multipart_and_filtered_images_are_content_filt
     .0);
     assert_eq!(error.code, ErrorCode::ContentFiltered);
 
-    server.reset().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(403).set_body_json(json!({"id": "ab12", "name": "content_moderation", "errors": ["Your request was flagged by our content moderation system, as a result your request was denied and you were not charged."]})))
-        .mount(&server)
-        .await;
+    answer_all(&server, ResponseTemplate::new(403).set_body_json(json!({"id": "ab12", "name": "content_moderation", "errors": ["Your request was flagged by our content moderation system, as a result your request was denied and you were not charged."]}))).await;
     let error = image_error(&adapter, "x").await;
     assert_eq!(error.code, ErrorCode::ContentFiltered);
     assert!(error.message.contains("flagged"), "{}", error.message);
@@ -968,15 +956,12 @@ async fn ideogram_v3_posts_multipart_with_api_key_and_downloads_results() {
     assert!(body.contains(&form_field("aspect_ratio", "16x9")), "{body}");
     assert!(body.contains(&form_field("num_images", "2")), "{body}");
 
-    server.reset().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(422).set_body_json(
-                json!({"error": "Prompt or provided image failed the safety checks"}),
-            ),
-        )
-        .mount(&server)
-        .await;
+    answer_all(
+        &server,
+        ResponseTemplate::new(422)
+            .set_body_json(json!({"error": "Prompt or provided image failed the safety checks"})),
+    )
+    .await;
     let error = image_error(&adapter, "x").await;
     assert_eq!(error.code, ErrorCode::ContentFiltered);
 }
@@ -1020,11 +1005,7 @@ async fn seedream_sends_input_images_in_the_json_body_and_downloads_the_result()
                "image": format!("data:image/png;base64,{PNG_B64}"), "response_format": "url", "watermark": false})
     );
 
-    server.reset().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {"code": "InputTextSensitiveContentDetected", "message": "The request failed because the input text may contain sensitive information. Request id: 0217", "param": "", "type": "BadRequest"}})))
-        .mount(&server)
-        .await;
+    answer_all(&server, ResponseTemplate::new(400).set_body_json(json!({"error": {"code": "InputTextSensitiveContentDetected", "message": "The request failed because the input text may contain sensitive information. Request id: 0217", "param": "", "type": "BadRequest"}}))).await;
     let error = image_error(&adapter, "x").await;
     assert_eq!(error.code, ErrorCode::ContentFiltered);
     assert!(
@@ -1145,11 +1126,7 @@ async fn a_dashscope_task_that_fails_after_two_polls_is_content_filtered() {
         "{updates:?}"
     );
     // An unknown submit error: the flat envelope.
-    server.reset().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"code": "InvalidApiKey", "message": "Invalid API-key provided.", "request_id": "0141"})))
-        .mount(&server)
-        .await;
+    answer_all(&server, ResponseTemplate::new(401).set_body_json(json!({"code": "InvalidApiKey", "message": "Invalid API-key provided.", "request_id": "0141"}))).await;
     let error = image_error(&adapter, "p").await;
     assert_eq!(error.code, ErrorCode::Unauthorized);
     assert!(
