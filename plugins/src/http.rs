@@ -8,13 +8,25 @@ use reqwest::Method;
 
 use crate::{API_KEY_PLACEHOLDER, CallContext, bindings::switchyard::provider::host};
 
-/// Sends one guest request; every refusal is an `Err` the guest can read.
+/// Sends one guest request; every refusal is an `Err` the guest can read — with the
+/// key removed, since the URL it names may carry it.
 pub(crate) async fn send(
     context: &CallContext,
     request: host::HttpRequest,
     left: Duration,
 ) -> Result<host::HttpResponse, String> {
     let key = context.api_key.as_deref().unwrap_or_default();
+    send_unredacted(context, request, left, key)
+        .await
+        .map_err(|message| redact(&message, key))
+}
+
+async fn send_unredacted(
+    context: &CallContext,
+    request: host::HttpRequest,
+    left: Duration,
+    key: &str,
+) -> Result<host::HttpResponse, String> {
     let raw_url = request.url.replace(API_KEY_PLACEHOLDER, key);
     let url = url::Url::parse(&raw_url).map_err(|e| format!("bad url: {e}"))?;
     let shown = shown_url(&url);
@@ -223,6 +235,31 @@ mod tests {
             );
         }
         assert!(!is_internal(IpAddr::from([8, 8, 8, 8])));
+    }
+
+    #[tokio::test]
+    async fn refusals_never_carry_the_key_even_when_the_url_does() {
+        let mut context = CallContext::new(None, Duration::from_secs(1));
+        context.api_key = Some("sk-in-the-path-123".into());
+        context.allowed_hosts = vec!["127.0.0.1:9".into()];
+        for url in [
+            "http://evil.example/{{api_key}}/x",
+            "http://127.0.0.1:9/{{api_key}}/x",
+            "ftp://127.0.0.1:9/{{api_key}}",
+        ] {
+            let request = host::HttpRequest {
+                method: "GET".into(),
+                url: url.into(),
+                headers: Vec::new(),
+                body: Vec::new(),
+            };
+            let error = send(&context, request, Duration::from_secs(1))
+                .await
+                .err()
+                .unwrap_or_default();
+            assert!(!error.is_empty(), "{url} must fail");
+            assert!(!error.contains("sk-in-the-path-123"), "{url}: {error}");
+        }
     }
 
     #[test]
