@@ -17,7 +17,7 @@ if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unkno
 fi
 (cd "$root" && cargo build -q -p switchyard-componentize)
 componentize=$target/debug/switchyard-componentize
-build() { CARGO_TARGET_DIR=$guests cargo build -q --release --target wasm32-unknown-unknown \
+build() { CARGO_TARGET_DIR=$guests cargo build -q --release --locked --target wasm32-unknown-unknown \
             --manifest-path "$here/examples/Cargo.toml" "$@"; }
 mkdir -p "$out"
 build
