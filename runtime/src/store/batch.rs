@@ -74,7 +74,7 @@ pub struct Failure {
 
 /// An attempt start to record.
 #[derive(Debug, Clone, Copy)]
-struct Start {
+pub(super) struct Start {
     id: i64,
     config_id: ConfigId,
     attempt: i64,
@@ -279,8 +279,8 @@ async fn run(store: &Store, batch: Vec<Op>) {
 }
 
 /// What one batch did, in the order of its inputs.
-struct Outcome {
-    created: Vec<TaskInsert>,
+pub(super) struct Outcome {
+    pub(super) created: Vec<TaskInsert>,
     started: Vec<bool>,
     completed: Vec<bool>,
     failed: Vec<bool>,
@@ -317,7 +317,7 @@ fn values(rows: usize, columns: usize, fixed: &str, numbered: bool) -> String {
 
 impl Store {
     /// Writes a batch in one transaction (see the module docs).
-    async fn write_batch(
+    pub(super) async fn write_batch(
         &self,
         creates: &[&NewTask],
         starts: &[Start],

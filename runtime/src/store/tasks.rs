@@ -365,44 +365,17 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn create_task(&self, task: &NewTask) -> Result<TaskInsert, StoreError> {
-        // One statement for a new task (the common case); a read only for a duplicate.
-        let sql = format!(
-            "INSERT INTO tasks (request_id, tenant, user_id, kind, prompt, input_images, model, \
-             size, status, command, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10) \
-             ON CONFLICT (tenant, request_id) DO NOTHING RETURNING {TASK_COLUMNS}"
-        );
-        let inserted: Option<TaskRow> = on_pool!(self, |pool| {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(&task.request_id)
-                .bind(&task.tenant)
-                .bind(&task.user)
-                .bind(&task.kind)
-                .bind(&task.prompt)
-                .bind(task.input_images.as_ref().map(Json))
-                .bind(&task.model)
-                .bind(&task.size)
-                .bind(Json(&task.command))
-                .bind(Utc::now())
-                .fetch_optional(pool)
-                .await
-        })?;
-        if let Some(row) = inserted {
-            let created = Task::try_from(row)?;
-            if !task.parameters.is_empty() {
-                self.set_task_parameters(created.id, &task.parameters)
-                    .await?;
-            }
-            return Ok(TaskInsert::Created(created));
-        }
-        let stored = self
-            .find_task(&task.tenant, &task.request_id)
-            .await?
+        // The batch writer's statement with a batch of one: one place for the insert
+        // and its parameter rows.
+        let outcome = self.write_batch(&[task], &[], &[], &[]).await?;
+        outcome
+            .created
+            .into_iter()
+            .next()
             .ok_or_else(|| StoreError::Corrupt {
                 table: "tasks",
-                detail: "a conflicting task row vanished".to_owned(),
-            })?;
-        Ok(TaskInsert::Existing(stored))
+                detail: "the insert returned nothing".to_owned(),
+            })
     }
 
     /// A task by id.
