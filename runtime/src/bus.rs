@@ -231,10 +231,23 @@ impl Bus {
     /// # Errors
     /// [`BusError::Publish`] when the event could not be sent at all.
     pub async fn send_event(&self, event: &Event) -> Result<EventAck, BusError> {
+        let payload = Bytes::from(serde_json::to_vec(event)?);
+        self.send_encoded_event(event, payload).await
+    }
+
+    /// [`Bus::send_event`] with the event already encoded as `payload` (the caller
+    /// keeps the bytes for the task row and `reply_to`).
+    ///
+    /// # Errors
+    /// [`BusError::Publish`] when the event could not be sent at all.
+    pub async fn send_encoded_event(
+        &self,
+        event: &Event,
+        payload: Bytes,
+    ) -> Result<EventAck, BusError> {
         let subject = self
             .subjects()
             .event(&event.tenant, &event.request_id, event.event_type());
-        let payload = Bytes::from(serde_json::to_vec(event)?);
         let msg_id = format!(
             "{}:{}:{}:{}",
             event.tenant,
@@ -343,6 +356,21 @@ impl Bus {
         match self {
             Bus::Memory(b) => Ok(b.subscribe_core(subject)),
             Bus::Nats(b) => b.subscribe_core(subject).await,
+        }
+    }
+
+    /// Messages on a core subject with the subject each came on (a wildcard
+    /// subscription: live subscribers to event subjects).
+    ///
+    /// # Errors
+    /// [`BusError`].
+    pub async fn subscribe_messages(
+        &self,
+        subject: &str,
+    ) -> Result<Pin<Box<dyn Stream<Item = (String, Bytes)> + Send>>, BusError> {
+        match self {
+            Bus::Memory(b) => Ok(b.subscribe_messages(subject)),
+            Bus::Nats(b) => b.subscribe_messages(subject).await,
         }
     }
 

@@ -30,8 +30,8 @@ use crate::{
     bus::{Bus, BusError, Delivery},
     engine::{Engine, Submission},
     store::{
-        Completion, Failure, GroupCommit, NewTask, NewTaskResult, Store, StoreError, Task,
-        TaskInsert, UsageRecord,
+        Completion, Failure, GroupCommit, NewTask, NewTaskResult, Store, StoreError, StoredJson,
+        Task, TaskInsert, UsageRecord,
     },
 };
 
@@ -182,7 +182,7 @@ impl CommandHandler {
                         chunks_delivered: None,
                     },
                 };
-                let value = serde_json::to_value(&event).unwrap_or_default();
+                let encoded = StoredJson::of(&event);
                 let won = self
                     .writes
                     .fail_task(Failure {
@@ -191,11 +191,11 @@ impl CommandHandler {
                         attempts: 0,
                         code: ErrorCode::InvalidRequest,
                         message: error_message(&event).to_owned(),
-                        terminal_event: value,
+                        terminal_event: encoded.clone(),
                     })
                     .await?;
                 if won {
-                    self.publish_terminal(&event, envelope.reply_to.as_deref())
+                    self.publish_terminal(&event, &encoded, envelope.reply_to.as_deref())
                         .await?;
                 }
                 Ok(Disposition::Ack)
@@ -261,15 +261,12 @@ impl CommandHandler {
                     continue;
                 }
                 if let EventBody::Started { attempt, provider } = &event.body
-                    && let Err(e) = self
-                        .writes
-                        .start_attempt(
-                            task.id,
-                            provider.config_id,
-                            i64::from(*attempt),
-                            i64::try_from(event.seq).unwrap_or(0),
-                        )
-                        .await
+                    && let Err(e) = self.writes.record_start(
+                        task.id,
+                        provider.config_id,
+                        i64::from(*attempt),
+                        i64::try_from(event.seq).unwrap_or(0),
+                    )
                 {
                     tracing::warn!(error = %e, "cannot record the attempt start");
                 }
@@ -298,7 +295,9 @@ impl CommandHandler {
             return Err(e.into());
         }
         let terminal = outcome.terminal;
-        let value = serde_json::to_value(&terminal).map_err(BusError::Encode)?;
+        // Encoded once: the same bytes go to the row, the event stream and `reply_to`.
+        let encoded =
+            StoredJson(serde_json::value::to_raw_value(&terminal).map_err(BusError::Encode)?);
         let won = match &terminal.body {
             EventBody::Completed {
                 output,
@@ -351,7 +350,7 @@ impl CommandHandler {
                         attempts: i64::try_from(attempts.len()).unwrap_or(0),
                         raw_response: outcome.raw_response.clone(),
                         results,
-                        terminal_event: value.clone(),
+                        terminal_event: encoded.clone(),
                         usage: Some(usage_row),
                     })
                     .await?
@@ -366,14 +365,14 @@ impl CommandHandler {
                         attempts: i64::try_from(attempts.len()).unwrap_or(0),
                         code: error.code,
                         message: error.message.clone(),
-                        terminal_event: value.clone(),
+                        terminal_event: encoded.clone(),
                     })
                     .await?
             }
             _ => false,
         };
         if won {
-            self.publish_terminal(&terminal, reply_to.as_deref())
+            self.publish_terminal(&terminal, &encoded, reply_to.as_deref())
                 .await?;
         } else {
             tracing::info!(
@@ -387,14 +386,19 @@ impl CommandHandler {
     async fn publish_terminal(
         &self,
         event: &Event,
+        encoded: &StoredJson,
         reply_to: Option<&str>,
     ) -> Result<(), HandleError> {
-        self.bus.publish_event(event).await?;
-        if let Some(reply_to) = reply_to {
-            let payload = Bytes::from(serde_json::to_vec(event).map_err(BusError::Encode)?);
-            if let Err(e) = self.bus.publish_core(reply_to, payload).await {
-                tracing::warn!(error = %e, "reply_to not reached");
-            }
+        let payload = Bytes::copy_from_slice(encoded.get().as_bytes());
+        self.bus
+            .send_encoded_event(event, payload.clone())
+            .await?
+            .wait()
+            .await?;
+        if let Some(reply_to) = reply_to
+            && let Err(e) = self.bus.publish_core(reply_to, payload).await
+        {
+            tracing::warn!(error = %e, "reply_to not reached");
         }
         Ok(())
     }

@@ -31,7 +31,7 @@ pub use batch::{Completion, Failure, GroupCommit, MAX_BATCH};
 pub use plugins::{Installed, PluginInfo};
 pub use providers::{ConfigChange, ConfigListener, ProviderFilter, ProviderRecord};
 pub use seed::SeedReport;
-pub use tasks::{NewTask, NewTaskResult, Task, TaskInsert, TaskResult, TaskStatus};
+pub use tasks::{NewTask, NewTaskResult, StoredJson, Task, TaskInsert, TaskResult, TaskStatus};
 pub use usage::{Quota, QuotaPeriod, UsageRecord, UsageSummaryRow};
 
 /// Runs `$body` with `$pool` bound to the concrete pool of whichever database is in use.

@@ -51,6 +51,17 @@ pub struct BenchArgs {
     /// With --bus: the database (default: a fresh SQLite file).
     #[arg(long)]
     database: Option<String>,
+    /// With --bus: measure only what the bus itself costs — the same commands published,
+    /// pulled from the shared durable consumer, three recorded events published per
+    /// command and the command acked, with no database and no engine. The ceiling of
+    /// the end-to-end number on this machine.
+    #[arg(long, requires = "bus")]
+    floor: bool,
+    /// With --bus: read terminal events back from the event stream with an ordered
+    /// consumer of every event (as a late subscriber does) instead of a core
+    /// subscription to the terminal subjects (as a live subscriber does).
+    #[arg(long, requires = "bus")]
+    from_stream: bool,
     /// Instead: measure hot reload among this many live instances (one config changed,
     /// then all of them), until the router uses the new configs.
     #[arg(long)]
@@ -123,7 +134,11 @@ fn rss_kib() -> u64 {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
     if let Some(url) = args.bus.clone() {
-        let result = nats_pipeline(&args, &url, &dir).await;
+        let result = if args.floor {
+            bus_floor(&args, &url, &dir).await
+        } else {
+            nats_pipeline(&args, &url, &dir).await
+        };
         let _ = std::fs::remove_dir_all(&dir);
         return result;
     }
@@ -232,11 +247,9 @@ async fn open_loop(engine: &Engine, args: &BenchArgs, rate: u64) -> anyhow::Resu
 }
 
 /// Publish N commands over JetStream (pipelined), the runtime handles them in this
-/// process, and the terminal events are read back from JetStream.
+/// process, and the terminal events are read back.
 async fn nats_pipeline(args: &BenchArgs, url: &str, dir: &std::path::Path) -> anyhow::Result<()> {
-    use futures_util::{StreamExt, stream::FuturesUnordered};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use switchyard_runtime::{Settings, bus::EventFilter};
+    use switchyard_runtime::Settings;
 
     let mut settings = Settings::default();
     settings.database.url = args
@@ -266,33 +279,156 @@ async fn nats_pipeline(args: &BenchArgs, url: &str, dir: &std::path::Path) -> an
     let bus = runtime.connect_bus().await?;
     let server = runtime.spawn_with_bus(bus.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = drive(args, &bus).await?;
+    println!("nats pipeline, {} instances, {report}", args.instances);
+    server.stop().await?;
+    delete_streams(&bus).await;
+    Ok(())
+}
+
+/// Removes the streams this run made under its own prefix, so that repeated runs do
+/// not pile state up on the server (the runtime itself never deletes streams).
+async fn delete_streams(bus: &switchyard_runtime::bus::Bus) {
+    if let Some(client) = bus.nats_client() {
+        let js = async_nats::jetstream::new(client.clone());
+        for name in [
+            bus.subjects().command_stream(),
+            bus.subjects().event_stream(),
+        ] {
+            if let Err(e) = js.delete_stream(&name).await {
+                eprintln!("could not delete stream {name}: {e}");
+            }
+        }
+    }
+}
+
+/// The bus alone: the same commands and the same JetStream traffic per command as the
+/// runtime makes (pull from the shared durable consumer, `accepted`, `started` and
+/// `completed` published with their message ids and stream acks, then the command
+/// acked), with no database and no engine: what the end-to-end number can reach here.
+async fn bus_floor(args: &BenchArgs, url: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    use switchyard_runtime::bus::{Bus, NatsOptions};
+
+    // Real events as templates: one request through the engine.
+    let engine = start_engine(1, dir).await?;
+    let mut templates = Vec::new();
+    engine
+        .execute(
+            Submission::new(command(BenchKind::Text, 0)?, 1),
+            &mut |event| templates.push(event),
+        )
+        .await;
+    engine.shutdown();
+    anyhow::ensure!(
+        templates.len() == 3,
+        "expected 3 events, got {}",
+        templates.len()
+    );
+    let templates = Arc::new(templates);
+
+    let prefix = format!("floor{}", std::process::id());
+    let bus = Bus::connect(url, &prefix, NatsOptions::default()).await?;
+    let mut deliveries = bus.commands().await?;
+    let consumer_bus = bus.clone();
+    let consumer = tokio::spawn(async move {
+        let permits = Arc::new(tokio::sync::Semaphore::new(512));
+        while let Some(delivery) = deliveries.next().await {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let bus = consumer_bus.clone();
+            let templates = templates.clone();
+            tokio::spawn(async move {
+                let envelope = switchyard_core::CommandEnvelope::parse(&delivery.payload);
+                if let Ok(envelope) = envelope {
+                    let mut acks = Vec::new();
+                    for template in templates.iter() {
+                        let mut event = template.clone();
+                        event.request_id = envelope.request_id.clone();
+                        event.tenant = envelope.tenant.clone();
+                        if event.is_terminal() {
+                            for ack in acks.drain(..) {
+                                let _ = switchyard_runtime::bus::EventAck::wait(ack).await;
+                            }
+                            let _ = bus.publish_event(&event).await;
+                        } else if let Ok(ack) = bus.send_event(&event).await {
+                            acks.push(ack);
+                        }
+                    }
+                }
+                delivery.ack().await;
+                drop(permit);
+            });
+        }
+    });
+    let report = drive(args, &bus).await?;
+    println!("bus floor (no database, no engine), {report}");
+    consumer.abort();
+    delete_streams(&bus).await;
+    Ok(())
+}
+
+/// Publishes `args.requests` text commands over JetStream (pipelined, up to 1,024
+/// publish acks in flight; at `args.rate` if given) and times each from its publish
+/// until its terminal event arrives.
+async fn drive(args: &BenchArgs, bus: &switchyard_runtime::bus::Bus) -> anyhow::Result<String> {
+    use futures_util::{StreamExt, stream::FuturesUnordered};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use switchyard_runtime::bus::EventFilter;
 
     let n = args.requests as usize;
     let origin = Instant::now();
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
-    let mut events = bus.events(EventFilter::All).await?;
+    let prefix = bus.subjects().prefix().to_owned();
+    // A live subscriber: a core subscription to the terminal subjects only. With
+    // --from-stream: every event through an ordered consumer of the event stream.
+    let mut terminals: std::pin::Pin<Box<dyn futures_util::Stream<Item = (String, bool)> + Send>> =
+        if args.from_stream {
+            Box::pin(
+                bus.events(EventFilter::All)
+                    .await?
+                    .filter_map(|event| async move {
+                        event.is_terminal().then(|| {
+                            let ok = matches!(event.body, EventBody::Completed { .. });
+                            (event.request_id.as_str().to_owned(), ok)
+                        })
+                    }),
+            )
+        } else {
+            let completed = bus
+                .subscribe_messages(&format!("{prefix}.evt.*.*.completed"))
+                .await?
+                .map(|(subject, _)| (subject, true));
+            let failed = bus
+                .subscribe_messages(&format!("{prefix}.evt.*.*.failed"))
+                .await?
+                .map(|(subject, _)| (subject, false));
+            Box::pin(
+                futures_util::stream::select(completed, failed).map(|(subject, ok)| {
+                    // <prefix>.evt.<tenant>.<request_id>.<type>
+                    let id = subject.rsplit('.').nth(1).unwrap_or_default().to_owned();
+                    (id, ok)
+                }),
+            )
+        };
     let collector_sent = sent.clone();
     let collector = tokio::spawn(async move {
         let mut latencies = Vec::with_capacity(n);
         let mut failed = 0usize;
         while latencies.len() + failed < n {
-            let Ok(Some(event)) =
-                tokio::time::timeout(Duration::from_secs(30), events.next()).await
+            let Ok(Some((request_id, ok))) =
+                tokio::time::timeout(Duration::from_secs(30), terminals.next()).await
             else {
                 break;
             };
-            if !event.is_terminal() {
-                continue;
-            }
-            let Some(index) = event
-                .request_id
-                .as_str()
+            let Some(index) = request_id
                 .strip_prefix('b')
                 .and_then(|i| i.parse::<usize>().ok())
             else {
                 continue;
             };
-            if !matches!(event.body, EventBody::Completed { .. }) {
+            if !ok {
                 failed += 1;
                 continue;
             }
@@ -302,7 +438,7 @@ async fn nats_pipeline(args: &BenchArgs, url: &str, dir: &std::path::Path) -> an
                 .map_or(now, |s| s.load(Ordering::Relaxed));
             latencies.push(u32::try_from(now.saturating_sub(at)).unwrap_or(u32::MAX));
         }
-        (latencies, failed, origin.elapsed())
+        (latencies, failed)
     });
 
     let subject = bus.subjects().command(switchyard_core::Kind::TextGenerate);
@@ -346,14 +482,13 @@ async fn nats_pipeline(args: &BenchArgs, url: &str, dir: &std::path::Path) -> an
         ack?;
     }
     let publish_rate = n as f64 / started.elapsed().as_secs_f64();
-    let (mut latencies, failed, _) = collector.await?;
+    let (mut latencies, failed) = collector.await?;
     let elapsed = started.elapsed();
     latencies.sort_unstable();
     anyhow::ensure!(!latencies.is_empty(), "no command completed");
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
-    println!(
-        "nats pipeline, {} instances, {} commands{}: published at {:.0}/s; {} completed, {} failed, {:.0} commands/s end to end; publish→terminal p50 {} µs, p99 {} µs, max {} µs",
-        args.instances,
+    Ok(format!(
+        "{} commands{}: published at {:.0}/s; {} completed, {} failed, {:.0} commands/s end to end; publish→terminal p50 {} µs, p99 {} µs, max {} µs",
         n,
         args.rate.map(|r| format!(" at {r}/s")).unwrap_or_default(),
         publish_rate,
@@ -363,9 +498,7 @@ async fn nats_pipeline(args: &BenchArgs, url: &str, dir: &std::path::Path) -> an
         pct(0.5),
         pct(0.99),
         latencies.last().copied().unwrap_or(0)
-    );
-    server.stop().await?;
-    Ok(())
+    ))
 }
 
 /// Times `Engine::apply` for one changed config among `n`, and for all `n` changed,

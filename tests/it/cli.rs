@@ -537,3 +537,38 @@ fn plugins_are_validated_installed_and_rolled_back_locally_and_through_a_server(
         .status();
     let _ = serve.wait();
 }
+
+/// The load tool runs end to end over a real nats-server — the runtime pipeline, the
+/// bus-only floor, and reading events back from the stream — and removes the streams
+/// it made. (It reports speed; nothing here asserts a timing.)
+#[test]
+fn bench_drives_the_pipeline_and_the_bus_floor_over_nats() {
+    let nats = crate::support::NatsServer::start();
+    let url = nats.url();
+    for extra in [&[][..], &["--floor"], &["--from-stream"]] {
+        let out = Command::new(BIN)
+            .args(["bench", "--bus", &url, "--requests", "300"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{extra:?}: {stdout}\n{stderr}");
+        assert!(
+            stdout.contains("300 commands: published at")
+                && stdout.contains("300 completed, 0 failed"),
+            "{extra:?}: {stdout}\n{stderr}"
+        );
+    }
+    let streams = nats.store_dir.path().join("jetstream/$G/streams");
+    let left: Vec<_> = std::fs::read_dir(&streams)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "streams left on the server: {left:?}");
+}

@@ -807,16 +807,20 @@ async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
     }
     // Attempt starts, then half complete and half fail — each twice, concurrently:
     // exactly one of each pair wins.
-    let starts = ids.iter().map(|id| {
-        let writes = writes.clone();
-        async move { writes.start_attempt(*id, ConfigId(3), 1, 2).await.unwrap() }
-    });
-    assert!(
-        futures_util::future::join_all(starts)
-            .await
-            .into_iter()
-            .all(|won| won)
-    );
+    // Attempt starts are not waited for; the writer takes ops in order, so once a later
+    // write has been answered they are in the database.
+    for id in &ids {
+        writes.record_start(*id, ConfigId(3), 1, 2).unwrap();
+    }
+    writes
+        .create_task(NewTask::from_command(&command("gc-barrier")))
+        .await
+        .unwrap();
+    for id in &ids {
+        let task = store.get_task(*id).await.unwrap().unwrap();
+        assert_eq!(task.status, TaskStatus::Processing);
+        assert_eq!(task.last_seq, 2);
+    }
     let usage = |id: i64| UsageRecord {
         task_id: Some(id),
         tenant: "acme".into(),
@@ -847,7 +851,9 @@ async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
                                 artifact_id: Some(format!("a-{id}")),
                                 ..NewTaskResult::default()
                             }],
-                            terminal_event: json!({"type": "completed"}),
+                            terminal_event: switchyard_runtime::store::StoredJson::of(
+                                &json!({"type": "completed"}),
+                            ),
                             usage: Some(usage(id)),
                         })
                         .await
@@ -860,7 +866,9 @@ async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
                             attempts: 1,
                             code: switchyard_core::ErrorCode::ProviderError,
                             message: "boom".into(),
-                            terminal_event: json!({"type": "failed"}),
+                            terminal_event: switchyard_runtime::store::StoredJson::of(
+                                &json!({"type": "failed"}),
+                            ),
                         })
                         .await
                         .unwrap()

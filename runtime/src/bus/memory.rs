@@ -167,6 +167,13 @@ impl MemoryBus {
         &self,
         subject: &str,
     ) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>> {
+        Box::pin(self.subscribe_messages(subject).map(|(_, payload)| payload))
+    }
+
+    pub(super) fn subscribe_messages(
+        &self,
+        subject: &str,
+    ) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = (String, Bytes)> + Send>> {
         let filter = subject.to_owned();
         let rx = self.inner.fanout.subscribe();
         Box::pin(
@@ -181,7 +188,7 @@ impl MemoryBus {
             })
             .filter_map(move |(subject, payload)| {
                 let keep = subject_matches(&filter, &subject);
-                async move { keep.then_some(payload) }
+                async move { keep.then_some((subject, payload)) }
             }),
         )
     }

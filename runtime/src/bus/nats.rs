@@ -351,12 +351,26 @@ impl NatsBus {
         &self,
         subject: &str,
     ) -> Result<std::pin::Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>>, BusError> {
-        let subscriber = self
-            .client
+        let subscriber = self.subscriber(subject).await?;
+        Ok(Box::pin(stream::StreamExt::map(subscriber, |m| m.payload)))
+    }
+
+    pub(super) async fn subscribe_messages(
+        &self,
+        subject: &str,
+    ) -> Result<std::pin::Pin<Box<dyn futures_util::Stream<Item = (String, Bytes)> + Send>>, BusError>
+    {
+        let subscriber = self.subscriber(subject).await?;
+        Ok(Box::pin(stream::StreamExt::map(subscriber, |m| {
+            (m.subject.to_string(), m.payload)
+        })))
+    }
+
+    async fn subscriber(&self, subject: &str) -> Result<async_nats::Subscriber, BusError> {
+        self.client
             .subscribe(subject.to_owned())
             .await
-            .map_err(|e| BusError::JetStream(e.to_string()))?;
-        Ok(Box::pin(stream::StreamExt::map(subscriber, |m| m.payload)))
+            .map_err(|e| BusError::JetStream(e.to_string()))
     }
 }
 

@@ -22,7 +22,7 @@ use switchyard_core::{ConfigId, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    NewTask, NewTaskResult, Store, StoreError, TaskInsert, UsageRecord, on_pool,
+    NewTask, NewTaskResult, Store, StoreError, StoredJson, TaskInsert, UsageRecord, on_pool,
     tasks::{TASK_COLUMNS, Task, TaskRow},
 };
 
@@ -49,8 +49,8 @@ pub struct Completion {
     pub raw_response: Option<Value>,
     /// Result rows.
     pub results: Vec<NewTaskResult>,
-    /// The terminal event.
-    pub terminal_event: Value,
+    /// The terminal event, encoded once for the row and the wire.
+    pub terminal_event: StoredJson,
     /// The usage row.
     pub usage: Option<UsageRecord>,
 }
@@ -68,8 +68,8 @@ pub struct Failure {
     pub code: ErrorCode,
     /// The error message.
     pub message: String,
-    /// The terminal event.
-    pub terminal_event: Value,
+    /// The terminal event, encoded once for the row and the wire.
+    pub terminal_event: StoredJson,
 }
 
 /// An attempt start to record.
@@ -85,7 +85,11 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Op {
     Create(Box<NewTask>, Reply<TaskInsert>),
-    Start(Start, Reply<bool>),
+    /// No one waits for an attempt start: it only moves the row to `processing` and
+    /// keeps `last_seq` for a resume. The writer takes ops in order, so it is written
+    /// no later than the task's terminal row — and not at all when both land in one
+    /// batch, where the terminal row supersedes it.
+    Start(Start),
     Complete(Box<Completion>, Reply<bool>),
     Fail(Box<Failure>, Reply<bool>),
 }
@@ -100,7 +104,7 @@ impl std::fmt::Debug for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Op::Create(..) => "Create",
-            Op::Start(..) => "Start",
+            Op::Start(_) => "Start",
             Op::Complete(..) => "Complete",
             Op::Fail(..) => "Fail",
         })
@@ -112,10 +116,33 @@ fn closed() -> StoreError {
 }
 
 impl GroupCommit {
-    /// Starts the writer task (on the current tokio runtime).
+    /// Starts the writer on a thread of its own, driven through the current tokio
+    /// runtime's handle (so database I/O stays on that runtime's drivers).
+    ///
+    /// Why a thread: a batch is a dozen statement round trips to the driver, and as a
+    /// task among thousands of request tasks the writer waited in the scheduler's queue
+    /// after each one — measured at full load, batches took ~15 ms of which SQLite
+    /// needed a third, and the writer (busy all the time) capped throughput. On its own
+    /// thread each answer wakes it at once. If no thread can be had it runs as a task.
     pub fn start(store: Store) -> Self {
         let (ops, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(store, rx));
+        let handle = tokio::runtime::Handle::current();
+        let work = std::sync::Arc::new(std::sync::Mutex::new(Some((store, rx))));
+        let on_thread = work.clone();
+        let spawned = std::thread::Builder::new()
+            .name("switchyard-task-writer".to_owned())
+            .spawn(move || {
+                let taken = on_thread.lock().ok().and_then(|mut w| w.take());
+                if let Some((store, rx)) = taken {
+                    handle.block_on(writer(store, rx));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread for the task writer; it runs as a task");
+            if let Some((store, rx)) = work.lock().ok().and_then(|mut w| w.take()) {
+                tokio::spawn(writer(store, rx));
+            }
+        }
         Self { ops }
     }
 
@@ -133,24 +160,24 @@ impl GroupCommit {
         self.ask(|reply| Op::Create(Box::new(task), reply)).await
     }
 
-    /// [`Store::start_attempt`], batched.
+    /// [`Store::start_attempt`], batched and not waited for (see [`Op::Start`]).
     ///
     /// # Errors
-    /// As [`Store::start_attempt`].
-    pub async fn start_attempt(
+    /// When the writer has stopped.
+    pub fn record_start(
         &self,
         id: i64,
         config_id: ConfigId,
         attempt: i64,
         seq: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         let start = Start {
             id,
             config_id,
             attempt,
             seq,
         };
-        self.ask(|reply| Op::Start(start, reply)).await
+        self.ops.send(Op::Start(start)).map_err(|_| closed())
     }
 
     /// [`Store::complete_task_with_usage`], batched.
@@ -202,15 +229,22 @@ async fn run(store: &Store, batch: Vec<Op>) {
     for op in batch {
         match op {
             Op::Create(task, reply) => creates.push((task, reply)),
-            Op::Start(start, reply) => starts.push((start, reply)),
+            Op::Start(start) => starts.push(start),
             Op::Complete(completion, reply) => completes.push((completion, reply)),
             Op::Fail(failure, reply) => fails.push((failure, reply)),
         }
     }
+    // A start superseded by its task's terminal row in this batch is not written.
+    let ending: std::collections::HashSet<i64> = completes
+        .iter()
+        .map(|(c, _): &(Box<Completion>, _)| c.id)
+        .chain(fails.iter().map(|(f, _): &(Box<Failure>, _)| f.id))
+        .collect();
+    starts.retain(|s: &Start| !ending.contains(&s.id));
     let written = store
         .write_batch(
             &creates.iter().map(|(t, _)| t.as_ref()).collect::<Vec<_>>(),
-            &starts.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            &starts,
             &completes
                 .iter()
                 .map(|(c, _)| c.as_ref())
@@ -223,8 +257,12 @@ async fn run(store: &Store, batch: Vec<Op>) {
             for ((_, reply), result) in creates.into_iter().zip(outcome.created) {
                 let _ = reply.send(Ok(result));
             }
-            for ((_, reply), won) in starts.into_iter().zip(outcome.started) {
-                let _ = reply.send(Ok(won));
+            let lost = outcome.started.iter().filter(|won| !**won).count();
+            if lost > 0 {
+                tracing::debug!(
+                    lost,
+                    "attempt starts of tasks already terminal were ignored"
+                );
             }
             for ((_, reply), won) in completes.into_iter().zip(outcome.completed) {
                 let _ = reply.send(Ok(won));
@@ -238,12 +276,13 @@ async fn run(store: &Store, batch: Vec<Op>) {
             for (task, reply) in creates {
                 let _ = reply.send(store.create_task(&task).await);
             }
-            for (s, reply) in starts {
-                let _ = reply.send(
-                    store
-                        .start_attempt(s.id, s.config_id, s.attempt, s.seq)
-                        .await,
-                );
+            for s in starts {
+                if let Err(e) = store
+                    .start_attempt(s.id, s.config_id, s.attempt, s.seq)
+                    .await
+                {
+                    tracing::warn!(error = %e, task_id = s.id, "cannot record the attempt start");
+                }
             }
             for (c, reply) in completes {
                 let _ = reply.send(

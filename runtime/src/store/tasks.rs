@@ -8,7 +8,7 @@
 use std::{fmt, str::FromStr};
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 use sqlx::types::Json;
 use switchyard_core::{Command, ConfigId, ErrorCode};
 
@@ -63,6 +63,48 @@ impl FromStr for TaskStatus {
     }
 }
 
+/// JSON as stored: written without building a `Value` tree, read without parsing one
+/// until asked ([`StoredJson::to_value`]).
+#[derive(Debug, Clone)]
+pub struct StoredJson(pub Box<RawValue>);
+
+impl StoredJson {
+    /// Encodes a value (a `null` if it cannot be encoded, which serde types never do).
+    pub fn of(value: &(impl serde::Serialize + ?Sized)) -> Self {
+        Self(serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Parses it.
+    ///
+    /// # Errors
+    /// When the stored text is not JSON of that shape.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// Parses it into a [`Value`].
+    pub fn to_value(&self) -> Value {
+        self.parse().unwrap_or(Value::Null)
+    }
+}
+
+impl PartialEq for StoredJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl serde::Serialize for StoredJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
 /// What is stored when a command is accepted.
 #[derive(Debug, Clone)]
 pub struct NewTask {
@@ -83,7 +125,7 @@ pub struct NewTask {
     /// Requested size.
     pub size: Option<String>,
     /// The whole command, so any process can resume it.
-    pub command: Value,
+    pub command: StoredJson,
     /// Named generation parameters (`task_parameters` rows): the input's settings and
     /// the command's `params`, as text.
     pub parameters: Vec<(String, String)>,
@@ -149,7 +191,7 @@ impl NewTask {
                 .and_then(|images| serde_json::to_value(images).ok()),
             model: command.route.model.clone(),
             size: input.size.clone(),
-            command: serde_json::to_value(command).unwrap_or(Value::Null),
+            command: StoredJson::of(command),
             parameters: parameters_of(command),
         }
     }
@@ -159,8 +201,13 @@ impl NewTask {
     /// The task row for a command that did not parse or validate: what the envelope
     /// and subject say, with the raw body kept as the command.
     pub fn invalid(request_id: &str, tenant: &str, kind: &str, body: &[u8]) -> Self {
-        let command = serde_json::from_slice(body)
-            .unwrap_or_else(|_| serde_json::json!({"raw": String::from_utf8_lossy(body)}));
+        let command = std::str::from_utf8(body)
+            .ok()
+            .and_then(|text| RawValue::from_string(text.to_owned()).ok())
+            .map(StoredJson)
+            .unwrap_or_else(|| {
+                StoredJson::of(&serde_json::json!({"raw": String::from_utf8_lossy(body)}))
+            });
         Self {
             request_id: request_id.to_owned(),
             tenant: tenant.to_owned(),
@@ -204,7 +251,7 @@ pub struct Task {
     /// Attempts made so far.
     pub attempts: i64,
     /// The command as accepted.
-    pub command: Value,
+    pub command: StoredJson,
     /// Final error code.
     pub error_code: Option<String>,
     /// Final error message.
@@ -293,7 +340,7 @@ pub(super) struct TaskRow {
     status: String,
     provider_config_id: Option<i64>,
     attempts: i64,
-    command: Json<Value>,
+    command: Json<Box<RawValue>>,
     error_code: Option<String>,
     error_message: Option<String>,
     raw_response: Option<Json<Value>>,
@@ -345,7 +392,7 @@ impl TryFrom<TaskRow> for Task {
             size: row.size,
             provider_config_id: row.provider_config_id.map(ConfigId),
             attempts: row.attempts,
-            command: row.command.0,
+            command: StoredJson(row.command.0),
             error_code: row.error_code,
             error_message: row.error_message,
             raw_response: row.raw_response.map(|j| j.0),
@@ -452,7 +499,7 @@ impl Store {
         attempts: i64,
         raw_response: Option<&Value>,
         results: &[NewTaskResult],
-        terminal_event: &Value,
+        terminal_event: &(impl serde::Serialize + Sync + ?Sized),
     ) -> Result<bool, StoreError> {
         self.complete_task_with_usage(
             id,
@@ -482,7 +529,7 @@ impl Store {
         attempts: i64,
         raw_response: Option<&Value>,
         results: &[NewTaskResult],
-        terminal_event: &Value,
+        terminal_event: &(impl serde::Serialize + Sync + ?Sized),
         usage: Option<&super::UsageRecord>,
     ) -> Result<bool, StoreError> {
         let now = Utc::now();
@@ -560,7 +607,7 @@ impl Store {
         attempts: i64,
         code: ErrorCode,
         message: &str,
-        terminal_event: &Value,
+        terminal_event: &(impl serde::Serialize + Sync + ?Sized),
     ) -> Result<bool, StoreError> {
         let affected = on_pool!(self, |pool| {
             sqlx::query(
@@ -673,7 +720,7 @@ async fn complete_in_one_statement(
     attempts: i64,
     raw_response: Option<&Value>,
     results: &[NewTaskResult],
-    terminal_event: &Value,
+    terminal_event: &(impl serde::Serialize + Sync + ?Sized),
     usage: Option<&super::UsageRecord>,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
