@@ -232,6 +232,11 @@ impl Store {
     }
 }
 
+/// Prepared statements kept per connection. The group commit makes one statement text
+/// per table and row count (up to 64 rows), several hundred in all; sqlx's default of
+/// 100 made SQLite re-parse them over and over at full load.
+const STATEMENT_CACHE: usize = 1024;
+
 const MASTER_KEY_CHECK: &str = "master_key_check";
 const MASTER_KEY_CHECK_TEXT: &str = "switchyard master key check";
 
@@ -244,6 +249,7 @@ async fn connect_pool(options: &ConnectOptions) -> Result<Pool, StoreError> {
             create_schema(connect.clone(), schema).await?;
             connect = connect.options([("search_path", schema.as_str())]);
         }
+        let connect = connect.statement_cache_capacity(STATEMENT_CACHE);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(Duration::from_secs(10))
@@ -255,7 +261,8 @@ async fn connect_pool(options: &ConnectOptions) -> Result<Pool, StoreError> {
             .map_err(|e| StoreError::BadUrl(e.to_string()))?
             .create_if_missing(true)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            .statement_cache_capacity(STATEMENT_CACHE);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let connect = if in_memory {
             connect
