@@ -243,7 +243,13 @@ impl CommandHandler {
         let submission = Submission {
             command: command.clone(),
             task_id: task.id,
-            first_seq: u64::try_from(task.last_seq).unwrap_or(0),
+            // A new task starts its events at 1 (`accepted`); a resumed one after the
+            // last recorded.
+            first_seq: if resumed {
+                u64::try_from(task.last_seq).unwrap_or(0)
+            } else {
+                0
+            },
             announce: !resumed,
         };
         let engine = &self.engine;

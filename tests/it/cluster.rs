@@ -225,10 +225,14 @@ async fn every_event(bus: &Bus) -> async_nats::jetstream::consumer::pull::Ordere
 }
 
 /// Reads the whole event stream until every id has a terminal event (or the deadline),
-/// then a little longer, and returns terminal counts per request.
+/// then a little longer, and returns terminal counts per request. Also checks that no
+/// request's `seq` stands for two different events (a resumed request continues the
+/// sequence where the crashed process left it).
 async fn terminal_counts(bus: &Bus, ids: &[String], within: Duration) -> BTreeMap<String, usize> {
     let mut messages = every_event(bus).await;
     let mut counts: BTreeMap<String, usize> = ids.iter().map(|id| (id.clone(), 0)).collect();
+    let mut seqs: BTreeMap<(String, u64), String> = BTreeMap::new();
+    let mut clashes = Vec::new();
     let deadline = tokio::time::Instant::now() + within;
     let mut done_at: Option<tokio::time::Instant> = None;
     loop {
@@ -236,6 +240,13 @@ async fn terminal_counts(bus: &Bus, ids: &[String], within: Duration) -> BTreeMa
         match tokio::time::timeout_at(until, messages.next()).await {
             Ok(Some(Ok(message))) => {
                 let event: Event = serde_json::from_slice(&message.payload).unwrap();
+                let kind = event.event_type().as_str().to_owned();
+                let key = (event.request_id.to_string(), event.seq);
+                if let Some(before) = seqs.insert(key.clone(), kind.clone())
+                    && before != kind
+                {
+                    clashes.push(format!("{key:?}: {before} and {kind}"));
+                }
                 if event.is_terminal() {
                     *counts.entry(event.request_id.to_string()).or_default() += 1;
                 }
@@ -248,6 +259,7 @@ async fn terminal_counts(bus: &Bus, ids: &[String], within: Duration) -> BTreeMa
             Ok(None) | Err(_) => break,
         }
     }
+    assert!(clashes.is_empty(), "one seq, two events: {clashes:?}");
     counts
 }
 
@@ -262,7 +274,9 @@ fn assert_exactly_once(counts: &BTreeMap<String, usize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_two_processes_mid_job_loses_nothing() {
     let nats = NatsServer::start();
-    let cluster = Cluster::new(&nats.url(), 300);
+    // Each job takes 1 s, so the kill lands while both processes have jobs in flight:
+    // those of the killed one are redelivered and resumed by the other.
+    let cluster = Cluster::new(&nats.url(), 1000);
     let mut a = cluster.serve();
     let mut b = cluster.serve();
     let bus = cluster.client(&nats.url()).await;

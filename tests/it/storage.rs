@@ -791,6 +791,8 @@ async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
         .filter(|i| matches!(i, TaskInsert::Created(_)))
         .count();
     assert_eq!(created, 200);
+    // A valid command's `accepted` event is seq 1: a resume continues after it.
+    assert!(inserted.iter().all(|i| i.task().last_seq == 1));
     let mut ids: Vec<i64> = inserted.iter().map(|i| i.task().id).collect();
     ids.sort_unstable();
     ids.dedup();

@@ -129,6 +129,11 @@ pub struct NewTask {
     /// Named generation parameters (`task_parameters` rows): the input's settings and
     /// the command's `params`, as text.
     pub parameters: Vec<(String, String)>,
+    /// `last_seq` to store: 1 for a valid command, whose `accepted` event is seq 1 (so
+    /// a process that resumes it after a crash continues after it even when the crash
+    /// came before the attempt start was recorded), 0 for an invalid one (its `failed`
+    /// event is seq 1).
+    pub last_seq: i64,
 }
 
 /// The `task_parameters` rows of a command: every generation setting it gives.
@@ -193,6 +198,7 @@ impl NewTask {
             size: input.size.clone(),
             command: StoredJson::of(command),
             parameters: parameters_of(command),
+            last_seq: 1,
         }
     }
 }
@@ -219,6 +225,7 @@ impl NewTask {
             size: None,
             command,
             parameters: Vec::new(),
+            last_seq: 0,
         }
     }
 }
