@@ -70,7 +70,7 @@ token_file = "{d}/data/admin.token"
     }
 
     /// `serve` with this admin token, once it listens; returns it and its URL.
-    fn serve(&self, token: &str) -> (std::process::Child, String) {
+    fn serve(&self, token: &str) -> (crate::support::Served, String) {
         let port = crate::support::free_port();
         let serve = self
             .command()
@@ -86,7 +86,10 @@ token_file = "{d}/data/admin.token"
             assert!(Instant::now() < deadline, "serve did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
-        (serve, format!("http://127.0.0.1:{port}"))
+        (
+            crate::support::Served(serve),
+            format!("http://127.0.0.1:{port}"),
+        )
     }
 
     fn list(&self) -> Vec<Value> {

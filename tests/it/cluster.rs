@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -15,7 +15,7 @@ use serde_json::json;
 use switchyard_core::Event;
 use switchyard_runtime::{MasterKey, bus::Bus, settings::BusSettings};
 
-use crate::support::{NatsServer, postgres_url, unique_suffix};
+use crate::support::{NatsServer, Served, postgres_url, unique_suffix};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -94,12 +94,12 @@ token = "cluster-test-admin-token"
     }
 
     /// Starts `switchyard serve` and waits until `/readyz` says its consumer is live.
-    fn serve(&self) -> Child {
+    fn serve(&self) -> Served {
         self.serve_on().0
     }
 
     /// [`Cluster::serve`], also returning the HTTP port.
-    fn serve_on(&self) -> (Child, u16) {
+    fn serve_on(&self) -> (Served, u16) {
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(&self.config)
@@ -138,7 +138,7 @@ token = "cluster-test-admin-token"
         }
         // Keep draining the log so the process never blocks on a full pipe.
         std::thread::spawn(move || while rx.recv().is_ok() {});
-        (child, port)
+        (Served(child), port)
     }
 
     async fn client(&self, nats_url: &str) -> Bus {

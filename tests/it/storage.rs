@@ -911,3 +911,32 @@ async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
         "usage once per completion"
     );
 }
+
+/// SQLite: the WAL is copied back into the database file in the background, so no
+/// committing writer has to (its own automatic checkpoint only starts at 10,000 pages,
+/// ~40 MB). Without the checkpointer the ~2.5 MB written here stays in the WAL and the
+/// database file keeps its empty size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_wal_is_checkpointed_in_the_background() {
+    let db = TestDb::sqlite().await;
+    let path = db.sqlite_path().unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    let prompt = "x".repeat(8 * 1024);
+    for i in 0..300 {
+        let mut task = NewTask::from_command(&command(&format!("wal-{i}")));
+        task.prompt = Some(prompt.clone());
+        db.store.create_task(&task).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let size = std::fs::metadata(&path).unwrap().len();
+        if size > before + 2 * 1024 * 1024 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {size} bytes (was {before}): the WAL was not checkpointed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
