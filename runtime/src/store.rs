@@ -241,9 +241,11 @@ impl Store {
     }
 }
 
-/// Prepared statements kept per connection. The group commit makes one statement text
-/// per table and row count (up to 64 rows), several hundred in all; sqlx's default of
-/// 100 made SQLite re-parse them over and over at full load.
+/// Prepared statements kept per SQLite connection. The group commit makes one statement
+/// text per table and row count (up to 64 rows), several hundred in all; sqlx's default
+/// of 100 made SQLite re-parse them over and over at full load. (PostgreSQL keeps
+/// sqlx's default: there the statements live in the server, per connection, and its
+/// batches use at most 20 rows.)
 const STATEMENT_CACHE: usize = 1024;
 
 const MASTER_KEY_CHECK: &str = "master_key_check";
@@ -320,7 +322,6 @@ async fn connect_pool(
             create_schema(connect.clone(), schema).await?;
             connect = connect.options([("search_path", schema.as_str())]);
         }
-        let connect = connect.statement_cache_capacity(STATEMENT_CACHE);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(Duration::from_secs(10))
