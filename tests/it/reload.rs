@@ -172,6 +172,7 @@ async fn admin_api_writes_validate_mask_and_reload_at_once() {
         "/v1/providers/reload",
         "/v1/providers/status",
         "/v1/providers/{id}/test",
+        "/v1/usage",
     ] {
         assert!(paths.contains(&path), "{path} missing from {paths:?}");
     }
@@ -459,4 +460,110 @@ async fn a_hundred_api_changes_under_load_fail_no_request_and_routing_follows() 
     );
     node.stop().await;
     db.cleanup().await;
+}
+
+/// `GET /v1/usage`: what a tenant's finished requests used, grouped by provider type,
+/// model and kind, from the usage rows written with each terminal row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_reported_per_tenant_provider_model_and_kind() {
+    use futures_util::StreamExt;
+    use switchyard_runtime::bus::EventFilter;
+
+    let db = TestDb::sqlite().await;
+    let node = start_node(
+        &db,
+        json!([{"name": "mock-a", "provider": "mock", "priority": 100,
+                "cost": {"per_image": {"default": 0.01}}}]),
+    )
+    .await;
+    let mut events = node.bus.events(EventFilter::All).await.unwrap();
+    let commands = [
+        json!({"request_id": "u-t1", "tenant": "acme", "kind": "text.generate",
+               "input": {"messages": [{"role": "user", "content": "hello"}]}}),
+        json!({"request_id": "u-t2", "tenant": "acme", "kind": "text.generate",
+               "input": {"messages": [{"role": "user", "content": "again"}]}}),
+        json!({"request_id": "u-i1", "tenant": "acme", "kind": "image.generate",
+               "input": {"prompt": "a fox", "n": 2, "size": "64x64"}}),
+        json!({"request_id": "u-i2", "tenant": "acme", "kind": "image.generate",
+               "input": {"prompt": "a hen", "n": 3, "size": "64x64"}}),
+        json!({"request_id": "u-o1", "tenant": "other", "kind": "text.generate",
+               "input": {"messages": [{"role": "user", "content": "hi"}]}}),
+    ];
+    for command in &commands {
+        let command: switchyard_core::Command = serde_json::from_value(command.clone()).unwrap();
+        node.bus.publish_command(&command).await.unwrap();
+    }
+    let mut done = 0;
+    while done < commands.len() {
+        let event = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if event.is_terminal() {
+            assert_eq!(event.event_type().as_str(), "completed", "{event:?}");
+            done += 1;
+        }
+    }
+
+    let (status, body) = node.call("GET", "/v1/usage?tenant=acme", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tenant"], "acme");
+    let groups = body["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{body}");
+    let image = groups
+        .iter()
+        .find(|g| g["kind"] == "image.generate")
+        .unwrap();
+    assert_eq!(image["provider"], "mock");
+    assert_eq!(image["requests"], 2);
+    assert_eq!(image["images"], 5);
+    assert!(
+        (image["cost_usd"].as_f64().unwrap() - 0.05).abs() < 1e-9,
+        "{image}"
+    );
+    let text = groups
+        .iter()
+        .find(|g| g["kind"] == "text.generate")
+        .unwrap();
+    assert_eq!(text["requests"], 2);
+    assert!(text["output_tokens"].as_i64().unwrap() > 0, "{text}");
+    assert_eq!(body["total"]["requests"], 4);
+    assert_eq!(body["total"]["images"], 5);
+
+    // Another tenant sees only its own; a window before the requests sees nothing.
+    let (_, other) = node.call("GET", "/v1/usage?tenant=other", None);
+    assert_eq!(other["total"]["requests"], 1, "{other}");
+    let (_, past) = node.call(
+        "GET",
+        "/v1/usage?tenant=acme&from=2020-01-01T00:00:00Z&to=2020-02-01T00:00:00Z",
+        None,
+    );
+    assert_eq!(past["groups"], json!([]), "{past}");
+    assert_eq!(past["total"]["requests"], 0);
+
+    // Bad input is a clear 400; no token, 401.
+    for (path, says) in [
+        ("/v1/usage", "tenant query parameter is required"),
+        ("/v1/usage?tenant=a.b", "tenant"),
+        (
+            "/v1/usage?tenant=acme&from=yesterday",
+            "from 'yesterday' is not an RFC 3339 time",
+        ),
+        (
+            "/v1/usage?tenant=acme&from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+            "from must be before to",
+        ),
+    ] {
+        let (status, body) = node.call("GET", path, None);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(says),
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(
+        http(node.port, "GET", "/v1/usage?tenant=acme", None, None).0,
+        401
+    );
+    node.stop().await;
 }
