@@ -564,12 +564,14 @@ fn bench_drives_the_pipeline_and_the_bus_floor_over_nats() {
             "{extra:?}: {stdout}\n{stderr}"
         );
     }
+    // (nats-server renames a deleted stream's folder to `.NAME` before removing it.)
     let streams = nats.store_dir.path().join("jetstream/$G/streams");
-    let left: Vec<_> = std::fs::read_dir(&streams)
+    let left: Vec<String> = std::fs::read_dir(&streams)
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
-                .map(|e| e.file_name())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| !name.starts_with('.'))
                 .collect()
         })
         .unwrap_or_default();

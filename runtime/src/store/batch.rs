@@ -381,6 +381,19 @@ impl Store {
             .filter(|(_, first)| **first)
             .map(|(f, _)| *f)
             .collect();
+        // Two starts of one task in a batch (a fallback to the next attempt): only the
+        // later one is written — an `UPDATE … FROM` matching one row twice would apply
+        // either.
+        let mut last_start = HashMap::new();
+        for (index, start) in starts.iter().enumerate() {
+            last_start.insert(start.id, index);
+        }
+        let starts: Vec<Start> = starts
+            .iter()
+            .enumerate()
+            .filter(|(index, s)| last_start.get(&s.id) == Some(index))
+            .map(|(_, s)| *s)
+            .collect();
         let postgres = matches!(self.pool, super::Pool::Postgres(_));
         let per = rows_per_statement(postgres);
         let done: Result<Result<Outcome, StoreError>, sqlx::Error> = on_pool!(self, |pool| {
