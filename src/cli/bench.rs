@@ -275,15 +275,39 @@ async fn nats_pipeline(args: &BenchArgs, url: &str, dir: &std::path::Path) -> an
             }))
         })
         .collect::<Result<_, _>>()?;
+    let schema = settings
+        .database
+        .schema
+        .clone()
+        .map(|schema| (settings.database.url.clone(), schema));
     let (runtime, _) = switchyard_runtime::prepare(settings).await?;
+    let store = runtime.store.clone();
     let bus = runtime.connect_bus().await?;
     let server = runtime.spawn_with_bus(bus.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let report = drive(args, &bus).await?;
     println!("nats pipeline, {} instances, {report}", args.instances);
     server.stop().await?;
+    store.close().await;
     delete_streams(&bus).await;
+    if let Some((url, schema)) = schema {
+        drop_schema(&url, &schema).await;
+    }
     Ok(())
+}
+
+/// Removes the PostgreSQL schema this run made (`bench_<pid>`) with its tables.
+async fn drop_schema(url: &str, schema: &str) {
+    let dropped = async {
+        let pool = sqlx::PgPool::connect(url).await?;
+        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await?;
+        pool.close().await;
+        Ok::<_, sqlx::Error>(())
+    };
+    if let Err(e) = dropped.await {
+        eprintln!("could not drop schema {schema}: {e}");
+    }
 }
 
 /// Removes the streams this run made under its own prefix, so that repeated runs do

@@ -577,3 +577,38 @@ fn bench_drives_the_pipeline_and_the_bus_floor_over_nats() {
         .unwrap_or_default();
     assert!(left.is_empty(), "streams left on the server: {left:?}");
 }
+
+/// On PostgreSQL the load tool works in a schema of its own and drops it afterwards.
+#[test]
+fn bench_on_postgres_drops_its_schema() {
+    let nats = crate::support::NatsServer::start();
+    let child = Command::new(BIN)
+        .args(["bench", "--bus", &nats.url(), "--requests", "200"])
+        .args(["--database", &crate::support::postgres_url()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let schema = format!("bench_{}", child.id());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("200 completed, 0 failed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: i64 = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::PgPool::connect(&crate::support::postgres_url())
+            .await
+            .unwrap();
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = $1",
+        )
+        .bind(&schema)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    });
+    assert_eq!(left, 0, "schema {schema} was left behind");
+}
