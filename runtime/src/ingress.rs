@@ -182,7 +182,7 @@ impl CommandHandler {
                         chunks_delivered: None,
                     },
                 };
-                let encoded = StoredJson::of(&event);
+                let encoded = StoredJson::encode(&event).map_err(BusError::Encode)?;
                 let won = self
                     .writes
                     .fail_task(Failure {
@@ -302,8 +302,7 @@ impl CommandHandler {
         }
         let terminal = outcome.terminal;
         // Encoded once: the same bytes go to the row, the event stream and `reply_to`.
-        let encoded =
-            StoredJson(serde_json::value::to_raw_value(&terminal).map_err(BusError::Encode)?);
+        let encoded = StoredJson::encode(&terminal).map_err(BusError::Encode)?;
         let won = match &terminal.body {
             EventBody::Completed {
                 output,

@@ -356,11 +356,7 @@ async fn connect_pool(
             connect
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-        };
-        let connect = if in_memory {
-            connect
-        } else {
-            connect.pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+                .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
         };
         let pool = SqlitePoolOptions::new()
             // An in-memory database lives in one connection.

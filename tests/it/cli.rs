@@ -567,14 +567,11 @@ fn bench_drives_the_pipeline_and_the_bus_floor_over_nats() {
     // (nats-server renames a deleted stream's folder to `.NAME` before removing it.)
     let streams = nats.store_dir.path().join("jetstream/$G/streams");
     let left: Vec<String> = std::fs::read_dir(&streams)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| !name.starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default();
+        .unwrap_or_else(|e| panic!("{}: {e}", streams.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
     assert!(left.is_empty(), "streams left on the server: {left:?}");
 }
 

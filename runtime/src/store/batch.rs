@@ -234,13 +234,6 @@ async fn run(store: &Store, batch: Vec<Op>) {
             Op::Fail(failure, reply) => fails.push((failure, reply)),
         }
     }
-    // A start superseded by its task's terminal row in this batch is not written.
-    let ending: std::collections::HashSet<i64> = completes
-        .iter()
-        .map(|(c, _): &(Box<Completion>, _)| c.id)
-        .chain(fails.iter().map(|(f, _): &(Box<Failure>, _)| f.id))
-        .collect();
-    starts.retain(|s: &Start| !ending.contains(&s.id));
     let written = store
         .write_batch(
             &creates.iter().map(|(t, _)| t.as_ref()).collect::<Vec<_>>(),
@@ -256,13 +249,6 @@ async fn run(store: &Store, batch: Vec<Op>) {
         Ok(outcome) => {
             for ((_, reply), result) in creates.into_iter().zip(outcome.created) {
                 let _ = reply.send(Ok(result));
-            }
-            let lost = outcome.started.iter().filter(|won| !**won).count();
-            if lost > 0 {
-                tracing::debug!(
-                    lost,
-                    "attempt starts of tasks already terminal were ignored"
-                );
             }
             for ((_, reply), won) in completes.into_iter().zip(outcome.completed) {
                 let _ = reply.send(Ok(won));
@@ -320,7 +306,6 @@ async fn run(store: &Store, batch: Vec<Op>) {
 /// What one batch did, in the order of its inputs.
 pub(super) struct Outcome {
     pub(super) created: Vec<TaskInsert>,
-    started: Vec<bool>,
     completed: Vec<bool>,
     failed: Vec<bool>,
 }
@@ -381,8 +366,9 @@ impl Store {
             .filter(|(_, first)| **first)
             .map(|(f, _)| *f)
             .collect();
-        // Two starts of one task in a batch (a fallback to the next attempt): only the
-        // later one is written — an `UPDATE … FROM` matching one row twice would apply
+        // The starts written: not one whose task ends in this batch (the terminal row
+        // supersedes it), and of two starts of one task (a fallback to the next
+        // attempt) only the later — an `UPDATE … FROM` matching a row twice applies
         // either.
         let mut last_start = HashMap::new();
         for (index, start) in starts.iter().enumerate() {
@@ -391,7 +377,7 @@ impl Store {
         let starts: Vec<Start> = starts
             .iter()
             .enumerate()
-            .filter(|(index, s)| last_start.get(&s.id) == Some(index))
+            .filter(|(index, s)| last_start.get(&s.id) == Some(index) && !seen.contains(&s.id))
             .map(|(_, s)| *s)
             .collect();
         let postgres = matches!(self.pool, super::Pool::Postgres(_));
@@ -488,17 +474,16 @@ impl Store {
             }
 
             // Attempt starts.
-            let mut started_ids = Vec::new();
             for chunk in starts.chunks(per) {
                 let sql = format!(
                     "WITH v (vid, vconfig, vattempt, vstarted, vseq) AS (VALUES {}) \
                      UPDATE tasks SET status = 'processing', provider_config_id = v.vconfig, \
                      attempts = v.vattempt, started_at = COALESCE(started_at, v.vstarted), \
                      last_seq = v.vseq FROM v \
-                     WHERE id = v.vid AND status IN ('pending', 'processing') RETURNING id",
+                     WHERE id = v.vid AND status IN ('pending', 'processing')",
                     values(chunk.len(), 5, "", postgres)
                 );
-                let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for s in chunk {
                     query = query
                         .bind(s.id)
@@ -507,7 +492,7 @@ impl Store {
                         .bind(now)
                         .bind(s.seq);
                 }
-                started_ids.extend(query.fetch_all(&mut *tx).await?);
+                query.execute(&mut *tx).await?;
             }
 
             // Completions, then the results and usage of those that won.
@@ -597,7 +582,6 @@ impl Store {
             tx.commit().await?;
             Ok(Ok(Outcome {
                 created,
-                started: starts.iter().map(|s| started_ids.contains(&s.id)).collect(),
                 completed: completes
                     .iter()
                     .zip(&first_complete)

@@ -63,33 +63,29 @@ impl FromStr for TaskStatus {
     }
 }
 
-/// JSON as stored: written without building a `Value` tree, read without parsing one
-/// until asked ([`StoredJson::to_value`]).
+/// JSON as stored: written without building a `Value` tree, read back without parsing
+/// one.
 #[derive(Debug, Clone)]
-pub struct StoredJson(pub Box<RawValue>);
+pub struct StoredJson(Box<RawValue>);
 
 impl StoredJson {
-    /// Encodes a value (a `null` if it cannot be encoded, which serde types never do).
+    /// Encodes a value.
+    ///
+    /// # Errors
+    /// When serde cannot encode it (e.g. a map with non-string keys).
+    pub fn encode(value: &(impl serde::Serialize + ?Sized)) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(Self)
+    }
+
+    /// Encodes a value whose type always encodes (derived `Serialize` of plain data),
+    /// as `null` otherwise.
     pub fn of(value: &(impl serde::Serialize + ?Sized)) -> Self {
-        Self(serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+        Self::encode(value).unwrap_or_else(|_| Self(RawValue::NULL.to_owned()))
     }
 
     /// The JSON text.
     pub fn get(&self) -> &str {
         self.0.get()
-    }
-
-    /// Parses it.
-    ///
-    /// # Errors
-    /// When the stored text is not JSON of that shape.
-    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.0.get())
-    }
-
-    /// Parses it into a [`Value`].
-    pub fn to_value(&self) -> Value {
-        self.parse().unwrap_or(Value::Null)
     }
 }
 
