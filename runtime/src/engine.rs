@@ -59,17 +59,16 @@ pub enum EngineError {
     Supervisor(String),
 }
 
-/// One command to run, already persisted by the caller (which knows its task id).
+/// One command to run, whose task row the caller keeps.
 #[derive(Debug, Clone)]
 pub struct Submission {
     /// The validated command.
     pub command: Arc<Command>,
-    /// The task row's id (`task_id` of the `accepted` event).
-    pub task_id: i64,
     /// Seq of the last event already published for this request (0 for a new one).
     pub first_seq: u64,
-    /// Emit `accepted` (false when resuming a request another process accepted).
-    pub announce: bool,
+    /// Emit `accepted` first, with this task row id; `None` when resuming a request
+    /// another process accepted, or when the caller publishes `accepted` itself.
+    pub announce: Option<i64>,
 }
 
 impl Submission {
@@ -77,9 +76,8 @@ impl Submission {
     pub fn new(command: Arc<Command>, task_id: i64) -> Self {
         Self {
             command,
-            task_id,
             first_seq: 0,
-            announce: true,
+            announce: Some(task_id),
         }
     }
 }
@@ -241,9 +239,9 @@ impl Engine {
             raw: None,
             inputs: Arc::default(),
         };
-        if submission.announce {
+        if let Some(task_id) = submission.announce {
             run.send(EventBody::Accepted {
-                task_id: submission.task_id,
+                task_id,
                 kind: command.kind,
             });
         }

@@ -2,8 +2,9 @@
 //! their events, with the guarantees of PROTOCOL.md §3:
 //!
 //! - A command is acked only after its terminal event is published and its task row
-//!   is durable. Order: task row → events → terminal row (the single terminal
-//!   transition decides who publishes) → terminal event → ack.
+//!   is durable. Order: task row → events, and the terminal row (the single terminal
+//!   transition decides who publishes) while their stream acks come in → terminal
+//!   event → ack.
 //! - Idempotency on `(tenant, request_id)`: a duplicate of a finished command runs
 //!   nothing; its stored terminal event goes to its `reply_to` only (and to the event
 //!   subjects only if a crash had kept it from ever getting there). A command whose task
@@ -148,63 +149,79 @@ impl CommandHandler {
             Some(Ok(kind)) => Command::parse_and_validate(&delivery.payload, Some(kind))
                 .map_err(|e| e.to_string()),
         };
-        let new_task = match &parsed {
-            Ok(command) => NewTask::from_command(command),
-            Err(_) => NewTask::invalid(
-                envelope.request_id.as_str(),
-                envelope.tenant.as_str(),
-                &kind_token,
-                &delivery.payload,
-            ),
+        let command = match parsed {
+            Ok(command) => command,
+            Err(message) => return self.reject(&envelope, &kind_token, delivery, message).await,
         };
-        let insert = self.writes.create_task(new_task).await?;
-        let existing = matches!(insert, TaskInsert::Existing(_));
-        let task = match insert {
-            TaskInsert::Created(task) | TaskInsert::Existing(task) => task,
+        // The idempotency check: the insert tells a new request from a duplicate.
+        let (task, resumed) = match self
+            .writes
+            .create_task(NewTask::from_command(&command))
+            .await?
+        {
+            TaskInsert::Created(task) => (task, false),
+            TaskInsert::Existing(task) => (task, true),
         };
         if task.status.is_terminal() {
             self.replay(&task, &envelope).await?;
             return Ok(Disposition::Ack);
         }
-        match parsed {
-            Err(message) => {
-                let event = Event {
-                    v: PROTOCOL_VERSION,
-                    request_id: envelope.request_id.clone(),
-                    tenant: envelope.tenant.clone(),
-                    seq: u64::try_from(task.last_seq).unwrap_or(0) + 1,
-                    time: chrono::Utc::now(),
-                    body: EventBody::Failed {
-                        error: ErrorInfo::new(ErrorCode::InvalidRequest, message),
-                        attempts: Vec::new(),
-                        routing: None,
-                        latency_ms: 0,
-                        chunks_delivered: None,
-                    },
-                };
-                let encoded = StoredJson::encode(&event).map_err(BusError::Encode)?;
-                let won = self
-                    .writes
-                    .fail_task(Failure {
-                        id: task.id,
-                        config_id: None,
-                        attempts: 0,
-                        code: ErrorCode::InvalidRequest,
-                        message: error_message(&event).to_owned(),
-                        terminal_event: encoded.clone(),
-                    })
-                    .await?;
-                if won {
-                    self.publish_terminal(&event, &encoded, envelope.reply_to.as_deref())
-                        .await?;
-                }
-                Ok(Disposition::Ack)
-            }
-            Ok(command) => {
-                self.run(task, command, existing).await?;
-                Ok(Disposition::Ack)
-            }
+        self.run(&task, command, resumed).await?;
+        Ok(Disposition::Ack)
+    }
+
+    /// A command that parses but is invalid: stored, and one `failed` event.
+    async fn reject(
+        &self,
+        envelope: &CommandEnvelope,
+        kind_token: &str,
+        delivery: &Delivery,
+        message: String,
+    ) -> Result<Disposition, HandleError> {
+        let new_task = NewTask::invalid(
+            envelope.request_id.as_str(),
+            envelope.tenant.as_str(),
+            kind_token,
+            &delivery.payload,
+        );
+        let task = match self.writes.create_task(new_task).await? {
+            TaskInsert::Created(task) | TaskInsert::Existing(task) => task,
+        };
+        if task.status.is_terminal() {
+            self.replay(&task, envelope).await?;
+            return Ok(Disposition::Ack);
         }
+        let event = Event {
+            v: PROTOCOL_VERSION,
+            request_id: envelope.request_id.clone(),
+            tenant: envelope.tenant.clone(),
+            seq: u64::try_from(task.last_seq).unwrap_or(0) + 1,
+            time: chrono::Utc::now(),
+            body: EventBody::Failed {
+                error: ErrorInfo::new(ErrorCode::InvalidRequest, message),
+                attempts: Vec::new(),
+                routing: None,
+                latency_ms: 0,
+                chunks_delivered: None,
+            },
+        };
+        let encoded = StoredJson::encode(&event).map_err(BusError::Encode)?;
+        let won = self
+            .writes
+            .fail_task(Failure {
+                id: task.id,
+                config_id: None,
+                attempts: 0,
+                code: ErrorCode::InvalidRequest,
+                message: error_message(&event).to_owned(),
+                terminal_event: encoded.clone(),
+            })
+            .await?;
+        if won {
+            self.publish_terminal(&event, &encoded, envelope.reply_to.as_deref())
+                .await?;
+        }
+        Ok(Disposition::Ack)
     }
 
     /// A duplicate of a finished command: runs nothing.
@@ -236,21 +253,24 @@ impl CommandHandler {
         Ok(())
     }
 
-    async fn run(&self, task: Task, command: Command, resumed: bool) -> Result<(), HandleError> {
+    /// Runs a command on the engine and publishes its events. The terminal row is
+    /// written as soon as the engine is done, while the stream acks of the lifecycle
+    /// events are still coming; the terminal event goes out once both are in.
+    async fn run(&self, task: &Task, command: Command, resumed: bool) -> Result<(), HandleError> {
         let command = Arc::new(command);
         let reply_to = command.reply_to.clone();
+        // A new task starts its events at 1 (`accepted`); a resumed one continues after
+        // the last recorded.
+        let (first_seq, announce) = if resumed {
+            (u64::try_from(task.last_seq).unwrap_or(0), None)
+        } else {
+            (0, Some(task.id))
+        };
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
         let submission = Submission {
             command: command.clone(),
-            task_id: task.id,
-            // A new task starts its events at 1 (`accepted`); a resumed one after the
-            // last recorded.
-            first_seq: if resumed {
-                u64::try_from(task.last_seq).unwrap_or(0)
-            } else {
-                0
-            },
-            announce: !resumed,
+            first_seq,
+            announce,
         };
         let engine = &self.engine;
         let execute = async move {
@@ -260,8 +280,8 @@ impl CommandHandler {
             engine.execute(submission, &mut emit).await
         };
         let publish = async {
-            let mut failure: Option<BusError> = None;
             let mut pending = Vec::new();
+            let mut failure: Option<BusError> = None;
             while let Some(event) = rx.recv().await {
                 if event.is_terminal() {
                     continue;
@@ -277,7 +297,7 @@ impl CommandHandler {
                     tracing::warn!(error = %e, "cannot record the attempt start");
                 }
                 // Sent in order without waiting for each stream ack; the acks are
-                // awaited together before the terminal row is written.
+                // awaited together before the terminal event is published.
                 match self.bus.send_event(&event).await {
                     Ok(ack) => pending.push(ack),
                     Err(e) => {
@@ -292,17 +312,47 @@ impl CommandHandler {
                     failure.get_or_insert(e);
                 }
             }
-            failure
+            failure.map_or(Ok(()), |e| Err(HandleError::from(e)))
         };
-        let (outcome, publish_failure) = tokio::join!(execute, publish);
-        if let Some(e) = publish_failure {
-            // Lifecycle events did not all go out: do not finish the task; the command
-            // comes back and is resumed.
-            return Err(e.into());
+        // The terminal row is written as soon as the engine is done, alongside the
+        // publishing of the lifecycle events.
+        let finish = async {
+            let outcome = execute.await;
+            let terminal = outcome.terminal;
+            // Encoded once: the same bytes go to the row, the event stream and `reply_to`.
+            let encoded = StoredJson::encode(&terminal).map_err(BusError::Encode)?;
+            let won = self
+                .write_terminal(task.id, &command, &terminal, &encoded, outcome.raw_response)
+                .await?;
+            Ok::<_, HandleError>((terminal, encoded, won))
+        };
+        let (published, finished) = tokio::join!(publish, finish);
+        // Lifecycle events that did not all go out: no terminal event now; the command
+        // comes back, and its redelivery publishes the stored terminal event.
+        published?;
+        let (terminal, encoded, won) = finished?;
+        if won {
+            self.publish_terminal(&terminal, &encoded, reply_to.as_deref())
+                .await?;
+        } else {
+            tracing::info!(
+                request_id = %command.request_id,
+                "another process finished this task first; its terminal event stands"
+            );
         }
-        let terminal = outcome.terminal;
-        // Encoded once: the same bytes go to the row, the event stream and `reply_to`.
-        let encoded = StoredJson::encode(&terminal).map_err(BusError::Encode)?;
+        Ok(())
+    }
+
+    /// Writes the terminal row (with results and usage); true if this run's
+    /// transition won.
+    async fn write_terminal(
+        &self,
+        task: i64,
+        command: &Command,
+        terminal: &Event,
+        encoded: &StoredJson,
+        raw_response: Option<serde_json::Value>,
+    ) -> Result<bool, HandleError> {
         let won = match &terminal.body {
             EventBody::Completed {
                 output,
@@ -336,7 +386,7 @@ impl CommandHandler {
                     });
                 }
                 let usage_row = UsageRecord {
-                    task_id: Some(task.id),
+                    task_id: Some(task),
                     tenant: command.tenant.to_string(),
                     user: command.user.clone(),
                     config_id: Some(provider.config_id),
@@ -350,10 +400,10 @@ impl CommandHandler {
                 };
                 self.writes
                     .complete_task(Completion {
-                        id: task.id,
+                        id: task,
                         config_id: Some(provider.config_id),
                         attempts: i64::try_from(attempts.len()).unwrap_or(0),
-                        raw_response: outcome.raw_response.clone(),
+                        raw_response,
                         results,
                         terminal_event: encoded.clone(),
                         usage: Some(usage_row),
@@ -365,7 +415,7 @@ impl CommandHandler {
             } => {
                 self.writes
                     .fail_task(Failure {
-                        id: task.id,
+                        id: task,
                         config_id: error.provider.as_ref().map(|p| p.config_id),
                         attempts: i64::try_from(attempts.len()).unwrap_or(0),
                         code: error.code,
@@ -376,16 +426,7 @@ impl CommandHandler {
             }
             _ => false,
         };
-        if won {
-            self.publish_terminal(&terminal, &encoded, reply_to.as_deref())
-                .await?;
-        } else {
-            tracing::info!(
-                task_id = task.id,
-                "another process finished this task first; its terminal event stands"
-            );
-        }
-        Ok(())
+        Ok(won)
     }
 
     async fn publish_terminal(
