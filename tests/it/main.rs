@@ -13,6 +13,7 @@ mod architecture;
 mod bus;
 mod cli;
 mod cluster;
+mod jobs;
 mod plugins;
 mod protocol;
 mod providers;

@@ -11,7 +11,7 @@ use switchyard_runtime::{Settings, bus::Bus};
 
 use crate::support::{TestDb, free_port};
 
-const TOKEN: &str = "reload-test-admin-token";
+pub(crate) const TOKEN: &str = "reload-test-admin-token";
 
 /// A minimal HTTP/1.1 client (one request per connection).
 pub fn http(
@@ -53,15 +53,15 @@ pub fn http(
     (status, value)
 }
 
-struct Node {
-    port: u16,
-    bus: Bus,
+pub(crate) struct Node {
+    pub(crate) port: u16,
+    pub(crate) bus: Bus,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
 
-async fn start_node(db: &TestDb, seeds: Value) -> Node {
+pub(crate) async fn start_node(db: &TestDb, seeds: Value) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut settings = Settings::default();
@@ -104,14 +104,14 @@ async fn start_node(db: &TestDb, seeds: Value) -> Node {
 }
 
 impl Node {
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         let _ = self.task.await;
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         http(self.port, method, path, Some(TOKEN), body.as_ref())
     }
 

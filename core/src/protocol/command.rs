@@ -327,7 +327,20 @@ impl Command {
         if body.len() > MAX_COMMAND_BYTES {
             return Err(CommandError::TooLarge(body.len()));
         }
-        serde_json::from_slice(body).map_err(|e| CommandError::Malformed(e.to_string()))
+        // The path names the field a type error is in (`input.n: invalid type …`).
+        let mut json = serde_json::Deserializer::from_slice(body);
+        let command: Self = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            CommandError::Malformed(if path == "." || path.is_empty() {
+                inner.to_string()
+            } else {
+                format!("{path}: {inner}")
+            })
+        })?;
+        json.end()
+            .map_err(|e| CommandError::Malformed(e.to_string()))?;
+        Ok(command)
     }
 
     /// Parses and validates; `subject_kind` is the `<kind>` of the subject it came on.

@@ -101,6 +101,22 @@ fn unknown_kind_or_provider_is_malformed_not_a_panic() {
 }
 
 #[test]
+fn parse_errors_name_the_field() {
+    let body =
+        br#"{"request_id":"r 1","tenant":"acme","kind":"image.generate","input":{"prompt":"x"}}"#;
+    let err = Command::parse(body).unwrap_err().to_string();
+    assert!(err.contains("request_id: may only contain"), "{err}");
+    let body = br#"{"request_id":"r1","tenant":"acme","kind":"image.generate","input":{"prompt":"x","n":"two"}}"#;
+    let err = Command::parse(body).unwrap_err().to_string();
+    assert!(err.contains("input.n: invalid type"), "{err}");
+    let body = br#"{"request_id":"r1","tenant":"acme","kind":"image.generate","input":{"prompt":"x"}} trailing"#;
+    assert!(matches!(
+        Command::parse(body),
+        Err(CommandError::Malformed(_))
+    ));
+}
+
+#[test]
 fn envelope_sorts_dlq_cases() {
     assert!(
         CommandEnvelope::parse(b"not json")

@@ -1,0 +1,262 @@
+//! Jobs over HTTP (PROTOCOL.md §4): `POST /v1/jobs`, `GET /v1/jobs/{id}` and its
+//! server-sent events, on a real `serve` runtime (memory bus, SQLite, `mock`).
+
+use std::{
+    io::{Read, Write},
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use switchyard_core::{RequestId, Tenant};
+use switchyard_runtime::{bus::EventFilter, store::NewTask};
+
+use crate::{
+    reload::{Node, TOKEN, http, start_node},
+    support::TestDb,
+};
+
+/// Reads `GET path` to its end (the server closes an event stream after the terminal
+/// event): the status and the raw body.
+fn read_all(port: u16, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// The `(event:, id:, data:)` of each server-sent event in a raw body.
+fn sse_events(raw: &str) -> Vec<(String, String, Value)> {
+    let mut out = Vec::new();
+    let (mut kind, mut id) = (String::new(), String::new());
+    for line in raw.lines() {
+        if let Some(v) = line.strip_prefix("event: ") {
+            kind = v.to_owned();
+        } else if let Some(v) = line.strip_prefix("id: ") {
+            id = v.to_owned();
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            out.push((kind.clone(), id.clone(), serde_json::from_str(v).unwrap()));
+        }
+    }
+    out
+}
+
+async fn wait_for_status(node: &Node, id: i64, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, job) = node.call("GET", &format!("/v1/jobs/{id}"), None);
+        assert_eq!(code, 200, "{job}");
+        if job["status"] == status {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} not {status}: {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn seeds() -> Value {
+    json!([
+        {"name": "mock-slow", "provider": "mock", "priority": 100,
+         "options": {"latency_ms": 400}, "cost": {"per_image": {"default": 0.02}}},
+        {"name": "mock-broken", "provider": "mock", "priority": 1,
+         "options": {"failure_rate": 1.0, "fail_with": "content_filtered"}},
+    ])
+}
+
+/// A job is posted, polled from `queued`/`processing` to `done`, and its events stream
+/// as SSE in order — live while it runs, replayed once it finished; posting its
+/// request id again answers the same job and runs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_posted_polled_and_streamed() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(&db, seeds()).await;
+    let command = json!({"tenant": "acme", "kind": "image.generate",
+                         "input": {"prompt": "a lighthouse", "size": "64x64", "n": 2}});
+    assert_eq!(
+        http(node.port, "POST", "/v1/jobs", None, Some(&command)).0,
+        401
+    );
+
+    let (status, posted) = node.call("POST", "/v1/jobs", Some(command.clone()));
+    assert_eq!(status, 202, "{posted}");
+    assert_eq!(posted["status"], "queued");
+    assert_eq!(posted["tenant"], "acme");
+    let request_id = posted["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(request_id.len(), 26, "a generated request id: {request_id}");
+    let id = posted["id"].as_i64().unwrap();
+
+    // Live: the stream is opened while the job runs and ends after its terminal event.
+    let port = node.port;
+    let live =
+        tokio::task::spawn_blocking(move || read_all(port, &format!("/v1/jobs/{id}/events")));
+    let (_, early) = node.call("GET", &format!("/v1/jobs/{id}"), None);
+    assert!(
+        early["status"] == "queued" || early["status"] == "processing",
+        "{early}"
+    );
+    assert_eq!(early["result"], Value::Null);
+
+    let job = wait_for_status(&node, id, "done").await;
+    assert_eq!(job["request_id"], request_id.as_str());
+    assert_eq!(job["kind"], "image.generate");
+    assert_eq!(job["error"], Value::Null);
+    let images = job["result"]["output"]["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2, "{job}");
+    assert_eq!(job["result"]["usage"]["images"], 2);
+    assert_eq!(job["result"]["provider"]["name"], "mock-slow");
+    assert!(job["completed_at"].is_string());
+    let url = images[0]["url"].as_str().unwrap();
+    let path = &url[url.find("/v1/artifacts/").unwrap()..];
+    assert_eq!(http(node.port, "GET", path, None, None).0, 200);
+
+    let (status, raw) = live.await.unwrap();
+    assert_eq!(status, 200, "{raw}");
+    assert!(raw.contains("text/event-stream"), "{raw}");
+    let live_events = sse_events(&raw);
+    let kinds: Vec<&str> = live_events.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["accepted", "started", "completed"], "{raw}");
+    for (n, (kind, seq, data)) in live_events.iter().enumerate() {
+        assert_eq!(seq, &(n + 1).to_string());
+        assert_eq!(data["type"], kind.as_str());
+        assert_eq!(data["request_id"], request_id.as_str());
+    }
+    assert_eq!(live_events[0].2["task_id"], id);
+
+    // Replayed: the same events once it finished.
+    let (status, raw) =
+        tokio::task::spawn_blocking(move || read_all(port, &format!("/v1/jobs/{id}/events")))
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(sse_events(&raw), live_events);
+
+    // The same request id again: the same job, finished, and no second run.
+    let mut again = command.clone();
+    again["request_id"] = json!(request_id);
+    let (status, same) = node.call("POST", "/v1/jobs", Some(again));
+    assert_eq!(status, 200, "{same}");
+    assert_eq!(
+        (same["id"].as_i64(), &same["status"]),
+        (Some(id), &json!("done"))
+    );
+    let mut events = node
+        .bus
+        .events(EventFilter::Request(
+            Tenant::new("acme").unwrap(),
+            RequestId::new(request_id.clone()).unwrap(),
+        ))
+        .await
+        .unwrap();
+    let mut terminals = 0;
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(700), events.next()).await
+    {
+        terminals += usize::from(event.is_terminal());
+    }
+    assert_eq!(terminals, 1, "one terminal event per request");
+
+    assert_eq!(node.call("GET", "/v1/jobs/987654", None).0, 404);
+    assert_eq!(read_all(port, "/v1/jobs/987654/events").0, 404);
+    node.stop().await;
+}
+
+/// A job that fails reads `failed` with the terminal event's error; bad bodies are a
+/// 400 naming the problem and store nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_jobs_and_bad_bodies() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(&db, seeds()).await;
+    let (status, posted) = node.call(
+        "POST",
+        "/v1/jobs",
+        Some(
+            json!({"request_id": "broken-1", "tenant": "acme", "kind": "image.generate",
+                    "input": {"prompt": "x", "size": "64x64"},
+                    "route": {"config_id": "mock-broken", "fallback": false}}),
+        ),
+    );
+    assert_eq!(status, 202, "{posted}");
+    let job = wait_for_status(&node, posted["id"].as_i64().unwrap(), "failed").await;
+    assert_eq!(job["error"]["code"], "content_filtered", "{job}");
+    assert_eq!(job["result"], Value::Null);
+
+    for (body, needle) in [
+        (json!("not an object"), "JSON object"),
+        (
+            json!({"tenant": "acme", "kind": "image.generate", "input": {"prompt": ""}}),
+            "prompt",
+        ),
+        (
+            json!({"tenant": "acme", "kind": "image.paint", "input": {"prompt": "x"}}),
+            "unknown variant `image.paint`",
+        ),
+        (
+            json!({"kind": "image.generate", "input": {"prompt": "x"}}),
+            "tenant",
+        ),
+        (
+            json!({"request_id": "a b", "tenant": "acme", "kind": "image.generate",
+                "input": {"prompt": "x"}}),
+            "request_id",
+        ),
+    ] {
+        let (status, answer) = node.call("POST", "/v1/jobs", Some(body.clone()));
+        assert_eq!(status, 400, "{body} -> {answer}");
+        let message = answer["error"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{body} -> {message}");
+    }
+    // Not JSON at all.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+    write!(stream, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 5\r\n\r\n{{oops").unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    // Only the one good job was stored.
+    assert_eq!(
+        db.raw_strings("SELECT request_id FROM tasks").await,
+        ["broken-1"]
+    );
+    node.stop().await;
+}
+
+/// A job stored but never handed to the bus (the bus failed, or the process died in
+/// between) is queued again when its `POST` is retried, and then runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_post_queues_a_job_the_bus_never_took() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(&db, seeds()).await;
+    let body = json!({"request_id": "stranded-1", "tenant": "acme", "kind": "text.generate",
+                      "input": {"messages": [{"role": "user", "content": "hi"}]}});
+    let command: switchyard_core::Command = serde_json::from_value(body.clone()).unwrap();
+    let stored = db
+        .store
+        .create_task(&NewTask::from_command(&command))
+        .await
+        .unwrap()
+        .task()
+        .clone();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, job) = node.call("GET", &format!("/v1/jobs/{}", stored.id), None);
+    assert_eq!(job["status"], "queued", "nothing runs it: {job}");
+
+    let (status, posted) = node.call("POST", "/v1/jobs", Some(body));
+    assert_eq!(status, 200, "{posted}");
+    assert_eq!(posted["id"], stored.id);
+    let job = wait_for_status(&node, stored.id, "done").await;
+    assert!(job["result"]["output"]["text"].is_string(), "{job}");
+    node.stop().await;
+}
