@@ -69,6 +69,9 @@ pub struct Submission {
     /// Emit `accepted` first, with this task row id; `None` when resuming a request
     /// another process accepted, or when the caller publishes `accepted` itself.
     pub announce: Option<i64>,
+    /// Fail at once with this error, calling no provider: a request refused before it
+    /// runs (a tenant over its quota).
+    pub refuse: Option<ErrorInfo>,
 }
 
 impl Submission {
@@ -78,6 +81,7 @@ impl Submission {
             command,
             first_seq: 0,
             announce: Some(task_id),
+            refuse: None,
         }
     }
 }
@@ -249,8 +253,9 @@ impl Engine {
             .deadline_ms
             .and_then(|ms| u64::try_from(ms).ok())
             .map(|ms| run.accepted_at + Duration::from_millis(ms));
-        let terminal = match deadline {
-            Some(deadline) => {
+        let terminal = match (submission.refuse, deadline) {
+            (Some(error), _) => run.failure(error),
+            (None, Some(deadline)) => {
                 match tokio::time::timeout_at(deadline, run.attempt_all(deadline).instrument(span))
                     .await
                 {
@@ -264,7 +269,7 @@ impl Engine {
                     )),
                 }
             }
-            None => {
+            (None, None) => {
                 let wait_until = run.accepted_at + self.inner.default_wait;
                 run.attempt_all(wait_until).instrument(span).await
             }

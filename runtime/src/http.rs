@@ -1,10 +1,11 @@
 //! The HTTP face of `serve` (axum): health, readiness, artifacts, and the admin API for
-//! provider configs, plugins, usage and jobs (PROTOCOL.md §4). Admin endpoints need `Authorization: Bearer
+//! provider configs, plugins, usage, quotas and jobs (PROTOCOL.md §4). Admin endpoints need `Authorization: Bearer
 //! <admin token>`; API keys are write-only and shown masked; validation errors are 400
 //! with a JSON body naming each bad field.
 
 mod jobs;
 mod plugins;
+mod quotas;
 
 use axum::{
     Json, Router,
@@ -57,6 +58,8 @@ pub struct AdminState {
     pub token: Secret,
     /// Replica membership (NATS deployments).
     pub membership: Option<crate::replicas::Membership>,
+    /// The ingress's quota checker (told when quotas change here).
+    pub quotas: crate::quota::Quotas,
 }
 
 /// The router.
@@ -81,6 +84,12 @@ pub fn router(state: HttpState) -> Router {
             )
             .route("/v1/providers/{id}/test", post(test_provider))
             .route("/v1/usage", get(usage))
+            .route(
+                "/v1/quotas",
+                get(quotas::list_quotas)
+                    .put(quotas::put_quota)
+                    .delete(quotas::delete_quota),
+            )
             .route("/v1/jobs", post(jobs::submit_job))
             .route("/v1/jobs/{id}", get(jobs::get_job))
             .route("/v1/jobs/{id}/events", get(jobs::job_events))
@@ -110,7 +119,7 @@ pub fn router(state: HttpState) -> Router {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Switchyard", description = "Event-driven gateway to AI image and text providers. Admin endpoints need `Authorization: Bearer <admin token>`."),
-    paths(healthz, readyz, metrics_text, artifact, list_providers, create_provider, get_provider, patch_provider, delete_provider, reload, status, test_provider, usage, jobs::submit_job, jobs::get_job, jobs::job_events, plugins::install_plugin, plugins::list_plugins, plugins::get_plugin, plugins::delete_plugin, plugins::rollback_plugin),
+    paths(healthz, readyz, metrics_text, artifact, list_providers, create_provider, get_provider, patch_provider, delete_provider, reload, status, test_provider, usage, jobs::submit_job, jobs::get_job, jobs::job_events, quotas::list_quotas, quotas::put_quota, quotas::delete_quota, plugins::install_plugin, plugins::list_plugins, plugins::get_plugin, plugins::delete_plugin, plugins::rollback_plugin),
     modifiers(&AdminAuth),
 )]
 pub struct ApiDoc;

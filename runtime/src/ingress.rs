@@ -30,9 +30,10 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::{
     bus::{Bus, BusError, Delivery},
     engine::{Engine, Submission},
+    quota::{Ask, Quotas},
     store::{
         Completion, Failure, GroupCommit, NewTask, NewTaskResult, Store, StoreError, StoredJson,
-        Task, TaskInsert, UsageRecord,
+        Task, TaskInsert, TaskStatus, UsageRecord,
     },
 };
 
@@ -61,6 +62,7 @@ enum Disposition {
 pub struct CommandHandler {
     /// Group commit of the task writes (one writer task per handler).
     writes: GroupCommit,
+    quotas: Quotas,
     engine: Engine,
     bus: Bus,
     progress_every: Duration,
@@ -70,11 +72,19 @@ impl CommandHandler {
     /// A handler over a store, an engine and a bus.
     pub fn new(store: Store, engine: Engine, bus: Bus) -> Self {
         Self {
+            quotas: Quotas::new(store.clone()),
             writes: GroupCommit::start(store),
             engine,
             bus,
             progress_every: Duration::from_secs(10),
         }
+    }
+
+    /// Checks quotas with this checker (shared with the admin API, which tells it
+    /// when quotas change).
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     /// Sends in-progress acks this often while a command runs (keep it well below the
@@ -266,11 +276,27 @@ impl CommandHandler {
         } else {
             (0, Some(task.id))
         };
+        // Quotas are checked before a request's first attempt: for a new task, and for
+        // one stored but never started (a job posted over HTTP, or a crash before the
+        // first attempt); a task resumed mid-flight was admitted already.
+        let refuse = if task.status != TaskStatus::Pending {
+            None
+        } else {
+            self.quotas
+                .check(Ask {
+                    tenant: command.tenant.as_str(),
+                    user: command.user.as_deref(),
+                    images: command.images_asked(),
+                })
+                .await?
+                .map(|message| ErrorInfo::new(ErrorCode::QuotaExceeded, message))
+        };
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
         let submission = Submission {
             command: command.clone(),
             first_seq,
             announce,
+            refuse,
         };
         let engine = &self.engine;
         let execute = async move {
@@ -331,6 +357,14 @@ impl CommandHandler {
         // comes back, and its redelivery publishes the stored terminal event.
         published?;
         let (terminal, encoded, won) = finished?;
+        if won && let EventBody::Completed { usage, .. } = &terminal.body {
+            self.quotas.record(
+                command.tenant.as_str(),
+                command.user.as_deref(),
+                i64::from(usage.images),
+                usage.cost_usd,
+            );
+        }
         if won {
             self.publish_terminal(&terminal, &encoded, reply_to.as_deref())
                 .await?;

@@ -15,6 +15,7 @@
 //! - [`artifacts`]: content-addressed image storage over `object_store`.
 //! - [`bus`]: commands in, events out — `memory://` and NATS JetStream behind one type.
 //! - [`ingress`]: the delivery guarantees (task row, events, one terminal event, ack).
+//! - [`quota`]: per-tenant quotas, checked before a request runs.
 //! - [`reloader`]: the only writer of the live provider set; follows change notices,
 //!   PostgreSQL NOTIFY and a fingerprint poll.
 //! - [`replicas`]: NATS heartbeats; each process takes 1/n of every account's limits;
@@ -40,6 +41,7 @@ pub mod ingress;
 pub mod inputs;
 pub mod plugins;
 pub mod providers;
+pub mod quota;
 pub mod reloader;
 pub mod replicas;
 pub mod secrets;

@@ -298,6 +298,7 @@ impl Runtime {
             }
             None => None,
         };
+        let quotas = crate::quota::Quotas::new(self.store.clone());
         let app = crate::http::router(crate::http::HttpState {
             artifacts: ArtifactStore::open(&self.settings.artifacts.url)?,
             readiness: readiness.clone(),
@@ -309,6 +310,7 @@ impl Runtime {
                 bus: bus.clone(),
                 token,
                 membership,
+                quotas: quotas.clone(),
             }),
         });
         let mut http_stop = stop_rx.clone();
@@ -332,6 +334,7 @@ impl Runtime {
             None => None,
         };
         let handler = CommandHandler::new(self.store.clone(), engine.clone(), bus.clone())
+            .with_quotas(quotas)
             .with_progress_every(Duration::from_millis(self.settings.bus.ack_wait_ms / 3));
         let ingress = tokio::spawn(run_ingress(
             handler,

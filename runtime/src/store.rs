@@ -32,7 +32,7 @@ pub use plugins::{Installed, PluginInfo};
 pub use providers::{ConfigChange, ConfigListener, ProviderFilter, ProviderRecord};
 pub use seed::SeedReport;
 pub use tasks::{NewTask, NewTaskResult, StoredJson, Task, TaskInsert, TaskResult, TaskStatus};
-pub use usage::{Quota, QuotaPeriod, UsageRecord, UsageSummaryRow};
+pub use usage::{Quota, QuotaPeriod, UsageRecord, UsageSummaryRow, UsageTotals};
 
 /// Runs `$body` with `$pool` bound to the concrete pool of whichever database is in use.
 macro_rules! on_pool {

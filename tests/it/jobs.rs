@@ -260,3 +260,130 @@ async fn a_retried_post_queues_a_job_the_bus_never_took() {
     assert!(job["result"]["output"]["text"].is_string(), "{job}");
     node.stop().await;
 }
+
+/// Posts a job and waits for it to end: its final state.
+async fn run_job(node: &Node, body: Value) -> Value {
+    let (status, posted) = node.call("POST", "/v1/jobs", Some(body));
+    assert_eq!(status, 202, "{posted}");
+    let id = posted["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, job) = node.call("GET", &format!("/v1/jobs/{id}"), None);
+        if job["status"] == "done" || job["status"] == "failed" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} did not end: {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn image(user: &str, n: u32) -> Value {
+    json!({"tenant": "acme", "user": user, "kind": "image.generate",
+           "input": {"prompt": "a kite", "size": "64x64", "n": n}})
+}
+
+/// Quotas per tenant and per user, by images and requests: a request that would go
+/// over fails with `quota_exceeded`, calls no provider and counts nothing; other
+/// tenants and users are untouched; removing a quota lifts it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_refuse_requests_past_them_and_only_those() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(
+        &db,
+        json!([{"name": "mock-a", "provider": "mock", "priority": 100,
+                "cost": {"per_image": {"default": 0.01}}}]),
+    )
+    .await;
+    for (body, needle) in [
+        (
+            json!({"tenant": "acme", "period": "week", "max_images": 3}),
+            "period",
+        ),
+        (json!({"tenant": "acme", "period": "day"}), "at least one"),
+        (
+            json!({"tenant": "acme", "period": "day", "max_images": -1}),
+            "max_images",
+        ),
+        (
+            json!({"tenant": "acme", "period": "day", "max_imgs": 3}),
+            "max_imgs",
+        ),
+        (
+            json!({"tenant": "a b", "period": "day", "max_images": 3}),
+            "tenant",
+        ),
+    ] {
+        let (status, answer) = node.call("PUT", "/v1/quotas", Some(body.clone()));
+        assert_eq!(status, 400, "{body} -> {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(needle),
+            "{body} -> {answer}"
+        );
+    }
+    let (status, stored) = node.call(
+        "PUT",
+        "/v1/quotas",
+        Some(json!({"tenant": "acme", "period": "day", "max_images": 3})),
+    );
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["max_images"], 3);
+    let (status, _) = node.call(
+        "PUT",
+        "/v1/quotas",
+        Some(json!({"tenant": "acme", "user": "bob", "period": "month", "max_requests": 1})),
+    );
+    assert_eq!(status, 200);
+
+    let first = run_job(&node, image("ann", 2)).await;
+    assert_eq!(first["status"], "done", "{first}");
+    let over = run_job(&node, image("ann", 2)).await;
+    assert_eq!(over["status"], "failed", "{over}");
+    assert_eq!(over["error"]["code"], "quota_exceeded");
+    assert_eq!(over["error"]["retryable"], false);
+    assert!(
+        over["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("quota of 3 images"),
+        "{over}"
+    );
+    assert_eq!(over["attempts"], 0, "no provider was called");
+    // Text asks for no images; bob's one request a month is used by it.
+    let text = json!({"tenant": "acme", "user": "bob", "kind": "text.generate",
+                      "input": {"messages": [{"role": "user", "content": "hi"}]}});
+    assert_eq!(run_job(&node, text.clone()).await["status"], "done");
+    let bob_again = run_job(&node, text).await;
+    assert_eq!(bob_again["error"]["code"], "quota_exceeded", "{bob_again}");
+    // Another tenant has no quota.
+    let mut other = image("ann", 3);
+    other["tenant"] = json!("other");
+    assert_eq!(run_job(&node, other).await["status"], "done");
+
+    let (status, listed) = node.call("GET", "/v1/quotas?tenant=acme", None);
+    assert_eq!(status, 200, "{listed}");
+    let quotas = listed["quotas"].as_array().unwrap();
+    let day = quotas.iter().find(|q| q["period"] == "day").unwrap();
+    assert_eq!(
+        day["used"]["images"], 2,
+        "refused requests count nothing: {day}"
+    );
+    assert_eq!(day["used"]["requests"], 2);
+    let month = quotas.iter().find(|q| q["user"] == "bob").unwrap();
+    assert_eq!(month["used"]["requests"], 1, "{month}");
+
+    assert_eq!(
+        node.call("DELETE", "/v1/quotas?tenant=acme&period=day", None)
+            .0,
+        204
+    );
+    assert_eq!(
+        node.call("DELETE", "/v1/quotas?tenant=acme&period=day", None)
+            .0,
+        404
+    );
+    assert_eq!(run_job(&node, image("ann", 2)).await["status"], "done");
+    node.stop().await;
+}

@@ -54,6 +54,7 @@ on_both_databases!(
     task_results_and_parameters_are_stored,
     usage_is_summed_per_provider_model_and_kind,
     quotas_are_upserted,
+    usage_totals_count_a_tenant_or_one_user_since_a_time,
     seeding_never_overwrites_operator_edits,
     usage_is_written_with_the_terminal_row_and_only_once,
     group_commit_keeps_every_answer_of_the_single_writes,
@@ -628,7 +629,67 @@ async fn quotas_are_upserted(db: &TestDb) {
         ..quota.clone()
     };
     store.set_quota(&per_user).await.unwrap();
-    assert_eq!(store.quotas("acme").await.unwrap(), [quota, per_user]);
+    assert_eq!(
+        store.quotas("acme").await.unwrap(),
+        [quota.clone(), per_user.clone()]
+    );
+    assert!(
+        store
+            .delete_quota("acme", Some("u-42"), QuotaPeriod::Day)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_quota("acme", Some("u-42"), QuotaPeriod::Day)
+            .await
+            .unwrap(),
+        "gone already"
+    );
+    assert_eq!(store.quotas("acme").await.unwrap(), [quota]);
+}
+
+/// What quotas count: a tenant's (or one user's) usage rows since a time.
+async fn usage_totals_count_a_tenant_or_one_user_since_a_time(db: &TestDb) {
+    let store = &db.store;
+    let row = |user: Option<&str>, images: i64, cost_usd: f64| UsageRecord {
+        task_id: None,
+        tenant: "acme".into(),
+        user: user.map(str::to_owned),
+        config_id: None,
+        provider: "mock".into(),
+        model: None,
+        kind: Kind::ImageGenerate,
+        images,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd,
+    };
+    let before = Utc::now() - Duration::seconds(1);
+    for usage in [
+        row(Some("bob"), 2, 0.02),
+        row(Some("ann"), 3, 0.03),
+        row(None, 1, 0.01),
+        UsageRecord {
+            tenant: "other".into(),
+            ..row(Some("bob"), 9, 0.09)
+        },
+    ] {
+        store.record_usage(&usage).await.unwrap();
+    }
+    let all = store.usage_totals("acme", None, before).await.unwrap();
+    assert_eq!((all.requests, all.images), (3, 6));
+    assert!((all.cost_usd - 0.06).abs() < 1e-9);
+    let bob = store
+        .usage_totals("acme", Some("bob"), before)
+        .await
+        .unwrap();
+    assert_eq!((bob.requests, bob.images), (1, 2));
+    let later = store
+        .usage_totals("acme", None, Utc::now() + Duration::seconds(5))
+        .await
+        .unwrap();
+    assert_eq!(later, Default::default());
 }
 
 async fn seeding_never_overwrites_operator_edits(db: &TestDb) {

@@ -319,6 +319,15 @@ pub enum CommandError {
 }
 
 impl Command {
+    /// Images this command asks for: `input.n` (default 1) for image kinds, 0 for text.
+    pub fn images_asked(&self) -> i64 {
+        if self.kind.is_image() {
+            self.input.n.unwrap_or(1).max(1)
+        } else {
+            0
+        }
+    }
+
     /// Parses a raw body (after [`CommandEnvelope::parse`] has accepted it).
     ///
     /// # Errors

@@ -53,6 +53,17 @@ pub struct UsageSummaryRow {
     pub cost_usd: f64,
 }
 
+/// What a tenant (or one user of it) used since a time: what quotas count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, sqlx::FromRow)]
+pub struct UsageTotals {
+    /// Finished requests that used a provider.
+    pub requests: i64,
+    /// Images made.
+    pub images: i64,
+    /// Estimated cost.
+    pub cost_usd: f64,
+}
+
 /// The period a quota counts over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuotaPeriod {
@@ -63,6 +74,26 @@ pub enum QuotaPeriod {
 }
 
 impl QuotaPeriod {
+    /// The start (UTC) of the period that contains `now`.
+    pub fn start(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        use chrono::{Datelike, TimeZone};
+        let day = now.date_naive();
+        let first = match self {
+            QuotaPeriod::Day => day,
+            QuotaPeriod::Month => day.with_day(1).unwrap_or(day),
+        };
+        Utc.from_utc_datetime(&first.and_time(chrono::NaiveTime::MIN))
+    }
+
+    /// Parses the stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "day" => Some(QuotaPeriod::Day),
+            "month" => Some(QuotaPeriod::Month),
+            _ => None,
+        }
+    }
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -178,6 +209,53 @@ impl Store {
         Ok(rows)
     }
 
+    /// What `tenant` (or only its `user`) used since `from`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn usage_totals(
+        &self,
+        tenant: &str,
+        user: Option<&str>,
+        from: DateTime<Utc>,
+    ) -> Result<UsageTotals, StoreError> {
+        let totals: UsageTotals = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS requests, \
+             CAST(COALESCE(SUM(images), 0) AS BIGINT) AS images, \
+             CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd \
+             FROM usage_log WHERE tenant = $1 AND created_at >= $2 \
+             AND ($3 IS NULL OR user_id = $3)"
+        )
+        .bind(tenant)
+        .bind(from)
+        .bind(user)
+        .fetch_one(pool)
+        .await)?;
+        Ok(totals)
+    }
+
+    /// Removes a quota; false if there was none.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn delete_quota(
+        &self,
+        tenant: &str,
+        user: Option<&str>,
+        period: QuotaPeriod,
+    ) -> Result<bool, StoreError> {
+        let affected = on_pool!(self, |pool| sqlx::query(
+            "DELETE FROM quotas WHERE tenant = $1 AND user_id = $2 AND period = $3"
+        )
+        .bind(tenant)
+        .bind(user.unwrap_or(""))
+        .bind(period.as_str())
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(affected > 0)
+    }
+
     /// Creates or replaces a quota.
     ///
     /// # Errors
@@ -218,15 +296,11 @@ impl Store {
         .await)?;
         rows.into_iter()
             .map(|r| {
-                let period = match r.period.as_str() {
-                    "day" => QuotaPeriod::Day,
-                    "month" => QuotaPeriod::Month,
-                    other => {
-                        return Err(StoreError::Corrupt {
-                            table: "quotas",
-                            detail: format!("unknown period '{other}'"),
-                        });
-                    }
+                let Some(period) = QuotaPeriod::parse(&r.period) else {
+                    return Err(StoreError::Corrupt {
+                        table: "quotas",
+                        detail: format!("unknown period '{}'", r.period),
+                    });
                 };
                 Ok(Quota {
                     tenant: r.tenant,

@@ -1,0 +1,205 @@
+//! Quotas (admin token): `GET /v1/quotas?tenant=…` lists a tenant's quotas with what
+//! each has counted in its current period, `PUT /v1/quotas` creates or replaces one,
+//! `DELETE /v1/quotas?tenant=…&period=…[&user=…]` removes one. See [`crate::quota`].
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AdminState, error, store_error};
+use crate::store::{Quota, QuotaPeriod};
+
+/// The body of `PUT /v1/quotas`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaBody {
+    tenant: String,
+    #[serde(default)]
+    user: Option<String>,
+    period: String,
+    #[serde(default)]
+    max_requests: Option<i64>,
+    #[serde(default)]
+    max_images: Option<i64>,
+    #[serde(default)]
+    max_cost_usd: Option<f64>,
+}
+
+/// Query of `GET` and `DELETE /v1/quotas`.
+#[derive(Debug, Deserialize)]
+pub(super) struct QuotaQuery {
+    tenant: Option<String>,
+    user: Option<String>,
+    period: Option<String>,
+}
+
+#[expect(
+    clippy::result_large_err,
+    reason = "a handler helper whose error is the response itself"
+)]
+fn tenant_of(tenant: Option<&str>) -> Result<&str, Response> {
+    let Some(tenant) = tenant else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the tenant query parameter is required",
+        ));
+    };
+    switchyard_core::Tenant::new(tenant)
+        .map(|_| tenant)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("tenant: {e}")))
+}
+
+#[expect(
+    clippy::result_large_err,
+    reason = "a handler helper whose error is the response itself"
+)]
+fn period_of(period: &str) -> Result<QuotaPeriod, Response> {
+    QuotaPeriod::parse(period).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("period: '{period}' is neither 'day' nor 'month'"),
+        )
+    })
+}
+
+fn quota_json(quota: &Quota) -> Value {
+    json!({
+        "tenant": quota.tenant,
+        "user": quota.user,
+        "period": quota.period.as_str(),
+        "max_requests": quota.max_requests,
+        "max_images": quota.max_images,
+        "max_cost_usd": quota.max_cost_usd,
+    })
+}
+
+#[utoipa::path(get, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), params(("tenant" = String, Query, description = "the tenant (required)")), responses((status = 200, description = "{tenant, quotas: [{tenant, user, period, max_requests, max_images, max_cost_usd, since, used: {requests, images, cost_usd}}]}: each quota with what it counted since the start of its current period"), (status = 400, description = "missing or invalid tenant"), (status = 401, description = "missing or wrong admin token")))]
+pub(super) async fn list_quotas(
+    State(admin): State<AdminState>,
+    Query(query): Query<QuotaQuery>,
+) -> Response {
+    let tenant = match tenant_of(query.tenant.as_deref()) {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    let quotas = match admin.store.quotas(tenant).await {
+        Ok(quotas) => quotas,
+        Err(e) => return store_error(e),
+    };
+    let now = chrono::Utc::now();
+    let mut items = Vec::with_capacity(quotas.len());
+    for quota in &quotas {
+        let since = quota.period.start(now);
+        let used = match admin
+            .store
+            .usage_totals(tenant, quota.user.as_deref(), since)
+            .await
+        {
+            Ok(used) => used,
+            Err(e) => return store_error(e),
+        };
+        let mut item = quota_json(quota);
+        item["since"] = json!(since);
+        item["used"] = json!({
+            "requests": used.requests, "images": used.images, "cost_usd": used.cost_usd,
+        });
+        items.push(item);
+    }
+    Json(json!({"tenant": tenant, "quotas": items})).into_response()
+}
+
+#[utoipa::path(put, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), request_body(content = String, description = "{tenant, user?, period: \"day\"|\"month\", max_requests?, max_images?, max_cost_usd?} (at least one max)", content_type = "application/json"), responses((status = 200, description = "the quota as stored; it applies to requests accepted from now on"), (status = 400, description = "a bad field, named"), (status = 401, description = "missing or wrong admin token")))]
+pub(super) async fn put_quota(State(admin): State<AdminState>, body: Bytes) -> Response {
+    let body: QuotaBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a quota: {e}")),
+    };
+    if let Err(response) = tenant_of(Some(&body.tenant)) {
+        return response;
+    }
+    if let Some(user) = &body.user
+        && user.is_empty()
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "user: leave it out for the whole tenant",
+        );
+    }
+    let period = match period_of(&body.period) {
+        Ok(period) => period,
+        Err(response) => return response,
+    };
+    if body.max_requests.is_none() && body.max_images.is_none() && body.max_cost_usd.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "give at least one of max_requests, max_images, max_cost_usd",
+        );
+    }
+    for (name, negative) in [
+        ("max_requests", body.max_requests.is_some_and(|m| m < 0)),
+        ("max_images", body.max_images.is_some_and(|m| m < 0)),
+        (
+            "max_cost_usd",
+            body.max_cost_usd.is_some_and(|m| !m.is_finite() || m < 0.0),
+        ),
+    ] {
+        if negative {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{name}: must be a number ≥ 0"),
+            );
+        }
+    }
+    let quota = Quota {
+        tenant: body.tenant,
+        user: body.user,
+        period,
+        max_requests: body.max_requests,
+        max_images: body.max_images,
+        max_cost_usd: body.max_cost_usd,
+    };
+    if let Err(e) = admin.store.set_quota(&quota).await {
+        return store_error(e);
+    }
+    admin.quotas.invalidate(&quota.tenant);
+    Json(quota_json(&quota)).into_response()
+}
+
+#[utoipa::path(delete, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), params(("tenant" = String, Query, description = "the tenant"), ("period" = String, Query, description = "day or month"), ("user" = Option<String>, Query, description = "the user, for a per-user quota")), responses((status = 204, description = "removed"), (status = 404, description = "no such quota"), (status = 400, description = "missing tenant or period"), (status = 401, description = "missing or wrong admin token")))]
+pub(super) async fn delete_quota(
+    State(admin): State<AdminState>,
+    Query(query): Query<QuotaQuery>,
+) -> Response {
+    let tenant = match tenant_of(query.tenant.as_deref()) {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    let Some(period) = query.period.as_deref() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the period query parameter is required",
+        );
+    };
+    let period = match period_of(period) {
+        Ok(period) => period,
+        Err(response) => return response,
+    };
+    match admin
+        .store
+        .delete_quota(tenant, query.user.as_deref(), period)
+        .await
+    {
+        Ok(true) => {
+            admin.quotas.invalidate(tenant);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => error(StatusCode::NOT_FOUND, "no such quota"),
+        Err(e) => store_error(e),
+    }
+}
