@@ -72,6 +72,17 @@ pub struct Submission {
     /// Fail at once with this error, calling no provider: a request refused before it
     /// runs (a tenant over its quota).
     pub refuse: Option<ErrorInfo>,
+    /// Complete at once with this earlier result (`cached: true`), calling no provider.
+    pub cached: Option<CachedAnswer>,
+}
+
+/// An identical earlier request's result, answered instead of calling a provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedAnswer {
+    /// What that request made (its images stay where they are stored).
+    pub output: Output,
+    /// The instance that made it.
+    pub provider: ProviderRef,
 }
 
 impl Submission {
@@ -82,6 +93,7 @@ impl Submission {
             first_seq: 0,
             announce: Some(task_id),
             refuse: None,
+            cached: None,
         }
     }
 }
@@ -253,9 +265,10 @@ impl Engine {
             .deadline_ms
             .and_then(|ms| u64::try_from(ms).ok())
             .map(|ms| run.accepted_at + Duration::from_millis(ms));
-        let terminal = match (submission.refuse, deadline) {
-            (Some(error), _) => run.failure(error),
-            (None, Some(deadline)) => {
+        let terminal = match (submission.refuse, submission.cached, deadline) {
+            (Some(error), _, _) => run.failure(error),
+            (None, Some(answer), _) => run.cached(answer),
+            (None, None, Some(deadline)) => {
                 match tokio::time::timeout_at(deadline, run.attempt_all(deadline).instrument(span))
                     .await
                 {
@@ -269,7 +282,7 @@ impl Engine {
                     )),
                 }
             }
-            (None, None) => {
+            (None, None, None) => {
                 let wait_until = run.accepted_at + self.inner.default_wait;
                 run.attempt_all(wait_until).instrument(span).await
             }
@@ -370,6 +383,29 @@ impl Run<'_> {
 
     fn latency_ms(&self) -> u64 {
         u64::try_from(self.accepted_at.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The completion of a request answered from the cache: no attempts and no usage;
+    /// a streamed text arrives as one chunk.
+    fn cached(&mut self, answer: CachedAnswer) -> EventBody {
+        if self.command.input.stream == Some(true)
+            && let Some(text) = &answer.output.text
+        {
+            self.chunks += 1;
+            self.send(EventBody::Chunk {
+                index: 0,
+                delta: text.clone(),
+            });
+        }
+        EventBody::Completed {
+            output: answer.output,
+            usage: Usage::default(),
+            provider: answer.provider,
+            attempts: Vec::new(),
+            routing: None,
+            latency_ms: self.latency_ms(),
+            cached: true,
+        }
     }
 
     fn failure(&self, error: ErrorInfo) -> EventBody {

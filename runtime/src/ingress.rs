@@ -29,11 +29,11 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::{
     bus::{Bus, BusError, Delivery},
-    engine::{Engine, Submission},
+    engine::{CachedAnswer, Engine, Submission},
     quota::{Ask, Quotas},
     store::{
         Completion, Failure, GroupCommit, NewTask, NewTaskResult, Store, StoreError, StoredJson,
-        Task, TaskInsert, TaskStatus, UsageRecord,
+        Task, TaskInsert, TaskStatus, UsageRecord, cache_key,
     },
 };
 
@@ -52,6 +52,9 @@ pub enum HandleError {
 /// consumer's own `max_deliver`, so the DLQ always learns of it.
 const MAX_DELIVERIES: u64 = 15;
 
+/// How old a result may be to answer a `cache: true` command.
+pub const CACHE_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
 enum Disposition {
     Ack,
     Term,
@@ -60,6 +63,8 @@ enum Disposition {
 /// Handles commands, whatever bus they came on.
 #[derive(Debug, Clone)]
 pub struct CommandHandler {
+    /// Reads (cached results).
+    store: Store,
     /// Group commit of the task writes (one writer task per handler).
     writes: GroupCommit,
     quotas: Quotas,
@@ -73,7 +78,8 @@ impl CommandHandler {
     pub fn new(store: Store, engine: Engine, bus: Bus) -> Self {
         Self {
             quotas: Quotas::new(store.clone()),
-            writes: GroupCommit::start(store),
+            writes: GroupCommit::start(store.clone()),
+            store,
             engine,
             bus,
             progress_every: Duration::from_secs(10),
@@ -276,27 +282,35 @@ impl CommandHandler {
         } else {
             (0, Some(task.id))
         };
-        // Quotas are checked before a request's first attempt: for a new task, and for
-        // one stored but never started (a job posted over HTTP, or a crash before the
-        // first attempt); a task resumed mid-flight was admitted already.
-        let refuse = if task.status != TaskStatus::Pending {
-            None
-        } else {
-            self.quotas
-                .check(Ask {
-                    tenant: command.tenant.as_str(),
-                    user: command.user.as_deref(),
-                    images: command.images_asked(),
-                })
-                .await?
-                .map(|message| ErrorInfo::new(ErrorCode::QuotaExceeded, message))
-        };
+        // Before a request's first attempt — for a new task, and for one stored but
+        // never started (a job posted over HTTP, or a crash before the first attempt)
+        // — a `cache: true` command may be answered from an identical earlier request,
+        // and otherwise its tenant's quotas are checked. A task resumed mid-flight was
+        // admitted already.
+        let (mut refuse, mut cached) = (None, None);
+        if task.status == TaskStatus::Pending {
+            if command.cache {
+                cached = self.cached_answer(&command).await?;
+            }
+            if cached.is_none() {
+                refuse = self
+                    .quotas
+                    .check(Ask {
+                        tenant: command.tenant.as_str(),
+                        user: command.user.as_deref(),
+                        images: command.images_asked(),
+                    })
+                    .await?
+                    .map(|message| ErrorInfo::new(ErrorCode::QuotaExceeded, message));
+            }
+        }
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
         let submission = Submission {
             command: command.clone(),
             first_seq,
             announce,
             refuse,
+            cached,
         };
         let engine = &self.engine;
         let execute = async move {
@@ -357,7 +371,13 @@ impl CommandHandler {
         // comes back, and its redelivery publishes the stored terminal event.
         published?;
         let (terminal, encoded, won) = finished?;
-        if won && let EventBody::Completed { usage, .. } = &terminal.body {
+        if won
+            && let EventBody::Completed {
+                usage,
+                cached: false,
+                ..
+            } = &terminal.body
+        {
             self.quotas.record(
                 command.tenant.as_str(),
                 command.user.as_deref(),
@@ -377,6 +397,30 @@ impl CommandHandler {
         Ok(())
     }
 
+    /// The result of the latest identical request of the tenant that completed within
+    /// [`CACHE_MAX_AGE`], if any.
+    async fn cached_answer(&self, command: &Command) -> Result<Option<CachedAnswer>, HandleError> {
+        let since = chrono::Utc::now() - CACHE_MAX_AGE;
+        let key = cache_key(command);
+        let Some(stored) = self
+            .store
+            .cached_result(command.tenant.as_str(), &key, since)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(match serde_json::from_value::<Event>(stored) {
+            Ok(Event {
+                body:
+                    EventBody::Completed {
+                        output, provider, ..
+                    },
+                ..
+            }) => Some(CachedAnswer { output, provider }),
+            _ => None,
+        })
+    }
+
     /// Writes the terminal row (with results and usage); true if this run's
     /// transition won.
     async fn write_terminal(
@@ -393,6 +437,7 @@ impl CommandHandler {
                 usage,
                 provider,
                 attempts,
+                cached,
                 ..
             } => {
                 let mut results: Vec<NewTaskResult> = output
@@ -440,7 +485,8 @@ impl CommandHandler {
                         raw_response,
                         results,
                         terminal_event: encoded.clone(),
-                        usage: Some(usage_row),
+                        // A cached answer used no provider: nothing to count.
+                        usage: (!cached).then_some(usage_row),
                     })
                     .await?
             }

@@ -31,7 +31,9 @@ pub use batch::{Completion, Failure, GroupCommit, MAX_BATCH};
 pub use plugins::{Installed, PluginInfo};
 pub use providers::{ConfigChange, ConfigListener, ProviderFilter, ProviderRecord};
 pub use seed::SeedReport;
-pub use tasks::{NewTask, NewTaskResult, StoredJson, Task, TaskInsert, TaskResult, TaskStatus};
+pub use tasks::{
+    NewTask, NewTaskResult, StoredJson, Task, TaskInsert, TaskResult, TaskStatus, cache_key,
+};
 pub use usage::{Quota, QuotaPeriod, UsageRecord, UsageSummaryRow, UsageTotals};
 
 /// Runs `$body` with `$pool` bound to the concrete pool of whichever database is in use.

@@ -387,3 +387,76 @@ async fn quotas_refuse_requests_past_them_and_only_those() {
     assert_eq!(run_job(&node, image("ann", 2)).await["status"], "done");
     node.stop().await;
 }
+
+/// `cache: true` is answered from the tenant's identical earlier request: the same
+/// images, `cached`, no attempt, no usage; another input, another tenant or
+/// `cache: false` run; a streamed text comes back as one chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_true_answers_from_an_identical_earlier_request() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(
+        &db,
+        json!([{"name": "mock-a", "provider": "mock", "priority": 100,
+                "cost": {"per_image": {"default": 0.01}}}]),
+    )
+    .await;
+    let fox = |tenant: &str, prompt: &str, cache: bool| {
+        json!({"tenant": tenant, "kind": "image.generate", "cache": cache,
+               "input": {"prompt": prompt, "size": "64x64", "seed": 7}})
+    };
+    let first = run_job(&node, fox("acme", "a fox", true)).await;
+    assert_eq!(first["status"], "done", "{first}");
+    assert_eq!(
+        first["result"]["cached"], false,
+        "nothing to answer from yet"
+    );
+    let artifact = first["result"]["output"]["images"][0]["artifact_id"].clone();
+
+    let again = run_job(&node, fox("acme", "a fox", true)).await;
+    assert_eq!(again["status"], "done", "{again}");
+    assert_eq!(again["result"]["cached"], true, "{again}");
+    assert_eq!(
+        again["result"]["output"]["images"][0]["artifact_id"],
+        artifact
+    );
+    assert_eq!(again["result"]["usage"]["cost_usd"], 0.0);
+    assert_eq!(again["result"]["provider"]["name"], "mock-a");
+    assert_eq!(again["attempts"], 0, "no provider was called");
+
+    for (body, why) in [
+        (fox("acme", "a fox", false), "cache: false"),
+        (fox("acme", "a hen", true), "another input"),
+        (fox("other", "a fox", true), "another tenant"),
+    ] {
+        let job = run_job(&node, body).await;
+        assert_eq!(job["result"]["cached"], false, "{why}: {job}");
+        assert_eq!(job["attempts"], 1, "{why}");
+    }
+    let (_, usage) = node.call("GET", "/v1/usage?tenant=acme", None);
+    assert_eq!(
+        usage["total"]["requests"], 3,
+        "the cached answer counted nothing: {usage}"
+    );
+
+    let text = json!({"tenant": "acme", "kind": "text.generate", "cache": true,
+                      "input": {"messages": [{"role": "user", "content": "hello"}], "stream": true}});
+    let fresh = run_job(&node, text.clone()).await;
+    let cached = run_job(&node, text).await;
+    assert_eq!(cached["result"]["cached"], true, "{cached}");
+    assert_eq!(
+        cached["result"]["output"]["text"],
+        fresh["result"]["output"]["text"]
+    );
+    let port = node.port;
+    let id = cached["id"].as_i64().unwrap();
+    let (_, raw) =
+        tokio::task::spawn_blocking(move || read_all(port, &format!("/v1/jobs/{id}/events")))
+            .await
+            .unwrap();
+    let events = sse_events(&raw);
+    let kinds: Vec<&str> = events.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["accepted", "chunk", "completed"], "{raw}");
+    assert_eq!(events[1].2["delta"], fresh["result"]["output"]["text"]);
+    assert_eq!(events[2].2["cached"], true);
+    node.stop().await;
+}

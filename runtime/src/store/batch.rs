@@ -391,9 +391,9 @@ impl Store {
             for chunk in creates.chunks(per) {
                 let sql = format!(
                     "INSERT INTO tasks (request_id, tenant, user_id, kind, prompt, input_images, \
-                     model, size, command, created_at, last_seq, status) VALUES {} \
+                     model, size, command, created_at, last_seq, cache_key, status) VALUES {} \
                      ON CONFLICT (tenant, request_id) DO NOTHING RETURNING {TASK_COLUMNS}",
-                    values(chunk.len(), 11, ", 'pending'", postgres)
+                    values(chunk.len(), 12, ", 'pending'", postgres)
                 );
                 let mut query = sqlx::query_as::<_, TaskRow>(sqlx::AssertSqlSafe(sql));
                 for task in chunk {
@@ -408,7 +408,8 @@ impl Store {
                         .bind(&task.size)
                         .bind(Json(&task.command))
                         .bind(now)
-                        .bind(task.last_seq);
+                        .bind(task.last_seq)
+                        .bind(&task.cache_key);
                 }
                 for row in query.fetch_all(&mut *tx).await? {
                     rows.insert((row.tenant.clone(), row.request_id.clone()), row);

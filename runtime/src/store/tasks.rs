@@ -125,11 +125,68 @@ pub struct NewTask {
     /// Named generation parameters (`task_parameters` rows): the input's settings and
     /// the command's `params`, as text.
     pub parameters: Vec<(String, String)>,
+    /// The key of the generation input, so a later `cache: true` command can find
+    /// this one's result ([`cache_key`]); none for an invalid command.
+    pub cache_key: Option<String>,
     /// `last_seq` to store: 1 for a valid command, whose `accepted` event is seq 1 (so
     /// a process that resumes it after a crash continues after it even when the crash
     /// came before the attempt start was recorded), 0 for an invalid one (its `failed`
     /// event is seq 1).
     pub last_seq: i64,
+}
+
+/// What makes two commands "identical requests" for `cache: true` (PROTOCOL.md §2):
+/// the hex SHA-256 of the tenant, the kind, the whole input, the route's instance,
+/// provider type and model, and the params — as canonical JSON (object keys sorted),
+/// so the order a client wrote them in does not matter. The tenant is part of it:
+/// one tenant's results never answer another's requests.
+pub fn cache_key(command: &Command) -> String {
+    use sha2::{Digest, Sha256};
+    let key = serde_json::json!([
+        command.tenant.as_str(),
+        command.kind.as_str(),
+        &command.input,
+        &command.route.config_id,
+        &command.route.provider,
+        &command.route.model,
+        &command.params,
+    ]);
+    let mut canonical = Vec::new();
+    write_canonical(&key, &mut canonical);
+    hex::encode(Sha256::digest(&canonical))
+}
+
+/// JSON with object keys sorted at every level.
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(&Value::String(key.clone()), out);
+                out.push(b':');
+                if let Some(v) = map.get(key) {
+                    write_canonical(v, out);
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        other => out.extend_from_slice(other.to_string().as_bytes()),
+    }
 }
 
 /// The `task_parameters` rows of a command: every generation setting it gives.
@@ -194,6 +251,7 @@ impl NewTask {
             size: input.size.clone(),
             command: StoredJson::of(command),
             parameters: parameters_of(command),
+            cache_key: Some(cache_key(command)),
             last_seq: 1,
         }
     }
@@ -221,6 +279,7 @@ impl NewTask {
             size: None,
             command,
             parameters: Vec::new(),
+            cache_key: None,
             last_seq: 0,
         }
     }
@@ -441,6 +500,30 @@ impl Store {
         .fetch_optional(pool)
         .await)?;
         row.map(Task::try_from).transpose()
+    }
+
+    /// The terminal event of the latest task of `tenant` that completed since `since`
+    /// with this [`cache_key`]: an identical earlier request's result.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn cached_result(
+        &self,
+        tenant: &str,
+        cache_key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Value>, StoreError> {
+        let row: Option<Json<Value>> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT terminal_event FROM tasks WHERE cache_key = $1 AND tenant = $2 \
+             AND status = 'completed' AND completed_at >= $3 AND terminal_event IS NOT NULL \
+             ORDER BY completed_at DESC LIMIT 1"
+        )
+        .bind(cache_key)
+        .bind(tenant)
+        .bind(since)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.map(|j| j.0))
     }
 
     /// A task by its idempotency key.
@@ -814,4 +897,38 @@ where
         .bind(&r.revised_prompt)
         .bind(&r.text)
         .bind(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(json: Value) -> Command {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn cache_keys_match_identical_requests_only() {
+        let base = serde_json::json!({"request_id": "r1", "tenant": "acme", "kind": "image.generate",
+            "input": {"prompt": "a fox", "seed": 7}, "params": {"a": 1, "b": {"x": 1, "y": 2}}});
+        let key = cache_key(&command(base.clone()));
+        // Another request id, user or reply_to, and another key order: the same request.
+        let same: Value = serde_json::from_str(
+            r#"{"params": {"b": {"y": 2, "x": 1}, "a": 1}, "tenant": "acme", "user": "u",
+                "request_id": "r2", "reply_to": "_INBOX.x", "kind": "image.generate",
+                "input": {"seed": 7, "prompt": "a fox"}}"#,
+        )
+        .unwrap();
+        assert_eq!(cache_key(&command(same)), key);
+        for (path, value) in [
+            ("tenant", serde_json::json!("other")),
+            ("input", serde_json::json!({"prompt": "a fox", "seed": 8})),
+            ("route", serde_json::json!({"model": "sdxl"})),
+            ("params", serde_json::json!({"a": 2})),
+        ] {
+            let mut other = base.clone();
+            other[path] = value;
+            assert_ne!(cache_key(&command(other)), key, "{path}");
+        }
+    }
 }
