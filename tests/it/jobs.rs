@@ -404,6 +404,9 @@ async fn cache_true_answers_from_an_identical_earlier_request() {
         json!({"tenant": tenant, "kind": "image.generate", "cache": cache,
                "input": {"prompt": prompt, "size": "64x64", "seed": 7}})
     };
+    // Only `cache: true` requests are cache entries: this one answers nothing later.
+    let plain = run_job(&node, fox("acme", "a fox", false)).await;
+    assert_eq!(plain["result"]["cached"], false);
     let first = run_job(&node, fox("acme", "a fox", true)).await;
     assert_eq!(first["status"], "done", "{first}");
     assert_eq!(
@@ -434,7 +437,7 @@ async fn cache_true_answers_from_an_identical_earlier_request() {
     }
     let (_, usage) = node.call("GET", "/v1/usage?tenant=acme", None);
     assert_eq!(
-        usage["total"]["requests"], 3,
+        usage["total"]["requests"], 4,
         "the cached answer counted nothing: {usage}"
     );
 

@@ -125,8 +125,8 @@ pub struct NewTask {
     /// Named generation parameters (`task_parameters` rows): the input's settings and
     /// the command's `params`, as text.
     pub parameters: Vec<(String, String)>,
-    /// The key of the generation input, so a later `cache: true` command can find
-    /// this one's result ([`cache_key`]); none for an invalid command.
+    /// The key of the generation input ([`cache_key`]), so a later `cache: true`
+    /// command can find this one's result; only for a `cache: true` command.
     pub cache_key: Option<String>,
     /// `last_seq` to store: 1 for a valid command, whose `accepted` event is seq 1 (so
     /// a process that resumes it after a crash continues after it even when the crash
@@ -136,7 +136,7 @@ pub struct NewTask {
 }
 
 /// What makes two commands "identical requests" for `cache: true` (PROTOCOL.md §2):
-/// the hex SHA-256 of the tenant, the kind, the whole input, the route's instance,
+/// the first half of the hex SHA-256 of the tenant, the kind, the whole input, the route's instance,
 /// provider type and model, and the params — as canonical JSON (object keys sorted),
 /// so the order a client wrote them in does not matter. The tenant is part of it:
 /// one tenant's results never answer another's requests.
@@ -153,7 +153,9 @@ pub fn cache_key(command: &Command) -> String {
     ]);
     let mut canonical = Vec::new();
     write_canonical(&key, &mut canonical);
-    hex::encode(Sha256::digest(&canonical))
+    // 128 bits: index entries stay small, and a collision within one tenant is out
+    // of reach (2^64 requests).
+    hex::encode(&Sha256::digest(&canonical)[..16])
 }
 
 /// JSON with object keys sorted at every level.
@@ -251,7 +253,9 @@ impl NewTask {
             size: input.size.clone(),
             command: StoredJson::of(command),
             parameters: parameters_of(command),
-            cache_key: Some(cache_key(command)),
+            // Only requests that opt into the cache are entries of it: the others
+            // pay neither the hash nor the index entry.
+            cache_key: command.cache.then(|| cache_key(command)),
             last_seq: 1,
         }
     }
