@@ -1,9 +1,11 @@
 //! The HTTP face of `serve` (axum): health, readiness, artifacts, and the admin API for
-//! provider configs, plugins, usage, quotas and jobs (PROTOCOL.md §4). Admin endpoints need `Authorization: Bearer
+//! provider configs, plugins, usage, quotas, jobs and tenant keys, and the
+//! OpenAI-compatible endpoints (PROTOCOL.md §4). Admin endpoints need `Authorization: Bearer
 //! <admin token>`; API keys are write-only and shown masked; validation errors are 400
 //! with a JSON body naming each bad field.
 
 mod jobs;
+mod openai;
 mod plugins;
 mod quotas;
 
@@ -14,7 +16,7 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -72,6 +74,20 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/artifacts/{id}", get(artifact))
         .with_state(state.clone());
     if let Some(admin) = state.admin {
+        let compatible = openai::OpenAiState {
+            admin: admin.clone(),
+            artifacts: state.artifacts.clone(),
+        };
+        let oai = Router::new()
+            .route("/v1/images/generations", post(openai::image_generations))
+            .route("/v1/chat/completions", post(openai::chat_completions))
+            .route("/v1/models", get(openai::models))
+            .layer(middleware::from_fn_with_state(
+                compatible.clone(),
+                openai::require_tenant_key,
+            ))
+            .with_state(compatible);
+        app = app.merge(oai);
         let api = Router::new()
             .route("/v1/providers", get(list_providers).post(create_provider))
             .route("/v1/providers/reload", post(reload))
@@ -90,6 +106,11 @@ pub fn router(state: HttpState) -> Router {
                     .put(quotas::put_quota)
                     .delete(quotas::delete_quota),
             )
+            .route(
+                "/v1/tenants/{tenant}/keys",
+                get(openai::list_keys).post(openai::create_key),
+            )
+            .route("/v1/tenants/{tenant}/keys/{id}", delete(openai::revoke_key))
             .route("/v1/jobs", post(jobs::submit_job))
             .route("/v1/jobs/{id}", get(jobs::get_job))
             .route("/v1/jobs/{id}/events", get(jobs::job_events))
@@ -119,7 +140,7 @@ pub fn router(state: HttpState) -> Router {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Switchyard", description = "Event-driven gateway to AI image and text providers. Admin endpoints need `Authorization: Bearer <admin token>`."),
-    paths(healthz, readyz, metrics_text, artifact, list_providers, create_provider, get_provider, patch_provider, delete_provider, reload, status, test_provider, usage, jobs::submit_job, jobs::get_job, jobs::job_events, quotas::list_quotas, quotas::put_quota, quotas::delete_quota, plugins::install_plugin, plugins::list_plugins, plugins::get_plugin, plugins::delete_plugin, plugins::rollback_plugin),
+    paths(healthz, readyz, metrics_text, artifact, list_providers, create_provider, get_provider, patch_provider, delete_provider, reload, status, test_provider, usage, jobs::submit_job, jobs::get_job, jobs::job_events, quotas::list_quotas, quotas::put_quota, quotas::delete_quota, openai::create_key, openai::list_keys, openai::revoke_key, openai::image_generations, openai::chat_completions, openai::models, plugins::install_plugin, plugins::list_plugins, plugins::get_plugin, plugins::delete_plugin, plugins::rollback_plugin),
     modifiers(&AdminAuth),
 )]
 pub struct ApiDoc;
@@ -132,6 +153,10 @@ impl utoipa::Modify for AdminAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "tenant",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }

@@ -10,6 +10,7 @@
 //! that must stay in step; only the PostgreSQL one may hold NOTIFY triggers.
 
 mod batch;
+mod keys;
 mod plugins;
 mod providers;
 mod seed;
@@ -28,6 +29,7 @@ use switchyard_core::{ConfigId, ValidationError};
 use crate::secrets::{MasterKey, SecretError};
 
 pub use batch::{Completion, Failure, GroupCommit, MAX_BATCH};
+pub use keys::TenantKey;
 pub use plugins::{Installed, PluginInfo};
 pub use providers::{ConfigChange, ConfigListener, ProviderFilter, ProviderRecord};
 pub use seed::SeedReport;

@@ -14,6 +14,7 @@ mod bus;
 mod cli;
 mod cluster;
 mod jobs;
+mod openai;
 mod plugins;
 mod protocol;
 mod providers;

@@ -1,0 +1,707 @@
+//! OpenAI-compatible endpoints (PROTOCOL.md §4), for clients written against the
+//! OpenAI API: `POST /v1/images/generations`, `POST /v1/chat/completions` (with
+//! `stream: true` as server-sent events) and `GET /v1/models`, authenticated by a
+//! tenant key (`Authorization: Bearer sy_…`, made with the admin API).
+//!
+//! Each call becomes a command of the key's tenant with a fresh `request_id` and goes
+//! through the bus like any other, so it gets the same routing, fallback, quotas,
+//! usage, task row and events; the handler follows the request's events and answers
+//! when its terminal one arrives. The request's `model` picks the instance: an
+//! instance name (`config_id`), else a provider type (`provider`), else a model
+//! (`route.model`); `auto` or none routes as usual.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    Extension, Json,
+    body::Bytes,
+    extract::{Request, State},
+    http::{HeaderMap, StatusCode, header},
+    middleware::Next,
+    response::{
+        IntoResponse, Response,
+        sse::{self, Sse},
+    },
+};
+use base64::Engine as _;
+use futures_util::{Stream, StreamExt, stream};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use switchyard_core::{
+    Command, ErrorCode, ErrorInfo, Event, EventBody, Kind, ProviderType, Tenant,
+};
+
+use super::AdminState;
+use crate::{
+    artifacts::ArtifactStore,
+    bus::{EventFilter, Events},
+    store::StoreError,
+};
+
+/// How long a call waits for its request to end.
+const WAIT: Duration = Duration::from_secs(300);
+
+/// What the OpenAI-compatible handlers share.
+#[derive(Debug, Clone)]
+pub struct OpenAiState {
+    /// Store, bus and engine.
+    pub admin: AdminState,
+    /// For `response_format: b64_json`.
+    pub artifacts: ArtifactStore,
+}
+
+/// The tenant a request's key belongs to.
+#[derive(Debug, Clone)]
+pub(super) struct KeyTenant(Tenant);
+
+/// An error in OpenAI's shape: `{"error": {"message", "type", "code"}}`.
+fn oai_error(status: StatusCode, kind: &str, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": {"message": message.into(), "type": kind, "code": code, "param": null}})),
+    )
+        .into_response()
+}
+
+fn store_failure(e: &StoreError) -> Response {
+    tracing::error!(error = %e, "store error on the OpenAI-compatible API");
+    oai_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        "store_unavailable",
+        "the database is unavailable",
+    )
+}
+
+/// The status and OpenAI error type of a failed request.
+fn failure_response(error: &ErrorInfo) -> Response {
+    let (status, kind) = match error.code {
+        ErrorCode::InvalidRequest | ErrorCode::ContentFiltered => {
+            (StatusCode::BAD_REQUEST, "invalid_request_error")
+        }
+        ErrorCode::QuotaExceeded | ErrorCode::RateLimited => {
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error")
+        }
+        ErrorCode::NoProvider | ErrorCode::ProviderUnavailable => {
+            (StatusCode::SERVICE_UNAVAILABLE, "server_error")
+        }
+        ErrorCode::Timeout => (StatusCode::GATEWAY_TIMEOUT, "server_error"),
+        // The provider refused our key: not the caller's fault.
+        ErrorCode::Unauthorized | ErrorCode::ProviderError | ErrorCode::PluginError => {
+            (StatusCode::BAD_GATEWAY, "server_error")
+        }
+        ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+    };
+    oai_error(status, kind, error.code.as_str(), error.message.clone())
+}
+
+/// Middleware: a live tenant key, or 401.
+pub(super) async fn require_tenant_key(
+    State(state): State<OpenAiState>,
+    headers: HeaderMap,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let unauthorized = || {
+        let mut response = oai_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            "missing or unknown API key (a tenant key, sy_…)",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        response
+    };
+    if given.is_empty() {
+        return unauthorized();
+    }
+    match state.admin.store.tenant_of_key(given).await {
+        Ok(Some(tenant)) => match Tenant::new(tenant) {
+            Ok(tenant) => {
+                request.extensions_mut().insert(KeyTenant(tenant));
+                next.run(request).await
+            }
+            Err(_) => unauthorized(),
+        },
+        Ok(None) => unauthorized(),
+        Err(e) => store_failure(&e),
+    }
+}
+
+/// A fresh request id: `oai-` and 22 characters of `[0-9A-Za-z]`.
+fn new_request_id() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    let body: String = (0..22)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect();
+    format!("oai-{body}")
+}
+
+/// The `route` for an OpenAI `model` (see the module docs).
+fn route_for(state: &OpenAiState, model: Option<&str>) -> Value {
+    let Some(model) = model.filter(|m| !m.is_empty() && *m != "auto") else {
+        return json!({});
+    };
+    let table = state.admin.engine.table();
+    if table.instances.iter().any(|i| i.config.spec.name == model) {
+        return json!({"config_id": model});
+    }
+    if model.parse::<ProviderType>().is_ok() {
+        return json!({"provider": model});
+    }
+    json!({"model": model})
+}
+
+/// Validates the command, subscribes to its events and publishes it.
+async fn submit(state: &OpenAiState, body: Value) -> Result<(Command, Events), Response> {
+    let bytes = serde_json::to_vec(&body).map_err(|e| {
+        oai_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            e.to_string(),
+        )
+    })?;
+    let command = Command::parse_and_validate(&bytes, None).map_err(|e| {
+        oai_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            e.to_string(),
+        )
+    })?;
+    let bus = &state.admin.bus;
+    let unavailable = |e: crate::bus::BusError| {
+        tracing::warn!(error = %e, "OpenAI-compatible call not queued");
+        oai_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "bus_unavailable",
+            format!("the request could not be queued: {e}"),
+        )
+    };
+    // Subscribed before publishing, so no event can be missed.
+    let events = bus
+        .events(EventFilter::Request(
+            command.tenant.clone(),
+            command.request_id.clone(),
+        ))
+        .await
+        .map_err(unavailable)?;
+    bus.publish_command(&command).await.map_err(unavailable)?;
+    Ok((command, events))
+}
+
+/// Waits for the terminal event.
+async fn terminal(events: &mut Events) -> Result<Event, Response> {
+    let wait = async {
+        while let Some(event) = events.next().await {
+            if event.is_terminal() {
+                return Some(event);
+            }
+        }
+        None
+    };
+    match tokio::time::timeout(WAIT, wait).await {
+        Ok(Some(event)) => Ok(event),
+        Ok(None) => Err(oai_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "bus_unavailable",
+            "the event stream ended before the request did",
+        )),
+        Err(_) => Err(oai_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "server_error",
+            "timeout",
+            format!("no answer within {} s", WAIT.as_secs()),
+        )),
+    }
+}
+
+/// Parses a JSON body into `T`, as a 400 in OpenAI's shape when it does not fit.
+#[expect(
+    clippy::result_large_err,
+    reason = "a handler helper whose error is the response itself"
+)]
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        oai_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            format!("the body does not fit: {e}"),
+        )
+    })
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+// === images ===
+
+#[derive(Debug, Deserialize)]
+struct ImageGeneration {
+    prompt: String,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    n: Option<i64>,
+    #[serde(default)]
+    size: Option<String>,
+    #[serde(default)]
+    quality: Option<String>,
+    #[serde(default)]
+    style: Option<String>,
+    #[serde(default)]
+    response_format: Option<String>,
+    #[serde(default)]
+    output_format: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/images/generations", tag = "openai", security(("tenant" = [])), request_body(content = String, description = "OpenAI's image generation body: prompt, model, n, size, quality, style, response_format (url | b64_json), output_format, user", content_type = "application/json"), responses((status = 200, description = "{created, data: [{url | b64_json, revised_prompt}]}"), (status = 400, description = "invalid request or content filtered"), (status = 401, description = "missing or unknown tenant key"), (status = 429, description = "quota exceeded or rate limited"), (status = 502, description = "the provider failed"), (status = 503, description = "no provider, or the bus is down")))]
+pub(super) async fn image_generations(
+    State(state): State<OpenAiState>,
+    Extension(KeyTenant(tenant)): Extension<KeyTenant>,
+    body: Bytes,
+) -> Response {
+    let ask: ImageGeneration = match parse_body(&body) {
+        Ok(ask) => ask,
+        Err(response) => return response,
+    };
+    let b64 = match ask.response_format.as_deref() {
+        None | Some("url") => false,
+        Some("b64_json") => true,
+        Some(other) => {
+            return oai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+                format!("response_format: '{other}' is neither 'url' nor 'b64_json'"),
+            );
+        }
+    };
+    let mut input = Map::new();
+    input.insert("prompt".into(), json!(ask.prompt));
+    for (name, value) in [
+        ("size", ask.size),
+        ("quality", ask.quality),
+        ("style", ask.style),
+        ("output_format", ask.output_format),
+    ] {
+        if let Some(value) = value {
+            input.insert(name.into(), json!(value));
+        }
+    }
+    if let Some(n) = ask.n {
+        input.insert("n".into(), json!(n));
+    }
+    let body = json!({
+        "request_id": new_request_id(),
+        "tenant": tenant.as_str(),
+        "user": ask.user,
+        "kind": Kind::ImageGenerate.as_str(),
+        "input": input,
+        "route": route_for(&state, ask.model.as_deref()),
+    });
+    let (_, mut events) = match submit(&state, body).await {
+        Ok(submitted) => submitted,
+        Err(response) => return response,
+    };
+    let event = match terminal(&mut events).await {
+        Ok(event) => event,
+        Err(response) => return response,
+    };
+    match event.body {
+        EventBody::Completed { output, .. } => {
+            let mut data = Vec::with_capacity(output.images.len());
+            for image in &output.images {
+                let mut item = json!({"revised_prompt": image.revised_prompt});
+                if b64 {
+                    match state.artifacts.get(&image.artifact_id).await {
+                        Ok((bytes, _)) => {
+                            item["b64_json"] =
+                                json!(base64::engine::general_purpose::STANDARD.encode(&bytes));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "artifact read failed");
+                            return oai_error(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "server_error",
+                                "internal",
+                                "a stored image could not be read",
+                            );
+                        }
+                    }
+                } else {
+                    item["url"] = json!(image.url);
+                }
+                data.push(item);
+            }
+            Json(json!({"created": unix_now(), "data": data})).into_response()
+        }
+        EventBody::Failed { error, .. } => failure_response(&error),
+        _ => oai_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal",
+            "no terminal event",
+        ),
+    }
+}
+
+// === chat ===
+
+#[derive(Debug, Deserialize)]
+struct ChatCompletion {
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    max_tokens: Option<i64>,
+    #[serde(default)]
+    max_completion_tokens: Option<i64>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    stop: Option<Value>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatMessage {
+    role: String,
+    content: Value,
+}
+
+/// A message's text: a string, or the text parts of a content array.
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", security(("tenant" = [])), request_body(content = String, description = "OpenAI's chat completion body: messages, model, max_tokens (or max_completion_tokens), temperature, top_p, stop, stream, user", content_type = "application/json"), responses((status = 200, description = "a chat.completion object, or with stream: true text/event-stream of chat.completion.chunk objects ending with data: [DONE]"), (status = 400, description = "invalid request"), (status = 401, description = "missing or unknown tenant key"), (status = 429, description = "quota exceeded or rate limited"), (status = 502, description = "the provider failed"), (status = 503, description = "no provider, or the bus is down")))]
+pub(super) async fn chat_completions(
+    State(state): State<OpenAiState>,
+    Extension(KeyTenant(tenant)): Extension<KeyTenant>,
+    body: Bytes,
+) -> Response {
+    let ask: ChatCompletion = match parse_body(&body) {
+        Ok(ask) => ask,
+        Err(response) => return response,
+    };
+    let messages: Vec<Value> = ask
+        .messages
+        .iter()
+        .map(|m| json!({"role": m.role, "content": text_of(&m.content)}))
+        .collect();
+    let mut input = Map::new();
+    input.insert("messages".into(), Value::Array(messages));
+    if let Some(max) = ask.max_completion_tokens.or(ask.max_tokens) {
+        input.insert("max_tokens".into(), json!(max));
+    }
+    if let Some(t) = ask.temperature {
+        input.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = ask.top_p {
+        input.insert("top_p".into(), json!(p));
+    }
+    match ask.stop {
+        Some(Value::String(stop)) => {
+            input.insert("stop".into(), json!([stop]));
+        }
+        Some(stop @ Value::Array(_)) => {
+            input.insert("stop".into(), stop);
+        }
+        _ => {}
+    }
+    if ask.stream {
+        input.insert("stream".into(), json!(true));
+    }
+    let request_id = new_request_id();
+    let body = json!({
+        "request_id": request_id,
+        "tenant": tenant.as_str(),
+        "user": ask.user,
+        "kind": Kind::TextGenerate.as_str(),
+        "input": input,
+        "route": route_for(&state, ask.model.as_deref()),
+    });
+    let (_, mut events) = match submit(&state, body).await {
+        Ok(submitted) => submitted,
+        Err(response) => return response,
+    };
+    let id = format!("chatcmpl-{request_id}");
+    let model = ask.model.unwrap_or_else(|| "auto".to_owned());
+    if ask.stream {
+        return Sse::new(chat_chunks(events, id, model, unix_now())).into_response();
+    }
+    let event = match terminal(&mut events).await {
+        Ok(event) => event,
+        Err(response) => return response,
+    };
+    match event.body {
+        EventBody::Completed {
+            output,
+            usage,
+            provider,
+            ..
+        } => Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": unix_now(),
+            "model": provider.model.unwrap_or(model),
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": output.text.unwrap_or_default()},
+                "finish_reason": "stop",
+            }],
+            "usage": {
+                "prompt_tokens": usage.input_tokens,
+                "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+            },
+        }))
+        .into_response(),
+        EventBody::Failed { error, .. } => failure_response(&error),
+        _ => oai_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal",
+            "no terminal event",
+        ),
+    }
+}
+
+/// A request's events as `chat.completion.chunk` server-sent events: one per `chunk`
+/// event, a last one with `finish_reason`, then `[DONE]`. A request that fails sends
+/// an `error` object before `[DONE]` (whatever text it streamed stays incomplete).
+fn chat_chunks(
+    events: Events,
+    id: String,
+    model: String,
+    created: i64,
+) -> impl Stream<Item = Result<sse::Event, Infallible>> + Send {
+    let chunk = move |delta: Value, finish: Option<&str>| {
+        json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        })
+    };
+    let first = chunk(json!({"role": "assistant", "content": ""}), None);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let body = stream::unfold((events, false), move |(mut events, done)| {
+        let chunk = chunk.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let next = tokio::time::timeout_at(deadline, events.next()).await;
+                let item = match next {
+                    Ok(Some(event)) => match event.body {
+                        EventBody::Chunk { delta, .. } => {
+                            Some((chunk(json!({"content": delta}), None), false))
+                        }
+                        EventBody::Completed { .. } => Some((chunk(json!({}), Some("stop")), true)),
+                        EventBody::Failed { error, .. } => Some((
+                            json!({"error": {"message": error.message, "type": "server_error", "code": error.code.as_str()}}),
+                            true,
+                        )),
+                        _ => None,
+                    },
+                    Ok(None) => Some((
+                        json!({"error": {"message": "the event stream ended", "type": "server_error", "code": "bus_unavailable"}}),
+                        true,
+                    )),
+                    Err(_) => Some((
+                        json!({"error": {"message": "no answer in time", "type": "server_error", "code": "timeout"}}),
+                        true,
+                    )),
+                };
+                if let Some((value, done)) = item {
+                    return Some((value, (events, done)));
+                }
+            }
+        }
+    });
+    stream::once(async move { first })
+        .chain(body)
+        .map(|value| Ok(sse::Event::default().data(value.to_string())))
+        .chain(stream::once(async {
+            Ok(sse::Event::default().data("[DONE]"))
+        }))
+}
+
+// === models ===
+
+#[utoipa::path(get, path = "/v1/models", tag = "openai", security(("tenant" = [])), responses((status = 200, description = "{object: \"list\", data: [{id, object: \"model\", created, owned_by}]}: every live instance by name (owned_by its provider type) and every model they serve"), (status = 401, description = "missing or unknown tenant key")))]
+pub(super) async fn models(State(state): State<OpenAiState>) -> Response {
+    let table = state.admin.engine.table();
+    let mut data = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for instance in &table.instances {
+        let spec = &instance.config.spec;
+        let created = instance.config.created_at.timestamp();
+        if seen.insert(spec.name.clone()) {
+            data.push(
+                json!({"id": spec.name, "object": "model", "created": created,
+                             "owned_by": spec.provider.as_str()}),
+            );
+        }
+        if let Some(model) = &spec.model
+            && seen.insert(model.clone())
+        {
+            data.push(json!({"id": model, "object": "model", "created": created,
+                             "owned_by": spec.provider.as_str()}));
+        }
+    }
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+// === admin: tenant keys ===
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    #[serde(default)]
+    name: String,
+}
+
+fn key_json(key: &crate::store::TenantKey) -> Value {
+    json!({
+        "id": key.id, "tenant": key.tenant, "name": key.name, "prefix": key.prefix,
+        "created_at": key.created_at, "revoked_at": key.revoked_at,
+    })
+}
+
+#[expect(
+    clippy::result_large_err,
+    reason = "a handler helper whose error is the response itself"
+)]
+fn tenant_path(tenant: &str) -> Result<Tenant, Response> {
+    Tenant::new(tenant).map_err(|e| super::error(StatusCode::BAD_REQUEST, format!("tenant: {e}")))
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/keys", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant")), request_body(content = String, description = "{name?}: a label", content_type = "application/json"), responses((status = 201, description = "{id, tenant, name, prefix, created_at, key}: `key` is shown this once and never again"), (status = 400, description = "bad tenant or body"), (status = 401, description = "missing or wrong admin token")))]
+pub(super) async fn create_key(
+    State(admin): State<AdminState>,
+    axum::extract::Path(tenant): axum::extract::Path<String>,
+    body: Bytes,
+) -> Response {
+    let tenant = match tenant_path(&tenant) {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    let ask: NewKey = if body.is_empty() {
+        NewKey::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(ask) => ask,
+            Err(e) => return super::error(StatusCode::BAD_REQUEST, format!("not a key: {e}")),
+        }
+    };
+    match admin
+        .store
+        .create_tenant_key(tenant.as_str(), &ask.name)
+        .await
+    {
+        Ok((key, secret)) => {
+            let mut body = key_json(&key);
+            body["key"] = json!(secret);
+            (StatusCode::CREATED, Json(body)).into_response()
+        }
+        Err(e) => super::store_error(e),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/keys", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant")), responses((status = 200, description = "{items: [{id, tenant, name, prefix, created_at, revoked_at}]}: never the keys themselves"), (status = 401, description = "missing or wrong admin token")))]
+pub(super) async fn list_keys(
+    State(admin): State<AdminState>,
+    axum::extract::Path(tenant): axum::extract::Path<String>,
+) -> Response {
+    let tenant = match tenant_path(&tenant) {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    match admin.store.tenant_keys(tenant.as_str()).await {
+        Ok(keys) => {
+            Json(json!({"items": keys.iter().map(key_json).collect::<Vec<_>>()})).into_response()
+        }
+        Err(e) => super::store_error(e),
+    }
+}
+
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/keys/{id}", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant"), ("id" = i64, Path, description = "the key id")), responses((status = 204, description = "revoked: it stops working at once"), (status = 404, description = "no such live key"), (status = 401, description = "missing or wrong admin token")))]
+pub(super) async fn revoke_key(
+    State(admin): State<AdminState>,
+    axum::extract::Path((tenant, id)): axum::extract::Path<(String, i64)>,
+) -> Response {
+    let tenant = match tenant_path(&tenant) {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    match admin.store.revoke_tenant_key(tenant.as_str(), id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => super::error(StatusCode::NOT_FOUND, "no such live key"),
+        Err(e) => super::store_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_parts_are_joined_as_text() {
+        assert_eq!(text_of(&json!("hi")), "hi");
+        assert_eq!(
+            text_of(
+                &json!([{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}])
+            ),
+            "ab"
+        );
+        assert_eq!(text_of(&json!(null)), "");
+    }
+
+    #[test]
+    fn failures_map_onto_openai_statuses() {
+        for (code, status) in [
+            (ErrorCode::InvalidRequest, 400),
+            (ErrorCode::QuotaExceeded, 429),
+            (ErrorCode::RateLimited, 429),
+            (ErrorCode::NoProvider, 503),
+            (ErrorCode::Timeout, 504),
+            (ErrorCode::ProviderError, 502),
+            (ErrorCode::Unauthorized, 502),
+        ] {
+            let response = failure_response(&ErrorInfo::new(code, "x"));
+            assert_eq!(response.status().as_u16(), status, "{code:?}");
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The OpenAI-compatible endpoints on a real `serve` runtime (memory bus, SQLite,
+//! `mock`): tenant keys made and revoked through the admin API, and the answers in
+//! OpenAI's shapes.
+
+use std::{
+    io::{Read, Write},
+    time::Duration,
+};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::{
+    reload::{http, start_node},
+    support::TestDb,
+};
+
+/// `POST path` with a tenant key: the status and the raw response.
+fn post_raw(port: u16, path: &str, key: &str, body: &Value) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let body = body.to_string();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_clients_generate_images_and_chat_with_a_tenant_key() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(
+        &db,
+        json!([
+            {"name": "mock-a", "provider": "mock", "priority": 100, "model": "mock-large"},
+            {"name": "mock-broken", "provider": "mock", "priority": 1,
+             "options": {"failure_rate": 1.0, "fail_with": "content_filtered"}},
+        ]),
+    )
+    .await;
+    let port = node.port;
+    // Keys: made by the admin, shown once, listed without the secret.
+    let (status, made) = node.call(
+        "POST",
+        "/v1/tenants/acme/keys",
+        Some(json!({"name": "web"})),
+    );
+    assert_eq!(status, 201, "{made}");
+    let key = made["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("sy_") && key.len() == 43, "{key}");
+    let (_, listed) = node.call("GET", "/v1/tenants/acme/keys", None);
+    assert_eq!(listed["items"][0]["name"], "web");
+    assert!(
+        !listed.to_string().contains(&key),
+        "the secret is never listed"
+    );
+    assert_eq!(
+        db.raw_strings("SELECT key_hash FROM tenant_keys")
+            .await
+            .len(),
+        1
+    );
+    assert!(
+        !db.raw_strings("SELECT key_hash || prefix FROM tenant_keys")
+            .await
+            .concat()
+            .contains(&key),
+        "only a hash is stored"
+    );
+
+    // No key, a wrong key, or the admin token: 401 in OpenAI's shape.
+    for token in [None, Some("sy_wrong"), Some(crate::reload::TOKEN)] {
+        let (status, body) = http(port, "GET", "/v1/models", token, None);
+        assert_eq!(status, 401, "{token:?}");
+        assert_eq!(body["error"]["code"], "invalid_api_key");
+    }
+    let (status, models) = http(port, "GET", "/v1/models", Some(&key), None);
+    assert_eq!(status, 200, "{models}");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["mock-a", "mock-large", "mock-broken"]);
+
+    // Images, as URLs and as base64.
+    let (status, images) = http(
+        port,
+        "POST",
+        "/v1/images/generations",
+        Some(&key),
+        Some(&json!({"prompt": "a red kite", "n": 2, "size": "64x64", "model": "mock-large"})),
+    );
+    assert_eq!(status, 200, "{images}");
+    assert_eq!(images["data"].as_array().unwrap().len(), 2);
+    let url = images["data"][0]["url"].as_str().unwrap();
+    assert!(url.contains("/v1/artifacts/"), "{url}");
+    let (status, b64) = http(
+        port,
+        "POST",
+        "/v1/images/generations",
+        Some(&key),
+        Some(&json!({"prompt": "a red kite", "size": "64x64", "response_format": "b64_json"})),
+    );
+    assert_eq!(status, 200, "{b64}");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(b64["data"][0]["b64_json"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+    // The request ran as the key's tenant and is counted there.
+    let (_, usage) = node.call("GET", "/v1/usage?tenant=acme", None);
+    assert_eq!(usage["total"]["requests"], 2, "{usage}");
+
+    // Failures in OpenAI's shape: a refused prompt on the broken instance, a bad body.
+    let (status, refused) = http(
+        port,
+        "POST",
+        "/v1/images/generations",
+        Some(&key),
+        Some(&json!({"prompt": "x", "size": "64x64", "model": "mock-broken"})),
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["code"], "content_filtered");
+    let (status, bad) = http(
+        port,
+        "POST",
+        "/v1/images/generations",
+        Some(&key),
+        Some(&json!({"prompt": "", "size": "64x64"})),
+    );
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["error"]["type"], "invalid_request_error");
+
+    // Chat, whole and streamed.
+    let ask = json!({"model": "auto", "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "hello"}]}]});
+    let (status, chat) = http(port, "POST", "/v1/chat/completions", Some(&key), Some(&ask));
+    assert_eq!(status, 200, "{chat}");
+    assert_eq!(chat["object"], "chat.completion");
+    let text = chat["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!text.is_empty());
+    assert_eq!(chat["choices"][0]["finish_reason"], "stop");
+    assert!(
+        chat["usage"]["total_tokens"].as_u64().unwrap() > 0,
+        "{chat}"
+    );
+
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let (status, raw) = tokio::task::spawn_blocking(move || {
+        post_raw(port, "/v1/chat/completions", &key, &streamed)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{raw}");
+    assert!(raw.contains("text/event-stream"), "{raw}");
+    let data: Vec<&str> = raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{raw}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(chunks.len() >= 3, "role, several deltas, finish: {raw}");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    let joined: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(joined, text, "the same text, streamed");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+
+    // A revoked key stops working at once.
+    let id = made["id"].as_i64().unwrap();
+    assert_eq!(
+        node.call("DELETE", &format!("/v1/tenants/acme/keys/{id}"), None)
+            .0,
+        204
+    );
+    let key = made["key"].as_str().unwrap();
+    assert_eq!(http(port, "GET", "/v1/models", Some(key), None).0, 401);
+    assert_eq!(
+        node.call("DELETE", &format!("/v1/tenants/acme/keys/{id}"), None)
+            .0,
+        404
+    );
+    node.stop().await;
+}
