@@ -80,6 +80,10 @@ pub fn router(state: HttpState) -> Router {
         };
         let oai = Router::new()
             .route("/v1/images/generations", post(openai::image_generations))
+            .route(
+                "/v1/images/edits",
+                post(openai::image_edits).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+            )
             .route("/v1/chat/completions", post(openai::chat_completions))
             .route("/v1/models", get(openai::models))
             .layer(middleware::from_fn_with_state(
@@ -140,7 +144,7 @@ pub fn router(state: HttpState) -> Router {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Switchyard", description = "Event-driven gateway to AI image and text providers. Admin endpoints need `Authorization: Bearer <admin token>`."),
-    paths(healthz, readyz, metrics_text, artifact, list_providers, create_provider, get_provider, patch_provider, delete_provider, reload, status, test_provider, usage, jobs::submit_job, jobs::get_job, jobs::job_events, quotas::list_quotas, quotas::put_quota, quotas::delete_quota, openai::create_key, openai::list_keys, openai::revoke_key, openai::image_generations, openai::chat_completions, openai::models, plugins::install_plugin, plugins::list_plugins, plugins::get_plugin, plugins::delete_plugin, plugins::rollback_plugin),
+    paths(healthz, readyz, metrics_text, artifact, list_providers, create_provider, get_provider, patch_provider, delete_provider, reload, status, test_provider, usage, jobs::submit_job, jobs::get_job, jobs::job_events, quotas::list_quotas, quotas::put_quota, quotas::delete_quota, openai::create_key, openai::list_keys, openai::revoke_key, openai::image_generations, openai::image_edits, openai::chat_completions, openai::models, plugins::install_plugin, plugins::list_plugins, plugins::get_plugin, plugins::delete_plugin, plugins::rollback_plugin),
     modifiers(&AdminAuth),
 )]
 pub struct ApiDoc;

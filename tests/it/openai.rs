@@ -15,6 +15,57 @@ use crate::{
     support::TestDb,
 };
 
+/// A `multipart/form-data` body of text fields and files (name, file name, bytes).
+fn multipart(texts: &[(&str, &str)], files: &[(&str, &str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "switchyard-test-boundary";
+    let mut body = Vec::new();
+    for (name, value) in texts {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    for (name, file, bytes) in files {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// `POST path` of a raw body with a tenant key: the status and the JSON answer.
+fn post_form(port: u16, path: &str, key: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {key}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = text
+        .find('{')
+        .and_then(|start| {
+            serde_json::from_str(text[start..].trim_end_matches(['\r', '\n', '0'])).ok()
+        })
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
 /// `POST path` with a tenant key: the status and the raw response.
 fn post_raw(port: u16, path: &str, key: &str, body: &Value) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -121,9 +172,54 @@ async fn openai_clients_generate_images_and_chat_with_a_tenant_key() {
         .decode(b64["data"][0]["b64_json"].as_str().unwrap())
         .unwrap();
     assert_eq!(&png[..4], b"\x89PNG");
-    // The request ran as the key's tenant and is counted there.
+    // Edits: the uploaded image (and mask) become artifacts the command names.
+    let (content_type, form) = multipart(
+        &[("prompt", "make it blue"), ("n", "1"), ("size", "64x64")],
+        &[("image", "kite.png", &png), ("mask", "mask.png", &png)],
+    );
+    let (status, edited) = tokio::task::spawn_blocking({
+        let key = key.clone();
+        move || post_form(port, "/v1/images/edits", &key, &content_type, &form)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["data"].as_array().unwrap().len(), 1, "{edited}");
+    for (texts, files, needle) in [
+        (
+            vec![("prompt", "x")],
+            vec![("image", "a.txt", b"not an image".as_slice())],
+            "not an image",
+        ),
+        (vec![("prompt", "x")], vec![], "at least one image"),
+    ] {
+        let (content_type, form) = multipart(&texts, &files);
+        let key = key.clone();
+        let (status, answer) = tokio::task::spawn_blocking(move || {
+            post_form(port, "/v1/images/edits", &key, &content_type, &form)
+        })
+        .await
+        .unwrap();
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(needle),
+            "{answer}"
+        );
+    }
+    // The requests ran as the key's tenant and are counted there.
     let (_, usage) = node.call("GET", "/v1/usage?tenant=acme", None);
-    assert_eq!(usage["total"]["requests"], 2, "{usage}");
+    assert_eq!(usage["total"]["requests"], 3, "{usage}");
+    assert!(
+        usage["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["kind"] == "image.edit" && g["requests"] == 1),
+        "{usage}"
+    );
 
     // Failures in OpenAI's shape: a refused prompt on the broken instance, a bad body.
     let (status, refused) = http(

@@ -1,5 +1,7 @@
 //! OpenAI-compatible endpoints (PROTOCOL.md §4), for clients written against the
-//! OpenAI API: `POST /v1/images/generations`, `POST /v1/chat/completions` (with
+//! OpenAI API: `POST /v1/images/generations`, `POST /v1/images/edits` (multipart; the
+//! uploaded files are stored as artifacts and the command names them),
+//! `POST /v1/chat/completions` (with
 //! `stream: true` as server-sent events) and `GET /v1/models`, authenticated by a
 //! tenant key (`Authorization: Bearer sy_…`, made with the admin API).
 //!
@@ -282,17 +284,9 @@ pub(super) async fn image_generations(
         Ok(ask) => ask,
         Err(response) => return response,
     };
-    let b64 = match ask.response_format.as_deref() {
-        None | Some("url") => false,
-        Some("b64_json") => true,
-        Some(other) => {
-            return oai_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_request",
-                format!("response_format: '{other}' is neither 'url' nor 'b64_json'"),
-            );
-        }
+    let b64 = match wants_b64(ask.response_format.as_deref()) {
+        Ok(b64) => b64,
+        Err(response) => return response,
     };
     let mut input = Map::new();
     input.insert("prompt".into(), json!(ask.prompt));
@@ -317,7 +311,13 @@ pub(super) async fn image_generations(
         "input": input,
         "route": route_for(&state, ask.model.as_deref()),
     });
-    let (_, mut events) = match submit(&state, body).await {
+    images_answer(&state, body, b64).await
+}
+
+/// Runs an image command and answers `{created, data: [{url | b64_json,
+/// revised_prompt}]}`, or the failure.
+async fn images_answer(state: &OpenAiState, body: Value, b64: bool) -> Response {
+    let (_, mut events) = match submit(state, body).await {
         Ok(submitted) => submitted,
         Err(response) => return response,
     };
@@ -361,6 +361,122 @@ pub(super) async fn image_generations(
             "no terminal event",
         ),
     }
+}
+
+/// `response_format`: whether images come back as base64.
+#[expect(
+    clippy::result_large_err,
+    reason = "a handler helper whose error is the response itself"
+)]
+fn wants_b64(format: Option<&str>) -> Result<bool, Response> {
+    match format {
+        None | Some("url") => Ok(false),
+        Some("b64_json") => Ok(true),
+        Some(other) => Err(oai_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            format!("response_format: '{other}' is neither 'url' nor 'b64_json'"),
+        )),
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    oai_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        "invalid_request",
+        message,
+    )
+}
+
+#[utoipa::path(post, path = "/v1/images/edits", tag = "openai", security(("tenant" = [])), request_body(content = String, description = "multipart/form-data as OpenAI takes it: image (or image[], up to 10 files), mask (file), prompt, model, n, size, quality, response_format (url | b64_json), output_format, user", content_type = "multipart/form-data"), responses((status = 200, description = "{created, data: [{url | b64_json, revised_prompt}]}"), (status = 400, description = "invalid request (a file that is not an image, no image, no prompt …)"), (status = 401, description = "missing or unknown tenant key"), (status = 429, description = "quota exceeded or rate limited"), (status = 502, description = "the provider failed"), (status = 503, description = "no provider, or the bus is down")))]
+pub(super) async fn image_edits(
+    State(state): State<OpenAiState>,
+    Extension(KeyTenant(tenant)): Extension<KeyTenant>,
+    mut form: axum::extract::Multipart,
+) -> Response {
+    let mut images = Vec::new();
+    let mut mask = None;
+    let mut fields: Map<String, Value> = Map::new();
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => return bad_request(format!("the form does not parse: {e}")),
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        let bytes = match field.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) => return bad_request(format!("{name}: cannot be read: {e}")),
+        };
+        match name.as_str() {
+            "image" | "image[]" | "mask" => {
+                // Stored as artifacts, so the command names them and stays small.
+                let meta = match state.artifacts.put(&bytes).await {
+                    Ok(meta) => meta,
+                    Err(crate::artifacts::ArtifactError::NotAnImage(why)) => {
+                        return bad_request(format!("{name}: not an image ({why})"));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "artifact write failed");
+                        return oai_error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "server_error",
+                            "internal",
+                            "the image could not be stored",
+                        );
+                    }
+                };
+                let reference = json!({"artifact_id": meta.id});
+                if name == "mask" {
+                    mask = Some(reference);
+                } else {
+                    images.push(reference);
+                }
+            }
+            _ => {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                fields.insert(name, Value::String(text));
+            }
+        }
+    }
+    let text = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_owned);
+    let b64 = match wants_b64(text("response_format").as_deref()) {
+        Ok(b64) => b64,
+        Err(response) => return response,
+    };
+    if images.is_empty() {
+        return bad_request("image: at least one image file is required");
+    }
+    let mut input = Map::new();
+    input.insert("prompt".into(), json!(text("prompt").unwrap_or_default()));
+    input.insert("images".into(), Value::Array(images));
+    if let Some(mask) = mask {
+        input.insert("mask".into(), mask);
+    }
+    for name in ["size", "quality", "output_format"] {
+        if let Some(value) = text(name) {
+            input.insert(name.into(), json!(value));
+        }
+    }
+    if let Some(n) = text("n") {
+        match n.parse::<i64>() {
+            Ok(n) => {
+                input.insert("n".into(), json!(n));
+            }
+            Err(_) => return bad_request(format!("n: '{n}' is not a number")),
+        }
+    }
+    let body = json!({
+        "request_id": new_request_id(),
+        "tenant": tenant.as_str(),
+        "user": text("user"),
+        "kind": Kind::ImageEdit.as_str(),
+        "input": input,
+        "route": route_for(&state, text("model").as_deref()),
+    });
+    images_answer(&state, body, b64).await
 }
 
 // === chat ===
