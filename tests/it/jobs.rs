@@ -1,10 +1,7 @@
 //! Jobs over HTTP (PROTOCOL.md §4): `POST /v1/jobs`, `GET /v1/jobs/{id}` and its
 //! server-sent events, on a real `serve` runtime (memory bus, SQLite, `mock`).
 
-use std::{
-    io::{Read, Write},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -13,30 +10,19 @@ use switchyard_runtime::{bus::EventFilter, store::NewTask};
 
 use crate::{
     reload::{Node, TOKEN, http, start_node},
-    support::TestDb,
+    support::{TestDb, raw_http},
 };
 
-/// Reads `GET path` to its end (the server closes an event stream after the terminal
-/// event): the status and the raw body.
+/// Reads `GET path` with the admin token to its end (the server closes an event
+/// stream after the terminal event): the status and the raw response.
 fn read_all(port: u16, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    raw_http(
+        port,
+        "GET",
+        path,
+        &[format!("Authorization: Bearer {TOKEN}")],
+        b"",
     )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
 }
 
 /// The `(event:, id:, data:)` of each server-sent event in a raw body.
@@ -172,6 +158,7 @@ async fn jobs_are_posted_polled_and_streamed() {
     assert_eq!(node.call("GET", "/v1/jobs/987654", None).0, 404);
     assert_eq!(read_all(port, "/v1/jobs/987654/events").0, 404);
     node.stop().await;
+    db.cleanup().await;
 }
 
 /// A job that fails reads `failed` with the terminal event's error; bad bodies are a
@@ -220,17 +207,21 @@ async fn failed_jobs_and_bad_bodies() {
         assert!(message.contains(needle), "{body} -> {message}");
     }
     // Not JSON at all.
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap();
-    write!(stream, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 5\r\n\r\n{{oops").unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    let (status, raw) = raw_http(
+        node.port,
+        "POST",
+        "/v1/jobs",
+        &[format!("Authorization: Bearer {TOKEN}")],
+        b"{oops",
+    );
+    assert_eq!(status, 400, "{raw}");
     // Only the one good job was stored.
     assert_eq!(
         db.raw_strings("SELECT request_id FROM tasks").await,
         ["broken-1"]
     );
     node.stop().await;
+    db.cleanup().await;
 }
 
 /// A job stored but never handed to the bus (the bus failed, or the process died in
@@ -259,6 +250,13 @@ async fn a_retried_post_queues_a_job_the_bus_never_took() {
     let job = wait_for_status(&node, stored.id, "done").await;
     assert!(job["result"]["output"]["text"].is_string(), "{job}");
     node.stop().await;
+    db.cleanup().await;
+}
+
+/// One `mock` instance at $0.01 an image.
+fn priced_mock() -> Value {
+    json!([{"name": "mock-a", "provider": "mock", "priority": 100,
+            "cost": {"per_image": {"default": 0.01}}}])
 }
 
 /// Posts a job and waits for it to end: its final state.
@@ -288,12 +286,7 @@ fn image(user: &str, n: u32) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_refuse_requests_past_them_and_only_those() {
     let db = TestDb::sqlite().await;
-    let node = start_node(
-        &db,
-        json!([{"name": "mock-a", "provider": "mock", "priority": 100,
-                "cost": {"per_image": {"default": 0.01}}}]),
-    )
-    .await;
+    let node = start_node(&db, priced_mock()).await;
     for (body, needle) in [
         (
             json!({"tenant": "acme", "period": "week", "max_images": 3}),
@@ -386,6 +379,7 @@ async fn quotas_refuse_requests_past_them_and_only_those() {
     );
     assert_eq!(run_job(&node, image("ann", 2)).await["status"], "done");
     node.stop().await;
+    db.cleanup().await;
 }
 
 /// `cache: true` is answered from the tenant's identical earlier request: the same
@@ -394,12 +388,7 @@ async fn quotas_refuse_requests_past_them_and_only_those() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_true_answers_from_an_identical_earlier_request() {
     let db = TestDb::sqlite().await;
-    let node = start_node(
-        &db,
-        json!([{"name": "mock-a", "provider": "mock", "priority": 100,
-                "cost": {"per_image": {"default": 0.01}}}]),
-    )
-    .await;
+    let node = start_node(&db, priced_mock()).await;
     let fox = |tenant: &str, prompt: &str, cache: bool| {
         json!({"tenant": tenant, "kind": "image.generate", "cache": cache,
                "input": {"prompt": prompt, "size": "64x64", "seed": 7}})
@@ -462,4 +451,5 @@ async fn cache_true_answers_from_an_identical_earlier_request() {
     assert_eq!(events[1].2["delta"], fresh["result"]["output"]["text"]);
     assert_eq!(events[2].2["cached"], true);
     node.stop().await;
+    db.cleanup().await;
 }

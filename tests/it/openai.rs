@@ -2,17 +2,12 @@
 //! `mock`): tenant keys made and revoked through the admin API, and the answers in
 //! OpenAI's shapes.
 
-use std::{
-    io::{Read, Write},
-    time::Duration,
-};
-
 use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::{
     reload::{http, start_node},
-    support::TestDb,
+    support::{TestDb, raw_http},
 };
 
 /// A `multipart/form-data` body of text fields and files (name, file name, bytes).
@@ -39,55 +34,29 @@ fn multipart(texts: &[(&str, &str)], files: &[(&str, &str, &[u8])]) -> (String, 
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-/// `POST path` of a raw body with a tenant key: the status and the JSON answer.
-fn post_form(port: u16, path: &str, key: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {key}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
+/// `POST path` of a body with a tenant key: the status and the raw response.
+fn post_raw(port: u16, path: &str, key: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    raw_http(
+        port,
+        "POST",
+        path,
+        &[
+            format!("Authorization: Bearer {key}"),
+            format!("Content-Type: {content_type}"),
+        ],
+        body,
     )
-    .unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let json = text
-        .find('{')
-        .and_then(|start| {
-            serde_json::from_str(text[start..].trim_end_matches(['\r', '\n', '0'])).ok()
-        })
-        .unwrap_or(Value::Null);
-    (status, json)
 }
 
-/// `POST path` with a tenant key: the status and the raw response.
-fn post_raw(port: u16, path: &str, key: &str, body: &Value) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let body = body.to_string();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+/// [`post_raw`], with the JSON object of the answer.
+fn post_form(port: u16, path: &str, key: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+    let (status, text) = post_raw(port, path, key, content_type, body);
+    let json = text
+        .find('{')
+        .zip(text.rfind('}'))
+        .and_then(|(start, end)| serde_json::from_str(&text[start..=end]).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,7 +231,13 @@ async fn openai_clients_generate_images_and_chat_with_a_tenant_key() {
     let mut streamed = ask.clone();
     streamed["stream"] = json!(true);
     let (status, raw) = tokio::task::spawn_blocking(move || {
-        post_raw(port, "/v1/chat/completions", &key, &streamed)
+        post_raw(
+            port,
+            "/v1/chat/completions",
+            &key,
+            "application/json",
+            streamed.to_string().as_bytes(),
+        )
     })
     .await
     .unwrap();
@@ -308,4 +283,5 @@ async fn openai_clients_generate_images_and_chat_with_a_tenant_key() {
         404
     );
     node.stop().await;
+    db.cleanup().await;
 }

@@ -104,11 +104,7 @@ pub(super) async fn require_tenant_key(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = super::bearer(&headers);
     let unauthorized = || {
         let mut response = oai_error(
             StatusCode::UNAUTHORIZED,
