@@ -6,6 +6,7 @@ mod demo;
 mod plugins;
 mod providers;
 mod remote;
+mod tenants;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -20,7 +21,7 @@ pub struct Cli {
     /// Config file (default: config/switchyard.toml if it exists, else built-in defaults).
     #[arg(long, global = true, env = "SWITCHYARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// `providers …` against this running server's admin API (e.g. http://127.0.0.1:8080)
+    /// `providers`, `plugins`, `keys` and `quotas` against this running server's admin API (e.g. http://127.0.0.1:8080)
     /// instead of the database.
     #[arg(long, global = true, env = "SWITCHYARD_SERVER", value_name = "URL")]
     server: Option<String>,
@@ -51,6 +52,12 @@ enum Command {
     /// Manage WASM provider plugins (install, list, remove, rollback).
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Manage tenant keys for the OpenAI-compatible endpoints (create, list, revoke).
+    #[command(subcommand)]
+    Keys(tenants::KeysCommand),
+    /// Manage tenant quotas (set, list, remove).
+    #[command(subcommand)]
+    Quotas(tenants::QuotasCommand),
     /// Run the runtime on the embedded defaults, send sample commands through the bus,
     /// print their events and where the images went, and exit.
     Demo(demo::DemoArgs),
@@ -111,6 +118,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 announce(&settings, Notice::Plugins(&name)).await;
             }
             Ok(code)
+        }
+        Command::Keys(command) if cli.server.is_some() => {
+            let remote = remote::Remote::new(cli.server.as_deref().unwrap_or_default(), cli.token)?;
+            tenants::keys_remote(&remote, command).await
+        }
+        Command::Quotas(command) if cli.server.is_some() => {
+            let remote = remote::Remote::new(cli.server.as_deref().unwrap_or_default(), cli.token)?;
+            tenants::quotas_remote(&remote, command).await
+        }
+        Command::Keys(command) => {
+            let store = open_store(cli.config.as_deref()).await?;
+            let result = tenants::keys(&store, command).await;
+            store.close().await;
+            result
+        }
+        Command::Quotas(command) => {
+            let store = open_store(cli.config.as_deref()).await?;
+            let result = tenants::quotas(&store, command).await;
+            store.close().await;
+            result
         }
         Command::Providers(command) if cli.server.is_some() => {
             let remote = remote::Remote::new(cli.server.as_deref().unwrap_or_default(), cli.token)?;
@@ -182,6 +209,15 @@ fn settings_message(error: &SettingsError) -> String {
         }
         other => other.to_string(),
     }
+}
+
+async fn open_store(
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<switchyard_runtime::store::Store> {
+    let settings = load_settings(file)?;
+    switchyard_runtime::open_store(&settings)
+        .await
+        .context("cannot open the database")
 }
 
 fn config_check(file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {

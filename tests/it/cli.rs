@@ -609,3 +609,124 @@ fn bench_on_postgres_drops_its_schema() {
     });
     assert_eq!(left, 0, "schema {schema} was left behind");
 }
+
+#[test]
+fn keys_and_quotas_commands_work_locally_and_through_a_server() {
+    let env = Env::new("[[providers]]\nname = \"mock-a\"\nprovider = \"mock\"\n");
+    let made = env.ok(&["keys", "create", "--tenant", "acme", "--name", "web"]);
+    let secret = made
+        .split_whitespace()
+        .find(|w| w.starts_with("sy_"))
+        .unwrap_or_else(|| panic!("no key printed: {made}"))
+        .to_owned();
+    let listed = env.ok(&["keys", "list", "--tenant", "acme"]);
+    assert!(
+        listed.contains("web") && listed.contains("live"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&secret), "the key is printed only once");
+    env.ok(&[
+        "quotas",
+        "set",
+        "--tenant",
+        "acme",
+        "--period",
+        "day",
+        "--max-images",
+        "5",
+    ]);
+    for (args, needle) in [
+        (
+            vec![
+                "quotas",
+                "set",
+                "--tenant",
+                "acme",
+                "--period",
+                "week",
+                "--max-images",
+                "5",
+            ],
+            "neither 'day' nor 'month'",
+        ),
+        (
+            vec!["quotas", "set", "--tenant", "acme", "--period", "day"],
+            "at least one",
+        ),
+        (
+            vec![
+                "quotas",
+                "set",
+                "--tenant",
+                "a b",
+                "--period",
+                "day",
+                "--max-images",
+                "1",
+            ],
+            "tenant",
+        ),
+    ] {
+        let out = env.run(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    let quotas = env.ok(&["quotas", "list", "--tenant", "acme"]);
+    assert!(
+        quotas.contains("day") && quotas.contains("images 0/5"),
+        "{quotas}"
+    );
+
+    let (mut serve, server) = env.serve("cli-tenants-admin-token");
+    let remote = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["--server", &server, "--token", "cli-tenants-admin-token"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = remote(&["quotas", "list", "--tenant", "acme"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("images 0/5"),
+        "{}",
+        stderr(&out)
+    );
+    let out = remote(&[
+        "quotas",
+        "set",
+        "--tenant",
+        "acme",
+        "--user",
+        "bob b",
+        "--period",
+        "month",
+        "--max-requests",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remote(&[
+        "quotas", "remove", "--tenant", "acme", "--user", "bob b", "--period", "month",
+    ]);
+    assert!(
+        out.status.success(),
+        "a user with a space is encoded: {}",
+        stderr(&out)
+    );
+    let out = remote(&["quotas", "remove", "--tenant", "acme", "--period", "month"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+    let out = remote(&["keys", "create", "--tenant", "acme"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remote(&["keys", "revoke", "--tenant", "acme", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remote(&["keys", "list", "--tenant", "acme"]);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        listed.contains("revoked") && listed.contains("live"),
+        "{listed}"
+    );
+    let _ = Command::new("kill")
+        .args(["-INT", &serve.id().to_string()])
+        .status();
+    let _ = serve.wait();
+}

@@ -120,42 +120,10 @@ pub(super) async fn put_quota(State(admin): State<AdminState>, body: Bytes) -> R
         Ok(body) => body,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a quota: {e}")),
     };
-    if let Err(response) = tenant_of(Some(&body.tenant)) {
-        return response;
-    }
-    if let Some(user) = &body.user
-        && user.is_empty()
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "user: leave it out for the whole tenant",
-        );
-    }
     let period = match period_of(&body.period) {
         Ok(period) => period,
         Err(response) => return response,
     };
-    if body.max_requests.is_none() && body.max_images.is_none() && body.max_cost_usd.is_none() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "give at least one of max_requests, max_images, max_cost_usd",
-        );
-    }
-    for (name, negative) in [
-        ("max_requests", body.max_requests.is_some_and(|m| m < 0)),
-        ("max_images", body.max_images.is_some_and(|m| m < 0)),
-        (
-            "max_cost_usd",
-            body.max_cost_usd.is_some_and(|m| !m.is_finite() || m < 0.0),
-        ),
-    ] {
-        if negative {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("{name}: must be a number ≥ 0"),
-            );
-        }
-    }
     let quota = Quota {
         tenant: body.tenant,
         user: body.user,
@@ -164,6 +132,9 @@ pub(super) async fn put_quota(State(admin): State<AdminState>, body: Bytes) -> R
         max_images: body.max_images,
         max_cost_usd: body.max_cost_usd,
     };
+    if let Err(message) = quota.check() {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
     if let Err(e) = admin.store.set_quota(&quota).await {
         return store_error(e);
     }

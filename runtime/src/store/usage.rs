@@ -120,6 +120,36 @@ pub struct Quota {
     pub max_cost_usd: Option<f64>,
 }
 
+impl Quota {
+    /// Checks what the store cannot: a valid tenant, a non-empty user if any, at least
+    /// one limit, and no negative one. The message names the field.
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub fn check(&self) -> Result<(), String> {
+        switchyard_core::Tenant::new(self.tenant.as_str()).map_err(|e| format!("tenant: {e}"))?;
+        if self.user.as_deref() == Some("") {
+            return Err("user: leave it out for the whole tenant".to_owned());
+        }
+        if self.max_requests.is_none() && self.max_images.is_none() && self.max_cost_usd.is_none() {
+            return Err("give at least one of max_requests, max_images, max_cost_usd".to_owned());
+        }
+        for (name, bad) in [
+            ("max_requests", self.max_requests.is_some_and(|m| m < 0)),
+            ("max_images", self.max_images.is_some_and(|m| m < 0)),
+            (
+                "max_cost_usd",
+                self.max_cost_usd.is_some_and(|m| !m.is_finite() || m < 0.0),
+            ),
+        ] {
+            if bad {
+                return Err(format!("{name}: must be a number ≥ 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct QuotaRow {
     tenant: String,
