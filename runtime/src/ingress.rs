@@ -291,6 +291,9 @@ impl CommandHandler {
         if task.status == TaskStatus::Pending {
             if command.cache {
                 cached = self.cached_answer(&command).await?;
+                let outcome = if cached.is_some() { "hit" } else { "miss" };
+                metrics::counter!("switchyard_cache_lookups_total", "outcome" => outcome)
+                    .increment(1);
             }
             if cached.is_none() {
                 refuse = self
