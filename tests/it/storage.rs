@@ -55,6 +55,7 @@ on_both_databases!(
     usage_is_summed_per_provider_model_and_kind,
     quotas_are_upserted,
     usage_totals_count_a_tenant_or_one_user_since_a_time,
+    quota_checks_see_other_processes_within_the_refresh_and_their_own_at_once,
     seeding_never_overwrites_operator_edits,
     usage_is_written_with_the_terminal_row_and_only_once,
     group_commit_keeps_every_answer_of_the_single_writes,
@@ -1003,4 +1004,76 @@ async fn sqlite_wal_is_checkpointed_in_the_background() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// The quota checker of one process: its own completions count at once; usage that
+/// another process wrote counts from the next refresh; a quota changed elsewhere
+/// applies from the next refresh too, or at once when invalidated.
+async fn quota_checks_see_other_processes_within_the_refresh_and_their_own_at_once(db: &TestDb) {
+    use switchyard_runtime::quota::{Ask, Quotas};
+    let store = &db.store;
+    let refresh = std::time::Duration::from_millis(300);
+    let quotas = Quotas::with_refresh(store.clone(), refresh);
+    let ask = Ask {
+        tenant: "acme",
+        user: None,
+        images: 1,
+    };
+    assert_eq!(quotas.check(ask).await.unwrap(), None, "no quota yet");
+    store
+        .set_quota(&Quota {
+            tenant: "acme".into(),
+            user: None,
+            period: QuotaPeriod::Day,
+            max_requests: Some(3),
+            max_images: None,
+            max_cost_usd: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        quotas.check(ask).await.unwrap(),
+        None,
+        "the cached 'no quota' stands until the refresh"
+    );
+    quotas.invalidate("acme");
+    assert_eq!(quotas.check(ask).await.unwrap(), None, "0 of 3 used");
+    // This process finishes two requests: counted at once.
+    quotas.record("acme", None, 1, 0.01);
+    quotas.record("acme", None, 1, 0.01);
+    assert_eq!(quotas.check(ask).await.unwrap(), None, "2 of 3 used");
+    // Another process finishes one (a usage row this checker has not read).
+    let usage = |images: i64| UsageRecord {
+        task_id: None,
+        tenant: "acme".into(),
+        user: None,
+        config_id: None,
+        provider: "mock".into(),
+        model: None,
+        kind: Kind::ImageGenerate,
+        images,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd: 0.01,
+    };
+    for _ in 0..3 {
+        store.record_usage(&usage(1)).await.unwrap();
+    }
+    tokio::time::sleep(refresh + std::time::Duration::from_millis(50)).await;
+    let refused = quotas.check(ask).await.unwrap();
+    assert!(
+        refused.as_deref().is_some_and(|m| m.contains("3 requests")),
+        "after the refresh the store's 3 rows count: {refused:?}"
+    );
+    assert_eq!(
+        quotas
+            .check(Ask {
+                tenant: "other",
+                ..ask
+            })
+            .await
+            .unwrap(),
+        None,
+        "other tenants are untouched"
+    );
 }
