@@ -268,6 +268,18 @@ async fn openai_clients_generate_images_and_chat_with_a_tenant_key() {
         "stop"
     );
 
+    // A stream that fails before its first chunk is an HTTP error, not an event stream.
+    let (status, refused) = http(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        made["key"].as_str(),
+        Some(&json!({"model": "mock-broken", "stream": true,
+                     "messages": [{"role": "user", "content": "hi"}]})),
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["code"], "content_filtered");
+
     // A revoked key stops working at once.
     let id = made["id"].as_i64().unwrap();
     assert_eq!(

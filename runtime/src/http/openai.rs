@@ -200,11 +200,11 @@ async fn submit(state: &OpenAiState, body: Value) -> Result<(Command, Events), R
     Ok((command, events))
 }
 
-/// Waits for the terminal event.
-async fn terminal(events: &mut Events) -> Result<Event, Response> {
+/// Waits for the first event that `wanted` picks.
+async fn wait_for(events: &mut Events, wanted: fn(&Event) -> bool) -> Result<Event, Response> {
     let wait = async {
         while let Some(event) = events.next().await {
-            if event.is_terminal() {
+            if wanted(&event) {
                 return Some(event);
             }
         }
@@ -225,6 +225,11 @@ async fn terminal(events: &mut Events) -> Result<Event, Response> {
             format!("no answer within {} s", WAIT.as_secs()),
         )),
     }
+}
+
+/// Waits for the terminal event.
+async fn terminal(events: &mut Events) -> Result<Event, Response> {
+    wait_for(events, Event::is_terminal).await
 }
 
 /// Parses a JSON body into `T`, as a 400 in OpenAI's shape when it does not fit.
@@ -571,6 +576,20 @@ pub(super) async fn chat_completions(
     let id = format!("chatcmpl-{request_id}");
     let model = ask.model.unwrap_or_else(|| "auto".to_owned());
     if ask.stream {
+        // Until the first chunk a failure is still an HTTP error, as OpenAI answers it;
+        // only then does the event stream start.
+        let first = match wait_for(&mut events, |e| {
+            e.is_terminal() || matches!(e.body, EventBody::Chunk { .. })
+        })
+        .await
+        {
+            Ok(first) => first,
+            Err(response) => return response,
+        };
+        if let EventBody::Failed { error, .. } = &first.body {
+            return failure_response(error);
+        }
+        let events: Events = Box::pin(stream::once(async move { first }).chain(events));
         return Sse::new(chat_chunks(events, id, model, unix_now())).into_response();
     }
     let event = match terminal(&mut events).await {
@@ -611,8 +630,8 @@ pub(super) async fn chat_completions(
 }
 
 /// A request's events as `chat.completion.chunk` server-sent events: one per `chunk`
-/// event, a last one with `finish_reason`, then `[DONE]`. A request that fails sends
-/// an `error` object before `[DONE]` (whatever text it streamed stays incomplete).
+/// event, a last one with `finish_reason`, then `[DONE]`. A request that fails after
+/// its first chunk sends an `error` object before `[DONE]` (the text stays incomplete).
 fn chat_chunks(
     events: Events,
     id: String,
