@@ -32,6 +32,12 @@ pub struct SubmitArgs {
     /// Request id (default: generated).
     #[arg(long)]
     request_id: Option<String>,
+    /// End user inside the tenant (quotas and usage can be per user).
+    #[arg(long)]
+    user: Option<String>,
+    /// May be answered from an identical earlier `--cache` request.
+    #[arg(long)]
+    cache: bool,
     /// Print the request's events until the terminal one.
     #[arg(long)]
     wait: bool,
@@ -70,8 +76,8 @@ pub async fn submit(settings: Settings, args: SubmitArgs) -> anyhow::Result<bool
         Kind::TextGenerate => json!({"messages": [{"role": "user", "content": args.prompt}]}),
         _ => json!({"prompt": args.prompt, "size": args.size}),
     };
-    let mut value =
-        json!({"request_id": request_id, "tenant": args.tenant, "kind": args.kind, "input": input});
+    let mut value = json!({"request_id": request_id, "tenant": args.tenant, "user": args.user,
+                           "kind": args.kind, "input": input, "cache": args.cache});
     if let Some(provider) = args.provider {
         value["route"] = json!({"provider": provider});
     }

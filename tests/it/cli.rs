@@ -730,3 +730,104 @@ fn keys_and_quotas_commands_work_locally_and_through_a_server() {
         .status();
     let _ = serve.wait();
 }
+
+/// `submit --wait` and `watch` against a running `serve` over a real nats-server: the
+/// events of each request in order, `--cache` answered from the first request the
+/// second time, and `watch` seeing both.
+#[test]
+fn submit_and_watch_work_against_a_running_server_over_nats() {
+    let nats = crate::support::NatsServer::start();
+    let env = Env::new(&format!(
+        "[bus]\nurl = \"{}\"\n[[providers]]\nname = \"mock-a\"\nprovider = \"mock\"\n",
+        nats.url()
+    ));
+    let (mut serve, _) = env.serve("cli-submit-admin-token");
+    let mut watch = crate::support::Served(
+        env.command()
+            .args(["watch", "--tenant", "acme"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let submit = |extra: &[&str]| {
+        let out = env.run(
+            &[
+                &[
+                    "submit",
+                    "--kind",
+                    "text.generate",
+                    "--prompt",
+                    "hello",
+                    "--tenant",
+                    "acme",
+                ],
+                extra,
+            ]
+            .concat(),
+        );
+        let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (out, events)
+    };
+    let (out, first) = submit(&["--cache", "--wait", "--user", "bob"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let types: Vec<&str> = first.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types.first(), Some(&"accepted"), "{types:?}");
+    assert_eq!(types.last(), Some(&"completed"), "{types:?}");
+    assert_eq!(first.last().unwrap()["cached"], false);
+    let (out, second) = submit(&["--cache", "--wait"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let last = second.last().unwrap();
+    assert_eq!(last["cached"], true, "{second:?}");
+    assert_eq!(
+        last["output"]["text"],
+        first.last().unwrap()["output"]["text"]
+    );
+
+    // watch printed both requests' events as they happened.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = String::new();
+    let mut stdout = watch.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(&mut stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut completed = 0;
+    while completed < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("watch did not print both requests: {seen}"));
+        completed += usize::from(line.contains("\"type\":\"completed\""));
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    // The memory bus lives in one process: submit says so instead of hanging.
+    let out = env.run(&[
+        "submit",
+        "--kind",
+        "text.generate",
+        "--prompt",
+        "x",
+        "--bus",
+        "memory://",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("inside one process"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = Command::new("kill")
+        .args(["-INT", &serve.id().to_string()])
+        .status();
+    let _ = serve.wait();
+}
