@@ -7,8 +7,8 @@
 //!
 //! Checking must not cost a database round trip per command (that is what the group
 //! commit exists to avoid), so each process keeps, per tenant, its quotas and the
-//! usage they count, read at most every [`REFRESH`] and advanced by its own completions
-//! in between. The limit is therefore soft by what other processes finished in the
+//! usage they count, read again every [`REFRESH`] (by one caller, while the others go
+//! on with what is cached) and advanced by its own completions in between. The limit is therefore soft by what other processes finished in the
 //! last [`REFRESH`] and by the requests in flight at once; a tenant without quotas
 //! costs one cached lookup.
 
@@ -80,14 +80,21 @@ impl Quotas {
     /// [`StoreError`] when the quotas or usage cannot be read.
     pub async fn check(&self, ask: Ask<'_>) -> Result<Option<String>, StoreError> {
         let now = Utc::now();
-        let cached = self
-            .tenants
-            .lock()
-            .ok()
-            .and_then(|t| t.get(ask.tenant).cloned());
+        let cached = self.tenants.lock().ok().and_then(|mut tenants| {
+            let t = tenants.get_mut(ask.tenant)?;
+            if rolled_over(t, now) {
+                return None;
+            }
+            if t.read_at.elapsed() >= self.refresh {
+                // One caller reads again; the others meanwhile count on what is here.
+                t.read_at = Instant::now();
+                return None;
+            }
+            Some(t.clone())
+        });
         let tenant = match cached {
-            Some(t) if t.read_at.elapsed() < self.refresh && !rolled_over(&t, now) => t,
-            _ => self.read(ask.tenant, now).await?,
+            Some(t) => t,
+            None => self.read(ask.tenant, now).await?,
         };
         Ok(tenant
             .quotas
