@@ -92,6 +92,17 @@ pub fn router(state: HttpState) -> Router {
             ))
             .with_state(compatible);
         app = app.merge(oai);
+        // Jobs: the admin token (any tenant) or a tenant key (its own tenant only).
+        let jobs = Router::new()
+            .route("/v1/jobs", post(jobs::submit_job))
+            .route("/v1/jobs/{id}", get(jobs::get_job))
+            .route("/v1/jobs/{id}/events", get(jobs::job_events))
+            .layer(middleware::from_fn_with_state(
+                admin.clone(),
+                require_admin_or_tenant,
+            ))
+            .with_state(admin.clone());
+        app = app.merge(jobs);
         let api = Router::new()
             .route("/v1/providers", get(list_providers).post(create_provider))
             .route("/v1/providers/reload", post(reload))
@@ -115,9 +126,6 @@ pub fn router(state: HttpState) -> Router {
                 get(openai::list_keys).post(openai::create_key),
             )
             .route("/v1/tenants/{tenant}/keys/{id}", delete(openai::revoke_key))
-            .route("/v1/jobs", post(jobs::submit_job))
-            .route("/v1/jobs/{id}", get(jobs::get_job))
-            .route("/v1/jobs/{id}/events", get(jobs::job_events))
             .route("/v1/plugins", get(plugins::list_plugins))
             .route(
                 "/v1/plugins/{name}",
@@ -187,6 +195,58 @@ fn bearer(headers: &HeaderMap) -> &str {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("")
+}
+
+/// Who called an endpoint open to both the admin and tenants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// The admin token: any tenant.
+    Admin,
+    /// A tenant key: this tenant only.
+    Tenant(String),
+}
+
+impl Caller {
+    /// Whether this caller may see `tenant`'s data.
+    pub(crate) fn sees(&self, tenant: &str) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Tenant(own) => own == tenant,
+        }
+    }
+}
+
+/// Middleware: the admin token or a live tenant key, or 401; tells the handler which.
+async fn require_admin_or_tenant(
+    State(admin): State<AdminState>,
+    headers: HeaderMap,
+    mut request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let given = bearer(&headers);
+    let caller = if constant_time_eq(given.as_bytes(), admin.token.expose().as_bytes()) {
+        Some(Caller::Admin)
+    } else if given.is_empty() {
+        None
+    } else {
+        match admin.store.tenant_of_key(given).await {
+            Ok(tenant) => tenant.map(Caller::Tenant),
+            Err(e) => return store_error(e),
+        }
+    };
+    let Some(caller) = caller else {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token or tenant key",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
 }
 
 async fn require_admin(

@@ -453,3 +453,67 @@ async fn cache_true_answers_from_an_identical_earlier_request() {
     node.stop().await;
     db.cleanup().await;
 }
+
+/// A tenant key reaches its own tenant's jobs only: it may leave `tenant` out, may not
+/// submit for another tenant, and sees another tenant's job as no job at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_keys_reach_their_own_jobs_only() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(&db, priced_mock()).await;
+    let (_, made) = node.call("POST", "/v1/tenants/acme/keys", None);
+    let key = made["key"].as_str().unwrap().to_owned();
+    let text = json!({"kind": "text.generate",
+                      "input": {"messages": [{"role": "user", "content": "hi"}]}});
+    let (status, posted) = http(node.port, "POST", "/v1/jobs", Some(&key), Some(&text));
+    assert_eq!(status, 202, "{posted}");
+    assert_eq!(posted["tenant"], "acme", "the key's tenant fills in");
+    let mut other = text.clone();
+    other["tenant"] = json!("other");
+    let (status, refused) = http(node.port, "POST", "/v1/jobs", Some(&key), Some(&other));
+    assert_eq!(status, 403, "{refused}");
+    // The admin submits for any tenant; the key does not see that job.
+    let (status, theirs) = node.call("POST", "/v1/jobs", Some(other));
+    assert_eq!(status, 202, "{theirs}");
+    let own = posted["id"].as_i64().unwrap();
+    let foreign = theirs["id"].as_i64().unwrap();
+    let (status, mine) = http(
+        node.port,
+        "GET",
+        &format!("/v1/jobs/{own}"),
+        Some(&key),
+        None,
+    );
+    assert_eq!((status, &mine["tenant"]), (200, &json!("acme")), "{mine}");
+    for path in [
+        format!("/v1/jobs/{foreign}"),
+        format!("/v1/jobs/{foreign}/events"),
+    ] {
+        assert_eq!(
+            http(node.port, "GET", &path, Some(&key), None).0,
+            404,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        node.call("GET", &format!("/v1/jobs/{foreign}"), None).0,
+        200
+    );
+    // The key is for jobs and the OpenAI-compatible API, not the admin API.
+    assert_eq!(
+        http(node.port, "GET", "/v1/providers", Some(&key), None).0,
+        401
+    );
+    assert_eq!(
+        http(
+            node.port,
+            "GET",
+            &format!("/v1/jobs/{own}"),
+            Some("sy_wrong"),
+            None
+        )
+        .0,
+        401
+    );
+    node.stop().await;
+    db.cleanup().await;
+}

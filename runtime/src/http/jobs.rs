@@ -1,6 +1,7 @@
 //! Jobs over HTTP (PROTOCOL.md §4): `POST /v1/jobs` takes a command body and queues
 //! it, `GET /v1/jobs/{id}` answers its status and result, `GET /v1/jobs/{id}/events`
-//! streams its events as server-sent events.
+//! streams its events as server-sent events. The admin token reaches every tenant's
+//! jobs; a tenant key only its own tenant's.
 //!
 //! A job is a task row and its id is the row id (the `task_id` of its `accepted`
 //! event). `POST` validates the command, stores the row, publishes `accepted` and then
@@ -14,7 +15,7 @@
 use std::time::Duration;
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
     extract::{Path, State},
     http::{StatusCode, header},
@@ -27,7 +28,7 @@ use futures_util::{Stream, StreamExt, stream};
 use serde_json::{Value, json};
 use switchyard_core::{Command, Event, EventBody, RequestId, Tenant, protocol::PROTOCOL_VERSION};
 
-use super::{AdminState, error, store_error};
+use super::{AdminState, Caller, error, store_error};
 use crate::{
     bus::{BusError, EventFilter},
     store::{NewTask, Task, TaskInsert, TaskStatus},
@@ -96,7 +97,7 @@ pub(super) fn job_json(task: &Task) -> Value {
     clippy::result_large_err,
     reason = "a handler helper whose error is the response itself"
 )]
-fn posted_command(body: &[u8]) -> Result<Command, Response> {
+fn posted_command(body: &[u8], caller: &Caller) -> Result<Command, Response> {
     let mut value: Value = serde_json::from_slice(body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
@@ -112,6 +113,18 @@ fn posted_command(body: &[u8]) -> Result<Command, Response> {
     object
         .entry("request_id")
         .or_insert_with(|| Value::String(new_request_id()));
+    if let Caller::Tenant(own) = caller {
+        // A tenant key submits for its own tenant, which the body may leave out.
+        let tenant = object
+            .entry("tenant")
+            .or_insert_with(|| Value::String(own.clone()));
+        if tenant.as_str() != Some(own.as_str()) {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                format!("a key of tenant '{own}' submits only for that tenant"),
+            ));
+        }
+    }
     let bytes = serde_json::to_vec(&value).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
@@ -122,9 +135,13 @@ fn posted_command(body: &[u8]) -> Result<Command, Response> {
         .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("admin" = [])), request_body(content = String, description = "a command (PROTOCOL.md §2); `request_id` may be left out and is then generated", content_type = "application/json"), responses((status = 202, description = "{id, status: \"queued\", request_id, tenant}: stored and queued (header Location: /v1/jobs/{id})"), (status = 200, description = "the tenant already used this request_id: that job, as GET /v1/jobs/{id} shows it"), (status = 400, description = "not a valid command (the message names each bad field)"), (status = 401, description = "missing or wrong admin token"), (status = 503, description = "stored but the bus did not take it: POST it again")))]
-pub(super) async fn submit_job(State(admin): State<AdminState>, body: Bytes) -> Response {
-    let command = match posted_command(&body) {
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("admin" = []), ("tenant" = [])), request_body(content = String, description = "a command (PROTOCOL.md §2); `request_id` may be left out and is then generated", content_type = "application/json"), responses((status = 202, description = "{id, status: \"queued\", request_id, tenant}: stored and queued (header Location: /v1/jobs/{id})"), (status = 200, description = "the tenant already used this request_id: that job, as GET /v1/jobs/{id} shows it"), (status = 403, description = "a tenant key submitting for another tenant"), (status = 400, description = "not a valid command (the message names each bad field)"), (status = 401, description = "missing or wrong admin token or tenant key"), (status = 503, description = "stored but the bus did not take it: POST it again")))]
+pub(super) async fn submit_job(
+    State(admin): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
+    let command = match posted_command(&body, &caller) {
         Ok(command) => command,
         Err(response) => return response,
     };
@@ -190,20 +207,29 @@ async fn queue(admin: &AdminState, command: &Command, task_id: i64) -> Result<()
     Ok(())
 }
 
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("admin" = [])), params(("id" = i64, Path, description = "the job id (its task id)")), responses((status = 200, description = "{id, request_id, tenant, kind, status: queued|processing|done|failed, result: {output, usage, provider, cached} | null, error: {code, message, retryable, provider} | null, attempts, provider_config_id, created_at, started_at, completed_at}"), (status = 404, description = "no such job"), (status = 401, description = "missing or wrong admin token")))]
-pub(super) async fn get_job(State(admin): State<AdminState>, Path(id): Path<i64>) -> Response {
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("admin" = []), ("tenant" = [])), params(("id" = i64, Path, description = "the job id (its task id)")), responses((status = 200, description = "{id, request_id, tenant, kind, status: queued|processing|done|failed, result: {output, usage, provider, cached} | null, error: {code, message, retryable, provider} | null, attempts, provider_config_id, created_at, started_at, completed_at}"), (status = 404, description = "no such job"), (status = 401, description = "missing or wrong admin token or tenant key")))]
+pub(super) async fn get_job(
+    State(admin): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+) -> Response {
     match admin.store.get_task(id).await {
-        Ok(Some(task)) => Json(job_json(&task)).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no job {id}")),
+        Ok(Some(task)) if caller.sees(&task.tenant) => Json(job_json(&task)).into_response(),
+        // Another tenant's job is no job of this caller's.
+        Ok(_) => error(StatusCode::NOT_FOUND, format!("no job {id}")),
         Err(e) => store_error(e),
     }
 }
 
-#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("admin" = [])), params(("id" = i64, Path, description = "the job id (its task id)")), responses((status = 200, description = "text/event-stream: every event of the job from its first (`event:` its type, `id:` its seq, `data:` the event JSON, PROTOCOL.md §3); the stream ends after the terminal event"), (status = 404, description = "no such job"), (status = 401, description = "missing or wrong admin token")))]
-pub(super) async fn job_events(State(admin): State<AdminState>, Path(id): Path<i64>) -> Response {
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("admin" = []), ("tenant" = [])), params(("id" = i64, Path, description = "the job id (its task id)")), responses((status = 200, description = "text/event-stream: every event of the job from its first (`event:` its type, `id:` its seq, `data:` the event JSON, PROTOCOL.md §3); the stream ends after the terminal event"), (status = 404, description = "no such job"), (status = 401, description = "missing or wrong admin token or tenant key")))]
+pub(super) async fn job_events(
+    State(admin): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+) -> Response {
     let task = match admin.store.get_task(id).await {
-        Ok(Some(task)) => task,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no job {id}")),
+        Ok(Some(task)) if caller.sees(&task.tenant) => task,
+        Ok(_) => return error(StatusCode::NOT_FOUND, format!("no job {id}")),
         Err(e) => return store_error(e),
     };
     let (Ok(tenant), Ok(request_id)) = (
