@@ -650,10 +650,9 @@ async fn quotas_are_upserted(db: &TestDb) {
     assert_eq!(store.quotas("acme").await.unwrap(), [quota]);
 }
 
-/// What quotas count: a tenant's (or one user's) usage rows since a time.
-async fn usage_totals_count_a_tenant_or_one_user_since_a_time(db: &TestDb) {
-    let store = &db.store;
-    let row = |user: Option<&str>, images: i64, cost_usd: f64| UsageRecord {
+/// A usage row of tenant `acme` for an image request.
+fn usage_row(user: Option<&str>, images: i64, cost_usd: f64) -> UsageRecord {
+    UsageRecord {
         task_id: None,
         tenant: "acme".into(),
         user: user.map(str::to_owned),
@@ -665,7 +664,13 @@ async fn usage_totals_count_a_tenant_or_one_user_since_a_time(db: &TestDb) {
         input_tokens: 0,
         output_tokens: 0,
         cost_usd,
-    };
+    }
+}
+
+/// What quotas count: a tenant's (or one user's) usage rows since a time.
+async fn usage_totals_count_a_tenant_or_one_user_since_a_time(db: &TestDb) {
+    let store = &db.store;
+    let row = usage_row;
     let before = Utc::now() - Duration::seconds(1);
     for usage in [
         row(Some("bob"), 2, 0.02),
@@ -1042,22 +1047,9 @@ async fn quota_checks_see_other_processes_within_the_refresh_and_their_own_at_on
     quotas.record("acme", None, 1, 0.01);
     quotas.record("acme", None, 1, 0.01);
     assert_eq!(quotas.check(ask).await.unwrap(), None, "2 of 3 used");
-    // Another process finishes one (a usage row this checker has not read).
-    let usage = |images: i64| UsageRecord {
-        task_id: None,
-        tenant: "acme".into(),
-        user: None,
-        config_id: None,
-        provider: "mock".into(),
-        model: None,
-        kind: Kind::ImageGenerate,
-        images,
-        input_tokens: 0,
-        output_tokens: 0,
-        cost_usd: 0.01,
-    };
+    // Other processes finish three (usage rows this checker has not read).
     for _ in 0..3 {
-        store.record_usage(&usage(1)).await.unwrap();
+        store.record_usage(&usage_row(None, 1, 0.01)).await.unwrap();
     }
     tokio::time::sleep(refresh + std::time::Duration::from_millis(50)).await;
     let refused = quotas.check(ask).await.unwrap();
