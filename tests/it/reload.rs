@@ -173,6 +173,16 @@ async fn admin_api_writes_validate_mask_and_reload_at_once() {
         "/v1/providers/status",
         "/v1/providers/{id}/test",
         "/v1/usage",
+        "/v1/quotas",
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}/events",
+        "/v1/tenants/{tenant}/keys",
+        "/v1/tenants/{tenant}/keys/{id}",
+        "/v1/images/generations",
+        "/v1/images/edits",
+        "/v1/chat/completions",
+        "/v1/models",
     ] {
         assert!(paths.contains(&path), "{path} missing from {paths:?}");
     }
