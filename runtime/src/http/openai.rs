@@ -7,8 +7,9 @@
 //!
 //! Each call becomes a command of the key's tenant with a fresh `request_id` and goes
 //! through the bus like any other, so it gets the same routing, fallback, quotas,
-//! usage, task row and events; the handler follows the request's events and answers
-//! when its terminal one arrives. The request's `model` picks the instance: an
+//! usage, task row and events. The handler answers when the terminal event arrives:
+//! on a private `reply_to` subject (one core subscription, no consumer on the event
+//! stream), or — for a streamed chat — by following the request's events. The request's `model` picks the instance: an
 //! instance name (`config_id`), else a provider type (`provider`), else a model
 //! (`route.model`); `auto` or none routes as usual.
 
@@ -160,24 +161,25 @@ fn route_for(state: &OpenAiState, model: Option<&str>) -> Value {
     json!({"model": model})
 }
 
-/// Validates the command, subscribes to its events and publishes it.
-async fn submit(state: &OpenAiState, body: Value) -> Result<(Command, Events), Response> {
-    let bytes = serde_json::to_vec(&body).map_err(|e| {
-        oai_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "invalid_request",
-            e.to_string(),
-        )
-    })?;
-    let command = Command::parse_and_validate(&bytes, None).map_err(|e| {
-        oai_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "invalid_request",
-            e.to_string(),
-        )
-    })?;
+/// How a call follows its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    /// Every event (a stream of chunks): a subscription to the request's events.
+    Events,
+    /// Only the terminal event, sent to a private `reply_to` subject: one core
+    /// subscription, no consumer on the event stream.
+    Terminal,
+}
+
+/// Validates the command, subscribes to what `follow` asks for and publishes it.
+async fn submit(state: &OpenAiState, mut body: Value, follow: Follow) -> Result<Events, Response> {
+    let inbox = format!("_INBOX.switchyard.{}", new_request_id());
+    if follow == Follow::Terminal {
+        body["reply_to"] = json!(inbox);
+    }
+    let bytes = serde_json::to_vec(&body).map_err(|e| bad_request(e.to_string()))?;
+    let command =
+        Command::parse_and_validate(&bytes, None).map_err(|e| bad_request(e.to_string()))?;
     let bus = &state.admin.bus;
     let unavailable = |e: crate::bus::BusError| {
         tracing::warn!(error = %e, "OpenAI-compatible call not queued");
@@ -188,16 +190,26 @@ async fn submit(state: &OpenAiState, body: Value) -> Result<(Command, Events), R
             format!("the request could not be queued: {e}"),
         )
     };
-    // Subscribed before publishing, so no event can be missed.
-    let events = bus
-        .events(EventFilter::Request(
-            command.tenant.clone(),
-            command.request_id.clone(),
-        ))
-        .await
-        .map_err(unavailable)?;
+    // Subscribed before publishing, so nothing can be missed.
+    let events: Events = match follow {
+        Follow::Events => bus
+            .events(EventFilter::Request(
+                command.tenant.clone(),
+                command.request_id.clone(),
+            ))
+            .await
+            .map_err(unavailable)?,
+        Follow::Terminal => Box::pin(
+            bus.subscribe_core(&inbox)
+                .await
+                .map_err(unavailable)?
+                .filter_map(
+                    |payload| async move { serde_json::from_slice::<Event>(&payload).ok() },
+                ),
+        ),
+    };
     bus.publish_command(&command).await.map_err(unavailable)?;
-    Ok((command, events))
+    Ok(events)
 }
 
 /// Waits for the first event that `wanted` picks.
@@ -318,7 +330,7 @@ pub(super) async fn image_generations(
 /// Runs an image command and answers `{created, data: [{url | b64_json,
 /// revised_prompt}]}`, or the failure.
 async fn images_answer(state: &OpenAiState, body: Value, b64: bool) -> Response {
-    let (_, mut events) = match submit(state, body).await {
+    let mut events = match submit(state, body, Follow::Terminal).await {
         Ok(submitted) => submitted,
         Err(response) => return response,
     };
@@ -569,8 +581,13 @@ pub(super) async fn chat_completions(
         "input": input,
         "route": route_for(&state, ask.model.as_deref()),
     });
-    let (_, mut events) = match submit(&state, body).await {
-        Ok(submitted) => submitted,
+    let follow = if ask.stream {
+        Follow::Events
+    } else {
+        Follow::Terminal
+    };
+    let mut events = match submit(&state, body, follow).await {
+        Ok(events) => events,
         Err(response) => return response,
     };
     let id = format!("chatcmpl-{request_id}");
