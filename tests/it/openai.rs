@@ -6,8 +6,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::{
-    reload::{http, start_node},
-    support::{TestDb, raw_http},
+    reload::{http, start_node, start_node_on},
+    support::{NatsServer, TestDb, raw_http},
 };
 
 /// A `multipart/form-data` body of text fields and files (name, file name, bytes).
@@ -294,6 +294,68 @@ async fn openai_clients_generate_images_and_chat_with_a_tenant_key() {
             .0,
         404
     );
+    node.stop().await;
+    db.cleanup().await;
+}
+
+/// Over a real nats-server: the terminal event comes back on the call's private
+/// `reply_to`, and a streamed chat follows the request's events on the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_calls_work_over_nats() {
+    let nats = NatsServer::start();
+    let db = TestDb::sqlite().await;
+    let node = start_node_on(
+        &db,
+        json!([{"name": "mock-a", "provider": "mock", "priority": 100}]),
+        &nats.url(),
+        &format!("oai{}", crate::support::unique_suffix()),
+    )
+    .await;
+    let port = node.port;
+    let (_, made) = node.call("POST", "/v1/tenants/acme/keys", None);
+    let key = made["key"].as_str().unwrap().to_owned();
+    let (status, images) = http(
+        port,
+        "POST",
+        "/v1/images/generations",
+        Some(&key),
+        Some(&json!({"prompt": "a kite", "size": "64x64"})),
+    );
+    assert_eq!(status, 200, "{images}");
+    assert_eq!(images["data"].as_array().unwrap().len(), 1);
+    let ask = json!({"messages": [{"role": "user", "content": "hello"}]});
+    let (status, chat) = http(port, "POST", "/v1/chat/completions", Some(&key), Some(&ask));
+    assert_eq!(status, 200, "{chat}");
+    let text = chat["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let (status, raw) = tokio::task::spawn_blocking(move || {
+        post_raw(
+            port,
+            "/v1/chat/completions",
+            &key,
+            "application/json",
+            streamed.to_string().as_bytes(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{raw}");
+    let joined: String = raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(joined, text);
     node.stop().await;
     db.cleanup().await;
 }

@@ -62,6 +62,11 @@ pub(crate) struct Node {
 }
 
 pub(crate) async fn start_node(db: &TestDb, seeds: Value) -> Node {
+    start_node_on(db, seeds, "memory://", "switchyard").await
+}
+
+/// [`start_node`] on another bus (e.g. a test's own nats-server) and subject prefix.
+pub(crate) async fn start_node_on(db: &TestDb, seeds: Value, bus_url: &str, prefix: &str) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut settings = Settings::default();
@@ -76,7 +81,7 @@ pub(crate) async fn start_node(db: &TestDb, seeds: Value) -> Node {
     settings.admin.token = Some(switchyard_runtime::settings::Secret::new(TOKEN));
     settings.providers = serde_json::from_value(seeds).unwrap();
     let (runtime, _) = switchyard_runtime::prepare(settings).await.unwrap();
-    let bus = Bus::connect("memory://", "switchyard", Default::default())
+    let bus = Bus::connect(bus_url, prefix, Default::default())
         .await
         .unwrap();
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
