@@ -341,6 +341,23 @@ struct UsageQuery {
     to: Option<String>,
 }
 
+/// The required `tenant` query parameter, checked.
+#[expect(
+    clippy::result_large_err,
+    reason = "a handler helper whose error is the response itself"
+)]
+fn tenant_query(tenant: Option<&str>) -> Result<&str, Response> {
+    let Some(tenant) = tenant else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the tenant query parameter is required",
+        ));
+    };
+    switchyard_core::Tenant::new(tenant)
+        .map(|_| tenant)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("tenant: {e}")))
+}
+
 #[expect(
     clippy::result_large_err,
     reason = "a handler helper whose error is the response itself"
@@ -365,15 +382,10 @@ fn parse_time(
 
 #[utoipa::path(get, path = "/v1/usage", tag = "usage", security(("admin" = [])), params(("tenant" = String, Query, description = "the tenant (required)"), ("from" = Option<String>, Query, description = "RFC 3339, inclusive (default: 30 days before `to`)"), ("to" = Option<String>, Query, description = "RFC 3339, exclusive (default: now)")), responses((status = 200, description = "{tenant, from, to, groups: [{provider, model, kind, requests, images, input_tokens, output_tokens, cost_usd}], total: {requests, images, input_tokens, output_tokens, cost_usd}}: finished requests that used a provider, grouped by provider type, model and kind"), (status = 400, description = "missing tenant, bad time, or from not before to"), (status = 401, description = "missing or wrong admin token")))]
 async fn usage(State(admin): State<AdminState>, Query(query): Query<UsageQuery>) -> Response {
-    let Some(tenant) = query.tenant.as_deref() else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "the tenant query parameter is required",
-        );
+    let tenant = match tenant_query(query.tenant.as_deref()) {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
     };
-    if let Err(e) = switchyard_core::Tenant::new(tenant) {
-        return error(StatusCode::BAD_REQUEST, format!("tenant: {e}"));
-    }
     let (from, to) = match (
         parse_time("from", query.from.as_deref()),
         parse_time("to", query.to.as_deref()),

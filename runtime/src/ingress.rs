@@ -33,7 +33,7 @@ use crate::{
     quota::{Ask, Quotas},
     store::{
         Completion, Failure, GroupCommit, NewTask, NewTaskResult, Store, StoreError, StoredJson,
-        Task, TaskInsert, TaskStatus, UsageRecord, cache_key,
+        Task, TaskInsert, TaskStatus, UsageRecord,
     },
 };
 
@@ -170,11 +170,9 @@ impl CommandHandler {
             Err(message) => return self.reject(&envelope, &kind_token, delivery, message).await,
         };
         // The idempotency check: the insert tells a new request from a duplicate.
-        let (task, resumed) = match self
-            .writes
-            .create_task(NewTask::from_command(&command))
-            .await?
-        {
+        let new_task = NewTask::from_command(&command);
+        let cache_key = new_task.cache_key.clone();
+        let (task, resumed) = match self.writes.create_task(new_task).await? {
             TaskInsert::Created(task) => (task, false),
             TaskInsert::Existing(task) => (task, true),
         };
@@ -182,7 +180,8 @@ impl CommandHandler {
             self.replay(&task, &envelope).await?;
             return Ok(Disposition::Ack);
         }
-        self.run(&task, command, resumed).await?;
+        self.run(&task, command, resumed, cache_key.as_deref())
+            .await?;
         Ok(Disposition::Ack)
     }
 
@@ -272,7 +271,15 @@ impl CommandHandler {
     /// Runs a command on the engine and publishes its events. The terminal row is
     /// written as soon as the engine is done, while the stream acks of the lifecycle
     /// events are still coming; the terminal event goes out once both are in.
-    async fn run(&self, task: &Task, command: Command, resumed: bool) -> Result<(), HandleError> {
+    ///
+    /// `cache_key` is the command's [`crate::store::cache_key`] when it has `cache: true`.
+    async fn run(
+        &self,
+        task: &Task,
+        command: Command,
+        resumed: bool,
+        cache_key: Option<&str>,
+    ) -> Result<(), HandleError> {
         let command = Arc::new(command);
         let reply_to = command.reply_to.clone();
         // A new task starts its events at 1 (`accepted`); a resumed one continues after
@@ -289,8 +296,8 @@ impl CommandHandler {
         // admitted already.
         let (mut refuse, mut cached) = (None, None);
         if task.status == TaskStatus::Pending {
-            if command.cache {
-                cached = self.cached_answer(&command).await?;
+            if let Some(key) = cache_key {
+                cached = self.cached_answer(command.tenant.as_str(), key).await?;
                 let outcome = if cached.is_some() { "hit" } else { "miss" };
                 metrics::counter!("switchyard_cache_lookups_total", "outcome" => outcome)
                     .increment(1);
@@ -374,21 +381,20 @@ impl CommandHandler {
         // comes back, and its redelivery publishes the stored terminal event.
         published?;
         let (terminal, encoded, won) = finished?;
-        if won
-            && let EventBody::Completed {
+        if won {
+            if let EventBody::Completed {
                 usage,
                 cached: false,
                 ..
             } = &terminal.body
-        {
-            self.quotas.record(
-                command.tenant.as_str(),
-                command.user.as_deref(),
-                i64::from(usage.images),
-                usage.cost_usd,
-            );
-        }
-        if won {
+            {
+                self.quotas.record(
+                    command.tenant.as_str(),
+                    command.user.as_deref(),
+                    i64::from(usage.images),
+                    usage.cost_usd,
+                );
+            }
             self.publish_terminal(&terminal, &encoded, reply_to.as_deref())
                 .await?;
         } else {
@@ -402,14 +408,13 @@ impl CommandHandler {
 
     /// The result of the latest identical request of the tenant that completed within
     /// [`CACHE_MAX_AGE`], if any.
-    async fn cached_answer(&self, command: &Command) -> Result<Option<CachedAnswer>, HandleError> {
+    async fn cached_answer(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<CachedAnswer>, HandleError> {
         let since = chrono::Utc::now() - CACHE_MAX_AGE;
-        let key = cache_key(command);
-        let Some(stored) = self
-            .store
-            .cached_result(command.tenant.as_str(), &key, since)
-            .await?
-        else {
+        let Some(stored) = self.store.cached_result(tenant, key, since).await? else {
             return Ok(None);
         };
         Ok(match serde_json::from_value::<Event>(stored) {

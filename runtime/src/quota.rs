@@ -20,7 +20,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 
-use crate::store::{Quota, QuotaPeriod, Store, StoreError, UsageTotals};
+use crate::store::{CountedQuota, QuotaPeriod, Store, StoreError};
 
 /// How old a tenant's cached quotas and usage may get.
 pub const REFRESH: Duration = Duration::from_secs(2);
@@ -33,18 +33,20 @@ pub struct Quotas {
     tenants: Arc<Mutex<HashMap<String, Tenant>>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Tenant {
     read_at: Instant,
-    quotas: Vec<Counted>,
+    quotas: Vec<CountedQuota>,
 }
 
-/// A quota and what it has counted so far in its current period.
-#[derive(Debug, Clone)]
-struct Counted {
-    quota: Quota,
-    since: DateTime<Utc>,
-    used: UsageTotals,
+impl Tenant {
+    /// The first quota `ask` would go over, as the message of its error.
+    fn verdict(&self, ask: Ask<'_>) -> Option<String> {
+        self.quotas
+            .iter()
+            .filter(|c| c.applies_to(ask.user))
+            .find_map(|c| over(c, ask.images))
+    }
 }
 
 /// The asked request, as quotas see it.
@@ -80,6 +82,7 @@ impl Quotas {
     /// [`StoreError`] when the quotas or usage cannot be read.
     pub async fn check(&self, ask: Ask<'_>) -> Result<Option<String>, StoreError> {
         let now = Utc::now();
+        // Decided under the lock from what is cached, unless it must be read again.
         let cached = self.tenants.lock().ok().and_then(|mut tenants| {
             let t = tenants.get_mut(ask.tenant)?;
             if rolled_over(t, now) {
@@ -90,17 +93,12 @@ impl Quotas {
                 t.read_at = Instant::now();
                 return None;
             }
-            Some(t.clone())
+            Some(t.verdict(ask))
         });
-        let tenant = match cached {
-            Some(t) => t,
-            None => self.read(ask.tenant, now).await?,
-        };
-        Ok(tenant
-            .quotas
-            .iter()
-            .filter(|c| c.quota.user.is_none() || c.quota.user.as_deref() == ask.user)
-            .find_map(|c| over(c, ask.images)))
+        match cached {
+            Some(verdict) => Ok(verdict),
+            None => self.read(ask, now).await,
+        }
     }
 
     /// Counts a completed request of this process until the next read.
@@ -109,7 +107,7 @@ impl Quotas {
             && let Some(t) = tenants.get_mut(tenant)
         {
             for c in &mut t.quotas {
-                if c.quota.user.is_none() || c.quota.user.as_deref() == user {
+                if c.applies_to(user) {
                     c.used.requests += 1;
                     c.used.images += images;
                     c.used.cost_usd += cost_usd;
@@ -125,24 +123,17 @@ impl Quotas {
         }
     }
 
-    async fn read(&self, tenant: &str, now: DateTime<Utc>) -> Result<Tenant, StoreError> {
-        let mut quotas = Vec::new();
-        for quota in self.store.quotas(tenant).await? {
-            let since = quota.period.start(now);
-            let used = self
-                .store
-                .usage_totals(tenant, quota.user.as_deref(), since)
-                .await?;
-            quotas.push(Counted { quota, since, used });
-        }
-        let read = Tenant {
+    /// Reads the tenant's quotas and usage, caches them, and decides `ask` by them.
+    async fn read(&self, ask: Ask<'_>, now: DateTime<Utc>) -> Result<Option<String>, StoreError> {
+        let tenant = Tenant {
             read_at: Instant::now(),
-            quotas,
+            quotas: self.store.counted_quotas(ask.tenant, now).await?,
         };
+        let verdict = tenant.verdict(ask);
         if let Ok(mut tenants) = self.tenants.lock() {
-            tenants.insert(tenant.to_owned(), read.clone());
+            tenants.insert(ask.tenant.to_owned(), tenant);
         }
-        Ok(read)
+        Ok(verdict)
     }
 }
 
@@ -154,7 +145,7 @@ fn rolled_over(tenant: &Tenant, now: DateTime<Utc>) -> bool {
         .any(|c| c.quota.period.start(now) != c.since)
 }
 
-fn over(c: &Counted, images: i64) -> Option<String> {
+fn over(c: &CountedQuota, images: i64) -> Option<String> {
     let whom = match &c.quota.user {
         Some(user) => format!("user '{user}' of tenant '{}'", c.quota.tenant),
         None => format!("tenant '{}'", c.quota.tenant),
@@ -193,9 +184,10 @@ fn over(c: &Counted, images: i64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Quota, UsageTotals};
 
-    fn counted(quota: Quota, used: UsageTotals) -> Counted {
-        Counted {
+    fn counted(quota: Quota, used: UsageTotals) -> CountedQuota {
+        CountedQuota {
             since: quota.period.start(Utc::now()),
             quota,
             used,
@@ -228,7 +220,7 @@ mod tests {
             used,
         );
         assert_eq!(over(&requests, 1), None, "the 10th request may run");
-        let at_limit = Counted {
+        let at_limit = CountedQuota {
             used: UsageTotals {
                 requests: 10,
                 ..used

@@ -139,6 +139,16 @@ impl MasterKey {
     }
 }
 
+/// `len` random characters of `[0-9A-Za-z]` (request ids, tenant keys).
+pub fn random_alphanumeric(len: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
 /// Reads a token from `path`, or generates a random one (0600) when it is missing.
 /// Returns the token and whether it was generated.
 ///

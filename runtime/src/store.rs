@@ -36,7 +36,7 @@ pub use seed::SeedReport;
 pub use tasks::{
     NewTask, NewTaskResult, StoredJson, Task, TaskInsert, TaskResult, TaskStatus, cache_key,
 };
-pub use usage::{Quota, QuotaPeriod, UsageRecord, UsageSummaryRow, UsageTotals};
+pub use usage::{CountedQuota, Quota, QuotaPeriod, UsageRecord, UsageSummaryRow, UsageTotals};
 
 /// Runs `$body` with `$pool` bound to the concrete pool of whichever database is in use.
 macro_rules! on_pool {

@@ -100,8 +100,7 @@ fn encode(value: &str) -> String {
 }
 
 fn period(name: &str) -> anyhow::Result<QuotaPeriod> {
-    QuotaPeriod::parse(name)
-        .ok_or_else(|| anyhow::anyhow!("--period: '{name}' is neither 'day' nor 'month'"))
+    QuotaPeriod::parse(name).map_err(|e| anyhow::anyhow!("--period: {e}"))
 }
 
 fn tenant(name: &str) -> anyhow::Result<()> {
@@ -243,18 +242,8 @@ pub async fn quotas(store: &Store, command: QuotasCommand) -> anyhow::Result<Exi
         }
         QuotasCommand::List { tenant: t } => {
             tenant(&t)?;
-            let now = chrono::Utc::now();
-            for q in store.quotas(&t).await? {
-                let used = store
-                    .usage_totals(&t, q.user.as_deref(), q.period.start(now))
-                    .await?;
-                print_quota(&json!({
-                    "period": q.period.as_str(), "user": q.user,
-                    "max_requests": q.max_requests, "max_images": q.max_images,
-                    "max_cost_usd": q.max_cost_usd,
-                    "used": {"requests": used.requests, "images": used.images,
-                             "cost_usd": used.cost_usd},
-                }));
+            for counted in store.counted_quotas(&t, chrono::Utc::now()).await? {
+                print_quota(&serde_json::to_value(&counted)?);
             }
         }
         QuotasCommand::Remove {

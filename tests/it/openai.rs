@@ -48,6 +48,23 @@ fn post_raw(port: u16, path: &str, key: &str, content_type: &str, body: &[u8]) -
     )
 }
 
+/// `ask` with `stream: true` to the chat endpoint: the status and the raw event stream.
+async fn stream_chat(port: u16, key: String, ask: &Value) -> (u16, String) {
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    tokio::task::spawn_blocking(move || {
+        post_raw(
+            port,
+            "/v1/chat/completions",
+            &key,
+            "application/json",
+            streamed.to_string().as_bytes(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
 /// [`post_raw`], with the JSON object of the answer.
 fn post_form(port: u16, path: &str, key: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
     let (status, text) = post_raw(port, path, key, content_type, body);
@@ -228,19 +245,7 @@ async fn openai_clients_generate_images_and_chat_with_a_tenant_key() {
         "{chat}"
     );
 
-    let mut streamed = ask.clone();
-    streamed["stream"] = json!(true);
-    let (status, raw) = tokio::task::spawn_blocking(move || {
-        post_raw(
-            port,
-            "/v1/chat/completions",
-            &key,
-            "application/json",
-            streamed.to_string().as_bytes(),
-        )
-    })
-    .await
-    .unwrap();
+    let (status, raw) = stream_chat(port, key, &ask).await;
     assert_eq!(status, 200, "{raw}");
     assert!(raw.contains("text/event-stream"), "{raw}");
     let data: Vec<&str> = raw
@@ -330,19 +335,7 @@ async fn openai_calls_work_over_nats() {
         .as_str()
         .unwrap()
         .to_owned();
-    let mut streamed = ask.clone();
-    streamed["stream"] = json!(true);
-    let (status, raw) = tokio::task::spawn_blocking(move || {
-        post_raw(
-            port,
-            "/v1/chat/completions",
-            &key,
-            "application/json",
-            streamed.to_string().as_bytes(),
-        )
-    })
-    .await
-    .unwrap();
+    let (status, raw) = stream_chat(port, key, &ask).await;
     assert_eq!(status, 200, "{raw}");
     let joined: String = raw
         .lines()

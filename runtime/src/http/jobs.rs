@@ -41,12 +41,7 @@ const REPLAY_GRACE: Duration = Duration::from_secs(2);
 
 /// A request id for a job posted without one: 26 characters of `[0-9A-Za-z]`.
 fn new_request_id() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    (0..26)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
+    crate::secrets::random_alphanumeric(26)
 }
 
 /// The job's status name (PROTOCOL.md §4) for a task status.

@@ -137,13 +137,7 @@ pub(super) async fn require_tenant_key(
 
 /// A fresh request id: `oai-` and 22 characters of `[0-9A-Za-z]`.
 fn new_request_id() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    let body: String = (0..22)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect();
-    format!("oai-{body}")
+    format!("oai-{}", crate::secrets::random_alphanumeric(22))
 }
 
 /// The `route` for an OpenAI `model` (see the module docs).
@@ -250,13 +244,27 @@ async fn terminal(events: &mut Events) -> Result<Event, Response> {
     reason = "a handler helper whose error is the response itself"
 )]
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        oai_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "invalid_request",
-            format!("the body does not fit: {e}"),
-        )
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("the body does not fit: {e}")))
+}
+
+/// The command of a call: a fresh request id, the key's tenant, and the route its
+/// `model` picks.
+fn command_body(
+    state: &OpenAiState,
+    request_id: &str,
+    tenant: &Tenant,
+    user: Option<String>,
+    kind: Kind,
+    input: Map<String, Value>,
+    model: Option<&str>,
+) -> Value {
+    json!({
+        "request_id": request_id,
+        "tenant": tenant.as_str(),
+        "user": user,
+        "kind": kind.as_str(),
+        "input": input,
+        "route": route_for(state, model),
     })
 }
 
@@ -316,14 +324,15 @@ pub(super) async fn image_generations(
     if let Some(n) = ask.n {
         input.insert("n".into(), json!(n));
     }
-    let body = json!({
-        "request_id": new_request_id(),
-        "tenant": tenant.as_str(),
-        "user": ask.user,
-        "kind": Kind::ImageGenerate.as_str(),
-        "input": input,
-        "route": route_for(&state, ask.model.as_deref()),
-    });
+    let body = command_body(
+        &state,
+        &new_request_id(),
+        &tenant,
+        ask.user,
+        Kind::ImageGenerate,
+        input,
+        ask.model.as_deref(),
+    );
     images_answer(&state, body, b64).await
 }
 
@@ -385,12 +394,9 @@ fn wants_b64(format: Option<&str>) -> Result<bool, Response> {
     match format {
         None | Some("url") => Ok(false),
         Some("b64_json") => Ok(true),
-        Some(other) => Err(oai_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "invalid_request",
-            format!("response_format: '{other}' is neither 'url' nor 'b64_json'"),
-        )),
+        Some(other) => Err(bad_request(format!(
+            "response_format: '{other}' is neither 'url' nor 'b64_json'"
+        ))),
     }
 }
 
@@ -481,14 +487,15 @@ pub(super) async fn image_edits(
             Err(_) => return bad_request(format!("n: '{n}' is not a number")),
         }
     }
-    let body = json!({
-        "request_id": new_request_id(),
-        "tenant": tenant.as_str(),
-        "user": text("user"),
-        "kind": Kind::ImageEdit.as_str(),
-        "input": input,
-        "route": route_for(&state, text("model").as_deref()),
-    });
+    let body = command_body(
+        &state,
+        &new_request_id(),
+        &tenant,
+        text("user"),
+        Kind::ImageEdit,
+        input,
+        text("model").as_deref(),
+    );
     images_answer(&state, body, b64).await
 }
 
@@ -573,14 +580,15 @@ pub(super) async fn chat_completions(
         input.insert("stream".into(), json!(true));
     }
     let request_id = new_request_id();
-    let body = json!({
-        "request_id": request_id,
-        "tenant": tenant.as_str(),
-        "user": ask.user,
-        "kind": Kind::TextGenerate.as_str(),
-        "input": input,
-        "route": route_for(&state, ask.model.as_deref()),
-    });
+    let body = command_body(
+        &state,
+        &request_id,
+        &tenant,
+        ask.user,
+        Kind::TextGenerate,
+        input,
+        ask.model.as_deref(),
+    );
     let follow = if ask.stream {
         Follow::Events
     } else {

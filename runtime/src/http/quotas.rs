@@ -10,9 +10,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{AdminState, error, store_error};
+use super::{AdminState, error, store_error, tenant_query};
 use crate::store::{Quota, QuotaPeriod};
 
 /// The body of `PUT /v1/quotas`.
@@ -43,40 +43,8 @@ pub(super) struct QuotaQuery {
     clippy::result_large_err,
     reason = "a handler helper whose error is the response itself"
 )]
-fn tenant_of(tenant: Option<&str>) -> Result<&str, Response> {
-    let Some(tenant) = tenant else {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "the tenant query parameter is required",
-        ));
-    };
-    switchyard_core::Tenant::new(tenant)
-        .map(|_| tenant)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("tenant: {e}")))
-}
-
-#[expect(
-    clippy::result_large_err,
-    reason = "a handler helper whose error is the response itself"
-)]
 fn period_of(period: &str) -> Result<QuotaPeriod, Response> {
-    QuotaPeriod::parse(period).ok_or_else(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("period: '{period}' is neither 'day' nor 'month'"),
-        )
-    })
-}
-
-fn quota_json(quota: &Quota) -> Value {
-    json!({
-        "tenant": quota.tenant,
-        "user": quota.user,
-        "period": quota.period.as_str(),
-        "max_requests": quota.max_requests,
-        "max_images": quota.max_images,
-        "max_cost_usd": quota.max_cost_usd,
-    })
+    QuotaPeriod::parse(period).map_err(|e| error(StatusCode::BAD_REQUEST, format!("period: {e}")))
 }
 
 #[utoipa::path(get, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), params(("tenant" = String, Query, description = "the tenant (required)")), responses((status = 200, description = "{tenant, quotas: [{tenant, user, period, max_requests, max_images, max_cost_usd, since, used: {requests, images, cost_usd}}]}: each quota with what it counted since the start of its current period"), (status = 400, description = "missing or invalid tenant"), (status = 401, description = "missing or wrong admin token")))]
@@ -84,34 +52,14 @@ pub(super) async fn list_quotas(
     State(admin): State<AdminState>,
     Query(query): Query<QuotaQuery>,
 ) -> Response {
-    let tenant = match tenant_of(query.tenant.as_deref()) {
+    let tenant = match tenant_query(query.tenant.as_deref()) {
         Ok(tenant) => tenant,
         Err(response) => return response,
     };
-    let quotas = match admin.store.quotas(tenant).await {
-        Ok(quotas) => quotas,
-        Err(e) => return store_error(e),
-    };
-    let now = chrono::Utc::now();
-    let mut items = Vec::with_capacity(quotas.len());
-    for quota in &quotas {
-        let since = quota.period.start(now);
-        let used = match admin
-            .store
-            .usage_totals(tenant, quota.user.as_deref(), since)
-            .await
-        {
-            Ok(used) => used,
-            Err(e) => return store_error(e),
-        };
-        let mut item = quota_json(quota);
-        item["since"] = json!(since);
-        item["used"] = json!({
-            "requests": used.requests, "images": used.images, "cost_usd": used.cost_usd,
-        });
-        items.push(item);
+    match admin.store.counted_quotas(tenant, chrono::Utc::now()).await {
+        Ok(quotas) => Json(json!({"tenant": tenant, "quotas": quotas})).into_response(),
+        Err(e) => store_error(e),
     }
-    Json(json!({"tenant": tenant, "quotas": items})).into_response()
 }
 
 #[utoipa::path(put, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), request_body(content = String, description = "{tenant, user?, period: \"day\"|\"month\", max_requests?, max_images?, max_cost_usd?} (at least one max)", content_type = "application/json"), responses((status = 200, description = "the quota as stored; it applies to requests accepted from now on"), (status = 400, description = "a bad field, named"), (status = 401, description = "missing or wrong admin token")))]
@@ -139,7 +87,7 @@ pub(super) async fn put_quota(State(admin): State<AdminState>, body: Bytes) -> R
         return store_error(e);
     }
     admin.quotas.invalidate(&quota.tenant);
-    Json(quota_json(&quota)).into_response()
+    Json(quota).into_response()
 }
 
 #[utoipa::path(delete, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), params(("tenant" = String, Query, description = "the tenant"), ("period" = String, Query, description = "day or month"), ("user" = Option<String>, Query, description = "the user, for a per-user quota")), responses((status = 204, description = "removed"), (status = 404, description = "no such quota"), (status = 400, description = "missing tenant or period"), (status = 401, description = "missing or wrong admin token")))]
@@ -147,7 +95,7 @@ pub(super) async fn delete_quota(
     State(admin): State<AdminState>,
     Query(query): Query<QuotaQuery>,
 ) -> Response {
-    let tenant = match tenant_of(query.tenant.as_deref()) {
+    let tenant = match tenant_query(query.tenant.as_deref()) {
         Ok(tenant) => tenant,
         Err(response) => return response,
     };

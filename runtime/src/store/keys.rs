@@ -30,13 +30,7 @@ fn digest(secret: &str) -> String {
 }
 
 fn new_secret() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    let body: String = (0..KEY_CHARS)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect();
-    format!("sy_{body}")
+    format!("sy_{}", crate::secrets::random_alphanumeric(KEY_CHARS))
 }
 
 impl Store {

@@ -54,7 +54,7 @@ pub struct UsageSummaryRow {
 }
 
 /// What a tenant (or one user of it) used since a time: what quotas count.
-#[derive(Debug, Clone, Copy, Default, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct UsageTotals {
     /// Finished requests that used a provider.
     pub requests: i64,
@@ -65,7 +65,8 @@ pub struct UsageTotals {
 }
 
 /// The period a quota counts over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum QuotaPeriod {
     /// A calendar day (UTC).
     Day,
@@ -86,11 +87,14 @@ impl QuotaPeriod {
     }
 
     /// Parses the stored name.
-    pub fn parse(name: &str) -> Option<Self> {
+    ///
+    /// # Errors
+    /// What is wrong with `name`.
+    pub fn parse(name: &str) -> Result<Self, String> {
         match name {
-            "day" => Some(QuotaPeriod::Day),
-            "month" => Some(QuotaPeriod::Month),
-            _ => None,
+            "day" => Ok(QuotaPeriod::Day),
+            "month" => Ok(QuotaPeriod::Month),
+            _ => Err(format!("'{name}' is neither 'day' nor 'month'")),
         }
     }
 
@@ -104,7 +108,7 @@ impl QuotaPeriod {
 }
 
 /// A limit for a tenant (or one user of it) over a period.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Quota {
     /// The tenant.
     pub tenant: String,
@@ -147,6 +151,25 @@ impl Quota {
             }
         }
         Ok(())
+    }
+}
+
+/// A quota with what it counted in its current period (since `since`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CountedQuota {
+    /// The quota.
+    #[serde(flatten)]
+    pub quota: Quota,
+    /// The start of its current period.
+    pub since: DateTime<Utc>,
+    /// What it counted since then.
+    pub used: UsageTotals,
+}
+
+impl CountedQuota {
+    /// Whether it limits `user`'s requests (a tenant-wide quota limits every user's).
+    pub fn applies_to(&self, user: Option<&str>) -> bool {
+        self.quota.user.is_none() || self.quota.user.as_deref() == user
     }
 }
 
@@ -264,6 +287,26 @@ impl Store {
         Ok(totals)
     }
 
+    /// A tenant's quotas, each with what it counted in the period that contains `now`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] or [`StoreError::Corrupt`].
+    pub async fn counted_quotas(
+        &self,
+        tenant: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CountedQuota>, StoreError> {
+        let mut counted = Vec::new();
+        for quota in self.quotas(tenant).await? {
+            let since = quota.period.start(now);
+            let used = self
+                .usage_totals(tenant, quota.user.as_deref(), since)
+                .await?;
+            counted.push(CountedQuota { quota, since, used });
+        }
+        Ok(counted)
+    }
+
     /// Removes a quota; false if there was none.
     ///
     /// # Errors
@@ -326,12 +369,11 @@ impl Store {
         .await)?;
         rows.into_iter()
             .map(|r| {
-                let Some(period) = QuotaPeriod::parse(&r.period) else {
-                    return Err(StoreError::Corrupt {
+                let period =
+                    QuotaPeriod::parse(&r.period).map_err(|detail| StoreError::Corrupt {
                         table: "quotas",
-                        detail: format!("unknown period '{}'", r.period),
-                    });
-                };
+                        detail,
+                    })?;
                 Ok(Quota {
                     tenant: r.tenant,
                     user: Some(r.user_id).filter(|u| !u.is_empty()),
