@@ -16,7 +16,11 @@ use switchyard_plugins::{
 use tokio::sync::mpsc;
 
 fn guest(name: &str) -> Vec<u8> {
-    let path = format!("{}/examples/dist/{name}.wasm", env!("CARGO_MANIFEST_DIR"));
+    // The directory at run time: a test binary reused from another checkout of the
+    // same sources (one shared target dir) would read that checkout's files.
+    let dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let path = format!("{dir}/examples/dist/{name}.wasm");
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!("{path}: {e} — build the example plugins first: plugins/build-examples.sh")
     })

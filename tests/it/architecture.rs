@@ -17,7 +17,7 @@ fn core_depends_on_no_io_crates() {
             "--format",
             "{p}",
         ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(crate::support::manifest_dir())
         .output()
         .expect("cargo tree runs");
     assert!(

@@ -461,7 +461,7 @@ fn providers_commands_work_against_a_running_server() {
 fn guest_path(name: &str) -> String {
     let path = format!(
         "{}/plugins/examples/dist/{name}.wasm",
-        env!("CARGO_MANIFEST_DIR")
+        crate::support::manifest_dir()
     );
     assert!(
         Path::new(&path).exists(),

@@ -30,7 +30,7 @@ use crate::support::TestDb;
 fn guest(name: &str) -> Vec<u8> {
     let path = format!(
         "{}/plugins/examples/dist/{name}.wasm",
-        env!("CARGO_MANIFEST_DIR")
+        crate::support::manifest_dir()
     );
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!("{path}: {e} — build the example plugins first: plugins/build-examples.sh")

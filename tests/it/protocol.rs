@@ -27,7 +27,8 @@ fn json_examples() -> Vec<Value> {
 
 #[test]
 fn protocol_copy_matches_the_shared_contract() {
-    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/PROTOCOL.md");
+    let shared =
+        std::path::Path::new(&crate::support::manifest_dir()).join("../shared/PROTOCOL.md");
     if let Ok(text) = std::fs::read_to_string(&shared) {
         assert_eq!(
             text, PROTOCOL,

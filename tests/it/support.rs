@@ -333,3 +333,10 @@ pub fn raw_http(
         .unwrap_or(0);
     (status, text)
 }
+
+/// The package directory at run time (cargo and nextest set it for test processes): a
+/// test binary reused from another checkout of the same sources, through one shared
+/// target dir, would otherwise read that checkout's files.
+pub fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
+}
