@@ -226,11 +226,11 @@ fn config_check(file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
             println!("settings are valid");
             println!(
                 "  database.url   {}",
-                switchyard_runtime::settings::redact_url(&settings.database.url)
+                switchyard_core::redact_url(&settings.database.url)
             );
             println!(
                 "  bus.url        {}",
-                switchyard_runtime::settings::redact_url(&settings.bus.url)
+                switchyard_core::redact_url(&settings.bus.url)
             );
             println!("  bus.prefix     {}", settings.bus.prefix);
             println!("  http.listen    {}", settings.http.listen);

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod kind;
 pub mod protocol;
 pub mod provider;
+pub mod redact;
 pub mod reload;
 pub mod resilience;
 pub mod routing;
@@ -35,3 +36,4 @@ pub use provider::{
     ProviderConfigDraft, ProviderSpec, ProviderType, RateLimit, RateLimitDraft, Supports,
     ValidationError,
 };
+pub use redact::redact_url;

@@ -16,31 +16,15 @@ use object_store::{
     azure::MicrosoftAzureBuilder, gcp::GoogleCloudStorageBuilder, local::LocalFileSystem,
     memory::InMemory, path::Path as ObjectPath,
 };
-use sha2::{Digest, Sha256};
 
-/// What the store knows about one artifact.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArtifactMeta {
-    /// The id: hex SHA-256 of the bytes.
-    pub id: String,
-    /// Hex SHA-256 (same as the id).
-    pub sha256: String,
-    /// e.g. `image/png`.
-    pub mime: String,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// Pixels.
-    pub width: u32,
-    /// Pixels.
-    pub height: u32,
-}
+pub use switchyard_providers::image::{ArtifactMeta, NotAnImage, describe};
 
 /// Why an artifact could not be stored or read.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     /// The bytes are not an image this store understands.
-    #[error("not a recognisable image: {0}")]
-    NotAnImage(String),
+    #[error(transparent)]
+    NotAnImage(#[from] NotAnImage),
     /// No artifact with this id.
     #[error("artifact {0} not found")]
     NotFound(String),
@@ -88,7 +72,7 @@ impl ArtifactStore {
             } else {
                 let parsed = url::Url::parse(url).map_err(|e| bad(&e))?;
                 // The cloud clients speak TLS through reqwest.
-                crate::providers::wire::install_tls();
+                switchyard_providers::wire::install_tls();
                 let prefix = parsed.path().trim_matches('/').to_owned();
                 let store: Arc<dyn ObjectStore> = match parsed.scheme() {
                     "s3" => Arc::new(
@@ -181,45 +165,12 @@ impl ArtifactStore {
     }
 }
 
-/// Hash, mime type and dimensions of image bytes.
-///
-/// # Errors
-/// [`ArtifactError::NotAnImage`] when the format or size cannot be read.
-pub fn describe(bytes: &[u8]) -> Result<ArtifactMeta, ArtifactError> {
-    let mime =
-        sniff_mime(bytes).ok_or_else(|| ArtifactError::NotAnImage("unknown format".into()))?;
-    let size = imagesize::blob_size(bytes).map_err(|e| ArtifactError::NotAnImage(e.to_string()))?;
-    let sha256 = hex::encode(Sha256::digest(bytes));
-    Ok(ArtifactMeta {
-        id: sha256.clone(),
-        sha256,
-        mime: mime.to_owned(),
-        bytes: bytes.len() as u64,
-        width: u32::try_from(size.width).unwrap_or(u32::MAX),
-        height: u32::try_from(size.height).unwrap_or(u32::MAX),
-    })
-}
-
-fn sniff_mime(bytes: &[u8]) -> Option<&'static str> {
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some("image/png")
-    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        Some("image/jpeg")
-    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-        Some("image/webp")
-    } else if bytes.starts_with(b"GIF8") {
-        Some("image/gif")
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn png(width: u32, height: u32) -> Vec<u8> {
-        crate::providers::mock::png_bytes(width, height, &[7; 32]).unwrap_or_default()
+        switchyard_providers::mock::png_bytes(width, height, &[7; 32]).unwrap_or_default()
     }
 
     async fn round_trip(store: &ArtifactStore) {

@@ -174,7 +174,7 @@ impl Bus {
                 NatsBus::connect(url, subjects, options).await?,
             )))
         } else {
-            Err(BusError::BadUrl(crate::settings::redact_url(url)))
+            Err(BusError::BadUrl(switchyard_core::redact_url(url)))
         }
     }
 

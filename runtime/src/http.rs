@@ -650,7 +650,10 @@ async fn test_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> 
     if let Some(plugins) = plugins {
         plugins.resolve(&admin.store, [&mut config]).await;
     }
-    let adapter = match crate::providers::build_adapter_with(&config, plugins.map(AsRef::as_ref)) {
+    let adapter = match crate::providers::build_adapter_with(
+        &config,
+        plugins.map(|p| p.as_ref() as &dyn crate::providers::PluginSource),
+    ) {
         Ok(adapter) => adapter,
         Err(e) => return Json(json!({"ok": false, "error": e.to_string()})).into_response(),
     };

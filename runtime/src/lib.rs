@@ -40,15 +40,15 @@ pub mod http;
 pub mod ingress;
 pub mod inputs;
 pub mod plugins;
-pub mod providers;
 pub mod quota;
 pub mod reloader;
 pub mod replicas;
-pub mod secrets;
 pub mod serve;
 pub mod settings;
-pub mod store;
 pub mod telemetry;
+
+pub use switchyard_providers as providers;
+pub use switchyard_store::{self as store, secrets};
 
 pub use engine::{Engine, EngineError, EngineOptions, RequestOutcome, Submission};
 pub use secrets::{MasterKey, SecretError};

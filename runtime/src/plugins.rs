@@ -14,6 +14,8 @@ use std::{
 
 use switchyard_core::{ProviderConfig, ProviderType};
 pub use switchyard_plugins::{LoadError, Plugin, PluginHost};
+use switchyard_providers::PluginSource;
+pub use switchyard_providers::kind_of;
 
 use crate::store::Store;
 
@@ -130,12 +132,17 @@ impl PluginRegistry {
     }
 }
 
-/// The runtime's kind for a plugin's.
-pub fn kind_of(kind: switchyard_plugins::Kind) -> switchyard_core::Kind {
-    match kind {
-        switchyard_plugins::Kind::ImageGenerate => switchyard_core::Kind::ImageGenerate,
-        switchyard_plugins::Kind::ImageEdit => switchyard_core::Kind::ImageEdit,
-        switchyard_plugins::Kind::TextGenerate => switchyard_core::Kind::TextGenerate,
+impl PluginSource for PluginRegistry {
+    fn host(&self) -> &Arc<PluginHost> {
+        PluginRegistry::host(self)
+    }
+
+    fn get(&self, reference: &str) -> Option<Arc<Plugin>> {
+        PluginRegistry::get(self, reference)
+    }
+
+    fn failure(&self, reference: &str) -> Option<String> {
+        PluginRegistry::failure(self, reference)
     }
 }
 

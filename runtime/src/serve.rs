@@ -201,7 +201,7 @@ impl Runtime {
             tracing::warn!(%config_id, %reason, "provider instance not started");
         }
         tracing::info!(
-            database = %crate::settings::redact_url(&self.settings.database.url),
+            database = %switchyard_core::redact_url(&self.settings.database.url),
             running = report.live,
             invalid = report.invalid.len(),
             failed = report.failed.len(),
@@ -291,7 +291,7 @@ impl Runtime {
         let local = listener
             .local_addr()
             .map_err(|e| InitError::Listen(self.settings.http.listen.clone(), e))?;
-        tracing::info!(listen = %local, bus = %crate::settings::redact_url(&self.settings.bus.url), "serving");
+        tracing::info!(listen = %local, bus = %switchyard_core::redact_url(&self.settings.bus.url), "serving");
         let membership = match bus.nats_client() {
             Some(_) => {
                 Some(crate::replicas::start(bus.clone(), engine.clone(), stop_rx.clone()).await)

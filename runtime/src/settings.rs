@@ -14,7 +14,7 @@ use figment::{
     providers::{Env, Format, Toml},
 };
 use serde::Deserialize;
-use switchyard_core::{FieldError, ProviderConfigDraft, ValidationError};
+use switchyard_core::{FieldError, ProviderConfigDraft, ValidationError, redact_url};
 
 /// The default config file, relative to the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "config/switchyard.toml";
@@ -501,20 +501,6 @@ fn env_provider() -> Env {
     Env::prefixed("SWITCHYARD_")
         .filter(|key| key.as_str().contains("__"))
         .split("__")
-}
-
-/// A URL with any password replaced, for error messages.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
-        }
-        _ => url.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -314,7 +314,10 @@ impl SupervisorState {
             let Some(config) = new.get(id) else { continue };
             let adapter: Arc<dyn ProviderAdapter> = match build_adapter_with(
                 config,
-                self.args.plugins.as_deref(),
+                self.args
+                    .plugins
+                    .as_deref()
+                    .map(|p| p as &dyn switchyard_providers::PluginSource),
             ) {
                 Ok(adapter) => adapter,
                 Err(e) => {

@@ -384,7 +384,7 @@ fn publish_error(subject: &str, e: impl std::fmt::Display) -> BusError {
 /// A comma-separated URL list with any passwords replaced, for error messages.
 fn redact_all(urls: &str) -> String {
     urls.split(',')
-        .map(|u| crate::settings::redact_url(u.trim()))
+        .map(|u| switchyard_core::redact_url(u.trim()))
         .collect::<Vec<_>>()
         .join(",")
 }

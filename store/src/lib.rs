@@ -13,6 +13,7 @@ mod batch;
 mod keys;
 mod plugins;
 mod providers;
+pub mod secrets;
 mod seed;
 mod tasks;
 mod usage;
@@ -42,8 +43,8 @@ pub use usage::{CountedQuota, Quota, QuotaPeriod, UsageRecord, UsageSummaryRow, 
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.pool {
-            $crate::store::Pool::Postgres($pool) => $body,
-            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::Pool::Postgres($pool) => $body,
+            $crate::Pool::Sqlite($pool) => $body,
         }
     };
 }
@@ -376,7 +377,7 @@ async fn connect_pool(
     } else {
         Err(StoreError::BadUrl(format!(
             "unsupported scheme in '{}'",
-            crate::settings::redact_url(url)
+            switchyard_core::redact_url(url)
         )))
     }
 }

@@ -247,14 +247,7 @@ fn text(
 }
 
 /// The PNG the mock makes for image `index` of a prompt and seed (for tests).
-#[cfg(test)]
-pub(crate) fn png_for_test(
-    prompt: &str,
-    seed: i64,
-    index: u32,
-    width: u32,
-    height: u32,
-) -> Vec<u8> {
+pub fn png_for_test(prompt: &str, seed: i64, index: u32, width: u32, height: u32) -> Vec<u8> {
     let hash = digest(&[prompt.as_bytes(), &seed.to_le_bytes(), &index.to_le_bytes()]);
     png_bytes(width, height, &hash).unwrap_or_default()
 }
@@ -285,7 +278,7 @@ mod tests {
         assert_eq!(a.images.len(), 2);
         assert_eq!(a, b, "same input, same bytes");
         assert_ne!(a.images[0].bytes, a.images[1].bytes);
-        let meta = crate::artifacts::describe(&a.images[0].bytes).unwrap();
+        let meta = crate::image::describe(&a.images[0].bytes).unwrap();
         assert_eq!(
             (meta.mime.as_str(), meta.width, meta.height),
             ("image/png", 64, 32)
@@ -323,7 +316,7 @@ mod tests {
             .unwrap();
         let mut streamed = String::new();
         let mut count = 0;
-        while let Ok(crate::providers::AdapterUpdate::Chunk(delta)) = rx.try_recv() {
+        while let Ok(crate::AdapterUpdate::Chunk(delta)) = rx.try_recv() {
             streamed.push_str(&delta);
             count += 1;
         }

@@ -6,7 +6,8 @@ mod aliyun;
 mod anthropic;
 mod gemini;
 mod ideogram;
-pub(crate) mod mock;
+pub mod image;
+pub mod mock;
 mod openai;
 mod seedream;
 mod stability;
@@ -19,6 +20,7 @@ use switchyard_core::{Command, ErrorCode, ProviderConfig, ProviderType};
 use tokio::sync::mpsc;
 
 pub use mock::MockAdapter;
+pub use wasm::{PluginSource, kind_of};
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -247,7 +249,7 @@ pub fn build_adapter(
 /// [`AdapterBuildError`] for bad options or a plugin that is not loaded.
 pub fn build_adapter_with(
     config: &ProviderConfig,
-    plugins: Option<&crate::plugins::PluginRegistry>,
+    plugins: Option<&dyn PluginSource>,
 ) -> Result<Arc<dyn ProviderAdapter>, AdapterBuildError> {
     Ok(match config.spec.provider {
         ProviderType::Mock => Arc::new(MockAdapter::from_config(config)?),

@@ -17,7 +17,26 @@ use super::{
     AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ImageOutput,
     ProviderAdapter, wire,
 };
-use crate::plugins::PluginRegistry;
+
+/// Where the adapter finds loaded plugins: the runtime's plugin registry, which
+/// resolves `name` to an exact `name@version` and loads it before configs apply.
+pub trait PluginSource: Send + Sync {
+    /// The host that runs the plugins.
+    fn host(&self) -> &Arc<PluginHost>;
+    /// The loaded plugin for an exact `name@version` reference.
+    fn get(&self, reference: &str) -> Option<Arc<Plugin>>;
+    /// Why a reference could not be loaded, if it was tried.
+    fn failure(&self, reference: &str) -> Option<String>;
+}
+
+/// The gateway's kind for a plugin's.
+pub fn kind_of(kind: switchyard_plugins::Kind) -> Kind {
+    match kind {
+        switchyard_plugins::Kind::ImageGenerate => Kind::ImageGenerate,
+        switchyard_plugins::Kind::ImageEdit => Kind::ImageEdit,
+        switchyard_plugins::Kind::TextGenerate => Kind::TextGenerate,
+    }
+}
 
 /// The adapter of one `wasm` config.
 #[derive(Debug)]
@@ -41,7 +60,7 @@ impl WasmAdapter {
     /// The plugin is not loaded (with the reason), or the options are bad.
     pub fn from_config(
         config: &ProviderConfig,
-        registry: Option<&PluginRegistry>,
+        registry: Option<&dyn PluginSource>,
     ) -> Result<Self, AdapterBuildError> {
         let fail = |reason: String| AdapterBuildError {
             provider: ProviderType::Wasm,
@@ -84,7 +103,7 @@ impl WasmAdapter {
             .descriptor
             .kinds
             .iter()
-            .map(|k| crate::plugins::kind_of(*k))
+            .map(|k| kind_of(*k))
             .collect();
         if let Some(kind) = config.spec.kinds.iter().find(|k| !served.contains(k)) {
             return Err(fail(format!(
@@ -255,7 +274,7 @@ impl ProviderAdapter for WasmAdapter {
             let response = result.map_err(|e| adapter.error(e))?;
             let mut images = Vec::with_capacity(response.images.len());
             for image in response.images {
-                if let Err(e) = crate::artifacts::describe(&image.bytes) {
+                if let Err(e) = crate::image::describe(&image.bytes) {
                     return Err(adapter.error(CallError::Plugin(format!(
                         "returned an image that cannot be read: {e}"
                     ))));

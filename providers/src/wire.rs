@@ -360,10 +360,7 @@ pub(crate) fn duration_ms(text: &str) -> Option<u64> {
 }
 
 /// Reads a body up to `limit` bytes; a longer body is cut at the limit.
-pub(crate) async fn read_limited(
-    mut response: Response,
-    limit: usize,
-) -> Result<Vec<u8>, reqwest::Error> {
+pub async fn read_limited(mut response: Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         let room = limit.saturating_sub(body.len());
@@ -396,7 +393,7 @@ fn describe_transport(error: &reqwest::Error) -> String {
 }
 
 /// A URL without its query string (signed URLs carry credentials there).
-pub(crate) fn scrub_url(url: &str) -> String {
+pub fn scrub_url(url: &str) -> String {
     match url.split_once('?') {
         Some((base, _)) => format!("{base}?…"),
         None => url.to_owned(),
