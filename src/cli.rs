@@ -1,6 +1,5 @@
 //! Argument parsing and dispatch of the subcommands.
 
-mod bench;
 mod client;
 mod demo;
 mod plugins;
@@ -13,6 +12,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchyard_runtime::{Settings, SettingsError};
+use switchyard_server::Serve;
 
 /// Switchyard: an event-driven gateway to many AI image and text providers.
 #[derive(Debug, Parser)]
@@ -65,9 +65,6 @@ enum Command {
     Submit(client::SubmitArgs),
     /// Print events live (over NATS).
     Watch(client::WatchArgs),
-    /// Load tool: in-process throughput and latency with mock providers, or memory per
-    /// idle actor.
-    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,7 +98,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch(args) => client::watch(load_settings(cli.config.as_deref())?, args)
             .await
             .map(|()| ExitCode::SUCCESS),
-        Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Plugins(command) if cli.server.is_some() => {
             let remote = remote::Remote::new(cli.server.as_deref().unwrap_or_default(), cli.token)?;
             plugins::run_remote(&remote, command).await

@@ -7,6 +7,8 @@
 //! - [`provider`]: provider types, the provider config (draft → validated spec → stored
 //!   config), field-level validation, and the [`ApiKey`] secret type that masks itself.
 //! - [`ids`]: newtypes for identifiers (`ConfigId`, `RequestId`, `Tenant`).
+//! - [`lifecycle`]: the request lifecycle as pure state: which event may come next,
+//!   its `seq`, one terminal event.
 //!
 //! Invariants:
 //! - This crate performs no I/O and depends on no async runtime, database, HTTP or NATS
@@ -16,6 +18,7 @@
 
 pub mod ids;
 pub mod kind;
+pub mod lifecycle;
 pub mod protocol;
 pub mod provider;
 pub mod redact;
@@ -25,6 +28,7 @@ pub mod routing;
 
 pub use ids::{ConfigId, IdError, RequestId, Tenant};
 pub use kind::Kind;
+pub use lifecycle::{Lifecycle, LifecycleError, Refused};
 pub use protocol::{
     Attempt, AttemptResult, Command, CommandEnvelope, CommandError, CommandInput, ConfigRef,
     ErrorCode, ErrorInfo, Event, EventBody, EventType, ImageRef, Message, Output, OutputImage,

@@ -11,10 +11,10 @@ pub use command::{
     Command, CommandEnvelope, CommandError, CommandInput, ConfigRef, ImageRef, MAX_COMMAND_BYTES,
     Message, ProviderSelector, Role, Route, Strategy,
 };
-pub use error_code::{ErrorCode, ErrorInfo};
+pub use error_code::ErrorCode;
 pub use event::{
-    Attempt, AttemptResult, Event, EventBody, EventType, Output, OutputImage, ProviderRef, Routing,
-    SkipReason, Skipped, Usage,
+    Attempt, AttemptResult, ErrorInfo, Event, EventBody, EventType, Output, OutputImage,
+    ProviderRef, Routing, SkipReason, Skipped, Usage,
 };
 pub use subjects::Subjects;
 

@@ -2,15 +2,15 @@
 //! validation accepts it (spec) and as the database stores it (config).
 
 mod config;
+mod limits;
 pub mod pricing;
 mod provider_type;
 mod secret;
 mod validate;
 
-pub use config::{
-    BreakerDraft, BreakerSettings, CostTable, MockOptions, ProviderConfig, ProviderConfigDraft,
-    ProviderSpec, RateLimit, RateLimitDraft, Supports,
-};
+pub use config::{MockOptions, ProviderConfig, ProviderConfigDraft, ProviderSpec, Supports};
+pub use limits::{BreakerDraft, BreakerSettings, RateLimit, RateLimitDraft};
+pub use pricing::CostTable;
 pub use provider_type::ProviderType;
 pub use secret::ApiKey;
 pub use validate::{FieldError, ValidationError};

@@ -7,6 +7,10 @@
     clippy::panic,
     reason = "tests fail by panicking"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test's helper tasks end with the test"
+)]
 
 use std::{sync::Arc, time::Duration};
 

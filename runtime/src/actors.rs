@@ -9,14 +9,16 @@
 //! provider actors publish their live state (breaker, cool-down, in-flight, latency)
 //! through atomics that only they write. See `docs/benchmarks.md` for the numbers.
 
+mod instance_state;
 mod provider;
 mod supervisor;
 mod table;
 
+pub use instance_state::InstanceState;
 pub use provider::{
     Admission, BreakerOpened, CallRequest, ProviderActor, ProviderArgs, ProviderMsg,
 };
 pub use supervisor::{
     ApplyReport, RestartPolicy, StartFailure, Supervisor, SupervisorArgs, SupervisorMsg,
 };
-pub use table::{Instance, InstanceState, InstanceStatus, RoutingTable};
+pub use table::{Instance, InstanceStatus, RoutingTable};

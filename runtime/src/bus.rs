@@ -178,6 +178,18 @@ impl Bus {
         }
     }
 
+    /// Deletes this prefix's command and event streams (the load tool's clean-up; the
+    /// runtime itself never deletes streams). Nothing to do on `memory://`.
+    ///
+    /// # Errors
+    /// The first stream that could not be deleted.
+    pub async fn delete_streams(&self) -> Result<(), BusError> {
+        if let Self::Nats(nats) = self {
+            nats.delete_streams().await?;
+        }
+        Ok(())
+    }
+
     /// The subjects in use.
     pub fn subjects(&self) -> &Subjects {
         match self {

@@ -5,32 +5,37 @@
 use async_nats::service::ServiceExt;
 use futures_util::StreamExt;
 use switchyard_core::Subjects;
+use switchyard_tasks::Tasks;
 
-use crate::{engine::Engine, reloader::ReloadHandle, serve::InitError};
+use crate::{engine::Engine, reloader::ReloadHandle};
+
+/// Why the control service could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the NATS control service: {0}")]
+pub struct ControlError(String);
 
 /// The running control service.
 pub struct Control {
-    task: tokio::task::JoinHandle<()>,
+    tasks: Tasks,
 }
 
 impl Control {
     /// Stops answering.
     pub async fn stop(self) {
-        self.task.abort();
-        let _ = self.task.await;
+        self.tasks.shutdown(std::time::Duration::from_secs(5)).await;
     }
 }
 
 /// Starts the service on `client`.
 ///
 /// # Errors
-/// [`InitError::Control`].
+/// [`ControlError`] when NATS refuses the service or an endpoint.
 pub async fn start(
     client: async_nats::Client,
     subjects: Subjects,
     engine: Engine,
     reload: ReloadHandle,
-) -> Result<Control, InitError> {
+) -> Result<Control, ControlError> {
     let stats_engine = engine.clone();
     let service = client
         .service_builder()
@@ -47,17 +52,18 @@ pub async fn start(
         })
         .start("switchyard", env!("CARGO_PKG_VERSION"))
         .await
-        .map_err(|e| InitError::Control(e.to_string()))?;
+        .map_err(|e| ControlError(e.to_string()))?;
     let group = service.group(subjects.control());
     let mut status = group
         .endpoint("status")
         .await
-        .map_err(|e| InitError::Control(e.to_string()))?;
+        .map_err(|e| ControlError(e.to_string()))?;
     let mut reloads = group
         .endpoint("reload")
         .await
-        .map_err(|e| InitError::Control(e.to_string()))?;
-    let task = tokio::spawn(async move {
+        .map_err(|e| ControlError(e.to_string()))?;
+    let tasks = Tasks::new("control");
+    tasks.spawn("control-service", async move {
         // The service lives as long as this task holds it.
         let _service = service;
         loop {
@@ -81,5 +87,5 @@ pub async fn start(
             }
         }
     });
-    Ok(Control { task })
+    Ok(Control { tasks })
 }

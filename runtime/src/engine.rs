@@ -15,11 +15,12 @@ use arc_swap::ArcSwap;
 use chrono::Utc;
 use ractor::{Actor, ActorRef};
 use switchyard_core::{
-    Attempt, AttemptResult, Command, ConfigId, ErrorCode, ErrorInfo, Event, EventBody, Output,
-    OutputImage, ProviderConfig, ProviderRef, Routing, SkipReason, Skipped, Usage,
+    Attempt, AttemptResult, Command, ConfigId, ErrorCode, ErrorInfo, Event, EventBody, Lifecycle,
+    Output, OutputImage, ProviderConfig, ProviderRef, Routing, SkipReason, Skipped, Usage,
     protocol::PROTOCOL_VERSION,
     routing::{NoProvider, RouteRequest, plan},
 };
+use switchyard_tasks::Tasks;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -64,8 +65,9 @@ pub enum EngineError {
 pub struct Submission {
     /// The validated command.
     pub command: Arc<Command>,
-    /// Seq of the last event already published for this request (0 for a new one).
-    pub first_seq: u64,
+    /// Where the request's events stand: new (nothing out yet) or resumed after the
+    /// last `seq` its task row recorded. Every event the engine emits is built by it.
+    pub lifecycle: Lifecycle,
     /// Emit `accepted` first, with this task row id; `None` when resuming a request
     /// another process accepted, or when the caller publishes `accepted` itself.
     pub announce: Option<i64>,
@@ -89,8 +91,8 @@ impl Submission {
     /// A new request: `accepted` first, seq from 1.
     pub fn new(command: Arc<Command>, task_id: i64) -> Self {
         Self {
+            lifecycle: Lifecycle::new(command.request_id.clone(), command.tenant.clone()),
             command,
-            first_seq: 0,
             announce: Some(task_id),
             refuse: None,
             cached: None,
@@ -124,6 +126,8 @@ struct Inner {
     default_wait: Duration,
     breaker_notices: std::sync::Mutex<Option<mpsc::UnboundedReceiver<BreakerOpened>>>,
     plugins: Option<Arc<crate::plugins::PluginRegistry>>,
+    /// Owns the requests started with [`Engine::submit`] and the provider calls.
+    tasks: Tasks,
 }
 
 impl Engine {
@@ -145,6 +149,7 @@ impl Engine {
         let clock = Clock::new();
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
         let (notice_tx, notice_rx) = mpsc::unbounded_channel();
+        let tasks = Tasks::new("engine");
         let (supervisor, _) = Actor::spawn(
             None,
             Supervisor,
@@ -154,6 +159,7 @@ impl Engine {
                 policy: options.restart_policy,
                 breaker_notices: Some(notice_tx),
                 plugins: options.plugins.clone(),
+                calls: tasks.child("provider-calls"),
             },
         )
         .await
@@ -169,6 +175,7 @@ impl Engine {
                 default_wait: options.default_wait,
                 breaker_notices: std::sync::Mutex::new(Some(notice_rx)),
                 plugins: options.plugins,
+                tasks,
             }),
         };
         let report = engine.apply(configs, disabled).await?;
@@ -220,7 +227,7 @@ impl Engine {
     pub fn submit(&self, submission: Submission) -> mpsc::UnboundedReceiver<Event> {
         let (tx, rx) = mpsc::unbounded_channel();
         let engine = self.clone();
-        tokio::spawn(async move {
+        self.inner.tasks.spawn("request", async move {
             engine
                 .execute(submission, &mut |event| {
                     let _ = tx.send(event);
@@ -246,7 +253,7 @@ impl Engine {
         let mut run = Run {
             engine: self,
             command: command.clone(),
-            seq: submission.first_seq,
+            lifecycle: submission.lifecycle,
             emit,
             attempts: Vec::new(),
             routing: None,
@@ -330,9 +337,10 @@ impl Engine {
             .cast(SupervisorMsg::SetShare(replicas));
     }
 
-    /// Stops every actor.
+    /// Stops every actor and cancels the requests and calls still running.
     pub fn shutdown(&self) {
         self.inner.supervisor.stop(None);
+        self.inner.tasks.cancel();
     }
 
     /// Asks the supervisor for status (through its mailbox; mainly for tests that want
@@ -350,7 +358,7 @@ impl Engine {
 struct Run<'a> {
     engine: &'a Engine,
     command: Arc<Command>,
-    seq: u64,
+    lifecycle: Lifecycle,
     emit: &'a mut (dyn FnMut(Event) + Send),
     attempts: Vec<Attempt>,
     routing: Option<Routing>,
@@ -367,18 +375,27 @@ enum Offer {
 }
 
 impl Run<'_> {
+    /// Emits the next event, as the lifecycle numbers it. An event the lifecycle
+    /// refuses (a broken rule: a bug, never input) is logged, counted and not emitted.
     fn send(&mut self, body: EventBody) -> Event {
-        self.seq += 1;
-        let event = Event {
-            v: PROTOCOL_VERSION,
-            request_id: self.command.request_id.clone(),
-            tenant: self.command.tenant.clone(),
-            seq: self.seq,
-            time: Utc::now(),
-            body,
-        };
-        (self.emit)(event.clone());
-        event
+        match self.lifecycle.next(body, Utc::now()) {
+            Ok(event) => {
+                (self.emit)(event.clone());
+                event
+            }
+            Err(refused) => {
+                tracing::error!(error = %refused.error, "lifecycle rule broken: event not emitted");
+                metrics::counter!("switchyard_lifecycle_refusals_total").increment(1);
+                Event {
+                    v: PROTOCOL_VERSION,
+                    request_id: self.command.request_id.clone(),
+                    tenant: self.command.tenant.clone(),
+                    seq: self.lifecycle.last_seq(),
+                    time: Utc::now(),
+                    body: refused.body,
+                }
+            }
+        }
     }
 
     fn latency_ms(&self) -> u64 {

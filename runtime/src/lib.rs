@@ -14,7 +14,8 @@
 //! - [`inputs`]: `image.edit` input images (URL, artifact id, base64) resolved once.
 //! - [`artifacts`]: content-addressed image storage over `object_store`.
 //! - [`bus`]: commands in, events out — `memory://` and NATS JetStream behind one type.
-//! - [`ingress`]: the delivery guarantees (task row, events, one terminal event, ack).
+//! - [`pipeline`]: the one request path (intake → persist → admit → run → settle) and
+//!   its delivery guarantees (task row, events, one terminal event, ack).
 //! - [`quota`]: per-tenant quotas, checked before a request runs.
 //! - [`reloader`]: the only writer of the live provider set; follows change notices,
 //!   PostgreSQL NOTIFY and a fingerprint poll.
@@ -36,9 +37,8 @@ pub mod bus;
 pub mod clock;
 pub mod control;
 pub mod engine;
-pub mod http;
-pub mod ingress;
 pub mod inputs;
+pub mod pipeline;
 pub mod plugins;
 pub mod quota;
 pub mod reloader;
@@ -52,6 +52,6 @@ pub use switchyard_store::{self as store, secrets};
 
 pub use engine::{Engine, EngineError, EngineOptions, RequestOutcome, Submission};
 pub use secrets::{MasterKey, SecretError};
-pub use serve::{InitError, Running, Runtime, open_store, prepare};
+pub use serve::{InitError, Runtime, open_store, prepare};
 pub use settings::{Settings, SettingsError};
 pub use store::{Store, StoreError};

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Serialize;
 use switchyard_core::{ConfigId, FieldError, ProviderConfig};
+use switchyard_tasks::Tasks;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
@@ -294,7 +295,8 @@ impl Reloader {
 }
 
 /// Starts the reloader task: an initial full load, then reloads on every trigger until
-/// `shutdown`. Returns the handle and the report of the initial load.
+/// `shutdown`. Returns the handle and the report of the initial load. Its tasks (the
+/// reload loop and the change followers) belong to `tasks`.
 ///
 /// # Errors
 /// [`ReloadError`] when the initial load fails.
@@ -304,7 +306,8 @@ pub async fn start(
     bus: Option<Bus>,
     poll_every: Duration,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(ReloadHandle, ReloadReport, tokio::task::JoinHandle<()>), ReloadError> {
+    tasks: &Tasks,
+) -> Result<(ReloadHandle, ReloadReport), ReloadError> {
     let mut reloader = Reloader {
         store: store.clone(),
         engine,
@@ -325,7 +328,7 @@ pub async fn start(
         let subject = bus.subjects().config_changed();
         match bus.subscribe_core(&subject).await {
             Ok(mut notices) => {
-                tokio::spawn(async move {
+                tasks.spawn("config-notices", async move {
                     while let Some(notice) = notices.next().await {
                         let trigger = match serde_json::from_slice::<ConfigChange>(&notice) {
                             Ok(change) => Trigger::One(change.id, None),
@@ -347,7 +350,7 @@ pub async fn start(
     if let Some(mut listener) = store.listen_config_changes().await? {
         let tx = tx.clone();
         let mut stop = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn("config-listener", async move {
             loop {
                 let next = tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
@@ -377,7 +380,7 @@ pub async fn start(
         let store = store.clone();
         let mut last = store.config_fingerprint().await.ok();
         let mut stop = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn("config-poll", async move {
             let mut ticker = tokio::time::interval(poll_every);
             loop {
                 tokio::select! {
@@ -400,7 +403,7 @@ pub async fn start(
             }
         });
     }
-    let task = tokio::spawn(async move {
+    tasks.spawn("reloader", async move {
         loop {
             let trigger = tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => break,
@@ -457,5 +460,5 @@ pub async fn start(
             }
         }
     });
-    Ok((handle, initial, task))
+    Ok((handle, initial))
 }

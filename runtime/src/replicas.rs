@@ -18,6 +18,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use switchyard_tasks::Tasks;
 use tokio::sync::watch;
 
 use crate::{bus::Bus, engine::Engine};
@@ -38,8 +39,14 @@ impl Membership {
     }
 }
 
-/// Starts heartbeating and counting; gives the engine its share on every change.
-pub async fn start(bus: Bus, engine: Engine, mut shutdown: watch::Receiver<bool>) -> Membership {
+/// Starts heartbeating and counting; gives the engine its share on every change. The
+/// heartbeat and breaker-notice tasks belong to `tasks`.
+pub async fn start(
+    bus: Bus,
+    engine: Engine,
+    mut shutdown: watch::Receiver<bool>,
+    tasks: &Tasks,
+) -> Membership {
     let membership = Membership(Arc::new(AtomicU32::new(1)));
     let me = format!("{:016x}", rand::random::<u64>());
     let subject = bus.subjects().replica_heartbeat();
@@ -50,9 +57,10 @@ pub async fn start(bus: Bus, engine: Engine, mut shutdown: watch::Receiver<bool>
             return membership;
         }
     };
-    announce_breakers(&bus, &engine, &me).await;
+    announce_breakers(&bus, &engine, &me, tasks).await;
     let counter = membership.clone();
-    tokio::spawn(async move {
+    let beat_tasks = tasks.clone();
+    tasks.spawn("replica-membership", async move {
         let mut seen: HashMap<String, tokio::time::Instant> = HashMap::new();
         let mut ticker = tokio::time::interval(HEARTBEAT);
         loop {
@@ -65,7 +73,7 @@ pub async fn start(bus: Bus, engine: Engine, mut shutdown: watch::Receiver<bool>
                     let bus = bus.clone();
                     let (subject, me) = (subject.clone(), me.clone());
                     // Sent from its own task: the select's output must not live across an await.
-                    tokio::spawn(async move {
+                    beat_tasks.spawn("replica-heartbeat", async move {
                         if let Err(e) = bus.publish_core(&subject, Bytes::from(me)).await {
                             tracing::debug!(error = %e, "heartbeat not sent");
                         }
@@ -98,11 +106,11 @@ struct BreakerNotice {
 }
 
 /// Publishes this process's breaker openings and applies the other replicas'.
-async fn announce_breakers(bus: &Bus, engine: &Engine, me: &str) {
+async fn announce_breakers(bus: &Bus, engine: &Engine, me: &str, tasks: &Tasks) {
     let subject = bus.subjects().breaker_opened();
     if let Some(mut notices) = engine.take_breaker_notices() {
         let (bus, subject, me) = (bus.clone(), subject.clone(), me.to_owned());
-        tokio::spawn(async move {
+        tasks.spawn("breaker-announcer", async move {
             while let Some(opened) = notices.recv().await {
                 let notice = BreakerNotice {
                     replica: me.clone(),
@@ -119,7 +127,7 @@ async fn announce_breakers(bus: &Bus, engine: &Engine, me: &str) {
     match bus.subscribe_core(&subject).await {
         Ok(mut heard) => {
             let (engine, me) = (engine.clone(), me.to_owned());
-            tokio::spawn(async move {
+            tasks.spawn("breaker-listener", async move {
                 while let Some(body) = heard.next().await {
                     match serde_json::from_slice::<BreakerNotice>(&body) {
                         Ok(notice) if notice.replica != me => {

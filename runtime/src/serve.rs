@@ -1,7 +1,7 @@
 //! Start-up and the long-running process: settings → master key → database
 //! (migrations, key check, seeds) → run until shutdown.
 
-use std::{future::Future, time::Duration};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -12,7 +12,6 @@ use crate::{
     artifacts::{ArtifactError, ArtifactStore},
     bus::{Bus, BusError},
     engine::{Engine, EngineError, EngineOptions},
-    ingress::{CommandHandler, Readiness, run_ingress},
     reloader::ReloadHandle,
     secrets::{self, MasterKey, SecretError},
     settings::{Secret, Settings, SettingsError},
@@ -59,34 +58,14 @@ pub enum InitError {
     #[error("cannot load provider configs: {0}")]
     Reload(String),
     /// The NATS control service could not start.
-    #[error("cannot start the NATS control service: {0}")]
-    Control(String),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
     /// The actor system could not start.
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// A `[[providers]]` seed is invalid.
     #[error("invalid [[providers]] seed: {0}")]
     Seed(ValidationError),
-}
-
-/// A runtime serving in its own task.
-#[derive(Debug)]
-pub struct Running {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), InitError>>,
-}
-
-impl Running {
-    /// Shuts the runtime down and waits until it has stopped.
-    ///
-    /// # Errors
-    /// The runtime's own error, or [`InitError::Stopped`] if its task died.
-    pub async fn stop(self) -> Result<(), InitError> {
-        let _ = self.stop.send(());
-        self.task
-            .await
-            .map_err(|e| InitError::Stopped(e.to_string()))?
-    }
 }
 
 /// An opened runtime: settings, database and admin token, ready to serve.
@@ -183,6 +162,7 @@ impl Runtime {
         &self,
         bus: Option<Bus>,
         shutdown: watch::Receiver<bool>,
+        tasks: &switchyard_tasks::Tasks,
     ) -> Result<(Engine, ReloadHandle), InitError> {
         let options = EngineOptions {
             artifacts: ArtifactStore::open(&self.settings.artifacts.url)?,
@@ -193,10 +173,16 @@ impl Runtime {
         };
         let (engine, _) = Engine::start(Vec::new(), Vec::new(), options).await?;
         let poll = Duration::from_millis(self.settings.database.change_poll_ms);
-        let (reload, report, _task) =
-            crate::reloader::start(self.store.clone(), engine.clone(), bus, poll, shutdown)
-                .await
-                .map_err(|e| InitError::Reload(e.to_string()))?;
+        let (reload, report) = crate::reloader::start(
+            self.store.clone(),
+            engine.clone(),
+            bus,
+            poll,
+            shutdown,
+            tasks,
+        )
+        .await
+        .map_err(|e| InitError::Reload(e.to_string()))?;
         for (config_id, reason) in &report.failed {
             tracing::warn!(%config_id, %reason, "provider instance not started");
         }
@@ -232,30 +218,6 @@ impl Runtime {
         Ok(Secret::new(token))
     }
 
-    /// Runs until `shutdown` resolves: the actor system, the bus consumer, the HTTP
-    /// server and the NATS control service. On shutdown it stops pulling commands,
-    /// hands back unstarted ones, lets running ones finish, and closes the database.
-    ///
-    /// # Errors
-    /// [`InitError`] for start-up failures.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), InitError> {
-        let bus = self.connect_bus().await?;
-        self.run_with_bus(bus, shutdown).await
-    }
-
-    /// Runs in a task of its own on `bus` (which the caller keeps using, e.g. the demo's
-    /// in-process bus); [`Running::stop`] shuts it down cleanly.
-    pub fn spawn_with_bus(self, bus: Bus) -> Running {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            self.run_with_bus(bus, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        Running { stop, task }
-    }
-
     /// Connects to the bus of the settings.
     ///
     /// # Errors
@@ -267,97 +229,5 @@ impl Runtime {
             self.settings.bus.nats_options(),
         )
         .await?)
-    }
-
-    /// [`Runtime::run`] on a bus the caller already holds (the demo talks to the same
-    /// in-process bus).
-    ///
-    /// # Errors
-    /// [`InitError`] for start-up failures.
-    pub async fn run_with_bus(
-        self,
-        bus: Bus,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<(), InitError> {
-        let token = self.admin_token()?;
-        let readiness = Readiness::default();
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let nats_bus = bus.nats_client().is_some().then(|| bus.clone());
-        let (engine, reload) = self.start_engine(nats_bus, stop_rx.clone()).await?;
-
-        let listener = tokio::net::TcpListener::bind(&self.settings.http.listen)
-            .await
-            .map_err(|e| InitError::Listen(self.settings.http.listen.clone(), e))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| InitError::Listen(self.settings.http.listen.clone(), e))?;
-        tracing::info!(listen = %local, bus = %switchyard_core::redact_url(&self.settings.bus.url), "serving");
-        let membership = match bus.nats_client() {
-            Some(_) => {
-                Some(crate::replicas::start(bus.clone(), engine.clone(), stop_rx.clone()).await)
-            }
-            None => None,
-        };
-        let quotas = crate::quota::Quotas::new(self.store.clone());
-        let app = crate::http::router(crate::http::HttpState {
-            artifacts: ArtifactStore::open(&self.settings.artifacts.url)?,
-            readiness: readiness.clone(),
-            metrics: crate::telemetry::prometheus(),
-            admin: Some(crate::http::AdminState {
-                store: self.store.clone(),
-                engine: engine.clone(),
-                reload: reload.clone(),
-                bus: bus.clone(),
-                token,
-                membership,
-                quotas: quotas.clone(),
-            }),
-        });
-        let mut http_stop = stop_rx.clone();
-        let http = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.wait_for(|s| *s).await;
-                })
-                .await;
-        });
-        let control = match bus.nats_client() {
-            Some(client) => Some(
-                crate::control::start(
-                    client.clone(),
-                    bus.subjects().clone(),
-                    engine.clone(),
-                    reload.clone(),
-                )
-                .await?,
-            ),
-            None => None,
-        };
-        let handler = CommandHandler::new(self.store.clone(), engine.clone(), bus.clone())
-            .with_quotas(quotas)
-            .with_progress_every(Duration::from_millis(self.settings.bus.ack_wait_ms / 3));
-        let ingress = tokio::spawn(run_ingress(
-            handler,
-            self.settings.bus.concurrency,
-            readiness,
-            stop_rx,
-        ));
-
-        shutdown.await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-        match ingress.await {
-            Ok(Err(e)) => tracing::error!(error = %e, "command consumer failed"),
-            Err(e) => tracing::error!(error = %e, "command consumer panicked"),
-            Ok(Ok(())) => {}
-        }
-        let _ = http.await;
-        if let Some(control) = control {
-            control.stop().await;
-        }
-        engine.shutdown();
-        self.store.close().await;
-        tracing::info!("stopped");
-        Ok(())
     }
 }

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use switchyard_core::{Command, Event, EventBody};
 use switchyard_runtime::{Settings, bus::EventFilter};
+use switchyard_server::Serve;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {

@@ -140,7 +140,7 @@ impl GroupCommit {
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "no thread for the task writer; it runs as a task");
             if let Some((store, rx)) = work.lock().ok().and_then(|mut w| w.take()) {
-                tokio::spawn(writer(store, rx));
+                switchyard_tasks::Tasks::new("store").spawn("task-writer", writer(store, rx));
             }
         }
         Self { ops }

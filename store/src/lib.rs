@@ -270,14 +270,20 @@ const WAL_AUTOCHECKPOINT_PAGES: &str = "10000";
 /// or writers.
 #[derive(Debug)]
 struct Checkpointer {
-    _stop: tokio::sync::oneshot::Sender<()>,
+    tasks: switchyard_tasks::Tasks,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.tasks.cancel();
+    }
 }
 
 impl Checkpointer {
     fn start(connect: SqliteConnectOptions) -> Self {
-        use sqlx::{ConnectOptions as _, Connection as _};
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
+        use sqlx::ConnectOptions as _;
+        let tasks = switchyard_tasks::Tasks::new("store");
+        tasks.spawn("wal-checkpointer", async move {
             let mut tick = tokio::time::interval_at(
                 tokio::time::Instant::now() + CHECKPOINT_EVERY,
                 CHECKPOINT_EVERY,
@@ -285,10 +291,7 @@ impl Checkpointer {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut connection = None;
             loop {
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    _ = tick.tick() => {}
-                }
+                tick.tick().await;
                 if connection.is_none() {
                     match connect.connect().await {
                         Ok(c) => connection = Some(c),
@@ -307,11 +310,8 @@ impl Checkpointer {
                     connection = None;
                 }
             }
-            if let Some(c) = connection {
-                let _ = c.close().await;
-            }
         });
-        Self { _stop: stop }
+        Self { tasks }
     }
 }
 
@@ -382,13 +382,36 @@ async fn connect_pool(
     }
 }
 
-async fn create_schema(connect: PgConnectOptions, schema: &str) -> Result<(), StoreError> {
-    if !schema
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+/// Drops a PostgreSQL schema with everything in it (the load tool's clean-up of the
+/// schema it made for one run).
+///
+/// # Errors
+/// [`StoreError::BadUrl`] for a name that is not `[A-Za-z0-9_]+`, or the database's.
+pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+    check_schema_name(schema)?;
+    let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+    // The name was checked to be [A-Za-z0-9_]+, so quoting it is safe.
+    let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    let result = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+        .execute(&pool)
+        .await;
+    pool.close().await;
+    result.map(|_| ()).map_err(Into::into)
+}
+
+fn check_schema_name(schema: &str) -> Result<(), StoreError> {
+    if schema.is_empty()
+        || !schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
     {
         return Err(StoreError::BadUrl(format!("bad schema name '{schema}'")));
     }
+    Ok(())
+}
+
+async fn create_schema(connect: PgConnectOptions, schema: &str) -> Result<(), StoreError> {
+    check_schema_name(schema)?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(connect)

@@ -14,7 +14,8 @@ use switchyard_runtime::{
     actors::RestartPolicy,
     artifacts::ArtifactStore,
     bus::{Bus, EventFilter, NatsOptions},
-    ingress::{CommandHandler, Readiness, run_ingress},
+    pipeline::{Pipeline, Readiness, run_intake},
+    quota::Quotas,
     store::TaskStatus,
 };
 use tokio::sync::watch;
@@ -96,9 +97,14 @@ impl Rig {
         .unwrap();
         assert!(failures.is_empty());
         let (stop, stop_rx) = watch::channel(false);
-        let handler = CommandHandler::new(db.store.clone(), engine.clone(), bus.clone());
+        let handler = Pipeline::new(
+            db.store.clone(),
+            engine.clone(),
+            bus.clone(),
+            Quotas::new(db.store.clone()),
+        );
         let ingress = tokio::spawn(async move {
-            run_ingress(handler, concurrency, Readiness::default(), stop_rx)
+            run_intake(handler, concurrency, Readiness::default(), stop_rx)
                 .await
                 .unwrap();
         });
@@ -710,10 +716,14 @@ async fn shutdown_hands_back_unstarted_commands_and_loses_nothing() {
             "shutdown waits for running commands only"
         );
         let (stop, stop_rx) = watch::channel(false);
-        let handler =
-            CommandHandler::new(rig.db.store.clone(), rig.engine.clone(), rig.bus.clone());
+        let handler = Pipeline::new(
+            rig.db.store.clone(),
+            rig.engine.clone(),
+            rig.bus.clone(),
+            Quotas::new(rig.db.store.clone()),
+        );
         let next = tokio::spawn(async move {
-            run_ingress(handler, 64, Readiness::default(), stop_rx)
+            run_intake(handler, 64, Readiness::default(), stop_rx)
                 .await
                 .unwrap();
         });

@@ -11,6 +11,7 @@ use std::{
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+const BENCH_BIN: &str = env!("CARGO_BIN_EXE_switchyard-bench");
 
 struct Env {
     dir: tempfile::TempDir,
@@ -549,8 +550,8 @@ fn bench_drives_the_pipeline_and_the_bus_floor_over_nats() {
     let nats = crate::support::NatsServer::start();
     let url = nats.url();
     for extra in [&[][..], &["--floor"], &["--from-stream"]] {
-        let out = Command::new(BIN)
-            .args(["bench", "--bus", &url, "--requests", "300"])
+        let out = Command::new(BENCH_BIN)
+            .args(["--bus", &url, "--requests", "300"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .output()
@@ -579,8 +580,8 @@ fn bench_drives_the_pipeline_and_the_bus_floor_over_nats() {
 #[test]
 fn bench_on_postgres_drops_its_schema() {
     let nats = crate::support::NatsServer::start();
-    let child = Command::new(BIN)
-        .args(["bench", "--bus", &nats.url(), "--requests", "200"])
+    let child = Command::new(BENCH_BIN)
+        .args(["--bus", &nats.url(), "--requests", "200"])
         .args(["--database", &crate::support::postgres_url()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

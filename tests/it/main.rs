@@ -8,6 +8,10 @@
     clippy::panic,
     reason = "tests fail by panicking"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test's helper tasks end with the test"
+)]
 
 mod architecture;
 mod bus;

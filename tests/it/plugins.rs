@@ -75,12 +75,13 @@ impl Runtime {
         .await
         .unwrap();
         let (stop, stop_rx) = watch::channel(false);
-        let (reload, _, _) = switchyard_runtime::reloader::start(
+        let (reload, _) = switchyard_runtime::reloader::start(
             db.store.clone(),
             engine.clone(),
             None,
             Duration::from_secs(3600),
             stop_rx,
+            &switchyard_tasks::Tasks::new("plugins-test"),
         )
         .await
         .unwrap();

@@ -8,6 +8,7 @@ use std::{
 
 use serde_json::{Value, json};
 use switchyard_runtime::{Settings, bus::Bus};
+use switchyard_server::Serve;
 
 use crate::support::{TestDb, free_port};
 

@@ -5,8 +5,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::event::ProviderRef;
-
 /// The `error.code` of a `failed` event (PROTOCOL.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -111,32 +109,6 @@ impl std::str::FromStr for ErrorCode {
             .into_iter()
             .find(|c| c.as_str() == s)
             .ok_or_else(|| format!("unknown error code '{s}'"))
-    }
-}
-
-/// The `error` object of a `failed` event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorInfo {
-    /// The taxonomy code.
-    pub code: ErrorCode,
-    /// A human-readable message; never contains a secret.
-    pub message: String,
-    /// Whether the client may retry the command later.
-    pub retryable: bool,
-    /// The instance the final error came from, if any.
-    #[serde(default)]
-    pub provider: Option<ProviderRef>,
-}
-
-impl ErrorInfo {
-    /// An error with the code's own retry verdict and no provider.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            retryable: code.is_retryable(),
-            provider: None,
-        }
     }
 }
 

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::error_code::{ErrorCode, ErrorInfo};
+use super::error_code::ErrorCode;
 use crate::{
     ids::{ConfigId, RequestId, Tenant},
     kind::Kind,
@@ -287,4 +287,30 @@ pub enum SkipReason {
     Disabled,
     /// Its actor failed too often and is not restarted.
     Failed,
+}
+
+/// The `error` object of a `failed` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// The taxonomy code.
+    pub code: ErrorCode,
+    /// A human-readable message; never contains a secret.
+    pub message: String,
+    /// Whether the client may retry the command later.
+    pub retryable: bool,
+    /// The instance the final error came from, if any.
+    #[serde(default)]
+    pub provider: Option<ProviderRef>,
+}
+
+impl ErrorInfo {
+    /// An error with the code's own retry verdict and no provider.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retryable: code.is_retryable(),
+            provider: None,
+        }
+    }
 }

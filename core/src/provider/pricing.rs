@@ -4,7 +4,54 @@
 
 use std::collections::BTreeMap;
 
-use super::{config::CostTable, provider_type::ProviderType};
+use serde::{Deserialize, Serialize};
+
+use super::provider_type::ProviderType;
+
+/// The cost table: per image by size (with a `default` entry), per 1k tokens.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostTable {
+    /// USD per image, keyed by size (`1024x1024`) or `default`.
+    #[serde(default)]
+    pub per_image: BTreeMap<String, f64>,
+    /// USD per 1,000 input tokens.
+    #[serde(default)]
+    pub per_1k_input_tokens: f64,
+    /// USD per 1,000 output tokens.
+    #[serde(default)]
+    pub per_1k_output_tokens: f64,
+}
+
+impl CostTable {
+    /// No prices at all: the config gives none, so the model's defaults apply.
+    pub fn is_empty(&self) -> bool {
+        self.per_image.is_empty()
+            && self.per_1k_input_tokens == 0.0
+            && self.per_1k_output_tokens == 0.0
+    }
+
+    /// The price of one image of `size`: the size's own entry, else `default`, else 0.
+    pub fn image_price(&self, size: Option<&str>) -> f64 {
+        size.and_then(|s| self.per_image.get(s))
+            .or_else(|| self.per_image.get("default"))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// Estimated cost of a result.
+    pub fn estimate(
+        &self,
+        images: u32,
+        size: Option<&str>,
+        input_tokens: u64,
+        output_tokens: u64,
+    ) -> f64 {
+        f64::from(images) * self.image_price(size)
+            + input_tokens as f64 / 1000.0 * self.per_1k_input_tokens
+            + output_tokens as f64 / 1000.0 * self.per_1k_output_tokens
+    }
+}
 
 /// How one model is billed.
 #[derive(Debug, Clone, Copy)]
@@ -143,7 +190,7 @@ mod tests {
 
 #[cfg(test)]
 mod config_tests {
-    use crate::{ProviderConfigDraft, provider::config::CostTable};
+    use crate::{CostTable, ProviderConfigDraft};
 
     #[test]
     fn a_config_without_cost_follows_its_model_and_an_explicit_cost_wins() {

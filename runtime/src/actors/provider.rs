@@ -20,7 +20,9 @@ use switchyard_core::{
 };
 use tokio::sync::oneshot;
 
-use super::table::InstanceState;
+use super::instance_state::InstanceState;
+use switchyard_tasks::Tasks;
+
 use crate::{
     clock::Clock,
     providers::{AdapterOutput, AdapterRequest, AttemptError, ProviderAdapter},
@@ -48,6 +50,9 @@ pub struct ProviderArgs {
     pub share: u32,
     /// Where to report that this instance's breaker opened (for other replicas).
     pub breaker_notices: Option<tokio::sync::mpsc::UnboundedSender<BreakerOpened>>,
+    /// Owns the in-flight calls. They outlive this actor when it is replaced (a call
+    /// started on the old config finishes there) and end with the engine.
+    pub calls: Tasks,
 }
 
 /// This instance's breaker opened until `until_ms` (Unix ms).
@@ -374,7 +379,7 @@ impl ProviderState {
         let future = self.args.adapter.generate(request);
         let reply_to = myself.clone();
         let started = tokio::time::Instant::now();
-        tokio::spawn(async move {
+        self.args.calls.spawn("provider-call", async move {
             let outcome = match tokio::time::timeout(
                 timeout,
                 AssertUnwindSafe(future).catch_unwind(),

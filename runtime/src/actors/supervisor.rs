@@ -14,8 +14,9 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use switchyard_core::{ConfigId, ProviderConfig, ProviderSpec, reload::diff};
 
 use super::{
+    instance_state::InstanceState,
     provider::{ProviderActor, ProviderArgs, ProviderMsg},
-    table::{Instance, InstanceState, InstanceStatus, RoutingTable},
+    table::{Instance, InstanceStatus, RoutingTable},
 };
 use crate::{
     clock::Clock,
@@ -63,6 +64,8 @@ pub struct SupervisorArgs {
     pub breaker_notices: Option<tokio::sync::mpsc::UnboundedSender<super::provider::BreakerOpened>>,
     /// Loaded WASM plugins, for `wasm` configs.
     pub plugins: Option<Arc<crate::plugins::PluginRegistry>>,
+    /// Owns the provider actors' in-flight calls.
+    pub calls: switchyard_tasks::Tasks,
 }
 
 /// A config whose actor could not start.
@@ -336,6 +339,7 @@ impl SupervisorState {
                 clock: self.args.clock,
                 share: self.share,
                 breaker_notices: self.args.breaker_notices.clone(),
+                calls: self.args.calls.clone(),
             };
             match spawn_child(myself, args.clone()).await {
                 Ok(actor) => prepared.push((*id, args, actor)),

@@ -1,105 +1,12 @@
 //! The routing table and the live state each provider actor publishes.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
-};
+use std::sync::{Arc, atomic::Ordering};
 
-use arc_swap::ArcSwapOption;
 use ractor::ActorRef;
 use serde::Serialize;
 use switchyard_core::{ConfigId, ProviderConfig, routing::RoutingView};
 
-use super::provider::ProviderMsg;
-
-/// Live state of one instance. Written only by its provider actor (and, for
-/// `failed`/`restarting`, its supervisor); read by every request's router.
-#[derive(Debug, Default)]
-pub struct InstanceState {
-    breaker_open_until: AtomicU64,
-    /// Set from other replicas' announcements (the remote-notice handler is its only writer).
-    remote_open_until: AtomicU64,
-    breaker_half_open: AtomicBool,
-    cooling_until: AtomicU64,
-    in_flight: AtomicU32,
-    queued: AtomicU32,
-    latency_ewma_bits: AtomicU64,
-    has_latency: AtomicBool,
-    failed: AtomicBool,
-    restarting: AtomicBool,
-    restarts: AtomicU32,
-    requests: AtomicU64,
-    errors: AtomicU64,
-    limiter_waits: AtomicU64,
-    last_error: ArcSwapOption<String>,
-}
-
-impl InstanceState {
-    pub(crate) fn set_breaker(&self, open_until: Option<u64>, half_open: bool) {
-        self.breaker_open_until
-            .store(open_until.unwrap_or(0), Ordering::Relaxed);
-        self.breaker_half_open.store(half_open, Ordering::Relaxed);
-    }
-
-    /// Another replica saw this instance's breaker open until `until_ms`.
-    pub fn set_remote_open_until(&self, until_ms: u64) {
-        self.remote_open_until
-            .fetch_max(until_ms, Ordering::Relaxed);
-    }
-
-    pub(crate) fn set_cooling_until(&self, until_ms: u64) {
-        self.cooling_until.store(until_ms, Ordering::Relaxed);
-    }
-
-    pub(crate) fn set_in_flight(&self, in_flight: u32, queued: u32) {
-        self.in_flight.store(in_flight, Ordering::Relaxed);
-        self.queued.store(queued, Ordering::Relaxed);
-    }
-
-    pub(crate) fn observe_latency(&self, latency_ms: f64) {
-        const ALPHA: f64 = 0.2;
-        let next = if self.has_latency.load(Ordering::Relaxed) {
-            let previous = f64::from_bits(self.latency_ewma_bits.load(Ordering::Relaxed));
-            previous + ALPHA * (latency_ms - previous)
-        } else {
-            latency_ms
-        };
-        self.latency_ewma_bits
-            .store(next.to_bits(), Ordering::Relaxed);
-        self.has_latency.store(true, Ordering::Relaxed);
-    }
-
-    pub(crate) fn count(&self, error: Option<String>) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if let Some(message) = error {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-            self.last_error.store(Some(Arc::new(message)));
-        }
-    }
-
-    pub(crate) fn count_limiter_wait(&self, config: &str) {
-        self.limiter_waits.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("switchyard_provider_limiter_waits_total", "config" => config.to_owned())
-            .increment(1);
-    }
-
-    pub(crate) fn set_failed(&self, failed: bool) {
-        self.failed.store(failed, Ordering::Relaxed);
-    }
-
-    pub(crate) fn set_restarting(&self, restarting: bool) {
-        self.restarting.store(restarting, Ordering::Relaxed);
-    }
-
-    pub(crate) fn add_restart(&self) -> u32 {
-        self.restarts.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Calls in flight now.
-    pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-}
+use super::{instance_state::InstanceState, provider::ProviderMsg};
 
 /// One live instance in the routing table.
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@ use std::{
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use switchyard_core::{Event, RequestId, Subjects, Tenant};
+use switchyard_tasks::Tasks;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{Acker, Deliveries, Delivery, EventFilter, Events, subject_matches};
@@ -28,6 +29,7 @@ struct MemMsg {
 /// Acknowledges a memory delivery: ack drops it, nak puts it back in the queue.
 pub(super) struct MemoryAcker {
     requeue: mpsc::UnboundedSender<MemMsg>,
+    delayed: Tasks,
     msg: MemMsg,
 }
 
@@ -42,12 +44,18 @@ impl MemoryAcker {
                 let _ = self.requeue.send(msg);
             }
             Some(delay) => {
-                tokio::spawn(async move {
+                self.delayed.spawn("memory-bus-redelivery", async move {
                     tokio::time::sleep(delay).await;
                     let _ = self.requeue.send(msg);
                 });
             }
         }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.delayed.cancel();
     }
 }
 
@@ -58,6 +66,9 @@ struct Inner {
     dedupe: Mutex<HashMap<String, Instant>>,
     fanout: broadcast::Sender<(String, Bytes)>,
     history: Mutex<VecDeque<(String, Bytes)>>,
+    /// Delayed redeliveries (a nak with a delay); cancelled when the last clone of
+    /// the bus is dropped.
+    delayed: Tasks,
 }
 
 /// The in-process bus.
@@ -79,6 +90,7 @@ impl MemoryBus {
                 dedupe: Mutex::new(HashMap::new()),
                 fanout,
                 history: Mutex::new(VecDeque::new()),
+                delayed: Tasks::new("memory-bus"),
             }),
             subjects,
         }
@@ -156,6 +168,7 @@ impl MemoryBus {
                 delivered: msg.delivered,
                 acker: Acker::Memory(MemoryAcker {
                     requeue: inner.queue_tx.clone(),
+                    delayed: inner.delayed.clone(),
                     msg,
                 }),
             };

@@ -81,6 +81,17 @@ fn js_error(e: impl std::fmt::Display) -> BusError {
 }
 
 impl NatsBus {
+    /// Deletes this prefix's command and event streams.
+    pub(super) async fn delete_streams(&self) -> Result<(), BusError> {
+        for name in [self.subjects.command_stream(), self.subjects.event_stream()] {
+            self.js
+                .delete_stream(&name)
+                .await
+                .map_err(|e| BusError::JetStream(format!("delete stream {name}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Connects (several URLs may be given, comma separated), reconnecting with backoff
     /// forever, and makes sure the streams and consumer exist.
     ///

@@ -1,3 +1,8 @@
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test's helper tasks end with the test"
+)]
+
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};

@@ -12,13 +12,13 @@ use axum::{
 use serde_json::json;
 
 use super::{AdminState, error};
-use crate::{
+use switchyard_runtime::{
     plugins::{InstallError, install},
     store::StoreError,
 };
 
 async fn changed(admin: &AdminState, name: &str) {
-    crate::reloader::announce_plugins(&admin.bus, name).await;
+    switchyard_runtime::reloader::announce_plugins(&admin.bus, name).await;
     admin.reload.nudge();
 }
 

@@ -1,6 +1,6 @@
 //! Quotas (admin token): `GET /v1/quotas?tenant=…` lists a tenant's quotas with what
 //! each has counted in its current period, `PUT /v1/quotas` creates or replaces one,
-//! `DELETE /v1/quotas?tenant=…&period=…[&user=…]` removes one. See [`crate::quota`].
+//! `DELETE /v1/quotas?tenant=…&period=…[&user=…]` removes one. See [`switchyard_runtime::quota`].
 
 use axum::{
     Json,
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{AdminState, error, store_error, tenant_query};
-use crate::store::{Quota, QuotaPeriod};
+use switchyard_runtime::store::{Quota, QuotaPeriod};
 
 /// The body of `PUT /v1/quotas`.
 #[derive(Debug, Deserialize)]

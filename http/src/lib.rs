@@ -22,11 +22,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_core::{ConfigId, Kind, ProviderConfigDraft, ProviderType};
 
-use crate::{
+use switchyard_runtime::{
     artifacts::{ArtifactError, ArtifactStore},
     bus::Bus,
     engine::Engine,
-    ingress::Readiness,
+    pipeline::{Pipeline, Readiness},
     reloader::{ReloadHandle, announce},
     settings::Secret,
     store::{ConfigChange, ProviderFilter, ProviderRecord, Store, StoreError},
@@ -59,9 +59,26 @@ pub struct AdminState {
     /// The bearer token.
     pub token: Secret,
     /// Replica membership (NATS deployments).
-    pub membership: Option<crate::replicas::Membership>,
-    /// The ingress's quota checker (told when quotas change here).
-    pub quotas: crate::quota::Quotas,
+    pub membership: Option<switchyard_runtime::replicas::Membership>,
+    /// The pipeline's quota checker (told when quotas change here).
+    pub quotas: switchyard_runtime::quota::Quotas,
+    /// The request pipeline (jobs enter it here).
+    pub pipeline: Pipeline,
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then finishes the requests in
+/// flight.
+///
+/// # Errors
+/// The listener's.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// The router.
@@ -417,7 +434,8 @@ async fn usage(State(admin): State<AdminState>, Query(query): Query<UsageQuery>)
             })
         })
         .collect();
-    let sum = |f: fn(&crate::store::UsageSummaryRow) -> i64| rows.iter().map(f).sum::<i64>();
+    let sum =
+        |f: fn(&switchyard_runtime::store::UsageSummaryRow) -> i64| rows.iter().map(f).sum::<i64>();
     Json(json!({
         "tenant": tenant,
         "from": from,
@@ -621,7 +639,7 @@ async fn status(State(admin): State<AdminState>) -> Response {
     let replicas = admin
         .membership
         .as_ref()
-        .map_or(1, crate::replicas::Membership::replicas);
+        .map_or(1, switchyard_runtime::replicas::Membership::replicas);
     Json(json!({
         "replicas": replicas,
         "instances": admin.engine.status(),
@@ -650,9 +668,9 @@ async fn test_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> 
     if let Some(plugins) = plugins {
         plugins.resolve(&admin.store, [&mut config]).await;
     }
-    let adapter = match crate::providers::build_adapter_with(
+    let adapter = match switchyard_runtime::providers::build_adapter_with(
         &config,
-        plugins.map(|p| p.as_ref() as &dyn crate::providers::PluginSource),
+        plugins.map(|p| p.as_ref() as &dyn switchyard_runtime::providers::PluginSource),
     ) {
         Ok(adapter) => adapter,
         Err(e) => return Json(json!({"ok": false, "error": e.to_string()})).into_response(),

@@ -4,8 +4,8 @@
 //! jobs; a tenant key only its own tenant's.
 //!
 //! A job is a task row and its id is the row id (the `task_id` of its `accepted`
-//! event). `POST` validates the command, stores the row, publishes `accepted` and then
-//! the command on the bus like any upstream publisher, so the job is `queued` before
+//! event). `POST` validates the command and hands it to the pipeline, which stores the
+//! row, publishes `accepted` and then the command on the bus like any upstream publisher, so the job is `queued` before
 //! any runtime has pulled it; the runtime that pulls it finds the row and continues the
 //! event sequence after `accepted`, as every redelivery does. A `POST` with a
 //! `request_id` the tenant already used answers that job (the idempotency key), and
@@ -26,12 +26,13 @@ use axum::{
 };
 use futures_util::{Stream, StreamExt, stream};
 use serde_json::{Value, json};
-use switchyard_core::{Command, Event, EventBody, RequestId, Tenant, protocol::PROTOCOL_VERSION};
+use switchyard_core::{Command, Event, RequestId, Tenant};
 
 use super::{AdminState, Caller, error, store_error};
-use crate::{
-    bus::{BusError, EventFilter},
-    store::{NewTask, Task, TaskInsert, TaskStatus},
+use switchyard_runtime::{
+    bus::EventFilter,
+    pipeline::{EnqueueError, Enqueued},
+    store::{Task, TaskStatus},
 };
 
 /// How long `…/events` waits for a finished job's events to be replayed from the bus
@@ -41,7 +42,7 @@ const REPLAY_GRACE: Duration = Duration::from_secs(2);
 
 /// A request id for a job posted without one: 26 characters of `[0-9A-Za-z]`.
 fn new_request_id() -> String {
-    crate::secrets::random_alphanumeric(26)
+    switchyard_runtime::secrets::random_alphanumeric(26)
 }
 
 /// The job's status name (PROTOCOL.md §4) for a task status.
@@ -140,28 +141,29 @@ pub(super) async fn submit_job(
         Ok(command) => command,
         Err(response) => return response,
     };
-    let (task, created) = match admin
-        .store
-        .create_task(&NewTask::from_command(&command))
-        .await
-    {
-        Ok(TaskInsert::Created(task)) => (task, true),
-        Ok(TaskInsert::Existing(task)) => (task, false),
-        Err(e) => return store_error(e),
+    let Enqueued {
+        task,
+        created,
+        queued,
+    } = match admin.pipeline.enqueue(&command).await {
+        Ok(enqueued) => enqueued,
+        Err(EnqueueError::Bus { task_id, source }) => {
+            tracing::warn!(error = %source, request_id = %command.request_id, tenant = %command.tenant,
+                "job stored but not queued");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "job {task_id} is stored but the bus did not take it ({source}); POST it again"
+                ),
+            );
+        }
+        Err(EnqueueError::Store(e)) => return store_error(e),
+        Err(e @ EnqueueError::Lifecycle(_)) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        }
     };
-    if !created && task.status != TaskStatus::Pending {
+    if !queued {
         return Json(job_json(&task)).into_response();
-    }
-    if let Err(e) = queue(&admin, &command, task.id).await {
-        tracing::warn!(error = %e, request_id = %command.request_id, tenant = %command.tenant,
-            "job stored but not queued");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "job {} is stored but the bus did not take it ({e}); POST it again",
-                task.id
-            ),
-        );
     }
     let body = json!({
         "id": task.id,
@@ -180,26 +182,6 @@ pub(super) async fn submit_job(
         Json(body),
     )
         .into_response()
-}
-
-/// Publishes the job's `accepted` event (seq 1: the row is stored) and then its
-/// command, both with message ids, so doing it twice is a no-op within the bus's
-/// duplicate window.
-async fn queue(admin: &AdminState, command: &Command, task_id: i64) -> Result<(), BusError> {
-    let accepted = Event {
-        v: PROTOCOL_VERSION,
-        request_id: command.request_id.clone(),
-        tenant: command.tenant.clone(),
-        seq: 1,
-        time: chrono::Utc::now(),
-        body: EventBody::Accepted {
-            task_id,
-            kind: command.kind,
-        },
-    };
-    admin.bus.publish_event(&accepted).await?;
-    admin.bus.publish_command(command).await?;
-    Ok(())
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("admin" = []), ("tenant" = [])), params(("id" = i64, Path, description = "the job id (its task id)")), responses((status = 200, description = "{id, request_id, tenant, kind, status: queued|processing|done|failed, result: {output, usage, provider, cached} | null, error: {code, message, retryable, provider} | null, attempts, provider_config_id, created_at, started_at, completed_at}"), (status = 404, description = "no such job"), (status = 401, description = "missing or wrong admin token or tenant key")))]

@@ -35,7 +35,7 @@ use switchyard_core::{
 };
 
 use super::AdminState;
-use crate::{
+use switchyard_runtime::{
     artifacts::ArtifactStore,
     bus::{EventFilter, Events},
     store::StoreError,
@@ -137,7 +137,10 @@ pub(super) async fn require_tenant_key(
 
 /// A fresh request id: `oai-` and 22 characters of `[0-9A-Za-z]`.
 fn new_request_id() -> String {
-    format!("oai-{}", crate::secrets::random_alphanumeric(22))
+    format!(
+        "oai-{}",
+        switchyard_runtime::secrets::random_alphanumeric(22)
+    )
 }
 
 /// The `route` for an OpenAI `model` (see the module docs).
@@ -175,7 +178,7 @@ async fn submit(state: &OpenAiState, mut body: Value, follow: Follow) -> Result<
     let command =
         Command::parse_and_validate(&bytes, None).map_err(|e| bad_request(e.to_string()))?;
     let bus = &state.admin.bus;
-    let unavailable = |e: crate::bus::BusError| {
+    let unavailable = |e: switchyard_runtime::bus::BusError| {
         tracing::warn!(error = %e, "OpenAI-compatible call not queued");
         oai_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -434,7 +437,7 @@ pub(super) async fn image_edits(
                 // Stored as artifacts, so the command names them and stays small.
                 let meta = match state.artifacts.put(&bytes).await {
                     Ok(meta) => meta,
-                    Err(crate::artifacts::ArtifactError::NotAnImage(why)) => {
+                    Err(switchyard_runtime::artifacts::ArtifactError::NotAnImage(why)) => {
                         return bad_request(format!("{name}: not an image ({why})"));
                     }
                     Err(e) => {
@@ -749,7 +752,7 @@ struct NewKey {
     name: String,
 }
 
-fn key_json(key: &crate::store::TenantKey) -> Value {
+fn key_json(key: &switchyard_runtime::store::TenantKey) -> Value {
     json!({
         "id": key.id, "tenant": key.tenant, "name": key.name, "prefix": key.prefix,
         "created_at": key.created_at, "revoked_at": key.revoked_at,

@@ -1,0 +1,271 @@
+//! The whole pipeline over a NATS server, and the bus floor (the same JetStream
+//! traffic with no database and no engine).
+
+use super::*;
+use crate::in_process::{command, start_engine};
+
+/// Publish N commands over JetStream (pipelined), the runtime handles them in this
+/// process, and the terminal events are read back.
+pub(crate) async fn nats_pipeline(
+    args: &BenchArgs,
+    url: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use switchyard_runtime::Settings;
+
+    let mut settings = Settings::default();
+    settings.database.url = args
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.display()));
+    if settings.database.url.starts_with("postgres") {
+        settings.database.schema = Some(format!("bench_{}", std::process::id()));
+    }
+    settings.bus.url = url.to_owned();
+    settings.bus.prefix = format!("bench{}", std::process::id());
+    settings.bus.concurrency = 512;
+    settings.database.max_connections = if args.database.is_some() { 40 } else { 1 };
+    settings.http.listen = "127.0.0.1:0".to_owned();
+    settings.artifacts.url = format!("file://{}/artifacts", dir.display());
+    settings.secrets.master_key_file = dir.join("master.key");
+    settings.admin.token_file = dir.join("admin.token");
+    settings.providers = (1..=args.instances)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "name": format!("bench-{i}"), "provider": "mock",
+                "rate_limit": {"rpm": 1_000_000, "burst": 100_000, "max_concurrency": 100_000},
+            }))
+        })
+        .collect::<Result<_, _>>()?;
+    let schema = settings
+        .database
+        .schema
+        .clone()
+        .map(|schema| (settings.database.url.clone(), schema));
+    let (runtime, _) = switchyard_runtime::prepare(settings).await?;
+    let store = runtime.store.clone();
+    let bus = runtime.connect_bus().await?;
+    let server = runtime.spawn_with_bus(bus.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = drive(args, &bus).await?;
+    println!("nats pipeline, {} instances, {report}", args.instances);
+    server.stop().await?;
+    store.close().await;
+    if let Err(e) = bus.delete_streams().await {
+        eprintln!("could not delete the run's streams: {e}");
+    }
+    if let Some((url, schema)) = schema
+        && let Err(e) = switchyard_runtime::store::drop_schema(&url, &schema).await
+    {
+        eprintln!("could not drop schema {schema}: {e}");
+    }
+    Ok(())
+}
+
+/// The bus alone: the same commands and the same JetStream traffic per command as the
+/// runtime makes (pull from the shared durable consumer, `accepted`, `started` and
+/// `completed` published with their message ids and stream acks, then the command
+/// acked), with no database and no engine: what the end-to-end number can reach here.
+pub(crate) async fn bus_floor(
+    args: &BenchArgs,
+    url: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    use switchyard_runtime::bus::{Bus, NatsOptions};
+
+    // Real events as templates: one request through the engine.
+    let engine = start_engine(1, dir).await?;
+    let mut templates = Vec::new();
+    engine
+        .execute(
+            Submission::new(command(BenchKind::Text, 0)?, 1),
+            &mut |event| templates.push(event),
+        )
+        .await;
+    engine.shutdown();
+    anyhow::ensure!(
+        templates.len() == 3,
+        "expected 3 events, got {}",
+        templates.len()
+    );
+    let templates = Arc::new(templates);
+
+    let prefix = format!("floor{}", std::process::id());
+    let bus = Bus::connect(url, &prefix, NatsOptions::default()).await?;
+    let mut deliveries = bus.commands().await?;
+    let consumer_bus = bus.clone();
+    let consumer = tokio::spawn(async move {
+        let permits = Arc::new(tokio::sync::Semaphore::new(512));
+        while let Some(delivery) = deliveries.next().await {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let bus = consumer_bus.clone();
+            let templates = templates.clone();
+            tokio::spawn(async move {
+                let envelope = switchyard_core::CommandEnvelope::parse(&delivery.payload);
+                if let Ok(envelope) = envelope {
+                    let mut acks = Vec::new();
+                    for template in templates.iter() {
+                        let mut event = template.clone();
+                        event.request_id = envelope.request_id.clone();
+                        event.tenant = envelope.tenant.clone();
+                        if event.is_terminal() {
+                            for ack in acks.drain(..) {
+                                let _ = switchyard_runtime::bus::EventAck::wait(ack).await;
+                            }
+                            let _ = bus.publish_event(&event).await;
+                        } else if let Ok(ack) = bus.send_event(&event).await {
+                            acks.push(ack);
+                        }
+                    }
+                }
+                delivery.ack().await;
+                drop(permit);
+            });
+        }
+    });
+    let report = drive(args, &bus).await?;
+    println!("bus floor (no database, no engine), {report}");
+    consumer.abort();
+    if let Err(e) = bus.delete_streams().await {
+        eprintln!("could not delete the run's streams: {e}");
+    }
+    Ok(())
+}
+
+/// Publishes `args.requests` text commands over JetStream (pipelined, up to 1,024
+/// publish acks in flight; at `args.rate` if given) and times each from its publish
+/// until its terminal event arrives.
+pub(crate) async fn drive(
+    args: &BenchArgs,
+    bus: &switchyard_runtime::bus::Bus,
+) -> anyhow::Result<String> {
+    use futures_util::{StreamExt, stream::FuturesUnordered};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use switchyard_runtime::bus::EventFilter;
+
+    let n = args.requests as usize;
+    let origin = Instant::now();
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let prefix = bus.subjects().prefix().to_owned();
+    // A live subscriber: a core subscription to the terminal subjects only. With
+    // --from-stream: every event through an ordered consumer of the event stream.
+    let mut terminals: std::pin::Pin<Box<dyn futures_util::Stream<Item = (String, bool)> + Send>> =
+        if args.from_stream {
+            Box::pin(
+                bus.events(EventFilter::All)
+                    .await?
+                    .filter_map(|event| async move {
+                        event.is_terminal().then(|| {
+                            let ok = matches!(event.body, EventBody::Completed { .. });
+                            (event.request_id.as_str().to_owned(), ok)
+                        })
+                    }),
+            )
+        } else {
+            let completed = bus
+                .subscribe_messages(&format!("{prefix}.evt.*.*.completed"))
+                .await?
+                .map(|(subject, _)| (subject, true));
+            let failed = bus
+                .subscribe_messages(&format!("{prefix}.evt.*.*.failed"))
+                .await?
+                .map(|(subject, _)| (subject, false));
+            Box::pin(
+                futures_util::stream::select(completed, failed).map(|(subject, ok)| {
+                    // <prefix>.evt.<tenant>.<request_id>.<type>
+                    let id = subject.rsplit('.').nth(1).unwrap_or_default().to_owned();
+                    (id, ok)
+                }),
+            )
+        };
+    let collector_sent = sent.clone();
+    let collector = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(n);
+        let mut failed = 0usize;
+        while latencies.len() + failed < n {
+            let Ok(Some((request_id, ok))) =
+                tokio::time::timeout(Duration::from_secs(30), terminals.next()).await
+            else {
+                break;
+            };
+            let Some(index) = request_id
+                .strip_prefix('b')
+                .and_then(|i| i.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            if !ok {
+                failed += 1;
+                continue;
+            }
+            let now = u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let at = collector_sent
+                .get(index)
+                .map_or(now, |s| s.load(Ordering::Relaxed));
+            latencies.push(u32::try_from(now.saturating_sub(at)).unwrap_or(u32::MAX));
+        }
+        (latencies, failed)
+    });
+
+    let subject = bus.subjects().command(switchyard_core::Kind::TextGenerate);
+    let js = bus
+        .nats_client()
+        .map(|c| async_nats::jetstream::new(c.clone()));
+    let started = Instant::now();
+    let mut acks = FuturesUnordered::new();
+    for i in 0..n {
+        if let Some(rate) = args.rate {
+            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let body = serde_json::to_vec(&*command(BenchKind::Text, i as u64)?)?;
+        sent[i].store(
+            u64::try_from(origin.elapsed().as_micros()).unwrap_or(0),
+            Ordering::Relaxed,
+        );
+        match &js {
+            Some(js) => {
+                let ack = js
+                    .send_publish(
+                        subject.clone(),
+                        async_nats::jetstream::message::PublishMessage::build()
+                            .payload(body.into())
+                            .message_id(format!("b{i}")),
+                    )
+                    .await?;
+                acks.push(std::future::IntoFuture::into_future(ack));
+                while acks.len() >= 1024 {
+                    acks.next().await.transpose()?;
+                }
+            }
+            None => {
+                bus.publish_command_raw(&subject, body.into(), Some(&format!("b{i}")))
+                    .await?;
+            }
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        ack?;
+    }
+    let publish_rate = n as f64 / started.elapsed().as_secs_f64();
+    let (mut latencies, failed) = collector.await?;
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    anyhow::ensure!(!latencies.is_empty(), "no command completed");
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
+    Ok(format!(
+        "{} commands{}: published at {:.0}/s; {} completed, {} failed, {:.0} commands/s end to end; publish→terminal p50 {} µs, p99 {} µs, max {} µs",
+        n,
+        args.rate.map(|r| format!(" at {r}/s")).unwrap_or_default(),
+        publish_rate,
+        latencies.len(),
+        failed,
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        latencies.last().copied().unwrap_or(0)
+    ))
+}

@@ -1,0 +1,196 @@
+//! The request pipeline: every request, whatever it came in on (a NATS command,
+//! `POST /v1/jobs`, an OpenAI-compatible call, the demo), takes the one path
+//!
+//! ```text
+//! intake → persist → admit → run → settle
+//! ```
+//!
+//! - [`intake`]: pulls deliveries from the bus (up to a concurrency limit) and
+//!   acknowledges each exactly once: ack, term, or nak with backoff (DLQ at the end).
+//! - [`persist`]: the task row, written through the group-commit writer; its insert is
+//!   the idempotency check on `(tenant, request_id)`.
+//! - [`admit`]: the one seam for tenant policy before the first attempt (cache,
+//!   quotas; per-tenant limits, `reply_to` rules and priority lanes go here).
+//! - [`run`]: the engine executes the request while its lifecycle events go out.
+//! - [`settle`]: the single terminal transition, then the terminal event.
+//!
+//! Invariants (PROTOCOL.md §3):
+//! - Only the pipeline builds events, each through a [`switchyard_core::Lifecycle`]
+//!   (`seq` without gaps, one terminal event), and only the pipeline writes task rows,
+//!   always through the group-commit writer.
+//! - A command is acked only after its terminal event is published and its task row
+//!   is durable. Order: task row → events, and the terminal row (the single terminal
+//!   transition decides who publishes) while their stream acks come in → terminal
+//!   event → ack.
+//! - Idempotency on `(tenant, request_id)`: a duplicate of a finished command runs
+//!   nothing; its stored terminal event goes to its `reply_to` only (and to the event
+//!   subjects only if a crash had kept it from ever getting there). A command whose task
+//!   was mid-flight when a process died is resumed, continuing the event sequence.
+//! - Bad input never crashes or blocks the consumer: unparseable → DLQ and terminated;
+//!   parseable but invalid → exactly one `failed` event with `invalid_request`.
+
+mod admit;
+mod enqueue;
+mod intake;
+mod persist;
+mod run;
+mod settle;
+
+use std::time::Duration;
+
+use switchyard_core::{Command, CommandEnvelope, LifecycleError};
+
+use crate::{
+    bus::{Bus, BusError, Delivery},
+    engine::Engine,
+    quota::Quotas,
+    store::{GroupCommit, NewTask, Store, StoreError, TaskInsert},
+};
+
+pub use admit::CACHE_MAX_AGE;
+pub use enqueue::{EnqueueError, Enqueued};
+pub use intake::{Readiness, run_intake};
+
+/// Why a delivery could not be handled now (it is nak'ed and comes back).
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The bus failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// A task row's state allows no such event (a stored row out of step).
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+}
+
+/// Deliveries of one command before it is given up (sent to the DLQ); below the
+/// consumer's own `max_deliver`, so the DLQ always learns of it.
+const MAX_DELIVERIES: u64 = 15;
+
+enum Disposition {
+    Ack,
+    Term,
+}
+
+/// The pipeline, whatever bus the commands come on. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Reads (cached results).
+    store: Store,
+    /// Group commit of the task writes (one writer task per handler).
+    writes: GroupCommit,
+    quotas: Quotas,
+    engine: Engine,
+    bus: Bus,
+    progress_every: Duration,
+}
+
+impl Pipeline {
+    /// A pipeline over a store, an engine and a bus, checking `quotas` (a checker
+    /// shared with the admin API, which tells it when quotas change). It starts the
+    /// group-commit writer that every task write goes through.
+    pub fn new(store: Store, engine: Engine, bus: Bus, quotas: Quotas) -> Self {
+        Self {
+            quotas,
+            writes: GroupCommit::start(store.clone()),
+            store,
+            engine,
+            bus,
+            progress_every: Duration::from_secs(10),
+        }
+    }
+
+    /// Sends in-progress acks this often while a command runs (keep it well below the
+    /// consumer's ack wait).
+    pub fn with_progress_every(mut self, every: Duration) -> Self {
+        self.progress_every = every.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Handles one delivery and acknowledges it (ack, term, or nak on failure).
+    pub async fn handle(&self, delivery: Delivery) {
+        let result = {
+            let work = self.process(&delivery);
+            tokio::pin!(work);
+            let mut ticker = tokio::time::interval(self.progress_every);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    result = &mut work => break result,
+                    _ = ticker.tick() => delivery.progress().await,
+                }
+            }
+        };
+        match result {
+            Ok(Disposition::Ack) => delivery.ack().await,
+            Ok(Disposition::Term) => delivery.term().await,
+            Err(error) if delivery.delivered >= MAX_DELIVERIES => {
+                tracing::error!(%error, subject = %delivery.subject, deliveries = delivery.delivered,
+                    "command given up after repeated failures; sent to the DLQ");
+                let reason = format!("gave up after {} deliveries: {error}", delivery.delivered);
+                if let Err(e) = self
+                    .bus
+                    .publish_dlq(&delivery.subject, &delivery.payload, &reason)
+                    .await
+                {
+                    tracing::error!(error = %e, "DLQ publish failed");
+                }
+                delivery.term().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, subject = %delivery.subject, "command not handled; it will be redelivered");
+                let backoff = Duration::from_millis(250 * (1 << delivery.delivered.min(5)));
+                delivery.nak(Some(backoff)).await;
+            }
+        }
+    }
+
+    async fn process(&self, delivery: &Delivery) -> Result<Disposition, HandleError> {
+        let envelope = match CommandEnvelope::parse(&delivery.payload) {
+            Ok(envelope) => envelope,
+            Err(reason) => {
+                tracing::warn!(subject = %delivery.subject, %reason, "unparseable command sent to the DLQ");
+                metrics::counter!("switchyard_commands_dlq_total").increment(1);
+                self.bus
+                    .publish_dlq(&delivery.subject, &delivery.payload, &reason)
+                    .await?;
+                return Ok(Disposition::Term);
+            }
+        };
+        let subject_kind = self
+            .bus
+            .subjects()
+            .kind_of_command_subject(&delivery.subject);
+        let kind_token = delivery
+            .subject
+            .strip_prefix(&format!("{}.cmd.", self.bus.subjects().prefix()))
+            .unwrap_or("unknown")
+            .to_owned();
+        let parsed: Result<Command, String> = match subject_kind {
+            None => Err(format!("'{}' is not a command subject", delivery.subject)),
+            Some(Err(e)) => Err(e),
+            Some(Ok(kind)) => Command::parse_and_validate(&delivery.payload, Some(kind))
+                .map_err(|e| e.to_string()),
+        };
+        let command = match parsed {
+            Ok(command) => command,
+            Err(message) => return self.reject(&envelope, &kind_token, delivery, message).await,
+        };
+        // The idempotency check: the insert tells a new request from a duplicate.
+        let new_task = NewTask::from_command(&command);
+        let cache_key = new_task.cache_key.clone();
+        let (task, resumed) = match self.writes.create_task(new_task).await? {
+            TaskInsert::Created(task) => (task, false),
+            TaskInsert::Existing(task) => (task, true),
+        };
+        if task.status.is_terminal() {
+            self.replay(&task, &envelope).await?;
+            return Ok(Disposition::Ack);
+        }
+        self.run(&task, command, resumed, cache_key.as_deref())
+            .await?;
+        Ok(Disposition::Ack)
+    }
+}

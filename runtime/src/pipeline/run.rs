@@ -1,0 +1,144 @@
+//! `run`: the engine executes the admitted request while its lifecycle events go out
+//! on the bus in order; then `settle` records and publishes the terminal event.
+
+use std::sync::Arc;
+
+use switchyard_core::{Command, Event, EventBody, Lifecycle};
+use tokio::sync::mpsc;
+
+use super::{HandleError, Pipeline, admit::Admission};
+use crate::{
+    bus::BusError,
+    engine::Submission,
+    store::{StoredJson, Task, TaskStatus},
+};
+
+impl Pipeline {
+    /// Runs a command on the engine and publishes its events. The terminal row is
+    /// written as soon as the engine is done, while the stream acks of the lifecycle
+    /// events are still coming; the terminal event goes out once both are in.
+    ///
+    /// `cache_key` is the command's [`crate::store::cache_key`] when it has `cache: true`.
+    pub(super) async fn run(
+        &self,
+        task: &Task,
+        command: Command,
+        resumed: bool,
+        cache_key: Option<&str>,
+    ) -> Result<(), HandleError> {
+        let command = Arc::new(command);
+        let reply_to = command.reply_to.clone();
+        // A new task starts its events at 1 (`accepted`); a resumed one continues after
+        // the last recorded.
+        let (lifecycle, announce) = if resumed {
+            let last_seq = u64::try_from(task.last_seq).unwrap_or(0);
+            (
+                Lifecycle::resume(command.request_id.clone(), command.tenant.clone(), last_seq),
+                None,
+            )
+        } else {
+            (
+                Lifecycle::new(command.request_id.clone(), command.tenant.clone()),
+                Some(task.id),
+            )
+        };
+        // Before a request's first attempt (a new task, or one stored but never
+        // started: a job posted over HTTP, or a crash before the first attempt) it is
+        // admitted; a task resumed mid-flight was admitted already.
+        let Admission { refuse, cached } = if task.status == TaskStatus::Pending {
+            self.admit(&command, cache_key).await?
+        } else {
+            Admission::default()
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+        let submission = Submission {
+            command: command.clone(),
+            lifecycle,
+            announce,
+            refuse,
+            cached,
+        };
+        let engine = &self.engine;
+        let execute = async move {
+            let mut emit = move |event: Event| {
+                let _ = tx.send(event);
+            };
+            engine.execute(submission, &mut emit).await
+        };
+        let publish = async {
+            let mut pending = Vec::new();
+            let mut failure: Option<BusError> = None;
+            while let Some(event) = rx.recv().await {
+                if event.is_terminal() {
+                    continue;
+                }
+                if let EventBody::Started { attempt, provider } = &event.body
+                    && let Err(e) = self.writes.record_start(
+                        task.id,
+                        provider.config_id,
+                        i64::from(*attempt),
+                        i64::try_from(event.seq).unwrap_or(0),
+                    )
+                {
+                    tracing::warn!(error = %e, "cannot record the attempt start");
+                }
+                // Sent in order without waiting for each stream ack; the acks are
+                // awaited together before the terminal event is published.
+                match self.bus.send_event(&event).await {
+                    Ok(ack) => pending.push(ack),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event not published");
+                        failure.get_or_insert(e);
+                    }
+                }
+            }
+            for ack in pending {
+                if let Err(e) = ack.wait().await {
+                    tracing::warn!(error = %e, "event not published");
+                    failure.get_or_insert(e);
+                }
+            }
+            failure.map_or(Ok(()), |e| Err(HandleError::from(e)))
+        };
+        // The terminal row is written as soon as the engine is done, alongside the
+        // publishing of the lifecycle events.
+        let finish = async {
+            let outcome = execute.await;
+            let terminal = outcome.terminal;
+            // Encoded once: the same bytes go to the row, the event stream and `reply_to`.
+            let encoded = StoredJson::encode(&terminal).map_err(BusError::Encode)?;
+            let won = self
+                .write_terminal(task.id, &command, &terminal, &encoded, outcome.raw_response)
+                .await?;
+            Ok::<_, HandleError>((terminal, encoded, won))
+        };
+        let (published, finished) = tokio::join!(publish, finish);
+        // Lifecycle events that did not all go out: no terminal event now; the command
+        // comes back, and its redelivery publishes the stored terminal event.
+        published?;
+        let (terminal, encoded, won) = finished?;
+        if won {
+            if let EventBody::Completed {
+                usage,
+                cached: false,
+                ..
+            } = &terminal.body
+            {
+                self.quotas.record(
+                    command.tenant.as_str(),
+                    command.user.as_deref(),
+                    i64::from(usage.images),
+                    usage.cost_usd,
+                );
+            }
+            self.publish_terminal(&terminal, &encoded, reply_to.as_deref())
+                .await?;
+        } else {
+            tracing::info!(
+                request_id = %command.request_id,
+                "another process finished this task first; its terminal event stands"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,162 @@
+//! `settle`: the terminal transition, written once (the single writer that wins it
+//! publishes), then the terminal event on the stream and to `reply_to`; and the replay
+//! of a finished request's stored terminal event to a duplicate.
+
+use bytes::Bytes;
+use switchyard_core::{Command, CommandEnvelope, Event, EventBody};
+
+use super::{HandleError, Pipeline};
+use crate::{
+    bus::BusError,
+    store::{Completion, Failure, NewTaskResult, StoredJson, Task, UsageRecord},
+};
+
+impl Pipeline {
+    /// A duplicate of a finished command: runs nothing.
+    pub(super) async fn replay(
+        &self,
+        task: &Task,
+        envelope: &CommandEnvelope,
+    ) -> Result<(), HandleError> {
+        let Some(event) = task
+            .terminal_event
+            .as_ref()
+            .and_then(|v| serde_json::from_value::<Event>(v.clone()).ok())
+        else {
+            return Ok(());
+        };
+        if !self
+            .bus
+            .terminal_published(&event.tenant, &event.request_id)
+            .await?
+        {
+            // The process that finished it died before publishing: publish it now.
+            self.bus.publish_event(&event).await?;
+        }
+        if let Some(reply_to) = &envelope.reply_to {
+            self.bus
+                .publish_core(
+                    reply_to,
+                    Bytes::from(serde_json::to_vec(&event).map_err(BusError::Encode)?),
+                )
+                .await?;
+        }
+        metrics::counter!("switchyard_commands_duplicate_total").increment(1);
+        Ok(())
+    }
+
+    /// Writes the terminal row (with results and usage); true if this run's
+    /// transition won.
+    pub(super) async fn write_terminal(
+        &self,
+        task: i64,
+        command: &Command,
+        terminal: &Event,
+        encoded: &StoredJson,
+        raw_response: Option<serde_json::Value>,
+    ) -> Result<bool, HandleError> {
+        let won = match &terminal.body {
+            EventBody::Completed {
+                output,
+                usage,
+                provider,
+                attempts,
+                cached,
+                ..
+            } => {
+                let mut results: Vec<NewTaskResult> = output
+                    .images
+                    .iter()
+                    .map(|image| NewTaskResult {
+                        artifact_id: Some(image.artifact_id.clone()),
+                        url: Some(image.url.clone()),
+                        content_type: Some(image.mime.clone()),
+                        bytes: i64::try_from(image.bytes).ok(),
+                        width: Some(i64::from(image.width)),
+                        height: Some(i64::from(image.height)),
+                        sha256: Some(image.sha256.clone()),
+                        model: provider.model.clone(),
+                        seed: image.seed,
+                        revised_prompt: image.revised_prompt.clone(),
+                        text: None,
+                    })
+                    .collect();
+                if let Some(text) = &output.text {
+                    results.push(NewTaskResult {
+                        model: provider.model.clone(),
+                        text: Some(text.clone()),
+                        ..NewTaskResult::default()
+                    });
+                }
+                let usage_row = UsageRecord {
+                    task_id: Some(task),
+                    tenant: command.tenant.to_string(),
+                    user: command.user.clone(),
+                    config_id: Some(provider.config_id),
+                    provider: provider.provider_type.as_str().to_owned(),
+                    model: provider.model.clone(),
+                    kind: command.kind,
+                    images: i64::from(usage.images),
+                    input_tokens: i64::try_from(usage.input_tokens).unwrap_or(i64::MAX),
+                    output_tokens: i64::try_from(usage.output_tokens).unwrap_or(i64::MAX),
+                    cost_usd: usage.cost_usd,
+                };
+                self.writes
+                    .complete_task(Completion {
+                        id: task,
+                        config_id: Some(provider.config_id),
+                        attempts: i64::try_from(attempts.len()).unwrap_or(0),
+                        raw_response,
+                        results,
+                        terminal_event: encoded.clone(),
+                        // A cached answer used no provider: nothing to count.
+                        usage: (!cached).then_some(usage_row),
+                    })
+                    .await?
+            }
+            EventBody::Failed {
+                error, attempts, ..
+            } => {
+                self.writes
+                    .fail_task(Failure {
+                        id: task,
+                        config_id: error.provider.as_ref().map(|p| p.config_id),
+                        attempts: i64::try_from(attempts.len()).unwrap_or(0),
+                        code: error.code,
+                        message: error.message.clone(),
+                        terminal_event: encoded.clone(),
+                    })
+                    .await?
+            }
+            _ => false,
+        };
+        Ok(won)
+    }
+
+    pub(super) async fn publish_terminal(
+        &self,
+        event: &Event,
+        encoded: &StoredJson,
+        reply_to: Option<&str>,
+    ) -> Result<(), HandleError> {
+        let payload = Bytes::copy_from_slice(encoded.get().as_bytes());
+        self.bus
+            .send_encoded_event(event, payload.clone())
+            .await?
+            .wait()
+            .await?;
+        if let Some(reply_to) = reply_to
+            && let Err(e) = self.bus.publish_core(reply_to, payload).await
+        {
+            tracing::warn!(error = %e, "reply_to not reached");
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn error_message(event: &Event) -> &str {
+    match &event.body {
+        EventBody::Failed { error, .. } => &error.message,
+        _ => "",
+    }
+}

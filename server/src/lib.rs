@@ -1,0 +1,209 @@
+//! The serving process, composed: the runtime (actor system, reloader, command
+//! consumer, replicas, control service) with the HTTP front in front of it. This is
+//! the composition root; the runtime knows nothing of HTTP and the HTTP crate nothing
+//! of how the process starts.
+
+use std::{future::Future, time::Duration};
+
+use tokio::sync::watch;
+
+use switchyard_runtime::{
+    InitError, Runtime,
+    artifacts::ArtifactStore,
+    bus::Bus,
+    pipeline::{Pipeline, Readiness, run_intake},
+};
+use switchyard_tasks::Tasks;
+
+/// A runtime serving in its own task.
+#[derive(Debug)]
+pub struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Option<Result<(), InitError>>>,
+    _tasks: Tasks,
+}
+
+impl Running {
+    /// Shuts the runtime down and waits until it has stopped.
+    ///
+    /// # Errors
+    /// The runtime's own error, or [`InitError::Stopped`] if its task died.
+    pub async fn stop(self) -> Result<(), InitError> {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .map_err(|e| InitError::Stopped(e.to_string()))?
+            .unwrap_or_else(|| Err(InitError::Stopped("the runtime task panicked".into())))
+    }
+}
+
+/// Serving a prepared [`Runtime`].
+pub trait Serve {
+    /// Runs until `shutdown` resolves: the actor system, the bus consumer, the HTTP
+    /// server and the NATS control service. On shutdown it stops pulling commands,
+    /// hands back unstarted ones, lets running ones finish, and closes the database.
+    ///
+    /// # Errors
+    /// [`InitError`] for start-up failures.
+    fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> impl Future<Output = Result<(), InitError>> + Send;
+    /// Runs in a task of its own on `bus` (which the caller keeps using, e.g. the demo's
+    /// in-process bus); [`Running::stop`] shuts it down cleanly.
+    fn spawn_with_bus(self, bus: Bus) -> Running;
+    /// [`Serve::run`] on a bus the caller already holds.
+    ///
+    /// # Errors
+    /// [`InitError`] for start-up failures.
+    fn run_with_bus(
+        self,
+        bus: Bus,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> impl Future<Output = Result<(), InitError>> + Send;
+}
+
+impl Serve for Runtime {
+    /// Runs until `shutdown` resolves: the actor system, the bus consumer, the HTTP
+    /// server and the NATS control service. On shutdown it stops pulling commands,
+    /// hands back unstarted ones, lets running ones finish, and closes the database.
+    ///
+    /// # Errors
+    /// [`InitError`] for start-up failures.
+    async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), InitError> {
+        let bus = self.connect_bus().await?;
+        self.run_with_bus(bus, shutdown).await
+    }
+
+    /// Runs in a task of its own on `bus` (which the caller keeps using, e.g. the demo's
+    /// in-process bus); [`Running::stop`] shuts it down cleanly.
+    fn spawn_with_bus(self, bus: Bus) -> Running {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let tasks = Tasks::new("running");
+        let task = tasks.spawn_with_result("runtime", async move {
+            self.run_with_bus(bus, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Running {
+            stop,
+            task,
+            _tasks: tasks,
+        }
+    }
+
+    /// [`Runtime::run`] on a bus the caller already holds (the demo talks to the same
+    /// in-process bus).
+    ///
+    /// # Errors
+    /// [`InitError`] for start-up failures.
+    async fn run_with_bus(
+        self,
+        bus: Bus,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), InitError> {
+        let runtime = self;
+        let token = runtime.admin_token()?;
+        let readiness = Readiness::default();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Owns every background task of this process; stopped last, after a clean drain.
+        let tasks = Tasks::new("serve");
+        let nats_bus = bus.nats_client().is_some().then(|| bus.clone());
+        let (engine, reload) = runtime
+            .start_engine(nats_bus, stop_rx.clone(), &tasks)
+            .await?;
+
+        let listener = tokio::net::TcpListener::bind(&runtime.settings.http.listen)
+            .await
+            .map_err(|e| InitError::Listen(runtime.settings.http.listen.clone(), e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| InitError::Listen(runtime.settings.http.listen.clone(), e))?;
+        tracing::info!(listen = %local, bus = %switchyard_core::redact_url(&runtime.settings.bus.url), "serving");
+        let membership = match bus.nats_client() {
+            Some(_) => Some(
+                switchyard_runtime::replicas::start(
+                    bus.clone(),
+                    engine.clone(),
+                    stop_rx.clone(),
+                    &tasks,
+                )
+                .await,
+            ),
+            None => None,
+        };
+        let quotas = switchyard_runtime::quota::Quotas::new(runtime.store.clone());
+        let pipeline = Pipeline::new(
+            runtime.store.clone(),
+            engine.clone(),
+            bus.clone(),
+            quotas.clone(),
+        )
+        .with_progress_every(Duration::from_millis(runtime.settings.bus.ack_wait_ms / 3));
+        let app = switchyard_http::router(switchyard_http::HttpState {
+            artifacts: ArtifactStore::open(&runtime.settings.artifacts.url)?,
+            readiness: readiness.clone(),
+            metrics: switchyard_runtime::telemetry::prometheus(),
+            admin: Some(switchyard_http::AdminState {
+                store: runtime.store.clone(),
+                engine: engine.clone(),
+                reload: reload.clone(),
+                bus: bus.clone(),
+                token,
+                membership,
+                quotas,
+                pipeline: pipeline.clone(),
+            }),
+        });
+        let mut http_stop = stop_rx.clone();
+        let http = tasks.spawn_with_result("http", async move {
+            let served = switchyard_http::serve(listener, app, async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "http server failed");
+            }
+        });
+        let control = match bus.nats_client() {
+            Some(client) => Some(
+                switchyard_runtime::control::start(
+                    client.clone(),
+                    bus.subjects().clone(),
+                    engine.clone(),
+                    reload.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let intake = tasks.spawn_with_result(
+            "intake",
+            run_intake(
+                pipeline,
+                runtime.settings.bus.concurrency,
+                readiness,
+                stop_rx,
+            ),
+        );
+
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        match intake.await {
+            Ok(Some(Err(e))) => tracing::error!(error = %e, "command consumer failed"),
+            Ok(None) | Err(_) => tracing::error!("command consumer panicked"),
+            Ok(Some(Ok(()))) => {}
+        }
+        let _ = http.await;
+        if let Some(control) = control {
+            control.stop().await;
+        }
+        engine.shutdown();
+        tasks.shutdown(Duration::from_secs(5)).await;
+        runtime.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
