@@ -5,32 +5,37 @@
 //! with a JSON body naming each bad field.
 
 mod jobs;
+mod keys;
 mod openai;
 mod plugins;
+mod providers;
 mod quotas;
+mod usage;
 
 use axum::{
     Json, Router,
-    body::Bytes,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::{HeaderMap, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{delete, get, post},
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
-use switchyard_core::{ConfigId, Kind, ProviderConfigDraft, ProviderType};
 
+use providers::{
+    create_provider, delete_provider, get_provider, list_providers, patch_provider, reload, status,
+    store_error, test_provider,
+};
 use switchyard_runtime::{
     artifacts::{ArtifactError, ArtifactStore},
     bus::Bus,
     engine::Engine,
     pipeline::{Pipeline, Readiness},
-    reloader::{ReloadHandle, announce},
+    reloader::ReloadHandle,
     settings::Secret,
-    store::{ConfigChange, ProviderFilter, ProviderRecord, Store, StoreError},
+    store::Store,
 };
+use usage::{tenant_query, usage};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -96,12 +101,16 @@ pub fn router(state: HttpState) -> Router {
             artifacts: state.artifacts.clone(),
         };
         let oai = Router::new()
-            .route("/v1/images/generations", post(openai::image_generations))
+            .route(
+                "/v1/images/generations",
+                post(openai::images::image_generations),
+            )
             .route(
                 "/v1/images/edits",
-                post(openai::image_edits).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+                post(openai::images::image_edits)
+                    .layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
             )
-            .route("/v1/chat/completions", post(openai::chat_completions))
+            .route("/v1/chat/completions", post(openai::chat::chat_completions))
             .route("/v1/models", get(openai::models))
             .layer(middleware::from_fn_with_state(
                 compatible.clone(),
@@ -140,9 +149,9 @@ pub fn router(state: HttpState) -> Router {
             )
             .route(
                 "/v1/tenants/{tenant}/keys",
-                get(openai::list_keys).post(openai::create_key),
+                get(keys::list_keys).post(keys::create_key),
             )
-            .route("/v1/tenants/{tenant}/keys/{id}", delete(openai::revoke_key))
+            .route("/v1/tenants/{tenant}/keys/{id}", delete(keys::revoke_key))
             .route("/v1/plugins", get(plugins::list_plugins))
             .route(
                 "/v1/plugins/{name}",
@@ -169,7 +178,7 @@ pub fn router(state: HttpState) -> Router {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Switchyard", description = "Event-driven gateway to AI image and text providers. Admin endpoints need `Authorization: Bearer <admin token>`."),
-    paths(healthz, readyz, metrics_text, artifact, list_providers, create_provider, get_provider, patch_provider, delete_provider, reload, status, test_provider, usage, jobs::submit_job, jobs::get_job, jobs::job_events, quotas::list_quotas, quotas::put_quota, quotas::delete_quota, openai::create_key, openai::list_keys, openai::revoke_key, openai::image_generations, openai::image_edits, openai::chat_completions, openai::models, plugins::install_plugin, plugins::list_plugins, plugins::get_plugin, plugins::delete_plugin, plugins::rollback_plugin),
+    paths(healthz, readyz, metrics_text, artifact, providers::list_providers, providers::create_provider, providers::get_provider, providers::patch_provider, providers::delete_provider, providers::reload, providers::status, providers::test_provider, usage::usage, jobs::submit_job, jobs::get_job, jobs::job_events, quotas::list_quotas, quotas::put_quota, quotas::delete_quota, keys::create_key, keys::list_keys, keys::revoke_key, openai::images::image_generations, openai::images::image_edits, openai::chat::chat_completions, openai::models, plugins::install_plugin, plugins::list_plugins, plugins::get_plugin, plugins::delete_plugin, plugins::rollback_plugin),
     modifiers(&AdminAuth),
 )]
 pub struct ApiDoc;
@@ -342,346 +351,5 @@ async fn artifact(State(state): State<HttpState>, Path(id): Path<String>) -> Res
             tracing::error!(error = %e, "artifact read failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, "artifact store error")
         }
-    }
-}
-
-// === admin: usage ===
-
-/// How far back `GET /v1/usage` looks without `from`.
-const USAGE_DEFAULT_DAYS: i64 = 30;
-
-/// Query of `GET /v1/usage`.
-#[derive(Debug, Deserialize)]
-struct UsageQuery {
-    tenant: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-}
-
-/// The required `tenant` query parameter, checked.
-#[expect(
-    clippy::result_large_err,
-    reason = "a handler helper whose error is the response itself"
-)]
-fn tenant_query(tenant: Option<&str>) -> Result<&str, Response> {
-    let Some(tenant) = tenant else {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "the tenant query parameter is required",
-        ));
-    };
-    switchyard_core::Tenant::new(tenant)
-        .map(|_| tenant)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("tenant: {e}")))
-}
-
-#[expect(
-    clippy::result_large_err,
-    reason = "a handler helper whose error is the response itself"
-)]
-fn parse_time(
-    name: &str,
-    value: Option<&str>,
-) -> Result<Option<chrono::DateTime<chrono::Utc>>, Response> {
-    value
-        .map(|text| {
-            chrono::DateTime::parse_from_rfc3339(text)
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .map_err(|e| {
-                    error(
-                        StatusCode::BAD_REQUEST,
-                        format!("{name} '{text}' is not an RFC 3339 time: {e}"),
-                    )
-                })
-        })
-        .transpose()
-}
-
-#[utoipa::path(get, path = "/v1/usage", tag = "usage", security(("admin" = [])), params(("tenant" = String, Query, description = "the tenant (required)"), ("from" = Option<String>, Query, description = "RFC 3339, inclusive (default: 30 days before `to`)"), ("to" = Option<String>, Query, description = "RFC 3339, exclusive (default: now)")), responses((status = 200, description = "{tenant, from, to, groups: [{provider, model, kind, requests, images, input_tokens, output_tokens, cost_usd}], total: {requests, images, input_tokens, output_tokens, cost_usd}}: finished requests that used a provider, grouped by provider type, model and kind"), (status = 400, description = "missing tenant, bad time, or from not before to"), (status = 401, description = "missing or wrong admin token")))]
-async fn usage(State(admin): State<AdminState>, Query(query): Query<UsageQuery>) -> Response {
-    let tenant = match tenant_query(query.tenant.as_deref()) {
-        Ok(tenant) => tenant,
-        Err(response) => return response,
-    };
-    let (from, to) = match (
-        parse_time("from", query.from.as_deref()),
-        parse_time("to", query.to.as_deref()),
-    ) {
-        (Ok(from), Ok(to)) => {
-            let to = to.unwrap_or_else(chrono::Utc::now);
-            (
-                from.unwrap_or(to - chrono::Duration::days(USAGE_DEFAULT_DAYS)),
-                to,
-            )
-        }
-        (Err(response), _) | (_, Err(response)) => return response,
-    };
-    if from >= to {
-        return error(StatusCode::BAD_REQUEST, "from must be before to");
-    }
-    let rows = match admin.store.usage_summary(tenant, from, to).await {
-        Ok(rows) => rows,
-        Err(e) => return store_error(e),
-    };
-    let groups: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "provider": r.provider, "model": r.model, "kind": r.kind,
-                "requests": r.requests, "images": r.images,
-                "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
-                "cost_usd": r.cost_usd,
-            })
-        })
-        .collect();
-    let sum =
-        |f: fn(&switchyard_runtime::store::UsageSummaryRow) -> i64| rows.iter().map(f).sum::<i64>();
-    Json(json!({
-        "tenant": tenant,
-        "from": from,
-        "to": to,
-        "groups": groups,
-        "total": {
-            "requests": sum(|r| r.requests),
-            "images": sum(|r| r.images),
-            "input_tokens": sum(|r| r.input_tokens),
-            "output_tokens": sum(|r| r.output_tokens),
-            "cost_usd": rows.iter().map(|r| r.cost_usd).sum::<f64>(),
-        },
-    }))
-    .into_response()
-}
-
-// === admin: provider configs ===
-
-/// Query of `GET /v1/providers`.
-#[derive(Debug, Deserialize)]
-struct ListQuery {
-    provider: Option<String>,
-    enabled: Option<bool>,
-    kind: Option<String>,
-    #[serde(default)]
-    offset: usize,
-    limit: Option<usize>,
-}
-
-fn store_error(e: StoreError) -> Response {
-    match e {
-        StoreError::Invalid(v) => (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "invalid provider config", "fields": v.errors})),
-        )
-            .into_response(),
-        StoreError::NameTaken(name) => error(
-            StatusCode::CONFLICT,
-            format!("a provider config named '{name}' already exists"),
-        ),
-        StoreError::NotFound(id) => error(
-            StatusCode::NOT_FOUND,
-            format!("provider config {id} not found"),
-        ),
-        StoreError::VersionConflict { .. } => error(StatusCode::CONFLICT, e.to_string()),
-        other => {
-            tracing::error!(error = %other, "admin api storage error");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "storage error")
-        }
-    }
-}
-
-#[expect(
-    clippy::result_large_err,
-    reason = "a handler helper whose error is the response itself"
-)]
-fn parse_draft(body: &Bytes) -> Result<ProviderConfigDraft, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "body is not a provider config object", "detail": e.to_string()})),
-        )
-            .into_response()
-    })
-}
-
-async fn changed(admin: &AdminState, id: ConfigId, op: &str, version: i64) {
-    announce(
-        &admin.bus,
-        &ConfigChange {
-            id,
-            op: op.to_owned(),
-            version,
-        },
-    )
-    .await;
-    admin.reload.nudge();
-}
-
-#[utoipa::path(get, path = "/v1/providers", tag = "providers", security(("admin" = [])), params(("provider" = Option<String>, Query, description = "only this provider type"), ("enabled" = Option<bool>, Query, description = "only enabled or disabled configs"), ("kind" = Option<String>, Query, description = "only configs serving this kind"), ("offset" = Option<usize>, Query, description = "skip this many"), ("limit" = Option<usize>, Query, description = "at most this many (default 100, max 1000)")), responses((status = 200, description = "{items: [provider config (PROTOCOL.md §6, keys masked)], total, offset, limit}"), (status = 400, description = "bad filter"), (status = 401, description = "missing or wrong admin token")))]
-async fn list_providers(
-    State(admin): State<AdminState>,
-    Query(query): Query<ListQuery>,
-) -> Response {
-    let provider = match query
-        .provider
-        .as_deref()
-        .map(str::parse::<ProviderType>)
-        .transpose()
-    {
-        Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let kind = match query.kind.as_deref().map(str::parse::<Kind>).transpose() {
-        Ok(k) => k,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    let all = ProviderFilter {
-        provider,
-        enabled: query.enabled,
-        kind,
-        ..ProviderFilter::default()
-    };
-    let total = match admin.store.list_providers(&all).await {
-        Ok(records) => records.len(),
-        Err(e) => return store_error(e),
-    };
-    let limit = query.limit.unwrap_or(100).min(1000);
-    let page = ProviderFilter {
-        offset: query.offset,
-        limit: Some(limit),
-        ..all
-    };
-    match admin.store.list_providers(&page).await {
-        Ok(records) => Json(json!({
-            "items": records.iter().map(ProviderRecord::to_json).collect::<Vec<_>>(),
-            "total": total,
-            "offset": query.offset,
-            "limit": limit,
-        }))
-        .into_response(),
-        Err(e) => store_error(e),
-    }
-}
-
-#[utoipa::path(post, path = "/v1/providers", tag = "providers", security(("admin" = [])), request_body(content_type = "application/json", description = "a provider config object (PROTOCOL.md §6); name and provider are required"), responses((status = 201, description = "the stored config, key masked"), (status = 400, description = "{error, fields: [{path, message}]}"), (status = 409, description = "the name is taken"), (status = 401, description = "missing or wrong admin token")))]
-async fn create_provider(State(admin): State<AdminState>, body: Bytes) -> Response {
-    let draft = match parse_draft(&body) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let spec = match draft.validate() {
-        Ok(spec) => spec,
-        Err(e) => return store_error(StoreError::Invalid(e)),
-    };
-    match admin.store.insert_provider(&spec).await {
-        Ok(config) => {
-            changed(&admin, config.id, "insert", config.version).await;
-            (StatusCode::CREATED, Json(json!(config))).into_response()
-        }
-        Err(e) => store_error(e),
-    }
-}
-
-#[utoipa::path(get, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "the config, key masked (an invalid row shows its errors)"), (status = 404, description = "not found"), (status = 401, description = "missing or wrong admin token")))]
-async fn get_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> Response {
-    match admin.store.get_provider(ConfigId(id)).await {
-        Ok(Some(record)) => Json(record.to_json()).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            format!("provider config {id} not found"),
-        ),
-        Err(e) => store_error(e),
-    }
-}
-
-#[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), request_body(content_type = "application/json", description = "any subset of the config fields; a masked api_key means unchanged"), responses((status = 200, description = "the stored config with its new version"), (status = 400, description = "{error, fields: [{path, message}]}"), (status = 404, description = "not found"), (status = 409, description = "name taken or concurrent write"), (status = 401, description = "missing or wrong admin token")))]
-async fn patch_provider(
-    State(admin): State<AdminState>,
-    Path(id): Path<i64>,
-    body: Bytes,
-) -> Response {
-    let patch = match parse_draft(&body) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    match admin.store.patch_provider(ConfigId(id), patch).await {
-        Ok(config) => {
-            changed(&admin, config.id, "update", config.version).await;
-            Json(json!(config)).into_response()
-        }
-        Err(e) => store_error(e),
-    }
-}
-
-#[utoipa::path(delete, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 204, description = "deleted; its actor drains and stops"), (status = 404, description = "not found"), (status = 401, description = "missing or wrong admin token")))]
-async fn delete_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> Response {
-    match admin.store.delete_provider(ConfigId(id)).await {
-        Ok(true) => {
-            changed(&admin, ConfigId(id), "delete", 0).await;
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(false) => error(
-            StatusCode::NOT_FOUND,
-            format!("provider config {id} not found"),
-        ),
-        Err(e) => store_error(e),
-    }
-}
-
-#[utoipa::path(post, path = "/v1/providers/reload", tag = "providers", security(("admin" = [])), responses((status = 200, description = "{live, added, replaced, removed, invalid, failed, versions}"), (status = 401, description = "missing or wrong admin token")))]
-async fn reload(State(admin): State<AdminState>) -> Response {
-    match admin.reload.reload_all().await {
-        Ok(report) => Json(json!(report)).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
-}
-
-#[utoipa::path(get, path = "/v1/providers/status", tag = "providers", security(("admin" = [])), responses((status = 200, description = "{replicas, instances: [{config_id, name, version, actor, breaker, in_flight, queued, latency_ewma_ms, restarts, requests, errors, limiter_waits, last_error, …}], invalid: [{config_id, errors}]}"), (status = 401, description = "missing or wrong admin token")))]
-async fn status(State(admin): State<AdminState>) -> Response {
-    let replicas = admin
-        .membership
-        .as_ref()
-        .map_or(1, switchyard_runtime::replicas::Membership::replicas);
-    Json(json!({
-        "replicas": replicas,
-        "instances": admin.engine.status(),
-        "invalid": admin.reload.invalid(),
-    }))
-    .into_response()
-}
-
-#[utoipa::path(post, path = "/v1/providers/{id}/test", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "{ok, code?, error?}: the adapter's health check against the provider"), (status = 404, description = "not found"), (status = 401, description = "missing or wrong admin token")))]
-async fn test_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> Response {
-    let record = match admin.store.get_provider(ConfigId(id)).await {
-        Ok(Some(record)) => record,
-        Ok(None) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("provider config {id} not found"),
-            );
-        }
-        Err(e) => return store_error(e),
-    };
-    let mut config = match record.config() {
-        Ok(config) => config,
-        Err(e) => return store_error(StoreError::Invalid(e)),
-    };
-    let plugins = admin.engine.plugins();
-    if let Some(plugins) = plugins {
-        plugins.resolve(&admin.store, [&mut config]).await;
-    }
-    let adapter = match switchyard_runtime::providers::build_adapter_with(
-        &config,
-        plugins.map(|p| p.as_ref() as &dyn switchyard_runtime::providers::PluginSource),
-    ) {
-        Ok(adapter) => adapter,
-        Err(e) => return Json(json!({"ok": false, "error": e.to_string()})).into_response(),
-    };
-    let timeout = std::time::Duration::from_millis(config.spec.timeout_ms);
-    match tokio::time::timeout(timeout, adapter.health_check()).await {
-        Ok(Ok(())) => Json(json!({"ok": true})).into_response(),
-        Ok(Err(e)) => {
-            Json(json!({"ok": false, "code": e.code, "error": e.message})).into_response()
-        }
-        Err(_) => Json(json!({"ok": false, "code": "timeout", "error": "no answer in time"}))
-            .into_response(),
     }
 }

@@ -13,25 +13,23 @@
 //! instance name (`config_id`), else a provider type (`provider`), else a model
 //! (`route.model`); `auto` or none routes as usual.
 
-use std::{convert::Infallible, time::Duration};
+pub(crate) mod chat;
+pub(crate) mod images;
+
+use std::time::Duration;
 
 use axum::{
-    Extension, Json,
-    body::Bytes,
+    Json,
     extract::{Request, State},
     http::{HeaderMap, StatusCode, header},
     middleware::Next,
-    response::{
-        IntoResponse, Response,
-        sse::{self, Sse},
-    },
+    response::{IntoResponse, Response},
 };
-use base64::Engine as _;
-use futures_util::{Stream, StreamExt, stream};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use futures_util::StreamExt;
+use serde_json::json;
 use switchyard_core::{
-    Command, ErrorCode, ErrorInfo, Event, EventBody, Kind, ProviderType, Tenant,
+    Command, CommandInput, ConfigRef, ErrorCode, ErrorInfo, Event, Kind, ProviderSelector,
+    ProviderType, RequestId, Route, Tenant,
 };
 
 use super::AdminState;
@@ -42,7 +40,7 @@ use switchyard_runtime::{
 };
 
 /// How long a call waits for its request to end.
-const WAIT: Duration = Duration::from_secs(300);
+pub(super) const WAIT: Duration = Duration::from_secs(300);
 
 /// What the OpenAI-compatible handlers share.
 #[derive(Debug, Clone)]
@@ -55,10 +53,15 @@ pub struct OpenAiState {
 
 /// The tenant a request's key belongs to.
 #[derive(Debug, Clone)]
-pub(super) struct KeyTenant(Tenant);
+pub(super) struct KeyTenant(pub(super) Tenant);
 
 /// An error in OpenAI's shape: `{"error": {"message", "type", "code"}}`.
-fn oai_error(status: StatusCode, kind: &str, code: &str, message: impl Into<String>) -> Response {
+pub(super) fn oai_error(
+    status: StatusCode,
+    kind: &str,
+    code: &str,
+    message: impl Into<String>,
+) -> Response {
     (
         status,
         Json(json!({"error": {"message": message.into(), "type": kind, "code": code, "param": null}})),
@@ -77,7 +80,7 @@ fn store_failure(e: &StoreError) -> Response {
 }
 
 /// The status and OpenAI error type of a failed request.
-fn failure_response(error: &ErrorInfo) -> Response {
+pub(super) fn failure_response(error: &ErrorInfo) -> Response {
     let (status, kind) = match error.code {
         ErrorCode::InvalidRequest | ErrorCode::ContentFiltered => {
             (StatusCode::BAD_REQUEST, "invalid_request_error")
@@ -136,7 +139,7 @@ pub(super) async fn require_tenant_key(
 }
 
 /// A fresh request id: `oai-` and 22 characters of `[0-9A-Za-z]`.
-fn new_request_id() -> String {
+pub(super) fn new_request_id() -> String {
     format!(
         "oai-{}",
         switchyard_runtime::secrets::random_alphanumeric(22)
@@ -144,23 +147,25 @@ fn new_request_id() -> String {
 }
 
 /// The `route` for an OpenAI `model` (see the module docs).
-fn route_for(state: &OpenAiState, model: Option<&str>) -> Value {
+fn route_for(state: &OpenAiState, model: Option<&str>) -> Route {
+    let mut route = Route::default();
     let Some(model) = model.filter(|m| !m.is_empty() && *m != "auto") else {
-        return json!({});
+        return route;
     };
     let table = state.admin.engine.table();
     if table.instances.iter().any(|i| i.config.spec.name == model) {
-        return json!({"config_id": model});
+        route.config_id = Some(ConfigRef::Name(model.to_owned()));
+    } else if let Ok(provider) = model.parse::<ProviderType>() {
+        route.provider = ProviderSelector::Type(provider);
+    } else {
+        route.model = Some(model.to_owned());
     }
-    if model.parse::<ProviderType>().is_ok() {
-        return json!({"provider": model});
-    }
-    json!({"model": model})
+    route
 }
 
 /// How a call follows its request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Follow {
+pub(super) enum Follow {
     /// Every event (a stream of chunks): a subscription to the request's events.
     Events,
     /// Only the terminal event, sent to a private `reply_to` subject: one core
@@ -169,14 +174,18 @@ enum Follow {
 }
 
 /// Validates the command, subscribes to what `follow` asks for and publishes it.
-async fn submit(state: &OpenAiState, mut body: Value, follow: Follow) -> Result<Events, Response> {
+pub(super) async fn submit(
+    state: &OpenAiState,
+    mut command: Command,
+    follow: Follow,
+) -> Result<Events, Response> {
     let inbox = format!("_INBOX.switchyard.{}", new_request_id());
     if follow == Follow::Terminal {
-        body["reply_to"] = json!(inbox);
+        command.reply_to = Some(inbox.clone());
     }
-    let bytes = serde_json::to_vec(&body).map_err(|e| bad_request(e.to_string()))?;
-    let command =
-        Command::parse_and_validate(&bytes, None).map_err(|e| bad_request(e.to_string()))?;
+    command
+        .validate(None)
+        .map_err(|e| bad_request(e.to_string()))?;
     let bus = &state.admin.bus;
     let unavailable = |e: switchyard_runtime::bus::BusError| {
         tracing::warn!(error = %e, "OpenAI-compatible call not queued");
@@ -210,7 +219,10 @@ async fn submit(state: &OpenAiState, mut body: Value, follow: Follow) -> Result<
 }
 
 /// Waits for the first event that `wanted` picks.
-async fn wait_for(events: &mut Events, wanted: fn(&Event) -> bool) -> Result<Event, Response> {
+pub(super) async fn wait_for(
+    events: &mut Events,
+    wanted: fn(&Event) -> bool,
+) -> Result<Event, Response> {
     let wait = async {
         while let Some(event) = events.next().await {
             if wanted(&event) {
@@ -237,7 +249,7 @@ async fn wait_for(events: &mut Events, wanted: fn(&Event) -> bool) -> Result<Eve
 }
 
 /// Waits for the terminal event.
-async fn terminal(events: &mut Events) -> Result<Event, Response> {
+pub(super) async fn terminal(events: &mut Events) -> Result<Event, Response> {
     wait_for(events, Event::is_terminal).await
 }
 
@@ -246,475 +258,42 @@ async fn terminal(events: &mut Events) -> Result<Event, Response> {
     clippy::result_large_err,
     reason = "a handler helper whose error is the response itself"
 )]
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+pub(super) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| bad_request(format!("the body does not fit: {e}")))
 }
 
-/// The command of a call: a fresh request id, the key's tenant, and the route its
-/// `model` picks.
-fn command_body(
+/// The command of a call: the key's tenant, and the route its `model` picks.
+#[expect(
+    clippy::result_large_err,
+    reason = "a handler helper whose error is the response itself"
+)]
+pub(super) fn command(
     state: &OpenAiState,
     request_id: &str,
     tenant: &Tenant,
     user: Option<String>,
     kind: Kind,
-    input: Map<String, Value>,
+    input: CommandInput,
     model: Option<&str>,
-) -> Value {
-    json!({
-        "request_id": request_id,
-        "tenant": tenant.as_str(),
-        "user": user,
-        "kind": kind.as_str(),
-        "input": input,
-        "route": route_for(state, model),
-    })
+) -> Result<Command, Response> {
+    let request_id = RequestId::new(request_id).map_err(|e| bad_request(e.to_string()))?;
+    let mut command = Command::new(request_id, tenant.clone(), kind, input);
+    command.user = user;
+    command.route = route_for(state, model);
+    Ok(command)
 }
 
-fn unix_now() -> i64 {
+pub(super) fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-// === images ===
-
-#[derive(Debug, Deserialize)]
-struct ImageGeneration {
-    prompt: String,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    n: Option<i64>,
-    #[serde(default)]
-    size: Option<String>,
-    #[serde(default)]
-    quality: Option<String>,
-    #[serde(default)]
-    style: Option<String>,
-    #[serde(default)]
-    response_format: Option<String>,
-    #[serde(default)]
-    output_format: Option<String>,
-    #[serde(default)]
-    user: Option<String>,
-}
-
-#[utoipa::path(post, path = "/v1/images/generations", tag = "openai", security(("tenant" = [])), request_body(content = String, description = "OpenAI's image generation body: prompt, model, n, size, quality, style, response_format (url | b64_json), output_format, user", content_type = "application/json"), responses((status = 200, description = "{created, data: [{url | b64_json, revised_prompt}]}"), (status = 400, description = "invalid request or content filtered"), (status = 401, description = "missing or unknown tenant key"), (status = 429, description = "quota exceeded or rate limited"), (status = 502, description = "the provider failed"), (status = 503, description = "no provider, or the bus is down")))]
-pub(super) async fn image_generations(
-    State(state): State<OpenAiState>,
-    Extension(KeyTenant(tenant)): Extension<KeyTenant>,
-    body: Bytes,
-) -> Response {
-    let ask: ImageGeneration = match parse_body(&body) {
-        Ok(ask) => ask,
-        Err(response) => return response,
-    };
-    let b64 = match wants_b64(ask.response_format.as_deref()) {
-        Ok(b64) => b64,
-        Err(response) => return response,
-    };
-    let mut input = Map::new();
-    input.insert("prompt".into(), json!(ask.prompt));
-    for (name, value) in [
-        ("size", ask.size),
-        ("quality", ask.quality),
-        ("style", ask.style),
-        ("output_format", ask.output_format),
-    ] {
-        if let Some(value) = value {
-            input.insert(name.into(), json!(value));
-        }
-    }
-    if let Some(n) = ask.n {
-        input.insert("n".into(), json!(n));
-    }
-    let body = command_body(
-        &state,
-        &new_request_id(),
-        &tenant,
-        ask.user,
-        Kind::ImageGenerate,
-        input,
-        ask.model.as_deref(),
-    );
-    images_answer(&state, body, b64).await
-}
-
-/// Runs an image command and answers `{created, data: [{url | b64_json,
-/// revised_prompt}]}`, or the failure.
-async fn images_answer(state: &OpenAiState, body: Value, b64: bool) -> Response {
-    let mut events = match submit(state, body, Follow::Terminal).await {
-        Ok(submitted) => submitted,
-        Err(response) => return response,
-    };
-    let event = match terminal(&mut events).await {
-        Ok(event) => event,
-        Err(response) => return response,
-    };
-    match event.body {
-        EventBody::Completed { output, .. } => {
-            let mut data = Vec::with_capacity(output.images.len());
-            for image in &output.images {
-                let mut item = json!({"revised_prompt": image.revised_prompt});
-                if b64 {
-                    match state.artifacts.get(&image.artifact_id).await {
-                        Ok((bytes, _)) => {
-                            item["b64_json"] =
-                                json!(base64::engine::general_purpose::STANDARD.encode(&bytes));
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "artifact read failed");
-                            return oai_error(
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                "server_error",
-                                "internal",
-                                "a stored image could not be read",
-                            );
-                        }
-                    }
-                } else {
-                    item["url"] = json!(image.url);
-                }
-                data.push(item);
-            }
-            Json(json!({"created": unix_now(), "data": data})).into_response()
-        }
-        EventBody::Failed { error, .. } => failure_response(&error),
-        _ => oai_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "internal",
-            "no terminal event",
-        ),
-    }
-}
-
-/// `response_format`: whether images come back as base64.
-#[expect(
-    clippy::result_large_err,
-    reason = "a handler helper whose error is the response itself"
-)]
-fn wants_b64(format: Option<&str>) -> Result<bool, Response> {
-    match format {
-        None | Some("url") => Ok(false),
-        Some("b64_json") => Ok(true),
-        Some(other) => Err(bad_request(format!(
-            "response_format: '{other}' is neither 'url' nor 'b64_json'"
-        ))),
-    }
-}
-
-fn bad_request(message: impl Into<String>) -> Response {
+pub(super) fn bad_request(message: impl Into<String>) -> Response {
     oai_error(
         StatusCode::BAD_REQUEST,
         "invalid_request_error",
         "invalid_request",
         message,
     )
-}
-
-#[utoipa::path(post, path = "/v1/images/edits", tag = "openai", security(("tenant" = [])), request_body(content = String, description = "multipart/form-data as OpenAI takes it: image (or image[], up to 10 files), mask (file), prompt, model, n, size, quality, response_format (url | b64_json), output_format, user", content_type = "multipart/form-data"), responses((status = 200, description = "{created, data: [{url | b64_json, revised_prompt}]}"), (status = 400, description = "invalid request (a file that is not an image, no image, no prompt …)"), (status = 401, description = "missing or unknown tenant key"), (status = 429, description = "quota exceeded or rate limited"), (status = 502, description = "the provider failed"), (status = 503, description = "no provider, or the bus is down")))]
-pub(super) async fn image_edits(
-    State(state): State<OpenAiState>,
-    Extension(KeyTenant(tenant)): Extension<KeyTenant>,
-    mut form: axum::extract::Multipart,
-) -> Response {
-    let mut images = Vec::new();
-    let mut mask = None;
-    let mut fields: Map<String, Value> = Map::new();
-    loop {
-        let field = match form.next_field().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(e) => return bad_request(format!("the form does not parse: {e}")),
-        };
-        let name = field.name().unwrap_or_default().to_owned();
-        let bytes = match field.bytes().await {
-            Ok(bytes) => bytes,
-            Err(e) => return bad_request(format!("{name}: cannot be read: {e}")),
-        };
-        match name.as_str() {
-            "image" | "image[]" | "mask" => {
-                // Stored as artifacts, so the command names them and stays small.
-                let meta = match state.artifacts.put(&bytes).await {
-                    Ok(meta) => meta,
-                    Err(switchyard_runtime::artifacts::ArtifactError::NotAnImage(why)) => {
-                        return bad_request(format!("{name}: not an image ({why})"));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "artifact write failed");
-                        return oai_error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "server_error",
-                            "internal",
-                            "the image could not be stored",
-                        );
-                    }
-                };
-                let reference = json!({"artifact_id": meta.id});
-                if name == "mask" {
-                    mask = Some(reference);
-                } else {
-                    images.push(reference);
-                }
-            }
-            _ => {
-                let text = String::from_utf8_lossy(&bytes).into_owned();
-                fields.insert(name, Value::String(text));
-            }
-        }
-    }
-    let text = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_owned);
-    let b64 = match wants_b64(text("response_format").as_deref()) {
-        Ok(b64) => b64,
-        Err(response) => return response,
-    };
-    if images.is_empty() {
-        return bad_request("image: at least one image file is required");
-    }
-    let mut input = Map::new();
-    input.insert("prompt".into(), json!(text("prompt").unwrap_or_default()));
-    input.insert("images".into(), Value::Array(images));
-    if let Some(mask) = mask {
-        input.insert("mask".into(), mask);
-    }
-    for name in ["size", "quality", "output_format"] {
-        if let Some(value) = text(name) {
-            input.insert(name.into(), json!(value));
-        }
-    }
-    if let Some(n) = text("n") {
-        match n.parse::<i64>() {
-            Ok(n) => {
-                input.insert("n".into(), json!(n));
-            }
-            Err(_) => return bad_request(format!("n: '{n}' is not a number")),
-        }
-    }
-    let body = command_body(
-        &state,
-        &new_request_id(),
-        &tenant,
-        text("user"),
-        Kind::ImageEdit,
-        input,
-        text("model").as_deref(),
-    );
-    images_answer(&state, body, b64).await
-}
-
-// === chat ===
-
-#[derive(Debug, Deserialize)]
-struct ChatCompletion {
-    messages: Vec<ChatMessage>,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    max_tokens: Option<i64>,
-    #[serde(default)]
-    max_completion_tokens: Option<i64>,
-    #[serde(default)]
-    temperature: Option<f64>,
-    #[serde(default)]
-    top_p: Option<f64>,
-    #[serde(default)]
-    stop: Option<Value>,
-    #[serde(default)]
-    stream: bool,
-    #[serde(default)]
-    user: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChatMessage {
-    role: String,
-    content: Value,
-}
-
-/// A message's text: a string, or the text parts of a content array.
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(text) => text.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
-}
-
-#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", security(("tenant" = [])), request_body(content = String, description = "OpenAI's chat completion body: messages, model, max_tokens (or max_completion_tokens), temperature, top_p, stop, stream, user", content_type = "application/json"), responses((status = 200, description = "a chat.completion object, or with stream: true text/event-stream of chat.completion.chunk objects ending with data: [DONE]"), (status = 400, description = "invalid request"), (status = 401, description = "missing or unknown tenant key"), (status = 429, description = "quota exceeded or rate limited"), (status = 502, description = "the provider failed"), (status = 503, description = "no provider, or the bus is down")))]
-pub(super) async fn chat_completions(
-    State(state): State<OpenAiState>,
-    Extension(KeyTenant(tenant)): Extension<KeyTenant>,
-    body: Bytes,
-) -> Response {
-    let ask: ChatCompletion = match parse_body(&body) {
-        Ok(ask) => ask,
-        Err(response) => return response,
-    };
-    let messages: Vec<Value> = ask
-        .messages
-        .iter()
-        .map(|m| json!({"role": m.role, "content": text_of(&m.content)}))
-        .collect();
-    let mut input = Map::new();
-    input.insert("messages".into(), Value::Array(messages));
-    if let Some(max) = ask.max_completion_tokens.or(ask.max_tokens) {
-        input.insert("max_tokens".into(), json!(max));
-    }
-    if let Some(t) = ask.temperature {
-        input.insert("temperature".into(), json!(t));
-    }
-    if let Some(p) = ask.top_p {
-        input.insert("top_p".into(), json!(p));
-    }
-    match ask.stop {
-        Some(Value::String(stop)) => {
-            input.insert("stop".into(), json!([stop]));
-        }
-        Some(stop @ Value::Array(_)) => {
-            input.insert("stop".into(), stop);
-        }
-        _ => {}
-    }
-    if ask.stream {
-        input.insert("stream".into(), json!(true));
-    }
-    let request_id = new_request_id();
-    let body = command_body(
-        &state,
-        &request_id,
-        &tenant,
-        ask.user,
-        Kind::TextGenerate,
-        input,
-        ask.model.as_deref(),
-    );
-    let follow = if ask.stream {
-        Follow::Events
-    } else {
-        Follow::Terminal
-    };
-    let mut events = match submit(&state, body, follow).await {
-        Ok(events) => events,
-        Err(response) => return response,
-    };
-    let id = format!("chatcmpl-{request_id}");
-    let model = ask.model.unwrap_or_else(|| "auto".to_owned());
-    if ask.stream {
-        // Until the first chunk a failure is still an HTTP error, as OpenAI answers it;
-        // only then does the event stream start.
-        let first = match wait_for(&mut events, |e| {
-            e.is_terminal() || matches!(e.body, EventBody::Chunk { .. })
-        })
-        .await
-        {
-            Ok(first) => first,
-            Err(response) => return response,
-        };
-        if let EventBody::Failed { error, .. } = &first.body {
-            return failure_response(error);
-        }
-        let events: Events = Box::pin(stream::once(async move { first }).chain(events));
-        return Sse::new(chat_chunks(events, id, model, unix_now())).into_response();
-    }
-    let event = match terminal(&mut events).await {
-        Ok(event) => event,
-        Err(response) => return response,
-    };
-    match event.body {
-        EventBody::Completed {
-            output,
-            usage,
-            provider,
-            ..
-        } => Json(json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": unix_now(),
-            "model": provider.model.unwrap_or(model),
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": output.text.unwrap_or_default()},
-                "finish_reason": "stop",
-            }],
-            "usage": {
-                "prompt_tokens": usage.input_tokens,
-                "completion_tokens": usage.output_tokens,
-                "total_tokens": usage.input_tokens + usage.output_tokens,
-            },
-        }))
-        .into_response(),
-        EventBody::Failed { error, .. } => failure_response(&error),
-        _ => oai_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "internal",
-            "no terminal event",
-        ),
-    }
-}
-
-/// A request's events as `chat.completion.chunk` server-sent events: one per `chunk`
-/// event, a last one with `finish_reason`, then `[DONE]`. A request that fails after
-/// its first chunk sends an `error` object before `[DONE]` (the text stays incomplete).
-fn chat_chunks(
-    events: Events,
-    id: String,
-    model: String,
-    created: i64,
-) -> impl Stream<Item = Result<sse::Event, Infallible>> + Send {
-    let chunk = move |delta: Value, finish: Option<&str>| {
-        json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        })
-    };
-    let first = chunk(json!({"role": "assistant", "content": ""}), None);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let body = stream::unfold((events, false), move |(mut events, done)| {
-        let chunk = chunk.clone();
-        async move {
-            if done {
-                return None;
-            }
-            loop {
-                let next = tokio::time::timeout_at(deadline, events.next()).await;
-                let item = match next {
-                    Ok(Some(event)) => match event.body {
-                        EventBody::Chunk { delta, .. } => {
-                            Some((chunk(json!({"content": delta}), None), false))
-                        }
-                        EventBody::Completed { .. } => Some((chunk(json!({}), Some("stop")), true)),
-                        EventBody::Failed { error, .. } => Some((
-                            json!({"error": {"message": error.message, "type": "server_error", "code": error.code.as_str()}}),
-                            true,
-                        )),
-                        _ => None,
-                    },
-                    Ok(None) => Some((
-                        json!({"error": {"message": "the event stream ended", "type": "server_error", "code": "bus_unavailable"}}),
-                        true,
-                    )),
-                    Err(_) => Some((
-                        json!({"error": {"message": "no answer in time", "type": "server_error", "code": "timeout"}}),
-                        true,
-                    )),
-                };
-                if let Some((value, done)) = item {
-                    return Some((value, (events, done)));
-                }
-            }
-        }
-    });
-    stream::once(async move { first })
-        .chain(body)
-        .map(|value| Ok(sse::Event::default().data(value.to_string())))
-        .chain(stream::once(async {
-            Ok(sse::Event::default().data("[DONE]"))
-        }))
 }
 
 // === models ===
@@ -743,110 +322,9 @@ pub(super) async fn models(State(state): State<OpenAiState>) -> Response {
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
-// === admin: tenant keys ===
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct NewKey {
-    #[serde(default)]
-    name: String,
-}
-
-fn key_json(key: &switchyard_runtime::store::TenantKey) -> Value {
-    json!({
-        "id": key.id, "tenant": key.tenant, "name": key.name, "prefix": key.prefix,
-        "created_at": key.created_at, "revoked_at": key.revoked_at,
-    })
-}
-
-#[expect(
-    clippy::result_large_err,
-    reason = "a handler helper whose error is the response itself"
-)]
-fn tenant_path(tenant: &str) -> Result<Tenant, Response> {
-    Tenant::new(tenant).map_err(|e| super::error(StatusCode::BAD_REQUEST, format!("tenant: {e}")))
-}
-
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/keys", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant")), request_body(content = String, description = "{name?}: a label", content_type = "application/json"), responses((status = 201, description = "{id, tenant, name, prefix, created_at, key}: `key` is shown this once and never again"), (status = 400, description = "bad tenant or body"), (status = 401, description = "missing or wrong admin token")))]
-pub(super) async fn create_key(
-    State(admin): State<AdminState>,
-    axum::extract::Path(tenant): axum::extract::Path<String>,
-    body: Bytes,
-) -> Response {
-    let tenant = match tenant_path(&tenant) {
-        Ok(tenant) => tenant,
-        Err(response) => return response,
-    };
-    let ask: NewKey = if body.is_empty() {
-        NewKey::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(ask) => ask,
-            Err(e) => return super::error(StatusCode::BAD_REQUEST, format!("not a key: {e}")),
-        }
-    };
-    match admin
-        .store
-        .create_tenant_key(tenant.as_str(), &ask.name)
-        .await
-    {
-        Ok((key, secret)) => {
-            let mut body = key_json(&key);
-            body["key"] = json!(secret);
-            (StatusCode::CREATED, Json(body)).into_response()
-        }
-        Err(e) => super::store_error(e),
-    }
-}
-
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/keys", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant")), responses((status = 200, description = "{items: [{id, tenant, name, prefix, created_at, revoked_at}]}: never the keys themselves"), (status = 401, description = "missing or wrong admin token")))]
-pub(super) async fn list_keys(
-    State(admin): State<AdminState>,
-    axum::extract::Path(tenant): axum::extract::Path<String>,
-) -> Response {
-    let tenant = match tenant_path(&tenant) {
-        Ok(tenant) => tenant,
-        Err(response) => return response,
-    };
-    match admin.store.tenant_keys(tenant.as_str()).await {
-        Ok(keys) => {
-            Json(json!({"items": keys.iter().map(key_json).collect::<Vec<_>>()})).into_response()
-        }
-        Err(e) => super::store_error(e),
-    }
-}
-
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/keys/{id}", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant"), ("id" = i64, Path, description = "the key id")), responses((status = 204, description = "revoked: it stops working at once"), (status = 404, description = "no such live key"), (status = 401, description = "missing or wrong admin token")))]
-pub(super) async fn revoke_key(
-    State(admin): State<AdminState>,
-    axum::extract::Path((tenant, id)): axum::extract::Path<(String, i64)>,
-) -> Response {
-    let tenant = match tenant_path(&tenant) {
-        Ok(tenant) => tenant,
-        Err(response) => return response,
-    };
-    match admin.store.revoke_tenant_key(tenant.as_str(), id).await {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => super::error(StatusCode::NOT_FOUND, "no such live key"),
-        Err(e) => super::store_error(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn content_parts_are_joined_as_text() {
-        assert_eq!(text_of(&json!("hi")), "hi");
-        assert_eq!(
-            text_of(
-                &json!([{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}])
-            ),
-            "ab"
-        );
-        assert_eq!(text_of(&json!(null)), "");
-    }
 
     #[test]
     fn failures_map_onto_openai_statuses() {

@@ -131,6 +131,8 @@ pub async fn watch(settings: Settings, args: WatchArgs) -> anyhow::Result<()> {
         None => EventFilter::All,
     };
     let mut events = bus.events(filter).await?;
+    // On stderr, so stdout stays one event per line: from here on nothing is missed.
+    eprintln!("watching events (Ctrl-C to stop)");
     while let Some(event) = events.next().await {
         println!("{}", serde_json::to_string(&event)?);
     }

@@ -9,51 +9,29 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+/// The standard output of `cargo <args>` (split at spaces), run in the workspace.
+fn cargo(args: &str) -> String {
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args.split(' '))
+        .current_dir(crate::support::manifest_dir())
+        .output()
+        .unwrap_or_else(|e| panic!("cargo {args} runs: {e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "cargo {args}: {stderr}");
+    String::from_utf8(output.stdout).unwrap()
 }
 
 /// `switchyard-core` depends, even transitively, on no runtime, network, database or
 /// WebAssembly crate.
 #[test]
 fn core_depends_on_no_io_crates() {
-    let output = Command::new(cargo())
-        .args([
-            "tree",
-            "-p",
-            "switchyard-core",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--format",
-            "{p}",
-        ])
-        .current_dir(crate::support::manifest_dir())
-        .output()
-        .expect("cargo tree runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let tree = String::from_utf8(output.stdout).unwrap();
+    let tree = cargo("tree -p switchyard-core -e normal --prefix none --format {p}");
     let crates: Vec<&str> = tree
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert!(crates.contains(&"serde"), "the tree was read: {crates:?}");
-    for banned in [
-        "tokio",
-        "sqlx",
-        "reqwest",
-        "async-nats",
-        "axum",
-        "ractor",
-        "wasmtime",
-        "hyper",
-        "mio",
-    ] {
+    for banned in "tokio sqlx reqwest async-nats axum ractor wasmtime hyper mio".split(' ') {
         assert!(
             !crates.contains(&banned),
             "switchyard-core depends on {banned}"
@@ -158,19 +136,21 @@ fn drop_test_items(t: &[String]) -> Vec<String> {
     out
 }
 
-/// One path a file names: `crate::..` or `super::..` as written, and how many inline
-/// `mod x { .. }` blocks enclose it (each one moves `super` one module down).
+/// One path a file names (`crate::`, `super::`, `self::`, `child::`..) as written, and how
+/// many inline `mod x { .. }` blocks enclose it (each one moves `super` one module down).
 #[derive(Debug)]
 struct Import {
     path: Vec<String>,
     inline_depth: usize,
 }
 
-/// The paths in `use crate::..` / `use super::..` statements (expanded) and inline
-/// `crate::a::b` paths. `pub use` and `pub(..) use` re-exports are a module's facade,
-/// not its dependencies, and are skipped.
+/// The paths in `use` statements (expanded) that start at `crate`, `super` or `self`, or
+/// (outside inline modules) at a child module the file declares (`mod x;` .. `use x::..`),
+/// and inline `crate::a::b` paths. `pub use` and `pub(..) use` re-exports are a module's
+/// facade, not its dependencies, and are skipped; so are the `mod x;` lines themselves.
 fn imports(t: &[String]) -> Vec<Import> {
     let mut out = Vec::new();
+    let mut children = BTreeSet::new(); // the `mod x;` at the file's own level
     let mut braces: Vec<bool> = Vec::new(); // true: the brace opens an inline module
     let mut module_brace_next = false;
     let mut i = 0;
@@ -179,6 +159,9 @@ fn imports(t: &[String]) -> Vec<Import> {
         let inline_depth = braces.iter().filter(|&&m| m).count();
         match token {
             "mod" if t.get(i + 2).is_some_and(|b| b == "{") => module_brace_next = true,
+            "mod" if inline_depth == 0 && t.get(i + 2).is_some_and(|b| b == ";") => {
+                children.insert(t[i + 1].clone());
+            }
             "{" => braces.push(std::mem::take(&mut module_brace_next)),
             "}" => {
                 braces.pop();
@@ -195,7 +178,7 @@ fn imports(t: &[String]) -> Vec<Import> {
                     out.extend(
                         paths
                             .into_iter()
-                            .filter(|p| p.first().is_some_and(|s| s == "crate" || s == "super"))
+                            .filter(|p| !p.is_empty())
                             .map(|path| Import { path, inline_depth }),
                     );
                 }
@@ -222,6 +205,11 @@ fn imports(t: &[String]) -> Vec<Import> {
         }
         i += 1;
     }
+    // A bare first segment is a dependency only when it names a declared child module.
+    out.retain(|import| match import.path[0].as_str() {
+        "crate" | "super" | "self" => true,
+        child => import.inline_depth == 0 && children.contains(child),
+    });
     out
 }
 
@@ -298,15 +286,23 @@ fn resolve(
     modules: &BTreeMap<Vec<String>, String>,
 ) -> Option<String> {
     let path = &import.path;
-    let absolute: Vec<String> = if path.first().is_some_and(|s| s == "crate") {
-        path[1..].to_vec()
-    } else {
-        let supers = path.iter().take_while(|s| *s == "super").count();
-        let up = supers
-            .checked_sub(import.inline_depth)
-            .filter(|&up| up > 0)?;
-        let base = module.get(..module.len().checked_sub(up)?)?;
-        base.iter().chain(&path[supers..]).cloned().collect()
+    let absolute: Vec<String> = match path[0].as_str() {
+        "crate" => path[1..].to_vec(),
+        "super" => {
+            let supers = path.iter().take_while(|s| *s == "super").count();
+            let up = supers
+                .checked_sub(import.inline_depth)
+                .filter(|&up| up > 0)?;
+            let base = module.get(..module.len().checked_sub(up)?)?;
+            base.iter().chain(&path[supers..]).cloned().collect()
+        }
+        // `self::..` or a child's name: below the file's module (in an inline module, the
+        // items are the file's own).
+        _ if import.inline_depth > 0 => return None,
+        first => {
+            let skip = usize::from(first == "self");
+            module.iter().chain(&path[skip..]).cloned().collect()
+        }
     };
     (1..=absolute.len())
         .rev()
@@ -391,6 +387,7 @@ fn describe(dir: &str, graph: &Graph, component: &[String]) -> String {
 
 /// Every `.rs` file under `dir`, as (path relative to `dir`, text), sorted.
 fn rust_files(dir: &Path) -> Vec<(String, String)> {
+    assert!(dir.is_dir(), "source directory {dir:?} is missing");
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(current) = pending.pop() {
@@ -413,8 +410,8 @@ fn rust_files(dir: &Path) -> Vec<(String, String)> {
 }
 
 /// The source directories of the workspace's crates (one crate root each).
-const SOURCE_DIRS: &str = "core/src store/src providers/src runtime/src http/src \
-                           server/src plugins/src src bench";
+const SOURCE_DIRS: &str = "core/src tasks/src store/src providers/src runtime/src \
+                           http/src server/src plugins/src plugins/componentize/src src bench";
 
 /// No two files of one crate import each other, directly or through others: a crate's
 /// files form layers, and the crate root (`lib.rs`) is only the facade.
@@ -487,24 +484,35 @@ fn cycle_finder_sees_a_cycle() {
         "{report}"
     );
 
-    let acyclic = file_graph(&crate_files("pub struct Bee;"));
-    assert_eq!(cycles(&acyclic), Vec::<Vec<String>>::new());
+    let none = Vec::<Vec<String>>::new();
+    assert_eq!(cycles(&file_graph(&crate_files("pub struct Bee;"))), none);
+
+    // A parent that names its child module by a bare or `self::` path, and the child
+    // importing from the parent.
+    let nested = |parent_use: &str| {
+        let files = [
+            ("lib.rs", "mod a;".to_owned()),
+            ("a.rs", format!("mod b;\n{parent_use}\npub struct T;")),
+            ("a/b.rs", "use super::T;\npub fn f() {}".to_owned()),
+        ];
+        file_graph(&files.map(|(rel, text)| (rel.to_owned(), text)))
+    };
+    let a_b = vec![vec!["a.rs".to_owned(), "a/b.rs".to_owned()]];
+    for (parent_use, name) in [("use b::f;", "b::f"), ("use self::b::{f};", "self::b::f")] {
+        let graph = nested(parent_use);
+        assert_eq!(cycles(&graph), a_b, "{parent_use}");
+        assert!(graph["a.rs"]["a/b.rs"].contains(name), "{graph:?}");
+    }
+    for text in "pub use b::f;|pub(crate) use b::f;|use std::b;|// use b::f;".split('|') {
+        assert_eq!(cycles(&nested(text)), none, "{text}");
+    }
 }
 
 /// Each workspace package's direct dependencies by kind (`normal`, `dev`, `build`), from
 /// `cargo metadata`.
 fn workspace_dependencies() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
-    let output = Command::new(cargo())
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .current_dir(crate::support::manifest_dir())
-        .output()
-        .expect("cargo metadata runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let metadata = cargo("metadata --format-version 1 --no-deps");
+    let metadata: serde_json::Value = serde_json::from_str(&metadata).unwrap();
     let mut packages = BTreeMap::new();
     for package in metadata["packages"].as_array().unwrap() {
         let kinds: &mut BTreeMap<String, BTreeSet<String>> = packages
@@ -576,8 +584,7 @@ fn crate_boundaries_hold() {
         }
         println!("{package}: files that name async_nats: {using:?}");
         for file in using {
-            let may = allowed.iter().any(|a| file.starts_with(a));
-            if !may {
+            if !allowed.iter().any(|a| file.starts_with(a)) {
                 failures.push(format!(
                     "{package}: {file} names async_nats (the async-nats dependency); only {allowed:?} may"
                 ));

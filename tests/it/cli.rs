@@ -747,10 +747,22 @@ fn submit_and_watch_work_against_a_running_server_over_nats() {
         env.command()
             .args(["watch", "--tenant", "acme"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
+    // Submit only once watch says it is subscribed: events before that are not its.
+    {
+        use std::io::BufRead;
+        let stderr = watch.0.stderr.take().unwrap();
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let ready = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("watching events"));
+        assert!(ready, "watch ended before it subscribed");
+        std::thread::spawn(move || lines.for_each(drop));
+    }
     let submit = |extra: &[&str]| {
         let out = env.run(
             &[

@@ -319,6 +319,27 @@ pub enum CommandError {
 }
 
 impl Command {
+    /// A command with every optional field at the protocol's default (as a body that
+    /// leaves them out parses to): `v` 1, the default route, priority 5, no `params`,
+    /// no `cache`, no deadline, no `reply_to`, no metadata.
+    pub fn new(request_id: RequestId, tenant: Tenant, kind: Kind, input: CommandInput) -> Self {
+        Self {
+            v: default_version(),
+            request_id,
+            tenant,
+            user: None,
+            kind,
+            input,
+            route: Route::default(),
+            params: Map::new(),
+            cache: false,
+            priority: default_priority(),
+            deadline_ms: None,
+            reply_to: None,
+            metadata: None,
+        }
+    }
+
     /// Images this command asks for: `input.n` (default 1) for image kinds, 0 for text.
     pub fn images_asked(&self) -> i64 {
         if self.kind.is_image() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
-use switchyard_core::{ProviderConfigDraft, SkipReason};
+use switchyard_core::{AttemptResult, ErrorCode, EventBody, ProviderConfigDraft, SkipReason};
 
 use super::*;
 

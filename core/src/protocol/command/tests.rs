@@ -173,3 +173,22 @@ fn config_ref_takes_an_id_or_a_name() {
         ProviderSelector::Type(ProviderType::Stability)
     );
 }
+
+#[test]
+fn a_built_command_has_the_defaults_a_minimal_body_parses_to() {
+    let parsed = Command::parse(
+        br#"{"request_id": "r1", "tenant": "acme", "kind": "image.generate", "input": {"prompt": "hi"}}"#,
+    )
+    .unwrap();
+    let built = Command::new(
+        RequestId::new("r1").unwrap(),
+        Tenant::new("acme").unwrap(),
+        Kind::ImageGenerate,
+        CommandInput {
+            prompt: Some("hi".into()),
+            ..CommandInput::default()
+        },
+    );
+    assert_eq!(built, parsed);
+    assert!(built.validate(None).is_ok());
+}
