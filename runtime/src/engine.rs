@@ -218,7 +218,7 @@ impl Engine {
     pub fn submit(&self, submission: Submission) -> mpsc::UnboundedReceiver<Event> {
         let (tx, rx) = mpsc::unbounded_channel();
         let engine = self.clone();
-        self.inner.tasks.spawn("request", async move {
+        self.inner.tasks.spawn_bounded("request", async move {
             engine
                 .execute(submission, &mut |event| {
                     let _ = tx.send(event);
@@ -259,7 +259,7 @@ impl Engine {
             .cast(SupervisorMsg::SetShare(replicas));
     }
 
-    /// Stops every actor and cancels the requests and calls still running.
+    /// Stops every actor; requests and calls still running end by their own bounds.
     pub fn shutdown(&self) {
         self.inner.supervisor.stop(None);
         self.inner.tasks.cancel();

@@ -71,18 +71,29 @@ impl Tasks {
                 result = AssertUnwindSafe(future).catch_unwind() => match result {
                     Ok(value) => Some(value),
                     Err(panic) => {
-                        let message = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| (*s).to_owned())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "non-string panic".to_owned());
-                        tracing::error!(owner, task = name, panic = %message, "background task panicked");
-                        metrics::counter!("switchyard_task_panics_total", "task" => name).increment(1);
+                        note_panic(owner, name, panic.as_ref());
                         None
                     }
                 },
             }
         })
+    }
+
+    /// Runs `future`, a task that ends by itself within a bound (a provider call under
+    /// its timeout, a request under its deadline), in the background as `name`. It is
+    /// tracked and a panic is logged and counted, but shutting down does not cancel it:
+    /// it registers with no cancellation token, which on the per-request hot path
+    /// costs a lock on the token shared by every task (measured in docs/benchmarks.md).
+    pub fn spawn_bounded<F>(&self, name: &'static str, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let owner = self.owner;
+        drop(self.tracker.spawn(async move {
+            if let Err(panic) = AssertUnwindSafe(future).catch_unwind().await {
+                note_panic(owner, name, panic.as_ref());
+            }
+        }));
     }
 
     /// A token that is cancelled when this set shuts down, for loops that want to stop
@@ -124,6 +135,17 @@ impl Tasks {
         }
         ended
     }
+}
+
+/// Logs and counts a task's panic.
+fn note_panic(owner: &'static str, name: &'static str, panic: &(dyn std::any::Any + Send)) {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".to_owned());
+    tracing::error!(owner, task = name, panic = %message, "background task panicked");
+    metrics::counter!("switchyard_task_panics_total", "task" => name).increment(1);
 }
 
 #[cfg(test)]
@@ -171,6 +193,27 @@ mod tests {
         let handle = child.spawn_with_result("forever", std::future::pending::<()>());
         assert!(parent.shutdown(Duration::from_secs(5)).await);
         assert_eq!(handle.await.ok(), Some(None));
+    }
+
+    #[tokio::test]
+    async fn a_bounded_task_is_tracked_and_survives_its_panic_quietly() {
+        let tasks = Tasks::new("test");
+        tasks.spawn_bounded("boom", async {
+            if tasks_should_panic() {
+                panic!("on purpose");
+            }
+        });
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        tasks.spawn_bounded("short", async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            flag.store(true, Ordering::SeqCst);
+        });
+        assert!(tasks.shutdown(Duration::from_secs(5)).await);
+        assert!(
+            done.load(Ordering::SeqCst),
+            "a bounded task is waited for, not cancelled"
+        );
     }
 
     fn tasks_should_panic() -> bool {

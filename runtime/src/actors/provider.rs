@@ -379,7 +379,7 @@ impl ProviderState {
         let future = self.args.adapter.generate(request);
         let reply_to = myself.clone();
         let started = tokio::time::Instant::now();
-        self.args.calls.spawn("provider-call", async move {
+        self.args.calls.spawn_bounded("provider-call", async move {
             let outcome = match tokio::time::timeout(
                 timeout,
                 AssertUnwindSafe(future).catch_unwind(),
