@@ -394,7 +394,14 @@ impl Bus {
         }
     }
 
-    /// The NATS client, when on NATS.
+    /// Whether other processes share this bus (NATS), so that replicas, change notices
+    /// and the control service make sense; false for the in-process bus.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Bus::Nats(_))
+    }
+
+    /// The NATS client, when on NATS: for the control service and for tools that
+    /// measure raw JetStream; nothing else outside the bus needs NATS types.
     pub fn nats_client(&self) -> Option<&async_nats::Client> {
         match self {
             Bus::Memory(_) => None,

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use switchyard_core::Subjects;
 use switchyard_tasks::Tasks;
 
-use crate::{engine::Engine, reloader::ReloadHandle};
+use crate::{bus::Bus, engine::Engine, reloader::ReloadHandle};
 
 /// Why the control service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -26,16 +26,20 @@ impl Control {
     }
 }
 
-/// Starts the service on `client`.
+/// Starts the service on `bus`; `None` on a bus no other process shares (memory://),
+/// where nobody could call it.
 ///
 /// # Errors
 /// [`ControlError`] when NATS refuses the service or an endpoint.
 pub async fn start(
-    client: async_nats::Client,
-    subjects: Subjects,
+    bus: &Bus,
     engine: Engine,
     reload: ReloadHandle,
-) -> Result<Control, ControlError> {
+) -> Result<Option<Control>, ControlError> {
+    let Some(client) = bus.nats_client().cloned() else {
+        return Ok(None);
+    };
+    let subjects: Subjects = bus.subjects().clone();
     let stats_engine = engine.clone();
     let service = client
         .service_builder()
@@ -87,5 +91,5 @@ pub async fn start(
             }
         }
     });
-    Ok(Control { tasks })
+    Ok(Some(Control { tasks }))
 }

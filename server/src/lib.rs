@@ -109,9 +109,9 @@ impl Serve for Runtime {
         let (stop_tx, stop_rx) = watch::channel(false);
         // Owns every background task of this process; stopped last, after a clean drain.
         let tasks = Tasks::new("serve");
-        let nats_bus = bus.nats_client().is_some().then(|| bus.clone());
+        let shared_bus = bus.is_shared().then(|| bus.clone());
         let (engine, reload) = runtime
-            .start_engine(nats_bus, stop_rx.clone(), &tasks)
+            .start_engine(shared_bus, stop_rx.clone(), &tasks)
             .await?;
 
         let listener = tokio::net::TcpListener::bind(&runtime.settings.http.listen)
@@ -121,8 +121,8 @@ impl Serve for Runtime {
             .local_addr()
             .map_err(|e| InitError::Listen(runtime.settings.http.listen.clone(), e))?;
         tracing::info!(listen = %local, bus = %switchyard_core::redact_url(&runtime.settings.bus.url), "serving");
-        let membership = match bus.nats_client() {
-            Some(_) => Some(
+        let membership = if bus.is_shared() {
+            Some(
                 switchyard_runtime::replicas::start(
                     bus.clone(),
                     engine.clone(),
@@ -130,8 +130,9 @@ impl Serve for Runtime {
                     &tasks,
                 )
                 .await,
-            ),
-            None => None,
+            )
+        } else {
+            None
         };
         let quotas = switchyard_runtime::quota::Quotas::new(runtime.store.clone());
         let pipeline = Pipeline::new(
@@ -166,18 +167,8 @@ impl Serve for Runtime {
                 tracing::error!(error = %e, "http server failed");
             }
         });
-        let control = match bus.nats_client() {
-            Some(client) => Some(
-                switchyard_runtime::control::start(
-                    client.clone(),
-                    bus.subjects().clone(),
-                    engine.clone(),
-                    reload.clone(),
-                )
-                .await?,
-            ),
-            None => None,
-        };
+        let control =
+            switchyard_runtime::control::start(&bus, engine.clone(), reload.clone()).await?;
         let intake = tasks.spawn_with_result(
             "intake",
             run_intake(
