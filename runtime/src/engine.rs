@@ -25,6 +25,9 @@ use crate::{
     clock::Clock,
 };
 
+/// Breaker openings buffered per subscriber before the oldest are dropped.
+const BREAKER_NOTICES: usize = 1024;
+
 /// How the engine is set up.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -115,7 +118,7 @@ struct Inner {
     clock: Clock,
     counter: AtomicU64,
     default_wait: Duration,
-    breaker_notices: std::sync::Mutex<Option<mpsc::UnboundedReceiver<BreakerOpened>>>,
+    breaker_notices: tokio::sync::broadcast::Sender<BreakerOpened>,
     plugins: Option<Arc<crate::plugins::PluginRegistry>>,
     /// Owns the requests started with [`Engine::submit`] and the provider calls.
     tasks: Tasks,
@@ -139,7 +142,7 @@ impl Engine {
     ) -> Result<(Self, Vec<StartFailure>), EngineError> {
         let clock = Clock::new();
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
-        let (notice_tx, notice_rx) = mpsc::unbounded_channel();
+        let (notice_tx, _) = tokio::sync::broadcast::channel(BREAKER_NOTICES);
         let tasks = Tasks::new("engine");
         let (supervisor, _) = Actor::spawn(
             None,
@@ -148,7 +151,7 @@ impl Engine {
                 table: table.clone(),
                 clock,
                 policy: options.restart_policy,
-                breaker_notices: Some(notice_tx),
+                breaker_notices: Some(notice_tx.clone()),
                 plugins: options.plugins.clone(),
                 calls: tasks.child("provider-calls"),
             },
@@ -164,7 +167,7 @@ impl Engine {
                 clock,
                 counter: AtomicU64::new(0),
                 default_wait: options.default_wait,
-                breaker_notices: std::sync::Mutex::new(Some(notice_rx)),
+                breaker_notices: notice_tx,
                 plugins: options.plugins,
                 tasks,
             }),
@@ -228,14 +231,10 @@ impl Engine {
         rx
     }
 
-    /// The stream of this process's breakers that open (taken once, by whoever
-    /// announces them to other replicas).
-    pub fn take_breaker_notices(&self) -> Option<mpsc::UnboundedReceiver<BreakerOpened>> {
-        self.inner
-            .breaker_notices
-            .lock()
-            .ok()
-            .and_then(|mut n| n.take())
+    /// This process's breakers that open from now on (for whoever announces them to
+    /// other replicas); any number of subscribers.
+    pub fn breaker_notices(&self) -> tokio::sync::broadcast::Receiver<BreakerOpened> {
+        self.inner.breaker_notices.subscribe()
     }
 
     /// Another replica saw this instance's breaker open: route around it here too.

@@ -108,10 +108,22 @@ struct BreakerNotice {
 /// Publishes this process's breaker openings and applies the other replicas'.
 async fn announce_breakers(bus: &Bus, engine: &Engine, me: &str, tasks: &Tasks) {
     let subject = bus.subjects().breaker_opened();
-    if let Some(mut notices) = engine.take_breaker_notices() {
+    {
+        let mut notices = engine.breaker_notices();
         let (bus, subject, me) = (bus.clone(), subject.clone(), me.to_owned());
         tasks.spawn("breaker-announcer", async move {
-            while let Some(opened) = notices.recv().await {
+            loop {
+                let opened = match notices.recv().await {
+                    Ok(opened) => opened,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(
+                            missed,
+                            "breaker openings not announced: the announcer fell behind"
+                        );
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
                 let notice = BreakerNotice {
                     replica: me.clone(),
                     opened,

@@ -49,7 +49,7 @@ pub struct ProviderArgs {
     /// How many runtime processes share this account's limits (this one gets 1/share).
     pub share: u32,
     /// Where to report that this instance's breaker opened (for other replicas).
-    pub breaker_notices: Option<tokio::sync::mpsc::UnboundedSender<BreakerOpened>>,
+    pub breaker_notices: Option<tokio::sync::broadcast::Sender<BreakerOpened>>,
     /// Owns the in-flight calls. They outlive this actor when it is replaced (a call
     /// started on the old config finishes there) and end with the engine.
     pub calls: Tasks,
@@ -425,6 +425,7 @@ impl ProviderState {
             self.breaker.state(now),
             &self.args.breaker_notices,
         ) {
+            // No subscriber (a single process) is not an error: nobody needs to know.
             let _ = notices.send(BreakerOpened {
                 config_id: self.args.config.id,
                 version: self.args.config.version,

@@ -61,7 +61,7 @@ pub struct SupervisorArgs {
     /// Restart policy.
     pub policy: RestartPolicy,
     /// Where provider actors report breakers that open.
-    pub breaker_notices: Option<tokio::sync::mpsc::UnboundedSender<super::provider::BreakerOpened>>,
+    pub breaker_notices: Option<tokio::sync::broadcast::Sender<super::provider::BreakerOpened>>,
     /// Loaded WASM plugins, for `wasm` configs.
     pub plugins: Option<Arc<crate::plugins::PluginRegistry>>,
     /// Owns the provider actors' in-flight calls.
