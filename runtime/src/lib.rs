@@ -21,10 +21,11 @@
 //!   PostgreSQL NOTIFY and a fingerprint poll.
 //! - [`replicas`]: NATS heartbeats; each process takes 1/n of every account's limits;
 //!   breaker openings are shared.
-//! - [`http`]: health, readiness, artifacts, metrics, the admin API and its OpenAPI.
 //! - [`control`]: the NATS micro service (status, reload, stats).
 //! - [`telemetry`]: the Prometheus recorder.
-//! - [`serve`]: the long-running process (start, migrate, seed, run until shutdown).
+//! - [`serve`]: start-up (open, migrate and seed the database; start the engine and the
+//!   reloader). HTTP lives in `switchyard-http`, the composed process in
+//!   `switchyard-server`.
 //!
 //! Invariants:
 //! - API keys are stored only encrypted, and leave the store only as

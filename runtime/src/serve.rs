@@ -1,5 +1,6 @@
-//! Start-up and the long-running process: settings → master key → database
-//! (migrations, key check, seeds) → run until shutdown.
+//! Start-up: settings → master key → database (migrations, key check, seeds) → the
+//! engine and the reloader. The long-running process that composes this with the HTTP
+//! front is `switchyard-server`.
 
 use std::time::Duration;
 
