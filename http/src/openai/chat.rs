@@ -104,7 +104,8 @@ pub(crate) async fn chat_completions(
             Ok(stops) => Some(stops),
             Err(()) => return bad_request("stop: a string or a list of strings"),
         },
-        Some(_) => return bad_request("stop: a string or a list of strings"),
+        // Any other `stop` is ignored, as it was before the command was typed.
+        Some(_) => None,
     };
     let input = CommandInput {
         messages: Some(messages),
