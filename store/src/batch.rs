@@ -66,12 +66,16 @@ pub struct Failure {
 }
 
 /// An attempt start to record.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Start {
-    id: i64,
-    config_id: ConfigId,
-    attempt: i64,
-    seq: i64,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// Task id.
+    pub id: i64,
+    /// The instance the attempt runs on.
+    pub config_id: ConfigId,
+    /// 1-based attempt number.
+    pub attempt: i64,
+    /// `seq` of the attempt's `started` event (kept as `last_seq` for a resume).
+    pub seq: i64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -157,26 +161,14 @@ impl GroupCommit {
     ///
     /// # Errors
     /// When the writer has stopped.
-    pub fn record_start(
-        &self,
-        id: i64,
-        config_id: ConfigId,
-        attempt: i64,
-        seq: i64,
-    ) -> Result<(), StoreError> {
-        let start = Start {
-            id,
-            config_id,
-            attempt,
-            seq,
-        };
+    pub fn record_start(&self, start: Start) -> Result<(), StoreError> {
         self.ops.send(Op::Start(start)).map_err(|_| closed())
     }
 
-    /// [`Store::complete_task_with_usage`], batched.
+    /// [`Store::complete_task`], batched.
     ///
     /// # Errors
-    /// As [`Store::complete_task_with_usage`].
+    /// As [`Store::complete_task`].
     pub async fn complete_task(&self, completion: Completion) -> Result<bool, StoreError> {
         self.ask(|reply| Op::Complete(Box::new(completion), reply))
             .await
@@ -256,41 +248,15 @@ async fn run(store: &Store, batch: Vec<Op>) {
                 let _ = reply.send(store.create_task(&task).await);
             }
             for s in starts {
-                if let Err(e) = store
-                    .start_attempt(s.id, s.config_id, s.attempt, s.seq)
-                    .await
-                {
+                if let Err(e) = store.start_attempt(s).await {
                     tracing::warn!(error = %e, task_id = s.id, "cannot record the attempt start");
                 }
             }
             for (c, reply) in completes {
-                let _ = reply.send(
-                    store
-                        .complete_task_with_usage(
-                            c.id,
-                            c.config_id,
-                            c.attempts,
-                            c.raw_response.as_ref(),
-                            &c.results,
-                            &c.terminal_event,
-                            c.usage.as_ref(),
-                        )
-                        .await,
-                );
+                let _ = reply.send(store.complete_task(&c).await);
             }
             for (f, reply) in fails {
-                let _ = reply.send(
-                    store
-                        .fail_task(
-                            f.id,
-                            f.config_id,
-                            f.attempts,
-                            f.code,
-                            &f.message,
-                            &f.terminal_event,
-                        )
-                        .await,
-                );
+                let _ = reply.send(store.fail_task(&f).await);
             }
         }
     }
@@ -299,8 +265,9 @@ async fn run(store: &Store, batch: Vec<Op>) {
 /// What one batch did, in the order of its inputs.
 pub(super) struct Outcome {
     pub(super) created: Vec<TaskInsert>,
-    completed: Vec<bool>,
-    failed: Vec<bool>,
+    pub(super) started: Vec<bool>,
+    pub(super) completed: Vec<bool>,
+    pub(super) failed: Vec<bool>,
 }
 
 mod statements;

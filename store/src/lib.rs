@@ -29,7 +29,7 @@ use switchyard_core::{ConfigId, ValidationError};
 
 use crate::secrets::{MasterKey, SecretError};
 
-pub use batch::{Completion, Failure, GroupCommit, MAX_BATCH};
+pub use batch::{Completion, Failure, GroupCommit, MAX_BATCH, Start};
 pub use keys::TenantKey;
 pub use plugins::{Installed, PluginInfo};
 pub use providers::{ConfigChange, ConfigListener, ProviderFilter, ProviderRecord};

@@ -18,7 +18,6 @@ mod new_task;
 mod queries;
 
 pub use new_task::{NewTask, cache_key};
-pub(crate) use queries::bind_result;
 
 /// Where a task is in its life (the seed's status values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

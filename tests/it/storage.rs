@@ -8,12 +8,58 @@ use switchyard_core::{
 use switchyard_runtime::{
     MasterKey, StoreError,
     store::{
-        NewTask, NewTaskResult, ProviderFilter, Quota, QuotaPeriod, TaskInsert, TaskStatus,
-        UsageRecord,
+        Completion, Failure, NewTask, NewTaskResult, ProviderFilter, Quota, QuotaPeriod, Start,
+        StoredJson, TaskInsert, TaskStatus, UsageRecord,
     },
 };
 
 use crate::support::{TestDb, on_both_databases};
+
+fn completion(
+    id: i64,
+    config_id: Option<ConfigId>,
+    attempts: i64,
+    raw_response: Option<serde_json::Value>,
+    results: &[NewTaskResult],
+    event: &serde_json::Value,
+) -> Completion {
+    Completion {
+        id,
+        config_id,
+        attempts,
+        raw_response,
+        results: results.to_vec(),
+        terminal_event: StoredJson::of(event),
+        usage: None,
+    }
+}
+
+fn failure(
+    id: i64,
+    config_id: Option<ConfigId>,
+    attempts: i64,
+    code: ErrorCode,
+    message: &str,
+    event: &serde_json::Value,
+) -> Failure {
+    Failure {
+        id,
+        config_id,
+        attempts,
+        code,
+        message: message.to_owned(),
+        terminal_event: StoredJson::of(event),
+    }
+}
+
+fn start(id: i64, config_id: ConfigId, attempt: i64, seq: i64) -> Start {
+    Start {
+        id,
+        config_id,
+        attempt,
+        seq,
+    }
+}
 
 const KEY: &str = "sk-stability-PLAINTEXT-0123456789";
 
@@ -426,7 +472,12 @@ async fn task_reaches_a_terminal_status_once(db: &TestDb) {
         .unwrap()
         .task()
         .clone();
-    assert!(store.start_attempt(task.id, config.id, 1, 2).await.unwrap());
+    assert!(
+        store
+            .start_attempt(start(task.id, config.id, 1, 2))
+            .await
+            .unwrap()
+    );
     let processing = store.get_task(task.id).await.unwrap().unwrap();
     assert_eq!(processing.status, TaskStatus::Processing);
     assert!(processing.started_at.is_some());
@@ -439,31 +490,50 @@ async fn task_reaches_a_terminal_status_once(db: &TestDb) {
     }];
     assert!(
         store
-            .complete_task(
+            .complete_task(&completion(
                 task.id,
                 Some(config.id),
                 1,
-                Some(&json!({"ok": true})),
+                Some(json!({"ok": true})),
                 &results,
                 &event
-            )
+            ))
             .await
             .unwrap()
     );
     // A second terminal transition (a redelivery racing the first) is refused and stores nothing.
     assert!(
         !store
-            .complete_task(task.id, Some(config.id), 2, None, &results, &event)
+            .complete_task(&completion(
+                task.id,
+                Some(config.id),
+                2,
+                None,
+                &results,
+                &event
+            ))
             .await
             .unwrap()
     );
     assert!(
         !store
-            .fail_task(task.id, None, 2, ErrorCode::Timeout, "late", &json!({}))
+            .fail_task(&failure(
+                task.id,
+                None,
+                2,
+                ErrorCode::Timeout,
+                "late",
+                &json!({})
+            ))
             .await
             .unwrap()
     );
-    assert!(!store.start_attempt(task.id, config.id, 2, 5).await.unwrap());
+    assert!(
+        !store
+            .start_attempt(start(task.id, config.id, 2, 5))
+            .await
+            .unwrap()
+    );
     let done = store.get_task(task.id).await.unwrap().unwrap();
     assert_eq!(done.status, TaskStatus::Completed);
     assert_eq!(done.attempts, 1);
@@ -479,14 +549,14 @@ async fn task_reaches_a_terminal_status_once(db: &TestDb) {
         .clone();
     assert!(
         store
-            .fail_task(
+            .fail_task(&failure(
                 failed.id,
                 Some(config.id),
                 3,
                 ErrorCode::NoProvider,
                 "no instance serves image.edit",
                 &json!({"type": "failed"})
-            )
+            ))
             .await
             .unwrap()
     );
@@ -528,7 +598,7 @@ async fn task_results_and_parameters_are_stored(db: &TestDb) {
     ];
     assert!(
         store
-            .complete_task(task.id, None, 1, None, &results, &json!({}))
+            .complete_task(&completion(task.id, None, 1, None, &results, &json!({})))
             .await
             .unwrap()
     );
@@ -800,20 +870,13 @@ async fn usage_is_written_with_the_terminal_row_and_only_once(db: &TestDb) {
         },
     ];
     let event = json!({"type": "completed"});
-    let finish = |attempts| {
-        store.complete_task_with_usage(
-            task.id,
-            Some(ConfigId(3)),
-            attempts,
-            None,
-            &results,
-            &event,
-            Some(&usage),
-        )
+    let finish = |attempts| Completion {
+        usage: Some(usage.clone()),
+        ..completion(task.id, Some(ConfigId(3)), attempts, None, &results, &event)
     };
-    assert!(finish(1).await.unwrap());
+    assert!(store.complete_task(&finish(1)).await.unwrap());
     // A second finisher (a redelivery racing the first) writes nothing.
-    assert!(!finish(2).await.unwrap());
+    assert!(!store.complete_task(&finish(2)).await.unwrap());
     let stored: Vec<_> = store
         .task_results(task.id)
         .await
@@ -881,8 +944,8 @@ async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
     // A task that falls back starts twice, and both may land in one batch: the later
     // start is the one that stands.
     for id in &ids {
-        writes.record_start(*id, ConfigId(3), 1, 2).unwrap();
-        writes.record_start(*id, ConfigId(3), 2, 3).unwrap();
+        writes.record_start(start(*id, ConfigId(3), 1, 2)).unwrap();
+        writes.record_start(start(*id, ConfigId(3), 2, 3)).unwrap();
     }
     writes
         .create_task(NewTask::from_command(&command("gc-barrier")))

@@ -10,7 +10,7 @@ use super::{HandleError, Pipeline, admit::Admission};
 use crate::{
     bus::BusError,
     engine::Submission,
-    store::{StoredJson, Task, TaskStatus},
+    store::{Start, StoredJson, Task, TaskStatus},
 };
 
 impl Pipeline {
@@ -73,12 +73,12 @@ impl Pipeline {
                     continue;
                 }
                 if let EventBody::Started { attempt, provider } = &event.body
-                    && let Err(e) = self.writes.record_start(
-                        task.id,
-                        provider.config_id,
-                        i64::from(*attempt),
-                        i64::try_from(event.seq).unwrap_or(0),
-                    )
+                    && let Err(e) = self.writes.record_start(Start {
+                        id: task.id,
+                        config_id: provider.config_id,
+                        attempt: i64::from(*attempt),
+                        seq: i64::try_from(event.seq).unwrap_or(0),
+                    })
                 {
                     tracing::warn!(error = %e, "cannot record the attempt start");
                 }

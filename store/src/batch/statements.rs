@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 use super::{Completion, Failure, Outcome, Start, rows_per_statement};
@@ -41,6 +41,36 @@ fn values(rows: usize, columns: usize, fixed: &str, numbered: bool) -> String {
     sql
 }
 
+/// Binds the 13 columns of one `task_results` row (task id first, `created_at` last),
+/// for either database.
+pub(crate) fn bind_result<'q, DB: sqlx::Database>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    task_id: i64,
+    r: &'q NewTaskResult,
+    now: DateTime<Utc>,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(task_id)
+        .bind(&r.artifact_id)
+        .bind(&r.url)
+        .bind(&r.content_type)
+        .bind(r.bytes)
+        .bind(r.width)
+        .bind(r.height)
+        .bind(&r.sha256)
+        .bind(&r.model)
+        .bind(r.seed)
+        .bind(&r.revised_prompt)
+        .bind(&r.text)
+        .bind(now)
+}
+
 impl Store {
     /// Writes a batch in one transaction (see the module docs).
     pub(crate) async fn write_batch(
@@ -76,11 +106,18 @@ impl Store {
         for (index, start) in starts.iter().enumerate() {
             last_start.insert(start.id, index);
         }
-        let starts: Vec<Start> = starts
+        let written_starts: Vec<Option<i64>> = starts
             .iter()
             .enumerate()
-            .filter(|(index, s)| last_start.get(&s.id) == Some(index) && !seen.contains(&s.id))
-            .map(|(_, s)| *s)
+            .map(|(index, s)| {
+                (last_start.get(&s.id) == Some(&index) && !seen.contains(&s.id)).then_some(s.id)
+            })
+            .collect();
+        let starts: Vec<Start> = starts
+            .iter()
+            .zip(&written_starts)
+            .filter(|(_, written)| written.is_some())
+            .map(|(s, _)| *s)
             .collect();
         let postgres = matches!(self.pool, crate::Pool::Postgres(_));
         let per = rows_per_statement(postgres);
@@ -177,16 +214,17 @@ impl Store {
             }
 
             // Attempt starts.
+            let mut started_ids = Vec::new();
             for chunk in starts.chunks(per) {
                 let sql = format!(
                     "WITH v (vid, vconfig, vattempt, vstarted, vseq) AS (VALUES {}) \
                      UPDATE tasks SET status = 'processing', provider_config_id = v.vconfig, \
                      attempts = v.vattempt, started_at = COALESCE(started_at, v.vstarted), \
                      last_seq = v.vseq FROM v \
-                     WHERE id = v.vid AND status IN ('pending', 'processing')",
+                     WHERE id = v.vid AND status IN ('pending', 'processing') RETURNING id",
                     values(chunk.len(), 5, "", postgres)
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
                 for s in chunk {
                     query = query
                         .bind(s.id)
@@ -195,7 +233,7 @@ impl Store {
                         .bind(now)
                         .bind(s.seq);
                 }
-                query.execute(&mut *tx).await?;
+                started_ids.extend(query.fetch_all(&mut *tx).await?);
             }
 
             // Completions, then the results and usage of those that won.
@@ -238,7 +276,7 @@ impl Store {
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for (id, r) in chunk {
-                    query = crate::tasks::bind_result(query, *id, r, now);
+                    query = bind_result(query, *id, r, now);
                 }
                 query.execute(&mut *tx).await?;
             }
@@ -285,6 +323,10 @@ impl Store {
             tx.commit().await?;
             Ok(Ok(Outcome {
                 created,
+                started: written_starts
+                    .iter()
+                    .map(|written| written.is_some_and(|id| started_ids.contains(&id)))
+                    .collect(),
                 completed: completes
                     .iter()
                     .zip(&first_complete)
