@@ -12,15 +12,15 @@ use futures_util::Stream;
 use switchyard_core::{Command, Event, RequestId, Subjects, Tenant};
 
 pub use memory::MemoryBus;
-pub use nats::{NatsBus, NatsOptions};
+pub use nats::{NatsBus, NatsOptions, PendingAck};
 
 /// The stream acknowledgement of a sent event, still to come.
 #[derive(Debug)]
 pub enum EventAck {
     /// Already durable (the in-process bus).
     Done,
-    /// JetStream's answer, and the subject for errors.
-    Nats(async_nats::jetstream::context::PublishAckFuture, String),
+    /// The stream's answer, still to come (JetStream).
+    Stream(PendingAck),
 }
 
 impl EventAck {
@@ -31,7 +31,7 @@ impl EventAck {
     pub async fn wait(self) -> Result<(), BusError> {
         match self {
             EventAck::Done => Ok(()),
-            EventAck::Nats(ack, subject) => nats::NatsBus::wait_ack(ack, &subject).await,
+            EventAck::Stream(ack) => ack.wait().await,
         }
     }
 }
@@ -82,7 +82,7 @@ pub struct Delivery {
 }
 
 enum Acker {
-    Nats(Box<async_nats::jetstream::Message>),
+    Nats(nats::NatsAcker),
     Memory(memory::MemoryAcker),
 }
 
@@ -100,13 +100,7 @@ impl Delivery {
     /// Done: never deliver again.
     pub async fn ack(self) {
         match self.acker {
-            Acker::Nats(m) => {
-                // A plain ack: a lost one only means a redelivery, which the task row
-                // answers without running anything (the row is durable by now).
-                if let Err(e) = m.ack().await {
-                    tracing::warn!(error = %e, "command ack failed; it will be redelivered and answered from the task row");
-                }
-            }
+            Acker::Nats(m) => m.ack().await,
             Acker::Memory(m) => m.ack(),
         }
     }
@@ -114,9 +108,7 @@ impl Delivery {
     /// Not now: deliver again after `delay`.
     pub async fn nak(self, delay: Option<Duration>) {
         match self.acker {
-            Acker::Nats(m) => {
-                let _ = m.ack_with(async_nats::jetstream::AckKind::Nak(delay)).await;
-            }
+            Acker::Nats(m) => m.nak(delay).await,
             Acker::Memory(m) => m.nak(delay),
         }
     }
@@ -124,9 +116,7 @@ impl Delivery {
     /// Poison: never deliver again (after it went to the DLQ).
     pub async fn term(self) {
         match self.acker {
-            Acker::Nats(m) => {
-                let _ = m.ack_with(async_nats::jetstream::AckKind::Term).await;
-            }
+            Acker::Nats(m) => m.term().await,
             Acker::Memory(m) => m.ack(),
         }
     }
@@ -134,7 +124,7 @@ impl Delivery {
     /// Still working: extend the ack deadline.
     pub async fn progress(&self) {
         if let Acker::Nats(m) = &self.acker {
-            let _ = m.ack_with(async_nats::jetstream::AckKind::Progress).await;
+            m.progress().await;
         }
     }
 }

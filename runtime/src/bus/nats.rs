@@ -17,6 +17,11 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use switchyard_core::{Event, RequestId, Subjects, Tenant};
 
+mod ack;
+
+pub(super) use ack::NatsAcker;
+pub use ack::PendingAck;
+
 use super::{Acker, BusError, Deliveries, Delivery, EventFilter, Events};
 
 /// NATS connection and JetStream settings.
@@ -231,15 +236,7 @@ impl NatsBus {
             .send_publish(subject.clone(), publish)
             .await
             .map_err(|e| publish_error(&subject, e))?;
-        Ok(super::EventAck::Nats(ack, subject))
-    }
-
-    pub(super) async fn wait_ack(
-        ack: jetstream::context::PublishAckFuture,
-        subject: &str,
-    ) -> Result<(), BusError> {
-        ack.await.map_err(|e| publish_error(subject, e))?;
-        Ok(())
+        Ok(super::EventAck::Stream(PendingAck::new(ack, subject)))
     }
 
     pub(super) async fn publish_durable(
@@ -316,7 +313,7 @@ impl NatsBus {
                         subject: message.subject.to_string(),
                         payload: message.payload.clone(),
                         delivered: u64::try_from(delivered).unwrap_or(1),
-                        acker: Acker::Nats(Box::new(message)),
+                        acker: Acker::Nats(NatsAcker::new(message)),
                     })
                 }
                 Err(e) => {
