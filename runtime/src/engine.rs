@@ -3,10 +3,7 @@
 //! event. Routing runs in the request's own task against the published routing table;
 //! attempts go straight to provider actors; fallback follows the route's rules.
 
-use std::{
-    sync::{Arc, atomic::AtomicU64},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 use ractor::{Actor, ActorRef};
@@ -18,8 +15,8 @@ use tokio::sync::mpsc;
 
 use crate::{
     actors::{
-        ApplyReport, BreakerOpened, InstanceStatus, RestartPolicy, RoutingTable, StartFailure,
-        Supervisor, SupervisorArgs, SupervisorMsg,
+        ApplyReport, BreakerOpened, InstanceStatus, RestartPolicy, Router, RouterArgs, RouterMsg,
+        RoutingTable, StartFailure, Supervisor, SupervisorArgs, SupervisorMsg,
     },
     artifacts::ArtifactStore,
     clock::Clock,
@@ -112,11 +109,11 @@ pub struct Engine {
 #[derive(Debug)]
 struct Inner {
     table: Arc<ArcSwap<RoutingTable>>,
+    router: ActorRef<RouterMsg>,
     supervisor: ActorRef<SupervisorMsg>,
     artifacts: ArtifactStore,
     base_url: String,
     clock: Clock,
-    counter: AtomicU64,
     default_wait: Duration,
     breaker_notices: tokio::sync::broadcast::Sender<BreakerOpened>,
     plugins: Option<Arc<crate::plugins::PluginRegistry>>,
@@ -130,7 +127,7 @@ impl Engine {
         self.inner.plugins.as_ref()
     }
 
-    /// Starts the supervisor and one provider actor per config in `configs`.
+    /// Starts the router, the supervisor and one provider actor per config in `configs`.
     /// Configs whose adapter cannot start are reported, not fatal.
     ///
     /// # Errors
@@ -144,28 +141,44 @@ impl Engine {
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
         let (notice_tx, _) = tokio::sync::broadcast::channel(BREAKER_NOTICES);
         let tasks = Tasks::new("engine");
-        let (supervisor, _) = Actor::spawn(
+        let (router, _) = Actor::spawn(
             None,
-            Supervisor,
-            SupervisorArgs {
+            Router,
+            RouterArgs {
                 table: table.clone(),
-                clock,
-                policy: options.restart_policy,
-                breaker_notices: Some(notice_tx.clone()),
-                plugins: options.plugins.clone(),
-                calls: tasks.child("provider-calls"),
+                notices: notice_tx.clone(),
             },
         )
         .await
         .map_err(|e| EngineError::Spawn(e.to_string()))?;
+        let spawned = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                router: router.clone(),
+                table: table.clone(),
+                clock,
+                policy: options.restart_policy,
+                plugins: options.plugins.clone(),
+                calls: tasks.child("provider-calls"),
+            },
+        )
+        .await;
+        let supervisor = match spawned {
+            Ok((supervisor, _)) => supervisor,
+            Err(e) => {
+                router.stop(None);
+                return Err(EngineError::Spawn(e.to_string()));
+            }
+        };
         let engine = Self {
             inner: Arc::new(Inner {
                 table,
+                router,
                 supervisor,
                 artifacts: options.artifacts,
                 base_url: options.artifact_base_url.trim_end_matches('/').to_owned(),
                 clock,
-                counter: AtomicU64::new(0),
                 default_wait: options.default_wait,
                 breaker_notices: notice_tx,
                 plugins: options.plugins,
@@ -237,16 +250,10 @@ impl Engine {
         self.inner.breaker_notices.subscribe()
     }
 
-    /// Another replica saw this instance's breaker open: route around it here too.
+    /// Another replica saw this instance's breaker open: the router routes around it
+    /// here too.
     pub fn mark_breaker_open(&self, notice: &BreakerOpened) {
-        let table = self.inner.table.load();
-        if let Some(instance) = table
-            .instances
-            .iter()
-            .find(|i| i.config.id == notice.config_id && i.config.version == notice.version)
-        {
-            instance.state.set_remote_open_until(notice.until_ms);
-        }
+        let _ = self.inner.router.cast(RouterMsg::RemoteBreaker(*notice));
     }
 
     /// Tells every provider actor that `replicas` runtime processes share each
@@ -261,6 +268,7 @@ impl Engine {
     /// Stops every actor; requests and calls still running end by their own bounds.
     pub fn shutdown(&self) {
         self.inner.supervisor.stop(None);
+        self.inner.router.stop(None);
         self.inner.tasks.cancel();
     }
 

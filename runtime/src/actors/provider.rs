@@ -13,14 +13,17 @@ use governor::{
     middleware::NoOpMiddleware,
     state::{InMemoryState, NotKeyed},
 };
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef};
 use switchyard_core::{
     ErrorCode, ProviderConfig, SkipReason,
     resilience::{Breaker, BreakerState, CallOutcome},
 };
 use tokio::sync::oneshot;
 
-use super::instance_state::InstanceState;
+use super::{
+    instance_state::InstanceState,
+    observation::{BreakerOpened, Observation},
+};
 use switchyard_tasks::Tasks;
 
 use crate::{
@@ -48,22 +51,12 @@ pub struct ProviderArgs {
     pub clock: Clock,
     /// How many runtime processes share this account's limits (this one gets 1/share).
     pub share: u32,
-    /// Where to report that this instance's breaker opened (for other replicas).
-    pub breaker_notices: Option<tokio::sync::broadcast::Sender<BreakerOpened>>,
+    /// The router, as far as it hears from provider actors: told each call's latency
+    /// and that this instance's breaker opened.
+    pub router: DerivedActorRef<Observation>,
     /// Owns the in-flight calls. They outlive this actor when it is replaced (a call
     /// started on the old config finishes there) and end with the engine.
     pub calls: Tasks,
-}
-
-/// This instance's breaker opened until `until_ms` (Unix ms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BreakerOpened {
-    /// The config.
-    pub config_id: switchyard_core::ConfigId,
-    /// Its version (a notice about another version is ignored).
-    pub version: i64,
-    /// When it turns half-open.
-    pub until_ms: u64,
 }
 
 /// One call offered to an instance.
@@ -420,17 +413,15 @@ impl ProviderState {
         };
         let was_open = matches!(self.breaker.state(now), BreakerState::Open { .. });
         self.breaker.record(now, outcome, finished.latency_ms);
-        if let (false, BreakerState::Open { until_ms }, Some(notices)) = (
-            was_open,
-            self.breaker.state(now),
-            &self.args.breaker_notices,
-        ) {
-            // No subscriber (a single process) is not an error: nobody needs to know.
-            let _ = notices.send(BreakerOpened {
-                config_id: self.args.config.id,
-                version: self.args.config.version,
-                until_ms,
-            });
+        if let (false, BreakerState::Open { until_ms }) = (was_open, self.breaker.state(now)) {
+            let _ = self
+                .args
+                .router
+                .send_message(Observation::BreakerOpened(BreakerOpened {
+                    config_id: self.args.config.id,
+                    version: self.args.config.version,
+                    until_ms,
+                }));
         }
         if finished.code == Some(ErrorCode::RateLimited) {
             let wait = finished.retry_after_ms.unwrap_or(1_000);
@@ -438,7 +429,10 @@ impl ProviderState {
             self.args.state.set_cooling_until(self.cooling_until);
         } else {
             // Latency says how the instance answers; a 429 answers nothing.
-            self.args.state.observe_latency(finished.latency_ms as f64);
+            let _ = self.args.router.send_message(Observation::Latency {
+                state: self.args.state.clone(),
+                latency_ms: finished.latency_ms as f64,
+            });
         }
         let error = finished.code.map(|c| c.as_str().to_owned());
         self.args.state.count(error);

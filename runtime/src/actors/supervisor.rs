@@ -1,7 +1,7 @@
 //! `Supervisor`: spawns one provider actor per live config, restarts crashed actors
 //! with exponential backoff, marks an instance `failed` after too many restarts in a
-//! window (instead of restarting it in a loop), and is the single writer of the routing
-//! table. One crashing instance never affects another.
+//! window (instead of restarting it in a loop), and tells the router the live set after
+//! each change. One crashing instance never affects another.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -16,6 +16,7 @@ use switchyard_core::{ConfigId, ProviderConfig, ProviderSpec, reload::diff};
 use super::{
     instance_state::InstanceState,
     provider::{ProviderActor, ProviderArgs, ProviderMsg},
+    router::RouterMsg,
     table::{Instance, InstanceStatus, RoutingTable},
 };
 use crate::{
@@ -54,14 +55,14 @@ pub struct Supervisor;
 /// What the supervisor is started with.
 #[derive(Debug, Clone)]
 pub struct SupervisorArgs {
-    /// Where the routing table is published.
+    /// The router, told the live set after each change.
+    pub router: ActorRef<RouterMsg>,
+    /// The router's published table (read for status).
     pub table: Arc<ArcSwap<RoutingTable>>,
     /// The runtime clock.
     pub clock: Clock,
     /// Restart policy.
     pub policy: RestartPolicy,
-    /// Where provider actors report breakers that open.
-    pub breaker_notices: Option<tokio::sync::broadcast::Sender<super::provider::BreakerOpened>>,
     /// Loaded WASM plugins, for `wasm` configs.
     pub plugins: Option<Arc<crate::plugins::PluginRegistry>>,
     /// Owns the provider actors' in-flight calls.
@@ -161,7 +162,8 @@ impl Actor for Supervisor {
             } => {
                 let report = state.apply(&myself, configs).await;
                 state.disabled = disabled;
-                state.publish();
+                // The caller may route the moment it has the report: publish first.
+                state.publish_and_wait().await;
                 let _ = reply.send(report);
             }
             SupervisorMsg::Restart(config_id) => {
@@ -338,7 +340,7 @@ impl SupervisorState {
                 state: Arc::new(InstanceState::default()),
                 clock: self.args.clock,
                 share: self.share,
-                breaker_notices: self.args.breaker_notices.clone(),
+                router: self.args.router.get_derived(),
                 calls: self.args.calls.clone(),
             };
             match spawn_child(myself, args.clone()).await {
@@ -400,19 +402,35 @@ impl SupervisorState {
         }
     }
 
-    fn publish(&self) {
-        let instances = self
-            .children
+    fn members(&self) -> Vec<Instance> {
+        self.children
             .values()
             .map(|child| Instance {
                 config: child.args.config.clone(),
                 state: child.args.state.clone(),
                 actor: child.actor.clone(),
             })
-            .collect();
-        self.args.table.store(Arc::new(RoutingTable {
-            instances,
+            .collect()
+    }
+
+    /// Tells the router the live set.
+    fn publish(&self) {
+        let _ = self.args.router.cast(RouterMsg::Members {
+            instances: self.members(),
             disabled: self.disabled.clone(),
-        }));
+            reply: None,
+        });
+    }
+
+    /// Tells the router the live set and waits until it is published.
+    async fn publish_and_wait(&self) {
+        let sent = ractor::call!(self.args.router, |reply| RouterMsg::Members {
+            instances: self.members(),
+            disabled: self.disabled.clone(),
+            reply: Some(reply),
+        });
+        if let Err(e) = sent {
+            tracing::error!(error = %e, "the router is gone; the routing table is stale");
+        }
     }
 }

@@ -1,6 +1,9 @@
-//! The routing table and the live state each provider actor publishes.
+//! The routing table the router publishes, and what it shows of each instance.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use ractor::ActorRef;
 use serde::Serialize;
@@ -54,6 +57,15 @@ pub struct RoutingTable {
     pub instances: Vec<Instance>,
     /// Configs that exist but are disabled: for clear `config_id` errors.
     pub disabled: Vec<(ConfigId, String)>,
+    /// The router's round-robin cursor, shared by every snapshot it publishes.
+    pub(super) cursor: Arc<AtomicU64>,
+}
+
+impl RoutingTable {
+    /// Takes the next round-robin ticket (one per routed request).
+    pub fn ticket(&self) -> u64 {
+        self.cursor.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 /// What `GET /v1/providers/status` shows for one instance.

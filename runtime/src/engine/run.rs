@@ -2,10 +2,7 @@
 //! attempt to a provider actor, fall back by the route's rules, and build every event
 //! through the request's [`Lifecycle`].
 
-use std::{
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use switchyard_core::{
@@ -215,7 +212,7 @@ impl Run<'_> {
             .iter()
             .map(|(id, name)| (*id, name.as_str()))
             .collect();
-        let counter = inner.counter.fetch_add(1, Ordering::Relaxed);
+        let counter = table.ticket();
         let seed = counter.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let plan = match plan(
             &request,
