@@ -5,6 +5,7 @@
 mod command;
 mod error_code;
 mod event;
+pub mod schema;
 mod subjects;
 
 pub use command::{

@@ -23,6 +23,7 @@ mod plugins;
 mod protocol;
 mod providers;
 mod reload;
+mod schema;
 mod secrets;
 mod storage;
 mod support;

@@ -6,6 +6,7 @@
 //! then [`Command`] parses the whole body and [`Command::validate`] checks the semantic
 //! rules. Any failure after the envelope is an `invalid_request` for that request.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -57,7 +58,7 @@ impl CommandEnvelope {
 }
 
 /// A generation command.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Command {
     /// Protocol version (default 1).
     #[serde(default = "default_version")]
@@ -105,7 +106,7 @@ fn default_priority() -> i64 {
 }
 
 /// The `input` object; which fields apply depends on the kind.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CommandInput {
     /// Image kinds: what to draw.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,7 +165,7 @@ pub struct CommandInput {
 }
 
 /// An input image: exactly one of `url`, `artifact_id` or `b64` (with `mime`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ImageRef {
     /// Fetched by the runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,7 +182,7 @@ pub struct ImageRef {
 }
 
 /// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Message {
     /// `system`, `user` or `assistant`.
     pub role: Role,
@@ -190,7 +191,7 @@ pub struct Message {
 }
 
 /// Who speaks in a chat message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Instructions.
@@ -202,7 +203,7 @@ pub enum Role {
 }
 
 /// Routing hints (`route`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Route {
     /// Use exactly this instance: its id or unique name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -246,7 +247,7 @@ fn default_max_attempts() -> i64 {
 }
 
 /// `route.config_id`: an integer id or a unique config name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ConfigRef {
     /// The config's database id.
@@ -276,6 +277,22 @@ impl TryFrom<String> for ProviderSelector {
     }
 }
 
+impl JsonSchema for ProviderSelector {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ProviderSelector".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = std::iter::once("auto")
+            .chain(ProviderType::ALL.iter().map(|t| t.as_str()))
+            .collect();
+        schemars::json_schema!({
+            "type": "string",
+            "enum": names,
+            "description": "`auto` (any instance) or one provider type.",
+        })
+    }
+}
+
 impl From<ProviderSelector> for String {
     fn from(value: ProviderSelector) -> Self {
         match value {
@@ -286,7 +303,7 @@ impl From<ProviderSelector> for String {
 }
 
 /// `route.strategy`: how candidates are ordered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Higher priority first; weight breaks ties.

@@ -2,6 +2,7 @@
 //! `switchyard.evt.<tenant>.<request_id>.<type>`.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error_code::ErrorCode;
@@ -13,7 +14,7 @@ use crate::{
 };
 
 /// One event. `seq` runs 1, 2, 3 … per request without gaps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Event {
     /// Protocol version.
     pub v: u32,
@@ -43,7 +44,7 @@ impl Event {
 }
 
 /// The type-specific part of an event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
     /// The command was parsed and persisted.
@@ -122,7 +123,7 @@ impl EventBody {
 }
 
 /// The `type` of an event; also the last token of its subject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
     /// See [`EventBody::Accepted`].
@@ -159,7 +160,7 @@ impl EventType {
 }
 
 /// `provider` = `{config_id, name, type, model}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ProviderRef {
     /// The config's id.
     pub config_id: ConfigId,
@@ -173,7 +174,7 @@ pub struct ProviderRef {
 }
 
 /// What a request produced.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Output {
     /// Stored images (bytes live in the artifact store).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -184,7 +185,7 @@ pub struct Output {
 }
 
 /// One stored image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OutputImage {
     /// Artifact store id.
     pub artifact_id: String,
@@ -207,7 +208,7 @@ pub struct OutputImage {
 }
 
 /// `usage` = `{images, input_tokens, output_tokens, cost_usd}`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Usage {
     /// Images made.
     pub images: u32,
@@ -220,7 +221,7 @@ pub struct Usage {
 }
 
 /// One attempt on one instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Attempt {
     /// The instance tried.
     pub config_id: ConfigId,
@@ -233,7 +234,7 @@ pub struct Attempt {
 }
 
 /// How an attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptResult {
     /// The instance produced the output.
@@ -243,7 +244,7 @@ pub enum AttemptResult {
 }
 
 /// `routing` = `{strategy, candidates, skipped}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Routing {
     /// The strategy that ordered the candidates.
     pub strategy: Strategy,
@@ -254,7 +255,7 @@ pub struct Routing {
 }
 
 /// An instance the router left out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Skipped {
     /// The instance.
     pub config_id: ConfigId,
@@ -266,7 +267,7 @@ pub struct Skipped {
 }
 
 /// Why the router left an instance out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
     /// Its breaker is open.
@@ -290,7 +291,7 @@ pub enum SkipReason {
 }
 
 /// The `error` object of a `failed` event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorInfo {
     /// The taxonomy code.
     pub code: ErrorCode,
