@@ -191,7 +191,9 @@ pub(super) async fn get_job(
     Path(id): Path<i64>,
 ) -> Response {
     match admin.store.get_task(id).await {
-        Ok(Some(task)) if caller.sees(&task.tenant) => Json(job_json(&task)).into_response(),
+        Ok(Some(task)) if caller.sees(task.tenant.as_str()) => {
+            Json(job_json(&task)).into_response()
+        }
         // Another tenant's job is no job of this caller's.
         Ok(_) => error(StatusCode::NOT_FOUND, format!("no job {id}")),
         Err(e) => store_error(e),
@@ -205,7 +207,7 @@ pub(super) async fn job_events(
     Path(id): Path<i64>,
 ) -> Response {
     let task = match admin.store.get_task(id).await {
-        Ok(Some(task)) if caller.sees(&task.tenant) => task,
+        Ok(Some(task)) if caller.sees(task.tenant.as_str()) => task,
         Ok(_) => return error(StatusCode::NOT_FOUND, format!("no job {id}")),
         Err(e) => return store_error(e),
     };

@@ -10,9 +10,7 @@ use std::{fmt, str::FromStr};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, value::RawValue};
 use sqlx::types::Json;
-use switchyard_core::ConfigId;
-
-use super::StoreError;
+use switchyard_core::{ConfigId, RequestId, Tenant};
 
 mod new_task;
 mod queries;
@@ -112,9 +110,9 @@ pub struct Task {
     /// Row id (`task_id` in events).
     pub id: i64,
     /// Idempotency key, with `tenant`.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// Owner.
-    pub tenant: String,
+    pub tenant: Tenant,
     /// End user.
     pub user: Option<String>,
     /// Kind (as sent).
@@ -210,31 +208,6 @@ pub struct TaskResult {
 }
 
 #[derive(sqlx::FromRow)]
-pub(super) struct TaskRow {
-    id: i64,
-    pub(super) request_id: String,
-    pub(super) tenant: String,
-    user_id: Option<String>,
-    kind: String,
-    prompt: Option<String>,
-    input_images: Option<Json<Value>>,
-    model: Option<String>,
-    size: Option<String>,
-    status: String,
-    provider_config_id: Option<i64>,
-    attempts: i64,
-    command: Json<Box<RawValue>>,
-    error_code: Option<String>,
-    error_message: Option<String>,
-    raw_response: Option<Json<Value>>,
-    terminal_event: Option<Json<Value>>,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    completed_at: Option<DateTime<Utc>>,
-    last_seq: i64,
-}
-
-#[derive(sqlx::FromRow)]
 pub(super) struct ResultRow {
     id: i64,
     task_id: i64,
@@ -255,35 +228,58 @@ pub(super) const TASK_COLUMNS: &str = "id, request_id, tenant, user_id, kind, pr
     size, status, provider_config_id, attempts, command, error_code, error_message, \
     raw_response, terminal_event, created_at, started_at, completed_at, last_seq";
 
-impl TryFrom<TaskRow> for Task {
-    type Error = StoreError;
-    fn try_from(row: TaskRow) -> Result<Self, Self::Error> {
-        let corrupt = |detail: String| StoreError::Corrupt {
-            table: "tasks",
-            detail,
+/// A `tasks` row read back: the one place its columns are decoded (the columns are
+/// [`TASK_COLUMNS`]; writes bind [`NewTask`] and the transition types).
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for Task
+where
+    &'r str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<Json<Value>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Json<Box<RawValue>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<DateTime<Utc>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        fn corrupt(column: &str, detail: impl fmt::Display) -> sqlx::Error {
+            sqlx::Error::ColumnDecode {
+                index: column.to_owned(),
+                source: format!("tasks.{column}: {detail}").into(),
+            }
+        }
+        let json = |column: &'r str| -> Result<Option<Value>, sqlx::Error> {
+            Ok(row.try_get::<Option<Json<Value>>, _>(column)?.map(|j| j.0))
         };
+        let status: String = row.try_get("status")?;
+        let request_id: String = row.try_get("request_id")?;
+        let tenant: String = row.try_get("tenant")?;
+        let command: Json<Box<RawValue>> = row.try_get("command")?;
         Ok(Task {
-            id: row.id,
-            kind: row.kind,
-            status: row.status.parse().map_err(corrupt)?,
-            request_id: row.request_id,
-            tenant: row.tenant,
-            user: row.user_id,
-            prompt: row.prompt,
-            input_images: row.input_images.map(|j| j.0),
-            model: row.model,
-            size: row.size,
-            provider_config_id: row.provider_config_id.map(ConfigId),
-            attempts: row.attempts,
-            command: StoredJson(row.command.0),
-            error_code: row.error_code,
-            error_message: row.error_message,
-            raw_response: row.raw_response.map(|j| j.0),
-            terminal_event: row.terminal_event.map(|j| j.0),
-            created_at: row.created_at,
-            started_at: row.started_at,
-            completed_at: row.completed_at,
-            last_seq: row.last_seq,
+            id: row.try_get("id")?,
+            request_id: RequestId::new(request_id).map_err(|e| corrupt("request_id", e))?,
+            tenant: Tenant::new(tenant).map_err(|e| corrupt("tenant", e))?,
+            user: row.try_get("user_id")?,
+            kind: row.try_get("kind")?,
+            prompt: row.try_get("prompt")?,
+            input_images: json("input_images")?,
+            model: row.try_get("model")?,
+            size: row.try_get("size")?,
+            status: status.parse().map_err(|e| corrupt("status", e))?,
+            provider_config_id: row
+                .try_get::<Option<i64>, _>("provider_config_id")?
+                .map(ConfigId),
+            attempts: row.try_get("attempts")?,
+            command: StoredJson(command.0),
+            error_code: row.try_get("error_code")?,
+            error_message: row.try_get("error_message")?,
+            raw_response: json("raw_response")?,
+            terminal_event: json("terminal_event")?,
+            created_at: row.try_get("created_at")?,
+            started_at: row.try_get("started_at")?,
+            completed_at: row.try_get("completed_at")?,
+            last_seq: row.try_get("last_seq")?,
         })
     }
 }

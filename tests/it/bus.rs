@@ -237,7 +237,10 @@ async fn full_lifecycle(rig: &Rig) {
     let task = rig
         .db
         .store
-        .find_task("acme", "life-1")
+        .find_task(
+            &Tenant::new("acme").unwrap(),
+            &RequestId::new("life-1").unwrap(),
+        )
         .await
         .unwrap()
         .unwrap();

@@ -420,7 +420,7 @@ async fn task_idempotency_key_is_unique(db: &TestDb) {
     assert_eq!(again, TaskInsert::Existing(task.clone()));
     // The same request id under another tenant is another task.
     let mut other = NewTask::from_command(&command("req-1"));
-    other.tenant = "globex".into();
+    other.tenant = switchyard_core::Tenant::new("globex").unwrap();
     assert!(matches!(
         store.create_task(&other).await.unwrap(),
         TaskInsert::Created(_)

@@ -20,8 +20,8 @@ impl Pipeline {
         message: String,
     ) -> Result<Disposition, HandleError> {
         let new_task = NewTask::invalid(
-            envelope.request_id.as_str(),
-            envelope.tenant.as_str(),
+            &envelope.request_id,
+            &envelope.tenant,
             kind_token,
             &delivery.payload,
         );

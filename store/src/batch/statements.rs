@@ -5,11 +5,12 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
+use switchyard_core::{RequestId, Tenant};
 
 use super::{Completion, Failure, Outcome, Start, rows_per_statement};
 use crate::{
     NewTask, NewTaskResult, Store, StoreError, TaskInsert, UsageRecord, on_pool,
-    tasks::{TASK_COLUMNS, Task, TaskRow},
+    tasks::{TASK_COLUMNS, Task},
 };
 
 /// `($1, $2, …), ($n, …)` for `rows` rows of `columns` placeholders each, with
@@ -126,7 +127,7 @@ impl Store {
             let mut tx = pool.begin().await?;
 
             // New tasks: one INSERT … ON CONFLICT DO NOTHING RETURNING per chunk.
-            let mut rows: HashMap<(String, String), TaskRow> = HashMap::new();
+            let mut rows: HashMap<(Tenant, RequestId), Task> = HashMap::new();
             for chunk in creates.chunks(per) {
                 let sql = format!(
                     "INSERT INTO tasks (request_id, tenant, user_id, kind, prompt, input_images, \
@@ -134,11 +135,11 @@ impl Store {
                      ON CONFLICT (tenant, request_id) DO NOTHING RETURNING {TASK_COLUMNS}",
                     values(chunk.len(), 12, ", 'pending'", postgres)
                 );
-                let mut query = sqlx::query_as::<_, TaskRow>(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query_as::<_, Task>(sqlx::AssertSqlSafe(sql));
                 for task in chunk {
                     query = query
-                        .bind(&task.request_id)
-                        .bind(&task.tenant)
+                        .bind(task.request_id.as_str())
+                        .bind(task.tenant.as_str())
                         .bind(&task.user)
                         .bind(&task.kind)
                         .bind(&task.prompt)
@@ -160,19 +161,19 @@ impl Store {
                 // The first of a key in the batch created it; any other one, or a key
                 // that was there before, reads the stored row.
                 let result = match rows.remove(&key) {
-                    Some(row) => Task::try_from(row).map(TaskInsert::Created),
+                    Some(row) => Ok(TaskInsert::Created(row)),
                     None => {
                         let sql = format!(
                             "SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = $1 AND request_id = $2"
                         );
-                        let row: Option<TaskRow> =
+                        let row: Option<Task> =
                             sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                                .bind(&task.tenant)
-                                .bind(&task.request_id)
+                                .bind(task.tenant.as_str())
+                                .bind(task.request_id.as_str())
                                 .fetch_optional(&mut *tx)
                                 .await?;
                         match row {
-                            Some(row) => Task::try_from(row).map(TaskInsert::Existing),
+                            Some(row) => Ok(TaskInsert::Existing(row)),
                             None => Err(StoreError::Corrupt {
                                 table: "tasks",
                                 detail: "a conflicting task row vanished".to_owned(),

@@ -2,7 +2,7 @@
 //! parameters, and the cache key that makes two commands "identical requests".
 
 use serde_json::{Value, value::RawValue};
-use switchyard_core::Command;
+use switchyard_core::{Command, RequestId, Tenant};
 
 use super::StoredJson;
 
@@ -10,9 +10,9 @@ use super::StoredJson;
 #[derive(Debug, Clone)]
 pub struct NewTask {
     /// Idempotency key, with `tenant`.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// Owner.
-    pub tenant: String,
+    pub tenant: Tenant,
     /// End user.
     pub user: Option<String>,
     /// Kind (as sent: an invalid command may name an unknown one).
@@ -145,8 +145,8 @@ impl NewTask {
                 .map(|m| m.content.clone())
         });
         Self {
-            request_id: command.request_id.to_string(),
-            tenant: command.tenant.to_string(),
+            request_id: command.request_id.clone(),
+            tenant: command.tenant.clone(),
             user: command.user.clone(),
             kind: command.kind.as_str().to_owned(),
             prompt,
@@ -169,7 +169,7 @@ impl NewTask {
 impl NewTask {
     /// The task row for a command that did not parse or validate: what the envelope
     /// and subject say, with the raw body kept as the command.
-    pub fn invalid(request_id: &str, tenant: &str, kind: &str, body: &[u8]) -> Self {
+    pub fn invalid(request_id: &RequestId, tenant: &Tenant, kind: &str, body: &[u8]) -> Self {
         let command = std::str::from_utf8(body)
             .ok()
             .and_then(|text| RawValue::from_string(text.to_owned()).ok())
@@ -178,8 +178,8 @@ impl NewTask {
                 StoredJson::of(&serde_json::json!({"raw": String::from_utf8_lossy(body)}))
             });
         Self {
-            request_id: request_id.to_owned(),
-            tenant: tenant.to_owned(),
+            request_id: request_id.clone(),
+            tenant: tenant.clone(),
             user: None,
             kind: kind.to_owned(),
             prompt: None,

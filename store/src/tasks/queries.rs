@@ -4,10 +4,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
+use switchyard_core::{RequestId, Tenant};
 
-use super::{
-    NewTask, NewTaskResult, ResultRow, TASK_COLUMNS, Task, TaskInsert, TaskResult, TaskRow,
-};
+use super::{NewTask, NewTaskResult, ResultRow, TASK_COLUMNS, Task, TaskInsert, TaskResult};
 use crate::{Completion, Failure, Start, Store, StoreError, on_pool};
 
 impl Store {
@@ -36,13 +35,13 @@ impl Store {
     /// [`StoreError::Database`] or [`StoreError::Corrupt`].
     pub async fn get_task(&self, id: i64) -> Result<Option<Task>, StoreError> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
-        let row: Option<TaskRow> = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+        let row: Option<Task> = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
             sql.as_str()
         ))
         .bind(id)
         .fetch_optional(pool)
         .await)?;
-        row.map(Task::try_from).transpose()
+        Ok(row)
     }
 
     /// The terminal event of the latest task of `tenant` that completed since `since`
@@ -75,18 +74,18 @@ impl Store {
     /// [`StoreError::Database`] or [`StoreError::Corrupt`].
     pub async fn find_task(
         &self,
-        tenant: &str,
-        request_id: &str,
+        tenant: &Tenant,
+        request_id: &RequestId,
     ) -> Result<Option<Task>, StoreError> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = $1 AND request_id = $2");
-        let row: Option<TaskRow> = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+        let row: Option<Task> = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
             sql.as_str()
         ))
-        .bind(tenant)
-        .bind(request_id)
+        .bind(tenant.as_str())
+        .bind(request_id.as_str())
         .fetch_optional(pool)
         .await)?;
-        row.map(Task::try_from).transpose()
+        Ok(row)
     }
 
     /// Marks an attempt as started. Returns false when the task is already terminal.
