@@ -192,7 +192,80 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+    use switchyard_runtime::{MasterKey, store::ConnectOptions};
+
     use super::*;
+    use crate::error::read;
+
+    fn bearing(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        headers
+    }
+
+    #[tokio::test]
+    async fn each_scope_takes_its_callers_and_refuses_the_others_as_before() {
+        let options = ConnectOptions {
+            url: "sqlite::memory:".into(),
+            schema: None,
+            max_connections: 1,
+        };
+        let store = Store::connect(&options, MasterKey::generate().0)
+            .await
+            .unwrap();
+        let (_, key) = store.create_tenant_key("acme", "ci").await.unwrap();
+        let admin_token = "admin-token-admin-token";
+        let auth = Authenticator::new(Secret::new(admin_token), store);
+        let acme = Caller::Tenant(Tenant::new("acme").unwrap());
+        let refused =
+            async |headers: HeaderMap, scope: Scope| match auth.resolve(&headers, scope).await {
+                Ok(caller) => panic!("{scope:?} took {caller:?}"),
+                Err(refusal) => read(scope.refuse(refusal)).await,
+            };
+
+        // The admin API: the admin token only; a tenant key is not even looked up.
+        let admin = auth.resolve(&bearing(admin_token), Scope::Admin).await;
+        assert_eq!(admin.unwrap(), Caller::Admin);
+        let wrong = (
+            401,
+            Some("Bearer".to_owned()),
+            json!({"error": "missing or wrong admin token"}),
+        );
+        assert_eq!(refused(bearing(&key), Scope::Admin).await, wrong);
+        assert_eq!(refused(HeaderMap::new(), Scope::Admin).await, wrong);
+
+        // Jobs: either.
+        let jobs = Scope::AdminOrTenant;
+        assert_eq!(
+            auth.resolve(&bearing(admin_token), jobs).await.unwrap(),
+            Caller::Admin
+        );
+        assert_eq!(auth.resolve(&bearing(&key), jobs).await.unwrap(), acme);
+        let wrong = (
+            401,
+            Some("Bearer".to_owned()),
+            json!({"error": "missing or wrong admin token or tenant key"}),
+        );
+        assert_eq!(refused(bearing("sy_unknown"), jobs).await, wrong);
+        assert_eq!(refused(HeaderMap::new(), jobs).await, wrong);
+
+        // The OpenAI-compatible API: a tenant key only; the admin token is no key.
+        let oai = Scope::Tenant;
+        assert_eq!(auth.resolve(&bearing(&key), oai).await.unwrap(), acme);
+        let wrong = (
+            401,
+            Some("Bearer".to_owned()),
+            json!({"error": {"message": "missing or unknown API key (a tenant key, sy_…)",
+                "type": "invalid_request_error", "code": "invalid_api_key", "param": null}}),
+        );
+        assert_eq!(refused(bearing(admin_token), oai).await, wrong);
+        assert_eq!(refused(bearing("sy_unknown"), oai).await, wrong);
+        assert_eq!(refused(HeaderMap::new(), oai).await, wrong);
+    }
 
     #[test]
     fn tokens_compare_whole() {

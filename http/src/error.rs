@@ -174,25 +174,30 @@ impl From<ArtifactError> for ApiError {
     }
 }
 
+/// A response's status, `WWW-Authenticate` header and JSON body (for tests).
+#[cfg(test)]
+pub(crate) async fn read(response: Response) -> (u16, Option<String>, serde_json::Value) {
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    (
+        status,
+        challenge,
+        serde_json::from_slice(&bytes).unwrap_or_default(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     async fn answer(e: ApiError) -> (u16, Option<String>, serde_json::Value) {
-        let response = e.into_response();
-        let status = response.status().as_u16();
-        let challenge = response
-            .headers()
-            .get(header::WWW_AUTHENTICATE)
-            .map(|v| v.to_str().unwrap_or_default().to_owned());
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap_or_default();
-        (
-            status,
-            challenge,
-            serde_json::from_slice(&bytes).unwrap_or_default(),
-        )
+        read(e.into_response()).await
     }
 
     #[tokio::test]

@@ -322,6 +322,16 @@ fn chat_chunks(
     model: String,
     created: i64,
 ) -> impl Stream<Item = Result<sse::Event, Infallible>> + Send {
+    chunk_data(events, id, model, created).map(|data| Ok(sse::Event::default().data(data)))
+}
+
+/// The data of each server-sent event of [`chat_chunks`], `[DONE]` last.
+fn chunk_data(
+    events: Events,
+    id: String,
+    model: String,
+    created: i64,
+) -> impl Stream<Item = String> + Send {
     let chunk = move |delta: ChunkDelta, finish: Option<&'static str>| ChatChunk {
         id: id.clone(),
         object: "chat.completion.chunk",
@@ -390,10 +400,7 @@ fn chat_chunks(
     });
     stream::once(async move { first })
         .chain(body)
-        .map(|data| Ok(sse::Event::default().data(data)))
-        .chain(stream::once(async {
-            Ok(sse::Event::default().data("[DONE]"))
-        }))
+        .chain(stream::once(async { "[DONE]".to_owned() }))
 }
 
 /// The JSON text of an event's data.
@@ -405,7 +412,7 @@ fn data(value: &impl Serialize) -> String {
 mod tests {
     use serde_json::json;
 
-    use super::text_of;
+    use super::*;
 
     #[test]
     fn content_parts_are_joined_as_text() {
@@ -417,5 +424,83 @@ mod tests {
             "ab"
         );
         assert_eq!(text_of(&json!(null)), "");
+    }
+
+    #[tokio::test]
+    async fn a_stream_reads_as_chunks_then_done() {
+        use switchyard_core::{ErrorCode, ErrorInfo, Event, RequestId, Tenant};
+        let event = |seq, body| Event {
+            v: 1,
+            request_id: RequestId::new("r").unwrap(),
+            tenant: Tenant::new("t").unwrap(),
+            seq,
+            time: chrono::Utc::now(),
+            body,
+        };
+        let events: Events = Box::pin(stream::iter([
+            event(
+                2,
+                EventBody::Chunk {
+                    index: 0,
+                    delta: "Hel".into(),
+                },
+            ),
+            event(
+                3,
+                EventBody::Failed {
+                    error: ErrorInfo::new(ErrorCode::ProviderError, "boom"),
+                    attempts: Vec::new(),
+                    routing: None,
+                    latency_ms: 1,
+                    chunks_delivered: None,
+                },
+            ),
+        ]));
+        let sent: Vec<String> = chunk_data(events, "chatcmpl-x".into(), "auto".into(), 7)
+            .collect()
+            .await;
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 7,
+                   "model": "auto",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        };
+        let expected = [
+            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            chunk(json!({"content": "Hel"}), Value::Null),
+            json!({"error": {"message": "boom", "type": "server_error", "code": "provider_error"}}),
+        ];
+        assert_eq!(sent.len(), 4, "{sent:?}");
+        for (sent, expected) in sent.iter().zip(expected) {
+            assert_eq!(serde_json::from_str::<Value>(sent).unwrap(), expected);
+        }
+        assert_eq!(sent[3], "[DONE]");
+    }
+
+    #[tokio::test]
+    async fn a_completed_stream_ends_with_stop() {
+        use switchyard_core::{Event, RequestId, Tenant};
+        let completed: EventBody = serde_json::from_value(json!({
+            "type": "completed", "output": {"images": []},
+            "usage": {"images": 0, "input_tokens": 1, "output_tokens": 2, "cost_usd": 0.0},
+            "provider": {"config_id": 1, "name": "m", "type": "mock"},
+            "attempts": [], "latency_ms": 1, "cached": false,
+        }))
+        .unwrap();
+        let events: Events = Box::pin(stream::iter([Event {
+            v: 1,
+            request_id: RequestId::new("r").unwrap(),
+            tenant: Tenant::new("t").unwrap(),
+            seq: 2,
+            time: chrono::Utc::now(),
+            body: completed,
+        }]));
+        let sent: Vec<String> = chunk_data(events, "c".into(), "m".into(), 1)
+            .collect()
+            .await;
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&sent[1]).unwrap()["choices"][0],
+            json!({"index": 0, "delta": {}, "finish_reason": "stop"})
+        );
     }
 }
