@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use axum::{
-    Extension, Json,
+    Json,
     body::Bytes,
     extract::{Path, State},
     http::{StatusCode, header},
@@ -24,15 +24,22 @@ use axum::{
         sse::{self, KeepAlive, Sse},
     },
 };
+use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt, stream};
+use serde::Serialize;
 use serde_json::{Value, json};
-use switchyard_core::{Command, Event, RequestId, Tenant};
-
-use super::{AdminState, Caller, error, store_error};
+use switchyard_core::{Command, Event};
 use switchyard_runtime::{
     bus::EventFilter,
     pipeline::{EnqueueError, Enqueued},
     store::{Task, TaskStatus},
+};
+use utoipa::ToSchema;
+
+use crate::{
+    caller::Caller,
+    error::{ApiError, ErrorBody},
+    state::AdminApi,
 };
 
 /// How long `…/events` waits for a finished job's events to be replayed from the bus
@@ -45,207 +52,252 @@ fn new_request_id() -> String {
     switchyard_runtime::secrets::random_alphanumeric(26)
 }
 
-/// The job's status name (PROTOCOL.md §4) for a task status.
-fn status_name(status: TaskStatus) -> &'static str {
-    match status {
-        TaskStatus::Pending => "queued",
-        TaskStatus::Processing => "processing",
-        TaskStatus::Completed => "done",
-        TaskStatus::Failed => "failed",
+/// A job's status (PROTOCOL.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum JobStatus {
+    /// Stored and on the bus; no runtime has pulled it yet.
+    Queued,
+    /// A runtime works on it.
+    Processing,
+    /// It completed.
+    Done,
+    /// It failed.
+    Failed,
+}
+
+impl From<TaskStatus> for JobStatus {
+    fn from(status: TaskStatus) -> Self {
+        match status {
+            TaskStatus::Pending => Self::Queued,
+            TaskStatus::Processing => Self::Processing,
+            TaskStatus::Completed => Self::Done,
+            TaskStatus::Failed => Self::Failed,
+        }
     }
 }
 
 /// A job as `GET /v1/jobs/{id}` shows it. `result` and `error` come from the stored
 /// terminal event, so they read exactly as that event does.
-pub(super) fn job_json(task: &Task) -> Value {
-    let terminal = task.terminal_event.as_ref();
-    let field = |name: &str| terminal.and_then(|t| t.get(name)).cloned();
-    let result = (task.status == TaskStatus::Completed).then(|| {
-        json!({
-            "output": field("output"),
-            "usage": field("usage"),
-            "provider": field("provider"),
-            "cached": field("cached").unwrap_or(Value::Bool(false)),
-        })
-    });
-    let error = (task.status == TaskStatus::Failed).then(|| {
-        field("error")
-            .unwrap_or_else(|| json!({"code": task.error_code, "message": task.error_message}))
-    });
-    json!({
-        "id": task.id,
-        "request_id": task.request_id,
-        "tenant": task.tenant,
-        "kind": task.kind,
-        "status": status_name(task.status),
-        "result": result,
-        "error": error,
-        "attempts": task.attempts,
-        "provider_config_id": task.provider_config_id.map(|c| c.0),
-        "created_at": task.created_at,
-        "started_at": task.started_at,
-        "completed_at": task.completed_at,
-    })
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Job {
+    /// The job id (its task id).
+    id: i64,
+    /// The idempotency key, with the tenant.
+    request_id: String,
+    /// The owner.
+    tenant: String,
+    /// The command's kind.
+    kind: String,
+    /// Where it is.
+    status: JobStatus,
+    /// What it made, once done.
+    result: Option<JobResult>,
+    /// Why it failed, once failed: `{code, message, retryable, provider}`.
+    #[schema(value_type = Option<Object>)]
+    error: Option<Value>,
+    /// Attempts made so far.
+    attempts: i64,
+    /// The instance of the last attempt.
+    provider_config_id: Option<i64>,
+    /// Accepted at.
+    #[schema(value_type = String, format = DateTime)]
+    created_at: DateTime<Utc>,
+    /// First attempt at.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    started_at: Option<DateTime<Utc>>,
+    /// Finished at.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    completed_at: Option<DateTime<Utc>>,
+}
+
+/// What a done job made, as its `completed` event says.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct JobResult {
+    /// The output: `{images, text}`.
+    #[schema(value_type = Option<Object>)]
+    output: Option<Value>,
+    /// `{images, input_tokens, output_tokens, cost_usd}`.
+    #[schema(value_type = Option<Object>)]
+    usage: Option<Value>,
+    /// The instance that answered.
+    #[schema(value_type = Option<Object>)]
+    provider: Option<Value>,
+    /// Whether the answer came from the cache.
+    #[schema(value_type = bool)]
+    cached: Value,
+}
+
+impl From<&Task> for Job {
+    fn from(task: &Task) -> Self {
+        let terminal = task.terminal_event.as_ref();
+        let field = |name: &str| terminal.and_then(|t| t.get(name)).cloned();
+        let result = (task.status == TaskStatus::Completed).then(|| JobResult {
+            output: field("output"),
+            usage: field("usage"),
+            provider: field("provider"),
+            cached: field("cached").unwrap_or(Value::Bool(false)),
+        });
+        let error = (task.status == TaskStatus::Failed).then(|| {
+            field("error")
+                .unwrap_or_else(|| json!({"code": task.error_code, "message": task.error_message}))
+        });
+        Self {
+            id: task.id,
+            request_id: task.request_id.to_string(),
+            tenant: task.tenant.to_string(),
+            kind: task.kind.clone(),
+            status: task.status.into(),
+            result,
+            error,
+            attempts: task.attempts,
+            provider_config_id: task.provider_config_id.map(|c| c.0),
+            created_at: task.created_at,
+            started_at: task.started_at,
+            completed_at: task.completed_at,
+        }
+    }
+}
+
+/// The answer of a `POST /v1/jobs` that queued the job.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct JobQueued {
+    /// The job id (its task id).
+    id: i64,
+    /// Where it is: `queued`, or further along for a retried `POST`.
+    status: JobStatus,
+    /// The idempotency key, generated if the command had none.
+    request_id: String,
+    /// The owner.
+    tenant: String,
 }
 
 /// Parses and validates a posted command, giving it a `request_id` if it has none.
-#[expect(
-    clippy::result_large_err,
-    reason = "a handler helper whose error is the response itself"
-)]
-fn posted_command(body: &[u8], caller: &Caller) -> Result<Command, Response> {
-    let mut value: Value = serde_json::from_slice(body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not a JSON command: {e}"),
-        )
-    })?;
-    let Some(object) = value.as_object_mut() else {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "the body must be a JSON object (a command, PROTOCOL.md §2)",
-        ));
+fn posted_command(body: &[u8], caller: &Caller) -> Result<Command, ApiError> {
+    let not_a_command = |e: serde_json::Error| {
+        ApiError::bad_request(format!("the body is not a JSON command: {e}"))
     };
+    let mut value: Value = serde_json::from_slice(body).map_err(not_a_command)?;
+    let object = value.as_object_mut().ok_or_else(|| {
+        ApiError::bad_request("the body must be a JSON object (a command, PROTOCOL.md §2)")
+    })?;
     object
         .entry("request_id")
         .or_insert_with(|| Value::String(new_request_id()));
-    if let Caller::Tenant(own) = caller {
+    if let Some(own) = caller.tenant() {
         // A tenant key submits for its own tenant, which the body may leave out.
         let tenant = object
             .entry("tenant")
-            .or_insert_with(|| Value::String(own.clone()));
+            .or_insert_with(|| Value::String(own.as_str().to_owned()));
         if tenant.as_str() != Some(own.as_str()) {
-            return Err(error(
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!("a key of tenant '{own}' submits only for that tenant"),
             ));
         }
     }
-    let bytes = serde_json::to_vec(&value).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not a JSON command: {e}"),
-        )
-    })?;
-    Command::parse_and_validate(&bytes, None)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
+    let bytes = serde_json::to_vec(&value).map_err(not_a_command)?;
+    Command::parse_and_validate(&bytes, None).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("admin" = []), ("tenant" = [])), request_body(content = String, description = "a command (PROTOCOL.md §2); `request_id` may be left out and is then generated", content_type = "application/json"), responses((status = 202, description = "{id, status: \"queued\", request_id, tenant}: stored and queued (header Location: /v1/jobs/{id})"), (status = 200, description = "the tenant already used this request_id: that job, as GET /v1/jobs/{id} shows it"), (status = 403, description = "a tenant key submitting for another tenant"), (status = 400, description = "not a valid command (the message names each bad field)"), (status = 401, description = "missing or wrong admin token or tenant key"), (status = 503, description = "stored but the bus did not take it: POST it again")))]
+/// An enqueue failure as its answer.
+fn enqueue_error(e: EnqueueError, command: &Command) -> ApiError {
+    match e {
+        EnqueueError::Bus { task_id, source } => {
+            tracing::warn!(error = %source, request_id = %command.request_id, tenant = %command.tenant,
+                "job stored but not queued");
+            ApiError::unavailable(format!(
+                "job {task_id} is stored but the bus did not take it ({source}); POST it again"
+            ))
+        }
+        EnqueueError::Store(e) => e.into(),
+        e @ EnqueueError::Lifecycle(_) => ApiError::internal(e.to_string()),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("admin" = []), ("tenant" = [])), request_body(content = ref("#/components/schemas/Command"), description = "a command (PROTOCOL.md §2); `request_id` may be left out and is then generated", content_type = "application/json"), responses((status = 202, description = "stored and queued (header Location: /v1/jobs/{id})", body = JobQueued), (status = 200, description = "the tenant already used this request_id: that job, as GET /v1/jobs/{id} shows it (or as 202 shows it, while it is still queued)", body = Job), (status = 403, description = "a tenant key submitting for another tenant", body = ErrorBody), (status = 400, description = "not a valid command (the message names each bad field)", body = ErrorBody), (status = 401, description = "missing or wrong admin token or tenant key", body = ErrorBody), (status = 503, description = "stored but the bus did not take it: POST it again", body = ErrorBody)))]
 pub(super) async fn submit_job(
-    State(admin): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    State(admin): State<AdminApi>,
+    caller: Caller,
     body: Bytes,
-) -> Response {
-    let command = match posted_command(&body, &caller) {
-        Ok(command) => command,
-        Err(response) => return response,
-    };
+) -> Result<Response, ApiError> {
+    let command = posted_command(&body, &caller)?;
     let Enqueued {
         task,
         created,
         queued,
-    } = match admin.pipeline.enqueue(&command).await {
-        Ok(enqueued) => enqueued,
-        Err(EnqueueError::Bus { task_id, source }) => {
-            tracing::warn!(error = %source, request_id = %command.request_id, tenant = %command.tenant,
-                "job stored but not queued");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "job {task_id} is stored but the bus did not take it ({source}); POST it again"
-                ),
-            );
-        }
-        Err(EnqueueError::Store(e)) => return store_error(e),
-        Err(e @ EnqueueError::Lifecycle(_)) => {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-        }
-    };
+    } = admin
+        .pipeline
+        .enqueue(&command)
+        .await
+        .map_err(|e| enqueue_error(e, &command))?;
     if !queued {
-        return Json(job_json(&task)).into_response();
+        return Ok(Json(Job::from(&task)).into_response());
     }
-    let body = json!({
-        "id": task.id,
-        "status": status_name(task.status),
-        "request_id": task.request_id,
-        "tenant": task.tenant,
-    });
     let status = if created {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    (
+    Ok((
         status,
         [(header::LOCATION, format!("/v1/jobs/{}", task.id))],
-        Json(body),
+        Json(JobQueued {
+            id: task.id,
+            status: task.status.into(),
+            request_id: task.request_id.into(),
+            tenant: task.tenant.into(),
+        }),
     )
-        .into_response()
+        .into_response())
 }
 
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("admin" = []), ("tenant" = [])), params(("id" = i64, Path, description = "the job id (its task id)")), responses((status = 200, description = "{id, request_id, tenant, kind, status: queued|processing|done|failed, result: {output, usage, provider, cached} | null, error: {code, message, retryable, provider} | null, attempts, provider_config_id, created_at, started_at, completed_at}"), (status = 404, description = "no such job"), (status = 401, description = "missing or wrong admin token or tenant key")))]
-pub(super) async fn get_job(
-    State(admin): State<AdminState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<i64>,
-) -> Response {
-    match admin.store.get_task(id).await {
-        Ok(Some(task)) if caller.sees(task.tenant.as_str()) => {
-            Json(job_json(&task)).into_response()
-        }
-        // Another tenant's job is no job of this caller's.
-        Ok(_) => error(StatusCode::NOT_FOUND, format!("no job {id}")),
-        Err(e) => store_error(e),
+/// The job `id`, if this caller may see it: another tenant's job is no job of
+/// this caller's.
+async fn visible_job(admin: &AdminApi, caller: &Caller, id: i64) -> Result<Task, ApiError> {
+    match admin.store.get_task(id).await? {
+        Some(task) if caller.sees(task.tenant.as_str()) => Ok(task),
+        _ => Err(ApiError::not_found(format!("no job {id}"))),
     }
 }
 
-#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("admin" = []), ("tenant" = [])), params(("id" = i64, Path, description = "the job id (its task id)")), responses((status = 200, description = "text/event-stream: every event of the job from its first (`event:` its type, `id:` its seq, `data:` the event JSON, PROTOCOL.md §3); the stream ends after the terminal event"), (status = 404, description = "no such job"), (status = 401, description = "missing or wrong admin token or tenant key")))]
-pub(super) async fn job_events(
-    State(admin): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("admin" = []), ("tenant" = [])), params(("id" = i64, Path, description = "the job id (its task id)")), responses((status = 200, description = "the job: its status, and its result or error once it ended", body = Job), (status = 404, description = "no such job", body = ErrorBody), (status = 401, description = "missing or wrong admin token or tenant key", body = ErrorBody)))]
+pub(super) async fn get_job(
+    State(admin): State<AdminApi>,
+    caller: Caller,
     Path(id): Path<i64>,
-) -> Response {
-    let task = match admin.store.get_task(id).await {
-        Ok(Some(task)) if caller.sees(task.tenant.as_str()) => task,
-        Ok(_) => return error(StatusCode::NOT_FOUND, format!("no job {id}")),
-        Err(e) => return store_error(e),
-    };
-    let (Ok(tenant), Ok(request_id)) = (
-        Tenant::new(task.tenant.clone()),
-        RequestId::new(task.request_id.clone()),
-    ) else {
-        // Only an unparseable command's row can have such keys, and it has no events.
-        return error(StatusCode::NOT_FOUND, format!("job {id} has no events"));
-    };
-    let events = match admin
+) -> Result<Json<Job>, ApiError> {
+    let task = visible_job(&admin, &caller, id).await?;
+    Ok(Json(Job::from(&task)))
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("admin" = []), ("tenant" = [])), params(("id" = i64, Path, description = "the job id (its task id)")), responses((status = 200, description = "text/event-stream: every event of the job from its first (`event:` its type, `id:` its seq, `data:` the event JSON, PROTOCOL.md §3); the stream ends after the terminal event", body = String, content_type = "text/event-stream"), (status = 404, description = "no such job", body = ErrorBody), (status = 401, description = "missing or wrong admin token or tenant key", body = ErrorBody)))]
+pub(super) async fn job_events(
+    State(admin): State<AdminApi>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse, ApiError> {
+    let task = visible_job(&admin, &caller, id).await?;
+    let (tenant, request_id) = (task.tenant.clone(), task.request_id.clone());
+    let events = admin
         .bus
         .events(EventFilter::Request(tenant, request_id))
         .await
-    {
-        Ok(events) => events,
-        Err(e) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot read the job's events: {e}"),
-            );
-        }
-    };
+        .map_err(|e| ApiError::unavailable(format!("cannot read the job's events: {e}")))?;
     // Read after subscribing: a job that finished before is known to have, and its
     // stored terminal event stands in if the bus no longer has its events.
-    let stored = match admin.store.get_task(id).await {
-        Ok(Some(task)) if task.status.is_terminal() => task
-            .terminal_event
-            .and_then(|v| serde_json::from_value::<Event>(v).ok()),
-        Ok(_) => None,
-        Err(e) => return store_error(e),
-    };
-    Sse::new(
+    let stored = admin
+        .store
+        .get_task(id)
+        .await?
+        .filter(|task| task.status.is_terminal())
+        .and_then(|task| task.terminal_event)
+        .and_then(|v| serde_json::from_value::<Event>(v).ok());
+    Ok(Sse::new(
         until_terminal(events, stored)
             .map(|event| Ok::<_, std::convert::Infallible>(sse_event(&event))),
     )
-    .keep_alive(KeepAlive::default())
-    .into_response()
+    .keep_alive(KeepAlive::default()))
 }
 
 fn sse_event(event: &Event) -> sse::Event {

@@ -5,99 +5,129 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::State,
+    extract::{Path, State},
     http::StatusCode,
-    response::{IntoResponse, Response},
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use switchyard_core::Tenant;
+use switchyard_runtime::store::TenantKey;
+use utoipa::ToSchema;
 
-use super::AdminState;
+use crate::{
+    error::{ApiError, ErrorBody},
+    state::AdminApi,
+};
 
-#[derive(Debug, Deserialize, Default)]
+/// The body of `POST /v1/tenants/{tenant}/keys` (it may be left out).
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewKey {
+pub(crate) struct NewKey {
+    /// A label.
     #[serde(default)]
     name: String,
 }
 
-fn key_json(key: &switchyard_runtime::store::TenantKey) -> Value {
-    json!({
-        "id": key.id, "tenant": key.tenant, "name": key.name, "prefix": key.prefix,
-        "created_at": key.created_at, "revoked_at": key.revoked_at,
-    })
+/// A tenant key, without the key itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeyInfo {
+    /// The key's id.
+    id: i64,
+    /// Whose key it is.
+    tenant: String,
+    /// Its label.
+    name: String,
+    /// Its first characters, to tell keys apart (`sy_AbCd…`).
+    prefix: String,
+    /// Created at.
+    #[schema(value_type = String, format = DateTime)]
+    created_at: DateTime<Utc>,
+    /// Revoked at, if it was.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    revoked_at: Option<DateTime<Utc>>,
 }
 
-#[expect(
-    clippy::result_large_err,
-    reason = "a handler helper whose error is the response itself"
-)]
-fn tenant_path(tenant: &str) -> Result<Tenant, Response> {
-    Tenant::new(tenant).map_err(|e| super::error(StatusCode::BAD_REQUEST, format!("tenant: {e}")))
+impl From<&TenantKey> for KeyInfo {
+    fn from(key: &TenantKey) -> Self {
+        Self {
+            id: key.id,
+            tenant: key.tenant.clone(),
+            name: key.name.clone(),
+            prefix: key.prefix.clone(),
+            created_at: key.created_at,
+            revoked_at: key.revoked_at,
+        }
+    }
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/keys", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant")), request_body(content = String, description = "{name?}: a label", content_type = "application/json"), responses((status = 201, description = "{id, tenant, name, prefix, created_at, key}: `key` is shown this once and never again"), (status = 400, description = "bad tenant or body"), (status = 401, description = "missing or wrong admin token")))]
+/// A key just made: shown this once and never again.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CreatedKey {
+    /// The key's row.
+    #[serde(flatten)]
+    info: KeyInfo,
+    /// The key itself (`sy_…`).
+    key: String,
+}
+
+/// A tenant's keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeyList {
+    /// Every key of the tenant, live or revoked.
+    items: Vec<KeyInfo>,
+}
+
+fn tenant_path(tenant: &str) -> Result<Tenant, ApiError> {
+    Tenant::new(tenant).map_err(|e| ApiError::bad_request(format!("tenant: {e}")))
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/keys", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant")), request_body(content = NewKey, description = "a label, or no body", content_type = "application/json"), responses((status = 201, description = "the key: `key` is shown this once and never again", body = CreatedKey), (status = 400, description = "bad tenant or body", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn create_key(
-    State(admin): State<AdminState>,
-    axum::extract::Path(tenant): axum::extract::Path<String>,
+    State(admin): State<AdminApi>,
+    Path(tenant): Path<String>,
     body: Bytes,
-) -> Response {
-    let tenant = match tenant_path(&tenant) {
-        Ok(tenant) => tenant,
-        Err(response) => return response,
-    };
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    let tenant = tenant_path(&tenant)?;
     let ask: NewKey = if body.is_empty() {
         NewKey::default()
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(ask) => ask,
-            Err(e) => return super::error(StatusCode::BAD_REQUEST, format!("not a key: {e}")),
-        }
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("not a key: {e}")))?
     };
-    match admin
+    let (key, secret) = admin
         .store
         .create_tenant_key(tenant.as_str(), &ask.name)
-        .await
-    {
-        Ok((key, secret)) => {
-            let mut body = key_json(&key);
-            body["key"] = json!(secret);
-            (StatusCode::CREATED, Json(body)).into_response()
-        }
-        Err(e) => super::store_error(e),
-    }
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            info: KeyInfo::from(&key),
+            key: secret,
+        }),
+    ))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/keys", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant")), responses((status = 200, description = "{items: [{id, tenant, name, prefix, created_at, revoked_at}]}: never the keys themselves"), (status = 401, description = "missing or wrong admin token")))]
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/keys", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant")), responses((status = 200, description = "the tenant's keys: never the keys themselves", body = KeyList), (status = 400, description = "bad tenant", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn list_keys(
-    State(admin): State<AdminState>,
-    axum::extract::Path(tenant): axum::extract::Path<String>,
-) -> Response {
-    let tenant = match tenant_path(&tenant) {
-        Ok(tenant) => tenant,
-        Err(response) => return response,
-    };
-    match admin.store.tenant_keys(tenant.as_str()).await {
-        Ok(keys) => {
-            Json(json!({"items": keys.iter().map(key_json).collect::<Vec<_>>()})).into_response()
-        }
-        Err(e) => super::store_error(e),
-    }
+    State(admin): State<AdminApi>,
+    Path(tenant): Path<String>,
+) -> Result<Json<KeyList>, ApiError> {
+    let tenant = tenant_path(&tenant)?;
+    let keys = admin.store.tenant_keys(tenant.as_str()).await?;
+    Ok(Json(KeyList {
+        items: keys.iter().map(KeyInfo::from).collect(),
+    }))
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/keys/{id}", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant"), ("id" = i64, Path, description = "the key id")), responses((status = 204, description = "revoked: it stops working at once"), (status = 404, description = "no such live key"), (status = 401, description = "missing or wrong admin token")))]
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/keys/{id}", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant"), ("id" = i64, Path, description = "the key id")), responses((status = 204, description = "revoked: it stops working at once"), (status = 404, description = "no such live key", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn revoke_key(
-    State(admin): State<AdminState>,
-    axum::extract::Path((tenant, id)): axum::extract::Path<(String, i64)>,
-) -> Response {
-    let tenant = match tenant_path(&tenant) {
-        Ok(tenant) => tenant,
-        Err(response) => return response,
-    };
-    match admin.store.revoke_tenant_key(tenant.as_str(), id).await {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => super::error(StatusCode::NOT_FOUND, "no such live key"),
-        Err(e) => super::store_error(e),
+    State(admin): State<AdminApi>,
+    Path((tenant, id)): Path<(String, i64)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = tenant_path(&tenant)?;
+    if admin.store.revoke_tenant_key(tenant.as_str(), id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("no such live key"))
     }
 }

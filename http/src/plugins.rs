@@ -7,117 +7,161 @@ use axum::{
     body::Bytes,
     extract::{Path, State},
     http::StatusCode,
-    response::{IntoResponse, Response},
 };
-use serde_json::json;
-
-use super::{AdminState, error};
+use serde::Serialize;
 use switchyard_runtime::{
     plugins::{InstallError, install},
-    store::StoreError,
+    store::{PluginInfo, StoreError},
+};
+use utoipa::ToSchema;
+
+use crate::{
+    error::{ApiError, ErrorBody},
+    state::AdminApi,
 };
 
-async fn changed(admin: &AdminState, name: &str) {
+/// The installed plugin versions.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PluginList {
+    /// Every version of every plugin: `{id, name, version, sha256, bytes, active,
+    /// created_at}`.
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<PluginInfo>,
+}
+
+/// One plugin's versions.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PluginDetail {
+    /// The plugin.
+    name: String,
+    /// The version `plugin = "name"` means now: the newest active one.
+    current: Option<String>,
+    /// Every version, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    versions: Vec<PluginInfo>,
+}
+
+/// What a rollback did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Rollback {
+    /// The version no longer active.
+    #[schema(value_type = Object)]
+    deactivated: PluginInfo,
+    /// The version the name means now.
+    #[schema(value_type = Object)]
+    current: PluginInfo,
+}
+
+async fn changed(admin: &AdminApi, name: &str) {
     switchyard_runtime::reloader::announce_plugins(&admin.bus, name).await;
     admin.reload.nudge();
 }
 
-fn plugin_store_error(e: &StoreError) -> Response {
+/// A store error of these endpoints: a conflict is the caller's (409), anything else
+/// a storage error.
+fn plugin_store_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::Conflict(message) => error(StatusCode::CONFLICT, message.clone()),
-        other => {
-            tracing::error!(error = %other, "plugin storage error");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "storage error")
-        }
+        StoreError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, message),
+        other => ApiError::Storage(other),
     }
 }
 
-#[utoipa::path(put, path = "/v1/plugins/{name}", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "install under this name; '-' takes the name the plugin gives")), request_body(content = Vec<u8>, content_type = "application/wasm", description = "the component"), responses((status = 201, description = "installed: {name, version, sha256, bytes, active, created_at}"), (status = 200, description = "the same file was installed already (made active again)"), (status = 400, description = "not a valid switchyard:provider plugin (the reason says why); nothing stored"), (status = 409, description = "this name and version exist with other content"), (status = 503, description = "this runtime runs no plugin host"), (status = 401, description = "missing or wrong admin token")))]
+#[utoipa::path(put, path = "/v1/plugins/{name}", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "install under this name; '-' takes the name the plugin gives")), request_body(content = Vec<u8>, content_type = "application/wasm", description = "the component"), responses((status = 201, description = "installed", body = ref("#/components/schemas/PluginInfo")), (status = 200, description = "the same file was installed already (made active again)", body = ref("#/components/schemas/PluginInfo")), (status = 400, description = "not a valid switchyard:provider plugin (the reason says why); nothing stored", body = ErrorBody), (status = 409, description = "this name and version exist with other content", body = ErrorBody), (status = 503, description = "this runtime runs no plugin host", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn install_plugin(
-    State(admin): State<AdminState>,
+    State(admin): State<AdminApi>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Response {
-    let Some(registry) = admin.engine.plugins() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this runtime runs no plugin host ([plugins] enabled = false)",
-        );
-    };
+) -> Result<(StatusCode, Json<PluginInfo>), ApiError> {
+    let registry = admin.engine.plugins().ok_or_else(|| {
+        ApiError::unavailable("this runtime runs no plugin host ([plugins] enabled = false)")
+    })?;
     let name = (name != "-").then_some(name.as_str());
-    match install(&admin.store, registry.host(), &body, name).await {
-        Ok((info, new)) => {
-            changed(&admin, &info.name).await;
-            let status = if new {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            (status, Json(json!(info))).into_response()
-        }
-        Err(InstallError::Store(e)) => plugin_store_error(&e),
-        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
-    }
+    let (info, new) = install(&admin.store, registry.host(), &body, name)
+        .await
+        .map_err(|e| match e {
+            InstallError::Store(e) => plugin_store_error(e),
+            e => ApiError::bad_request(e.to_string()),
+        })?;
+    changed(&admin, &info.name).await;
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(info)))
 }
 
-#[utoipa::path(get, path = "/v1/plugins", tag = "plugins", security(("admin" = [])), responses((status = 200, description = "{items: [{name, version, sha256, bytes, active, created_at}]}"), (status = 401, description = "missing or wrong admin token")))]
-pub(super) async fn list_plugins(State(admin): State<AdminState>) -> Response {
-    match admin.store.list_plugins(None).await {
-        Ok(items) => Json(json!({"items": items})).into_response(),
-        Err(e) => plugin_store_error(&e),
-    }
+#[utoipa::path(get, path = "/v1/plugins", tag = "plugins", security(("admin" = [])), responses((status = 200, description = "every installed version", body = PluginList), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+pub(super) async fn list_plugins(
+    State(admin): State<AdminApi>,
+) -> Result<Json<PluginList>, ApiError> {
+    let items = admin
+        .store
+        .list_plugins(None)
+        .await
+        .map_err(plugin_store_error)?;
+    Ok(Json(PluginList { items }))
 }
 
-#[utoipa::path(get, path = "/v1/plugins/{name}", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "plugin name")), responses((status = 200, description = "{name, current, versions: [...]}"), (status = 404, description = "not installed"), (status = 401, description = "missing or wrong admin token")))]
+#[utoipa::path(get, path = "/v1/plugins/{name}", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "plugin name")), responses((status = 200, description = "the plugin's versions and the current one", body = PluginDetail), (status = 404, description = "not installed", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn get_plugin(
-    State(admin): State<AdminState>,
+    State(admin): State<AdminApi>,
     Path(name): Path<String>,
-) -> Response {
-    match admin.store.list_plugins(Some(&name)).await {
-        Ok(versions) if versions.is_empty() => error(
-            StatusCode::NOT_FOUND,
-            format!("plugin '{name}' is not installed"),
-        ),
-        Ok(versions) => {
-            let current = versions
-                .iter()
-                .rev()
-                .find(|v| v.active)
-                .map(|v| v.version.clone());
-            Json(json!({"name": name, "current": current, "versions": versions})).into_response()
-        }
-        Err(e) => plugin_store_error(&e),
+) -> Result<Json<PluginDetail>, ApiError> {
+    let versions = admin
+        .store
+        .list_plugins(Some(&name))
+        .await
+        .map_err(plugin_store_error)?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "plugin '{name}' is not installed"
+        )));
     }
+    let current = versions
+        .iter()
+        .rev()
+        .find(|v| v.active)
+        .map(|v| v.version.clone());
+    Ok(Json(PluginDetail {
+        name,
+        current,
+        versions,
+    }))
 }
 
-#[utoipa::path(delete, path = "/v1/plugins/{name}", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "name (every version) or name@version")), responses((status = 204, description = "removed"), (status = 404, description = "not installed"), (status = 401, description = "missing or wrong admin token")))]
+#[utoipa::path(delete, path = "/v1/plugins/{name}", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "name (every version) or name@version")), responses((status = 204, description = "removed"), (status = 404, description = "not installed", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn delete_plugin(
-    State(admin): State<AdminState>,
+    State(admin): State<AdminApi>,
     Path(reference): Path<String>,
-) -> Response {
-    match admin.store.remove_plugin(&reference).await {
-        Ok(0) => error(
-            StatusCode::NOT_FOUND,
-            format!("plugin '{reference}' is not installed"),
-        ),
-        Ok(_) => {
-            changed(&admin, &reference).await;
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => plugin_store_error(&e),
+) -> Result<StatusCode, ApiError> {
+    let removed = admin
+        .store
+        .remove_plugin(&reference)
+        .await
+        .map_err(plugin_store_error)?;
+    if removed == 0 {
+        return Err(ApiError::not_found(format!(
+            "plugin '{reference}' is not installed"
+        )));
     }
+    changed(&admin, &reference).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/v1/plugins/{name}/rollback", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "plugin name")), responses((status = 200, description = "{deactivated, current}"), (status = 409, description = "no earlier version to return to"), (status = 401, description = "missing or wrong admin token")))]
+#[utoipa::path(post, path = "/v1/plugins/{name}/rollback", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "plugin name")), responses((status = 200, description = "the version deactivated and the one current now", body = Rollback), (status = 409, description = "no earlier version to return to", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn rollback_plugin(
-    State(admin): State<AdminState>,
+    State(admin): State<AdminApi>,
     Path(name): Path<String>,
-) -> Response {
-    match admin.store.rollback_plugin(&name).await {
-        Ok((deactivated, current)) => {
-            changed(&admin, &name).await;
-            Json(json!({"deactivated": deactivated, "current": current})).into_response()
-        }
-        Err(e) => plugin_store_error(&e),
-    }
+) -> Result<Json<Rollback>, ApiError> {
+    let (deactivated, current) = admin
+        .store
+        .rollback_plugin(&name)
+        .await
+        .map_err(plugin_store_error)?;
+    changed(&admin, &name).await;
+    Ok(Json(Rollback {
+        deactivated,
+        current,
+    }))
 }

@@ -7,17 +7,22 @@ use axum::{
     body::Bytes,
     extract::{Path, Query, State},
     http::StatusCode,
-    response::{IntoResponse, Response},
+    response::IntoResponse,
 };
-use serde::Deserialize;
-use serde_json::json;
-use switchyard_core::{ConfigId, Kind, ProviderConfigDraft, ProviderType};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchyard_core::{ConfigId, Kind, ProviderConfig, ProviderConfigDraft, ProviderType};
 use switchyard_runtime::{
-    reloader::announce,
-    store::{ConfigChange, ProviderFilter, ProviderRecord, StoreError},
+    actors::InstanceStatus,
+    reloader::{InvalidConfig, ReloadReport, announce},
+    store::{ConfigChange, ProviderFilter, ProviderRecord},
 };
+use utoipa::ToSchema;
 
-use super::{AdminState, error};
+use crate::{
+    error::{ApiError, ErrorBody},
+    state::AdminApi,
+};
 
 /// Query of `GET /v1/providers`.
 #[derive(Debug, Deserialize)]
@@ -30,44 +35,66 @@ pub(super) struct ListQuery {
     limit: Option<usize>,
 }
 
-pub(super) fn store_error(e: StoreError) -> Response {
-    match e {
-        StoreError::Invalid(v) => (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "invalid provider config", "fields": v.errors})),
-        )
-            .into_response(),
-        StoreError::NameTaken(name) => error(
-            StatusCode::CONFLICT,
-            format!("a provider config named '{name}' already exists"),
-        ),
-        StoreError::NotFound(id) => error(
-            StatusCode::NOT_FOUND,
-            format!("provider config {id} not found"),
-        ),
-        StoreError::VersionConflict { .. } => error(StatusCode::CONFLICT, e.to_string()),
-        other => {
-            tracing::error!(error = %other, "admin api storage error");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "storage error")
+/// A page of provider configs.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ProviderPage {
+    /// The configs of this page (PROTOCOL.md §6, keys masked).
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<Value>,
+    /// How many configs pass the filter, on every page.
+    total: usize,
+    /// How many were skipped.
+    offset: usize,
+    /// At most this many per page.
+    limit: usize,
+}
+
+/// The live status of this process's instances.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ProvidersStatus {
+    /// Replicas in the deployment (1 without NATS).
+    replicas: u32,
+    /// Each live instance: `{config_id, name, version, actor, breaker, in_flight, queued,
+    /// latency_ewma_ms, restarts, requests, errors, limiter_waits, last_error, …}`.
+    #[schema(value_type = Vec<Object>)]
+    instances: Vec<InstanceStatus>,
+    /// Each stored config that does not validate: `{config_id, errors}`.
+    #[schema(value_type = Vec<Object>)]
+    invalid: Vec<InvalidConfig>,
+}
+
+/// The answer of a test call.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TestAnswer {
+    /// Whether the provider answered the adapter's health check.
+    ok: bool,
+    /// The error code, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    /// What went wrong, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl TestAnswer {
+    fn failed(code: Option<&'static str>, error: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            code,
+            error: Some(error.into()),
         }
     }
 }
 
-#[expect(
-    clippy::result_large_err,
-    reason = "a handler helper whose error is the response itself"
-)]
-fn parse_draft(body: &Bytes) -> Result<ProviderConfigDraft, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "body is not a provider config object", "detail": e.to_string()})),
-        )
-            .into_response()
-    })
+fn parse_draft(body: &Bytes) -> Result<ProviderConfigDraft, ApiError> {
+    serde_json::from_slice(body).map_err(ApiError::NotAConfig)
 }
 
-pub(super) async fn changed(admin: &AdminState, id: ConfigId, op: &str, version: i64) {
+fn not_found(id: i64) -> ApiError {
+    ApiError::not_found(format!("provider config {id} not found"))
+}
+
+pub(super) async fn changed(admin: &AdminApi, id: ConfigId, op: &str, version: i64) {
     announce(
         &admin.bus,
         &ConfigChange {
@@ -80,161 +107,127 @@ pub(super) async fn changed(admin: &AdminState, id: ConfigId, op: &str, version:
     admin.reload.nudge();
 }
 
-#[utoipa::path(get, path = "/v1/providers", tag = "providers", security(("admin" = [])), params(("provider" = Option<String>, Query, description = "only this provider type"), ("enabled" = Option<bool>, Query, description = "only enabled or disabled configs"), ("kind" = Option<String>, Query, description = "only configs serving this kind"), ("offset" = Option<usize>, Query, description = "skip this many"), ("limit" = Option<usize>, Query, description = "at most this many (default 100, max 1000)")), responses((status = 200, description = "{items: [provider config (PROTOCOL.md §6, keys masked)], total, offset, limit}"), (status = 400, description = "bad filter"), (status = 401, description = "missing or wrong admin token")))]
+#[utoipa::path(get, path = "/v1/providers", tag = "providers", security(("admin" = [])), params(("provider" = Option<String>, Query, description = "only this provider type"), ("enabled" = Option<bool>, Query, description = "only enabled or disabled configs"), ("kind" = Option<String>, Query, description = "only configs serving this kind"), ("offset" = Option<usize>, Query, description = "skip this many"), ("limit" = Option<usize>, Query, description = "at most this many (default 100, max 1000)")), responses((status = 200, description = "a page of provider configs (PROTOCOL.md §6, keys masked)", body = ProviderPage), (status = 400, description = "bad filter", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn list_providers(
-    State(admin): State<AdminState>,
+    State(admin): State<AdminApi>,
     Query(query): Query<ListQuery>,
-) -> Response {
-    let provider = match query
+) -> Result<Json<ProviderPage>, ApiError> {
+    let provider = query
         .provider
         .as_deref()
         .map(str::parse::<ProviderType>)
         .transpose()
-    {
-        Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let kind = match query.kind.as_deref().map(str::parse::<Kind>).transpose() {
-        Ok(k) => k,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
+        .map_err(ApiError::bad_request)?;
+    let kind = query
+        .kind
+        .as_deref()
+        .map(str::parse::<Kind>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let all = ProviderFilter {
         provider,
         enabled: query.enabled,
         kind,
         ..ProviderFilter::default()
     };
-    let total = match admin.store.list_providers(&all).await {
-        Ok(records) => records.len(),
-        Err(e) => return store_error(e),
-    };
+    let total = admin.store.list_providers(&all).await?.len();
     let limit = query.limit.unwrap_or(100).min(1000);
     let page = ProviderFilter {
         offset: query.offset,
         limit: Some(limit),
         ..all
     };
-    match admin.store.list_providers(&page).await {
-        Ok(records) => Json(json!({
-            "items": records.iter().map(ProviderRecord::to_json).collect::<Vec<_>>(),
-            "total": total,
-            "offset": query.offset,
-            "limit": limit,
-        }))
-        .into_response(),
-        Err(e) => store_error(e),
-    }
+    let records = admin.store.list_providers(&page).await?;
+    Ok(Json(ProviderPage {
+        items: records.iter().map(ProviderRecord::to_json).collect(),
+        total,
+        offset: query.offset,
+        limit,
+    }))
 }
 
-#[utoipa::path(post, path = "/v1/providers", tag = "providers", security(("admin" = [])), request_body(content_type = "application/json", description = "a provider config object (PROTOCOL.md §6); name and provider are required"), responses((status = 201, description = "the stored config, key masked"), (status = 400, description = "{error, fields: [{path, message}]}"), (status = 409, description = "the name is taken"), (status = 401, description = "missing or wrong admin token")))]
-pub(super) async fn create_provider(State(admin): State<AdminState>, body: Bytes) -> Response {
-    let draft = match parse_draft(&body) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let spec = match draft.validate() {
-        Ok(spec) => spec,
-        Err(e) => return store_error(StoreError::Invalid(e)),
-    };
-    match admin.store.insert_provider(&spec).await {
-        Ok(config) => {
-            changed(&admin, config.id, "insert", config.version).await;
-            (StatusCode::CREATED, Json(json!(config))).into_response()
-        }
-        Err(e) => store_error(e),
-    }
+#[utoipa::path(post, path = "/v1/providers", tag = "providers", security(("admin" = [])), request_body(content = ref("#/components/schemas/ProviderConfigDraft"), content_type = "application/json", description = "a provider config object (PROTOCOL.md §6); name and provider are required"), responses((status = 201, description = "the stored config, key masked", body = ref("#/components/schemas/ProviderConfig")), (status = 400, description = "{error, fields: [{path, message}]}", body = ErrorBody), (status = 409, description = "the name is taken", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+pub(super) async fn create_provider(
+    State(admin): State<AdminApi>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ProviderConfig>), ApiError> {
+    let spec = parse_draft(&body)?.validate()?;
+    let config = admin.store.insert_provider(&spec).await?;
+    changed(&admin, config.id, "insert", config.version).await;
+    Ok((StatusCode::CREATED, Json(config)))
 }
 
-#[utoipa::path(get, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "the config, key masked (an invalid row shows its errors)"), (status = 404, description = "not found"), (status = 401, description = "missing or wrong admin token")))]
-pub(super) async fn get_provider(State(admin): State<AdminState>, Path(id): Path<i64>) -> Response {
-    match admin.store.get_provider(ConfigId(id)).await {
-        Ok(Some(record)) => Json(record.to_json()).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            format!("provider config {id} not found"),
-        ),
-        Err(e) => store_error(e),
-    }
+#[utoipa::path(get, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "the config, key masked (an invalid row shows its errors)", body = ref("#/components/schemas/ProviderConfig")), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+pub(super) async fn get_provider(
+    State(admin): State<AdminApi>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let record = admin
+        .store
+        .get_provider(ConfigId(id))
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    Ok(Json(record.to_json()))
 }
 
-#[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), request_body(content_type = "application/json", description = "any subset of the config fields; a masked api_key means unchanged"), responses((status = 200, description = "the stored config with its new version"), (status = 400, description = "{error, fields: [{path, message}]}"), (status = 404, description = "not found"), (status = 409, description = "name taken or concurrent write"), (status = 401, description = "missing or wrong admin token")))]
+#[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), request_body(content = ref("#/components/schemas/ProviderConfigDraft"), content_type = "application/json", description = "any subset of the config fields; a masked api_key means unchanged"), responses((status = 200, description = "the stored config with its new version", body = ref("#/components/schemas/ProviderConfig")), (status = 400, description = "{error, fields: [{path, message}]}", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody), (status = 409, description = "name taken or concurrent write", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn patch_provider(
-    State(admin): State<AdminState>,
+    State(admin): State<AdminApi>,
     Path(id): Path<i64>,
     body: Bytes,
-) -> Response {
-    let patch = match parse_draft(&body) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    match admin.store.patch_provider(ConfigId(id), patch).await {
-        Ok(config) => {
-            changed(&admin, config.id, "update", config.version).await;
-            Json(json!(config)).into_response()
-        }
-        Err(e) => store_error(e),
-    }
+) -> Result<Json<ProviderConfig>, ApiError> {
+    let patch = parse_draft(&body)?;
+    let config = admin.store.patch_provider(ConfigId(id), patch).await?;
+    changed(&admin, config.id, "update", config.version).await;
+    Ok(Json(config))
 }
 
-#[utoipa::path(delete, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 204, description = "deleted; its actor drains and stops"), (status = 404, description = "not found"), (status = 401, description = "missing or wrong admin token")))]
+#[utoipa::path(delete, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 204, description = "deleted; its actor drains and stops"), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn delete_provider(
-    State(admin): State<AdminState>,
+    State(admin): State<AdminApi>,
     Path(id): Path<i64>,
-) -> Response {
-    match admin.store.delete_provider(ConfigId(id)).await {
-        Ok(true) => {
-            changed(&admin, ConfigId(id), "delete", 0).await;
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(false) => error(
-            StatusCode::NOT_FOUND,
-            format!("provider config {id} not found"),
-        ),
-        Err(e) => store_error(e),
+) -> Result<StatusCode, ApiError> {
+    if !admin.store.delete_provider(ConfigId(id)).await? {
+        return Err(not_found(id));
     }
+    changed(&admin, ConfigId(id), "delete", 0).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/v1/providers/reload", tag = "providers", security(("admin" = [])), responses((status = 200, description = "{live, added, replaced, removed, invalid, failed, versions}"), (status = 401, description = "missing or wrong admin token")))]
-pub(super) async fn reload(State(admin): State<AdminState>) -> Response {
-    match admin.reload.reload_all().await {
-        Ok(report) => Json(json!(report)).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+#[utoipa::path(post, path = "/v1/providers/reload", tag = "providers", security(("admin" = [])), responses((status = 200, description = "what the reload did", body = ref("#/components/schemas/ReloadReport")), (status = 500, description = "the reload failed", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+pub(super) async fn reload(State(admin): State<AdminApi>) -> Result<Json<ReloadReport>, ApiError> {
+    let report = admin
+        .reload
+        .reload_all()
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(report))
 }
 
-#[utoipa::path(get, path = "/v1/providers/status", tag = "providers", security(("admin" = [])), responses((status = 200, description = "{replicas, instances: [{config_id, name, version, actor, breaker, in_flight, queued, latency_ewma_ms, restarts, requests, errors, limiter_waits, last_error, …}], invalid: [{config_id, errors}]}"), (status = 401, description = "missing or wrong admin token")))]
-pub(super) async fn status(State(admin): State<AdminState>) -> Response {
+#[utoipa::path(get, path = "/v1/providers/status", tag = "providers", security(("admin" = [])), responses((status = 200, description = "the live status of this process's instances, and the stored configs that do not validate", body = ProvidersStatus), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+pub(super) async fn status(State(admin): State<AdminApi>) -> Json<ProvidersStatus> {
     let replicas = admin
         .membership
         .as_ref()
         .map_or(1, switchyard_runtime::replicas::Membership::replicas);
-    Json(json!({
-        "replicas": replicas,
-        "instances": admin.engine.status(),
-        "invalid": admin.reload.invalid(),
-    }))
-    .into_response()
+    Json(ProvidersStatus {
+        replicas,
+        instances: admin.engine.status(),
+        invalid: admin.reload.invalid(),
+    })
 }
 
-#[utoipa::path(post, path = "/v1/providers/{id}/test", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "{ok, code?, error?}: the adapter's health check against the provider"), (status = 404, description = "not found"), (status = 401, description = "missing or wrong admin token")))]
+#[utoipa::path(post, path = "/v1/providers/{id}/test", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "the adapter's health check against the provider", body = TestAnswer), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn test_provider(
-    State(admin): State<AdminState>,
+    State(admin): State<AdminApi>,
     Path(id): Path<i64>,
-) -> Response {
-    let record = match admin.store.get_provider(ConfigId(id)).await {
-        Ok(Some(record)) => record,
-        Ok(None) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("provider config {id} not found"),
-            );
-        }
-        Err(e) => return store_error(e),
-    };
-    let mut config = match record.config() {
-        Ok(config) => config,
-        Err(e) => return store_error(StoreError::Invalid(e)),
-    };
+) -> Result<impl IntoResponse, ApiError> {
+    let record = admin
+        .store
+        .get_provider(ConfigId(id))
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let mut config = record.config()?;
     let plugins = admin.engine.plugins();
     if let Some(plugins) = plugins {
         plugins.resolve(&admin.store, [&mut config]).await;
@@ -244,15 +237,17 @@ pub(super) async fn test_provider(
         plugins.map(|p| p.as_ref() as &dyn switchyard_runtime::providers::PluginSource),
     ) {
         Ok(adapter) => adapter,
-        Err(e) => return Json(json!({"ok": false, "error": e.to_string()})).into_response(),
+        Err(e) => return Ok(Json(TestAnswer::failed(None, e.to_string()))),
     };
     let timeout = std::time::Duration::from_millis(config.spec.timeout_ms);
-    match tokio::time::timeout(timeout, adapter.health_check()).await {
-        Ok(Ok(())) => Json(json!({"ok": true})).into_response(),
-        Ok(Err(e)) => {
-            Json(json!({"ok": false, "code": e.code, "error": e.message})).into_response()
-        }
-        Err(_) => Json(json!({"ok": false, "code": "timeout", "error": "no answer in time"}))
-            .into_response(),
-    }
+    let answer = match tokio::time::timeout(timeout, adapter.health_check()).await {
+        Ok(Ok(())) => TestAnswer {
+            ok: true,
+            code: None,
+            error: None,
+        },
+        Ok(Err(e)) => TestAnswer::failed(Some(e.code.as_str()), e.message),
+        Err(_) => TestAnswer::failed(Some("timeout"), "no answer in time"),
+    };
+    Ok(Json(answer))
 }

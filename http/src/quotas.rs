@@ -7,28 +7,49 @@ use axum::{
     body::Bytes,
     extract::{Query, State},
     http::StatusCode,
-    response::{IntoResponse, Response},
 };
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use switchyard_runtime::store::{CountedQuota, Quota, QuotaPeriod};
+use utoipa::ToSchema;
 
-use super::{AdminState, error, store_error, tenant_query};
-use switchyard_runtime::store::{Quota, QuotaPeriod};
+use crate::{
+    error::{ApiError, ErrorBody},
+    state::AdminApi,
+    usage::tenant_query,
+};
 
-/// The body of `PUT /v1/quotas`.
-#[derive(Debug, Deserialize)]
+/// The body of `PUT /v1/quotas`: at least one `max_…`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct QuotaBody {
+pub(crate) struct QuotaBody {
+    /// The tenant.
     tenant: String,
+    /// One user of the tenant, for a per-user quota.
     #[serde(default)]
     user: Option<String>,
+    /// `day` or `month`.
     period: String,
+    /// Requests at most, per period.
     #[serde(default)]
     max_requests: Option<i64>,
+    /// Images at most, per period.
     #[serde(default)]
     max_images: Option<i64>,
+    /// Spend at most, per period.
     #[serde(default)]
     max_cost_usd: Option<f64>,
+}
+
+/// A tenant's quotas.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct QuotaList {
+    /// The tenant.
+    tenant: String,
+    /// Each quota with what it counted since the start of its current period:
+    /// `{tenant, user, period, max_requests, max_images, max_cost_usd, since,
+    /// used: {requests, images, cost_usd}}`.
+    #[schema(value_type = Vec<Object>)]
+    quotas: Vec<CountedQuota>,
 }
 
 /// Query of `GET` and `DELETE /v1/quotas`.
@@ -39,86 +60,65 @@ pub(super) struct QuotaQuery {
     period: Option<String>,
 }
 
-#[expect(
-    clippy::result_large_err,
-    reason = "a handler helper whose error is the response itself"
-)]
-fn period_of(period: &str) -> Result<QuotaPeriod, Response> {
-    QuotaPeriod::parse(period).map_err(|e| error(StatusCode::BAD_REQUEST, format!("period: {e}")))
+fn period_of(period: &str) -> Result<QuotaPeriod, ApiError> {
+    QuotaPeriod::parse(period).map_err(|e| ApiError::bad_request(format!("period: {e}")))
 }
 
-#[utoipa::path(get, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), params(("tenant" = String, Query, description = "the tenant (required)")), responses((status = 200, description = "{tenant, quotas: [{tenant, user, period, max_requests, max_images, max_cost_usd, since, used: {requests, images, cost_usd}}]}: each quota with what it counted since the start of its current period"), (status = 400, description = "missing or invalid tenant"), (status = 401, description = "missing or wrong admin token")))]
+#[utoipa::path(get, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), params(("tenant" = String, Query, description = "the tenant (required)")), responses((status = 200, description = "each quota with what it counted since the start of its current period", body = QuotaList), (status = 400, description = "missing or invalid tenant", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn list_quotas(
-    State(admin): State<AdminState>,
+    State(admin): State<AdminApi>,
     Query(query): Query<QuotaQuery>,
-) -> Response {
-    let tenant = match tenant_query(query.tenant.as_deref()) {
-        Ok(tenant) => tenant,
-        Err(response) => return response,
-    };
-    match admin.store.counted_quotas(tenant, chrono::Utc::now()).await {
-        Ok(quotas) => Json(json!({"tenant": tenant, "quotas": quotas})).into_response(),
-        Err(e) => store_error(e),
-    }
+) -> Result<Json<QuotaList>, ApiError> {
+    let tenant = tenant_query(query.tenant.as_deref())?;
+    let quotas = admin
+        .store
+        .counted_quotas(tenant, chrono::Utc::now())
+        .await?;
+    Ok(Json(QuotaList {
+        tenant: tenant.to_owned(),
+        quotas,
+    }))
 }
 
-#[utoipa::path(put, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), request_body(content = String, description = "{tenant, user?, period: \"day\"|\"month\", max_requests?, max_images?, max_cost_usd?} (at least one max)", content_type = "application/json"), responses((status = 200, description = "the quota as stored; it applies to requests accepted from now on"), (status = 400, description = "a bad field, named"), (status = 401, description = "missing or wrong admin token")))]
-pub(super) async fn put_quota(State(admin): State<AdminState>, body: Bytes) -> Response {
-    let body: QuotaBody = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a quota: {e}")),
-    };
-    let period = match period_of(&body.period) {
-        Ok(period) => period,
-        Err(response) => return response,
-    };
+#[utoipa::path(put, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), request_body(content = QuotaBody, description = "the quota (at least one max)", content_type = "application/json"), responses((status = 200, description = "the quota as stored; it applies to requests accepted from now on", body = ref("#/components/schemas/Quota")), (status = 400, description = "a bad field, named", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+pub(super) async fn put_quota(
+    State(admin): State<AdminApi>,
+    body: Bytes,
+) -> Result<Json<Quota>, ApiError> {
+    let body: QuotaBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("not a quota: {e}")))?;
     let quota = Quota {
         tenant: body.tenant,
         user: body.user,
-        period,
+        period: period_of(&body.period)?,
         max_requests: body.max_requests,
         max_images: body.max_images,
         max_cost_usd: body.max_cost_usd,
     };
-    if let Err(message) = quota.check() {
-        return error(StatusCode::BAD_REQUEST, message);
-    }
-    if let Err(e) = admin.store.set_quota(&quota).await {
-        return store_error(e);
-    }
+    quota.check().map_err(ApiError::bad_request)?;
+    admin.store.set_quota(&quota).await?;
     admin.quotas.invalidate(&quota.tenant);
-    Json(quota).into_response()
+    Ok(Json(quota))
 }
 
-#[utoipa::path(delete, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), params(("tenant" = String, Query, description = "the tenant"), ("period" = String, Query, description = "day or month"), ("user" = Option<String>, Query, description = "the user, for a per-user quota")), responses((status = 204, description = "removed"), (status = 404, description = "no such quota"), (status = 400, description = "missing tenant or period"), (status = 401, description = "missing or wrong admin token")))]
+#[utoipa::path(delete, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), params(("tenant" = String, Query, description = "the tenant"), ("period" = String, Query, description = "day or month"), ("user" = Option<String>, Query, description = "the user, for a per-user quota")), responses((status = 204, description = "removed"), (status = 404, description = "no such quota", body = ErrorBody), (status = 400, description = "missing tenant or period", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn delete_quota(
-    State(admin): State<AdminState>,
+    State(admin): State<AdminApi>,
     Query(query): Query<QuotaQuery>,
-) -> Response {
-    let tenant = match tenant_query(query.tenant.as_deref()) {
-        Ok(tenant) => tenant,
-        Err(response) => return response,
-    };
-    let Some(period) = query.period.as_deref() else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "the period query parameter is required",
-        );
-    };
-    let period = match period_of(period) {
-        Ok(period) => period,
-        Err(response) => return response,
-    };
-    match admin
+) -> Result<StatusCode, ApiError> {
+    let tenant = tenant_query(query.tenant.as_deref())?;
+    let period = query
+        .period
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("the period query parameter is required"))?;
+    let period = period_of(period)?;
+    if !admin
         .store
         .delete_quota(tenant, query.user.as_deref(), period)
-        .await
+        .await?
     {
-        Ok(true) => {
-            admin.quotas.invalidate(tenant);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(false) => error(StatusCode::NOT_FOUND, "no such quota"),
-        Err(e) => store_error(e),
+        return Err(ApiError::not_found("no such quota"));
     }
+    admin.quotas.invalidate(tenant);
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -4,51 +4,184 @@
 use std::convert::Infallible;
 
 use axum::{
-    Extension, Json,
+    Json,
     body::Bytes,
     extract::State,
-    http::StatusCode,
     response::{
         IntoResponse, Response,
         sse::{self, Sse},
     },
 };
 use futures_util::{Stream, StreamExt, stream};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use switchyard_core::{CommandInput, EventBody, Kind, Message, Role};
 use switchyard_runtime::bus::Events;
+use utoipa::ToSchema;
 
 use super::{
-    Follow, KeyTenant, OpenAiState, WAIT, bad_request, command, failure_response, new_request_id,
-    oai_error, parse_body, submit, terminal, unix_now, wait_for,
+    Follow, WAIT, command,
+    error::{OaiError, OpenAiErrorBody},
+    key_tenant, new_request_id, parse_body, submit, terminal, unix_now, wait_for,
 };
+use crate::{caller::Caller, state::OpenAiState};
 
-#[derive(Debug, Deserialize)]
-struct ChatCompletion {
+/// OpenAI's chat completion body (the fields Switchyard reads).
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct ChatCompletion {
+    /// The conversation.
     messages: Vec<ChatMessage>,
+    /// An instance name, a provider type, a model, or `auto`.
     #[serde(default)]
     model: Option<String>,
+    /// Tokens at most (older name).
     #[serde(default)]
     max_tokens: Option<i64>,
+    /// Tokens at most (wins over `max_tokens`).
     #[serde(default)]
     max_completion_tokens: Option<i64>,
+    /// Sampling temperature.
     #[serde(default)]
     temperature: Option<f64>,
+    /// Nucleus sampling.
     #[serde(default)]
     top_p: Option<f64>,
+    /// A stop sequence or a list of them.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     stop: Option<Value>,
+    /// Whether to answer as server-sent `chat.completion.chunk` events.
     #[serde(default)]
     stream: bool,
+    /// The end user.
     #[serde(default)]
     user: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct ChatMessage {
+/// One message of a chat completion body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct ChatMessage {
+    /// `system`, `user` or `assistant`.
     role: String,
+    /// A string, or content parts whose `text` parts are joined.
+    #[schema(value_type = Object)]
     content: Value,
+}
+
+/// A whole chat completion (`stream: false`).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChatCompletionAnswer {
+    /// `chatcmpl-` and the request id.
+    id: String,
+    /// Always `chat.completion`.
+    object: &'static str,
+    /// Unix seconds.
+    created: i64,
+    /// The model that answered, else the one asked for (`auto` by default).
+    model: String,
+    /// The one answer.
+    choices: Vec<ChatChoice>,
+    /// Tokens used.
+    usage: ChatUsage,
+}
+
+/// The answer of a chat completion.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChatChoice {
+    /// Always 0.
+    index: u32,
+    /// The assistant's message.
+    message: AssistantMessage,
+    /// Always `stop`.
+    finish_reason: &'static str,
+}
+
+/// The assistant's message.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AssistantMessage {
+    /// Always `assistant`.
+    role: &'static str,
+    /// The text.
+    content: String,
+}
+
+/// The tokens a chat completion used.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChatUsage {
+    /// Prompt tokens.
+    prompt_tokens: u64,
+    /// Completion tokens.
+    completion_tokens: u64,
+    /// Both.
+    total_tokens: u64,
+}
+
+/// One `chat.completion.chunk` of a streamed answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct ChatChunk {
+    /// `chatcmpl-` and the request id, the same in every chunk.
+    id: String,
+    /// Always `chat.completion.chunk`.
+    object: &'static str,
+    /// Unix seconds, the same in every chunk.
+    created: i64,
+    /// The model asked for (`auto` by default).
+    model: String,
+    /// The one choice.
+    choices: Vec<ChunkChoice>,
+}
+
+/// The choice of a chunk.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct ChunkChoice {
+    /// Always 0.
+    index: u32,
+    /// What this chunk adds.
+    delta: ChunkDelta,
+    /// `stop` in the last chunk, else null.
+    finish_reason: Option<&'static str>,
+}
+
+/// What a chunk adds: the role (first chunk), text, or nothing (last chunk).
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub(crate) struct ChunkDelta {
+    /// `assistant`, in the first chunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    /// More text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
+}
+
+/// A failure after the stream started, sent as its last data before `[DONE]`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StreamError {
+    /// The error (without `param`).
+    error: StreamErrorDetail,
+}
+
+/// The error of a stream that failed.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StreamErrorDetail {
+    /// What went wrong.
+    message: String,
+    /// Always `server_error`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// The error code.
+    code: &'static str,
+}
+
+impl StreamError {
+    fn new(message: impl Into<String>, code: &'static str) -> Self {
+        Self {
+            error: StreamErrorDetail {
+                message: message.into(),
+                kind: "server_error",
+                code,
+            },
+        }
+    }
 }
 
 /// A message's text: a string, or the text parts of a content array.
@@ -64,60 +197,62 @@ fn text_of(content: &Value) -> String {
     }
 }
 
-#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", security(("tenant" = [])), request_body(content = String, description = "OpenAI's chat completion body: messages, model, max_tokens (or max_completion_tokens), temperature, top_p, stop, stream, user", content_type = "application/json"), responses((status = 200, description = "a chat.completion object, or with stream: true text/event-stream of chat.completion.chunk objects ending with data: [DONE]"), (status = 400, description = "invalid request"), (status = 401, description = "missing or unknown tenant key"), (status = 429, description = "quota exceeded or rate limited"), (status = 502, description = "the provider failed"), (status = 503, description = "no provider, or the bus is down")))]
-pub(crate) async fn chat_completions(
-    State(state): State<OpenAiState>,
-    Extension(KeyTenant(tenant)): Extension<KeyTenant>,
-    body: Bytes,
-) -> Response {
-    let ask: ChatCompletion = match parse_body(&body) {
-        Ok(ask) => ask,
-        Err(response) => return response,
-    };
-    let mut messages = Vec::with_capacity(ask.messages.len());
-    for message in &ask.messages {
-        let role = match serde_json::from_value::<Role>(Value::String(message.role.clone())) {
-            Ok(role) => role,
-            Err(_) => {
-                return bad_request(format!(
-                    "messages: '{}' is not a role (system, user or assistant)",
-                    message.role
-                ));
-            }
-        };
-        messages.push(Message {
-            role,
-            content: text_of(&message.content),
-        });
-    }
-    let stop = match ask.stop {
-        None | Some(Value::Null) => None,
-        Some(Value::String(stop)) => Some(vec![stop]),
-        Some(Value::Array(items)) => match items
+/// The messages of a chat completion body, their roles checked.
+fn messages_of(messages: &[ChatMessage]) -> Result<Vec<Message>, OaiError> {
+    messages
+        .iter()
+        .map(|message| {
+            let role = serde_json::from_value::<Role>(Value::String(message.role.clone()))
+                .map_err(|_| {
+                    OaiError::bad_request(format!(
+                        "messages: '{}' is not a role (system, user or assistant)",
+                        message.role
+                    ))
+                })?;
+            Ok(Message {
+                role,
+                content: text_of(&message.content),
+            })
+        })
+        .collect()
+}
+
+/// `stop`: a string or a list of strings. Any other `stop` is ignored, as it was
+/// before the command was typed.
+fn stop_of(stop: Option<Value>) -> Result<Option<Vec<String>>, OaiError> {
+    match stop {
+        Some(Value::String(stop)) => Ok(Some(vec![stop])),
+        Some(Value::Array(items)) => items
             .into_iter()
             .map(|item| match item {
                 Value::String(stop) => Ok(stop),
-                _ => Err(()),
+                _ => Err(OaiError::bad_request("stop: a string or a list of strings")),
             })
-            .collect::<Result<Vec<_>, ()>>()
-        {
-            Ok(stops) => Some(stops),
-            Err(()) => return bad_request("stop: a string or a list of strings"),
-        },
-        // Any other `stop` is ignored, as it was before the command was typed.
-        Some(_) => None,
-    };
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        _ => Ok(None),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", security(("tenant" = [])), request_body(content = ChatCompletion, description = "OpenAI's chat completion body", content_type = "application/json"), responses((status = 200, description = "a chat.completion object, or with stream: true text/event-stream of chat.completion.chunk objects (ChatChunk; a failure after the first chunk sends a StreamError) ending with data: [DONE]", content((ChatCompletionAnswer = "application/json"), (ChatChunk = "text/event-stream"))), (status = 400, description = "invalid request", body = OpenAiErrorBody), (status = 401, description = "missing or unknown tenant key", body = OpenAiErrorBody), (status = 429, description = "quota exceeded or rate limited", body = OpenAiErrorBody), (status = 502, description = "the provider failed", body = OpenAiErrorBody), (status = 503, description = "no provider, or the bus is down", body = OpenAiErrorBody)))]
+pub(crate) async fn chat_completions(
+    State(state): State<OpenAiState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, OaiError> {
+    let tenant = key_tenant(&caller)?;
+    let ask: ChatCompletion = parse_body(&body)?;
     let input = CommandInput {
-        messages: Some(messages),
+        messages: Some(messages_of(&ask.messages)?),
         max_tokens: ask.max_completion_tokens.or(ask.max_tokens),
         temperature: ask.temperature,
         top_p: ask.top_p,
-        stop,
+        stop: stop_of(ask.stop)?,
         stream: ask.stream.then_some(true),
         ..CommandInput::default()
     };
     let request_id = new_request_id();
-    let command = match command(
+    let command = command(
         &state,
         &request_id,
         &tenant,
@@ -125,72 +260,56 @@ pub(crate) async fn chat_completions(
         Kind::TextGenerate,
         input,
         ask.model.as_deref(),
-    ) {
-        Ok(command) => command,
-        Err(response) => return response,
-    };
+    )?;
     let follow = if ask.stream {
         Follow::Events
     } else {
         Follow::Terminal
     };
-    let mut events = match submit(&state, command, follow).await {
-        Ok(events) => events,
-        Err(response) => return response,
-    };
+    let mut events = submit(&state, command, follow).await?;
     let id = format!("chatcmpl-{request_id}");
     let model = ask.model.unwrap_or_else(|| "auto".to_owned());
     if ask.stream {
         // Until the first chunk a failure is still an HTTP error, as OpenAI answers it;
         // only then does the event stream start.
-        let first = match wait_for(&mut events, |e| {
+        let first = wait_for(&mut events, |e| {
             e.is_terminal() || matches!(e.body, EventBody::Chunk { .. })
         })
-        .await
-        {
-            Ok(first) => first,
-            Err(response) => return response,
-        };
+        .await?;
         if let EventBody::Failed { error, .. } = &first.body {
-            return failure_response(error);
+            return Err(error.into());
         }
         let events: Events = Box::pin(stream::once(async move { first }).chain(events));
-        return Sse::new(chat_chunks(events, id, model, unix_now())).into_response();
+        return Ok(Sse::new(chat_chunks(events, id, model, unix_now())).into_response());
     }
-    let event = match terminal(&mut events).await {
-        Ok(event) => event,
-        Err(response) => return response,
-    };
-    match event.body {
+    match terminal(&mut events).await?.body {
         EventBody::Completed {
             output,
             usage,
             provider,
             ..
-        } => Json(json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": unix_now(),
-            "model": provider.model.unwrap_or(model),
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": output.text.unwrap_or_default()},
-                "finish_reason": "stop",
+        } => Ok(Json(ChatCompletionAnswer {
+            id,
+            object: "chat.completion",
+            created: unix_now(),
+            model: provider.model.unwrap_or(model),
+            choices: vec![ChatChoice {
+                index: 0,
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: output.text.unwrap_or_default(),
+                },
+                finish_reason: "stop",
             }],
-            "usage": {
-                "prompt_tokens": usage.input_tokens,
-                "completion_tokens": usage.output_tokens,
-                "total_tokens": usage.input_tokens + usage.output_tokens,
+            usage: ChatUsage {
+                prompt_tokens: usage.input_tokens,
+                completion_tokens: usage.output_tokens,
+                total_tokens: usage.input_tokens + usage.output_tokens,
             },
-        }))
-        .into_response(),
-        EventBody::Failed { error, .. } => failure_response(&error),
-        _ => oai_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "internal",
-            "no terminal event",
-        ),
+        })
+        .into_response()),
+        EventBody::Failed { error, .. } => Err((&error).into()),
+        _ => Err(OaiError::internal("no terminal event")),
     }
 }
 
@@ -203,13 +322,34 @@ fn chat_chunks(
     model: String,
     created: i64,
 ) -> impl Stream<Item = Result<sse::Event, Infallible>> + Send {
-    let chunk = move |delta: Value, finish: Option<&str>| {
-        json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        })
+    chunk_data(events, id, model, created).map(|data| Ok(sse::Event::default().data(data)))
+}
+
+/// The data of each server-sent event of [`chat_chunks`], `[DONE]` last.
+fn chunk_data(
+    events: Events,
+    id: String,
+    model: String,
+    created: i64,
+) -> impl Stream<Item = String> + Send {
+    let chunk = move |delta: ChunkDelta, finish: Option<&'static str>| ChatChunk {
+        id: id.clone(),
+        object: "chat.completion.chunk",
+        created,
+        model: model.clone(),
+        choices: vec![ChunkChoice {
+            index: 0,
+            delta,
+            finish_reason: finish,
+        }],
     };
-    let first = chunk(json!({"role": "assistant", "content": ""}), None);
+    let first = data(&chunk(
+        ChunkDelta {
+            role: Some("assistant"),
+            content: Some(String::new()),
+        },
+        None,
+    ));
     let deadline = tokio::time::Instant::now() + WAIT;
     let body = stream::unfold((events, false), move |(mut events, done)| {
         let chunk = chunk.clone();
@@ -221,44 +361,58 @@ fn chat_chunks(
                 let next = tokio::time::timeout_at(deadline, events.next()).await;
                 let item = match next {
                     Ok(Some(event)) => match event.body {
-                        EventBody::Chunk { delta, .. } => {
-                            Some((chunk(json!({"content": delta}), None), false))
+                        EventBody::Chunk { delta, .. } => Some((
+                            data(&chunk(
+                                ChunkDelta {
+                                    role: None,
+                                    content: Some(delta),
+                                },
+                                None,
+                            )),
+                            false,
+                        )),
+                        EventBody::Completed { .. } => {
+                            Some((data(&chunk(ChunkDelta::default(), Some("stop"))), true))
                         }
-                        EventBody::Completed { .. } => Some((chunk(json!({}), Some("stop")), true)),
                         EventBody::Failed { error, .. } => Some((
-                            json!({"error": {"message": error.message, "type": "server_error", "code": error.code.as_str()}}),
+                            data(&StreamError::new(error.message, error.code.as_str())),
                             true,
                         )),
                         _ => None,
                     },
                     Ok(None) => Some((
-                        json!({"error": {"message": "the event stream ended", "type": "server_error", "code": "bus_unavailable"}}),
+                        data(&StreamError::new(
+                            "the event stream ended",
+                            "bus_unavailable",
+                        )),
                         true,
                     )),
                     Err(_) => Some((
-                        json!({"error": {"message": "no answer in time", "type": "server_error", "code": "timeout"}}),
+                        data(&StreamError::new("no answer in time", "timeout")),
                         true,
                     )),
                 };
-                if let Some((value, done)) = item {
-                    return Some((value, (events, done)));
+                if let Some((data, done)) = item {
+                    return Some((data, (events, done)));
                 }
             }
         }
     });
     stream::once(async move { first })
         .chain(body)
-        .map(|value| Ok(sse::Event::default().data(value.to_string())))
-        .chain(stream::once(async {
-            Ok(sse::Event::default().data("[DONE]"))
-        }))
+        .chain(stream::once(async { "[DONE]".to_owned() }))
+}
+
+/// The JSON text of an event's data.
+fn data(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
-    use super::text_of;
+    use super::*;
 
     #[test]
     fn content_parts_are_joined_as_text() {
@@ -270,5 +424,83 @@ mod tests {
             "ab"
         );
         assert_eq!(text_of(&json!(null)), "");
+    }
+
+    #[tokio::test]
+    async fn a_stream_reads_as_chunks_then_done() {
+        use switchyard_core::{ErrorCode, ErrorInfo, Event, RequestId, Tenant};
+        let event = |seq, body| Event {
+            v: 1,
+            request_id: RequestId::new("r").unwrap(),
+            tenant: Tenant::new("t").unwrap(),
+            seq,
+            time: chrono::Utc::now(),
+            body,
+        };
+        let events: Events = Box::pin(stream::iter([
+            event(
+                2,
+                EventBody::Chunk {
+                    index: 0,
+                    delta: "Hel".into(),
+                },
+            ),
+            event(
+                3,
+                EventBody::Failed {
+                    error: ErrorInfo::new(ErrorCode::ProviderError, "boom"),
+                    attempts: Vec::new(),
+                    routing: None,
+                    latency_ms: 1,
+                    chunks_delivered: None,
+                },
+            ),
+        ]));
+        let sent: Vec<String> = chunk_data(events, "chatcmpl-x".into(), "auto".into(), 7)
+            .collect()
+            .await;
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 7,
+                   "model": "auto",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        };
+        let expected = [
+            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            chunk(json!({"content": "Hel"}), Value::Null),
+            json!({"error": {"message": "boom", "type": "server_error", "code": "provider_error"}}),
+        ];
+        assert_eq!(sent.len(), 4, "{sent:?}");
+        for (sent, expected) in sent.iter().zip(expected) {
+            assert_eq!(serde_json::from_str::<Value>(sent).unwrap(), expected);
+        }
+        assert_eq!(sent[3], "[DONE]");
+    }
+
+    #[tokio::test]
+    async fn a_completed_stream_ends_with_stop() {
+        use switchyard_core::{Event, RequestId, Tenant};
+        let completed: EventBody = serde_json::from_value(json!({
+            "type": "completed", "output": {"images": []},
+            "usage": {"images": 0, "input_tokens": 1, "output_tokens": 2, "cost_usd": 0.0},
+            "provider": {"config_id": 1, "name": "m", "type": "mock"},
+            "attempts": [], "latency_ms": 1, "cached": false,
+        }))
+        .unwrap();
+        let events: Events = Box::pin(stream::iter([Event {
+            v: 1,
+            request_id: RequestId::new("r").unwrap(),
+            tenant: Tenant::new("t").unwrap(),
+            seq: 2,
+            time: chrono::Utc::now(),
+            body: completed,
+        }]));
+        let sent: Vec<String> = chunk_data(events, "c".into(), "m".into(), 1)
+            .collect()
+            .await;
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&sent[1]).unwrap()["choices"][0],
+            json!({"index": 0, "delta": {}, "finish_reason": "stop"})
+        );
     }
 }

@@ -1,0 +1,63 @@
+//! The endpoints without a token: `/healthz`, `/readyz`, `/metrics` and
+//! `/v1/artifacts/{id}` (the image bytes that answers link to).
+
+use axum::{
+    extract::{Path, State},
+    http::{StatusCode, header},
+    response::IntoResponse,
+};
+
+use crate::{
+    HttpState,
+    error::{ApiError, ErrorBody},
+};
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "the process is up", body = String, content_type = "text/plain")))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text: switchyard_requests_total, switchyard_provider_calls_total, switchyard_provider_latency_seconds, switchyard_provider_in_flight, switchyard_provider_breaker_state, switchyard_provider_limiter_waits_total, switchyard_actor_restarts_total, …", body = String, content_type = "text/plain"), (status = 404, description = "metrics are not recorded in this process", body = ErrorBody)))]
+pub(crate) async fn metrics_text(
+    State(state): State<HttpState>,
+) -> Result<impl IntoResponse, ApiError> {
+    let handle = state
+        .metrics
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("metrics are not recorded in this process"))?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    ))
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "actors run and the command consumer is live", body = String, content_type = "text/plain"), (status = 503, description = "still starting", body = String, content_type = "text/plain")))]
+pub(crate) async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: the command consumer is not live",
+        )
+    }
+}
+
+#[utoipa::path(get, path = "/v1/artifacts/{id}", tag = "artifacts", params(("id" = String, Path, description = "artifact id (hex SHA-256)")), responses((status = 200, description = "the image bytes, with their content type", body = Vec<u8>, content_type = "image/*"), (status = 404, description = "no such artifact", body = ErrorBody)))]
+pub(crate) async fn artifact(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (bytes, meta) = state.artifacts.get(&id).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, meta.mime),
+            (
+                header::CACHE_CONTROL,
+                "public, max-age=31536000, immutable".to_owned(),
+            ),
+            (header::ETAG, format!("\"{}\"", meta.sha256)),
+        ],
+        bytes,
+    ))
+}
