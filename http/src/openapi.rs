@@ -2,9 +2,11 @@
 //! schemas of their bodies (derived with `utoipa::ToSchema` next to their handlers),
 //! and the two bearer schemes (`admin`, `tenant`).
 //!
-//! Bodies whose types live in other crates (commands, events, provider configs, store
-//! records) are named components whose schema is a bare object for now (see
-//! [`FOREIGN`]); their own JSON Schemas can replace them under the same names.
+//! Bodies whose types live in other crates are named components. `Command` and `Event`
+//! carry the JSON Schemas core makes from the wire types (the ones published in
+//! `docs/schema/`), their definitions under `Protocol…` names; the others (provider
+//! configs, store records) are bare objects described in prose for now (see
+//! [`FOREIGN`]).
 
 use serde_json::Value;
 use utoipa::openapi::{
@@ -26,7 +28,57 @@ pub struct ApiDoc;
 
 /// The OpenAPI document as JSON.
 pub fn openapi() -> Value {
-    serde_json::to_value(<ApiDoc as utoipa::OpenApi>::openapi()).unwrap_or(Value::Null)
+    let mut doc =
+        serde_json::to_value(<ApiDoc as utoipa::OpenApi>::openapi()).unwrap_or(Value::Null);
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        use switchyard_core::protocol::schema;
+        for (name, json_schema) in [("Command", schema::command()), ("Event", schema::event())] {
+            insert_json_schema(schemas, name, json_schema);
+        }
+    }
+    doc
+}
+
+/// Puts a JSON Schema (draft 2020-12, which OpenAPI 3.1 speaks) in as component `name`:
+/// its `$defs` become components of their own, prefixed `Protocol` so they never
+/// collide with this crate's, and every `$ref` follows them there.
+fn insert_json_schema(
+    schemas: &mut serde_json::Map<String, Value>,
+    name: &str,
+    mut json_schema: Value,
+) {
+    fn rewrite(value: &mut Value) {
+        match value {
+            Value::Object(object) => {
+                if let Some(Value::String(target)) = object.get_mut("$ref")
+                    && let Some(def) = target.strip_prefix("#/$defs/")
+                {
+                    *target = format!("#/components/schemas/Protocol{def}");
+                }
+                object.values_mut().for_each(rewrite);
+            }
+            Value::Array(items) => items.iter_mut().for_each(rewrite),
+            _ => {}
+        }
+    }
+    let Some(object) = json_schema.as_object_mut() else {
+        return;
+    };
+    let defs = object.remove("$defs");
+    for keyword in ["$schema", "$id"] {
+        object.remove(keyword);
+    }
+    rewrite(&mut json_schema);
+    schemas.insert(name.to_owned(), json_schema);
+    if let Some(Value::Object(defs)) = defs {
+        for (def, mut def_schema) in defs {
+            rewrite(&mut def_schema);
+            schemas.insert(format!("Protocol{def}"), def_schema);
+        }
+    }
 }
 
 /// The components named for types of other crates, and what each is.
@@ -160,5 +212,28 @@ mod tests {
             }
         }
         assert!(checked > 50, "only {checked} JSON answers");
+    }
+
+    #[test]
+    fn commands_and_events_carry_the_wire_schemas() {
+        let doc = openapi();
+        let schemas = &doc["components"]["schemas"];
+        let command = &schemas["Command"];
+        assert_eq!(
+            command["properties"]["tenant"]["$ref"], "#/components/schemas/ProtocolTenant",
+            "{command:#}"
+        );
+        assert_eq!(
+            schemas["ProtocolTenant"]["pattern"],
+            "^[A-Za-z0-9_-]{1,64}$"
+        );
+        assert!(schemas["Event"]["properties"]["seq"].is_object());
+        // Every reference resolves to a component.
+        let text = doc.to_string();
+        for target in text.split("\"#/components/schemas/").skip(1) {
+            let name = &target[..target.find('"').unwrap()];
+            assert!(schemas.get(name).is_some(), "dangling $ref to {name}");
+        }
+        assert!(!text.contains("#/$defs/"));
     }
 }
