@@ -389,15 +389,6 @@ impl Bus {
     pub fn is_shared(&self) -> bool {
         matches!(self, Bus::Nats(_))
     }
-
-    /// The NATS client, when on NATS: for the control service and for tools that
-    /// measure raw JetStream; nothing else outside the bus needs NATS types.
-    pub fn nats_client(&self) -> Option<&async_nats::Client> {
-        match self {
-            Bus::Memory(_) => None,
-            Bus::Nats(b) => Some(b.client()),
-        }
-    }
 }
 
 /// Whether `subject` matches a NATS filter with `*` and `>` wildcards.

@@ -382,6 +382,18 @@ impl NatsBus {
     }
 }
 
+impl super::Bus {
+    /// The NATS client, when on NATS: for the control service (a NATS micro service)
+    /// and for tools that measure raw JetStream. Declared here so that no NATS type is
+    /// named outside the bus's NATS module except by those two.
+    pub fn nats_client(&self) -> Option<&async_nats::Client> {
+        match self {
+            super::Bus::Memory(_) => None,
+            super::Bus::Nats(b) => Some(b.client()),
+        }
+    }
+}
+
 fn publish_error(subject: &str, e: impl std::fmt::Display) -> BusError {
     BusError::Publish {
         subject: subject.to_owned(),
