@@ -1,6 +1,8 @@
-//! The guest's outbound HTTP: allowlist on the host name and on every address it
-//! resolves to, the API key filled in for the placeholder (URL and header values only)
-//! and removed from the answer, no redirects, a body cap and the call's deadline.
+//! The guest's outbound HTTP: the plugin's allowlist on the host name, then the
+//! process's outbound guard (a name is resolved once by the guard and connected to only
+//! at addresses it allows; an IP literal passes only when the allowlist names it
+//! itself), the API key filled in for the placeholder (URL and header values only) and
+//! removed from the answer, no redirects, a body cap and the call's deadline.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -35,16 +37,25 @@ async fn send_unredacted(
     }
     let host = url.host_str().ok_or_else(|| format!("{shown}: no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
-    let entry = allowed_entry(&context.allowed_hosts, host, port)
+    allowed_entry(&context.allowed_hosts, host, port)
         .ok_or_else(|| format!("{host}:{port} is not on this plugin's allowed_hosts"))?;
-    check_addresses(host, port, entry).await?;
-    let method = Method::from_bytes(request.method.to_uppercase().as_bytes())
-        .map_err(|_| format!("bad method '{}'", request.method))?;
-    let client = context
-        .http
+    let guard = context
+        .outbound
         .as_ref()
         .ok_or_else(|| "this call has no network access".to_owned())?;
-    let mut builder = client.request(method, url.clone()).timeout(left);
+    let literal = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok();
+    // An IP literal got here only because the allowlist names that address itself (the
+    // operator's choice); a name is checked by the guard's resolver at connect time.
+    if !literal {
+        guard.check_url(&url).map_err(|e| format!("{shown}: {e}"))?;
+    }
+    let method = Method::from_bytes(request.method.to_uppercase().as_bytes())
+        .map_err(|_| format!("bad method '{}'", request.method))?;
+    let mut builder = guard.client().request(method, url.clone()).timeout(left);
     for (name, value) in request.headers {
         builder = builder.header(name, value.replace(API_KEY_PLACEHOLDER, key));
     }
@@ -54,7 +65,7 @@ async fn send_unredacted(
     let mut response = builder
         .send()
         .await
-        .map_err(|e| format!("{shown}: {}", e.without_url()))?;
+        .map_err(|e| format!("{shown}: {}", guard.transport_error(&url, &e)))?;
     let status = response.status().as_u16();
     if response.status().is_redirection() {
         return Err(format!(
@@ -73,7 +84,7 @@ async fn send_unredacted(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| format!("{shown}: {}", e.without_url()))?
+        .map_err(|e| format!("{shown}: {}", guard.transport_error(&url, &e)))?
     {
         if body.len() + chunk.len() > context.max_response_bytes {
             return Err(format!(
@@ -130,51 +141,6 @@ fn allowed_entry<'a>(allowed: &'a [String], host: &str, port: u16) -> Option<&'a
     })
 }
 
-/// A host name must not resolve to a loopback, private or link-local address unless
-/// the allowlist names that address itself (DNS cannot route a plugin into the
-/// internal network behind an innocent-looking name).
-async fn check_addresses(host: &str, port: u16, entry: &str) -> Result<(), String> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if bare.parse::<IpAddr>().is_ok() {
-        // An IP literal matched the allowlist literally.
-        return Ok(());
-    }
-    let addresses = tokio::net::lookup_host((bare, port))
-        .await
-        .map_err(|e| format!("{host}: cannot resolve ({e})"))?;
-    for address in addresses {
-        let ip = address.ip();
-        if is_internal(ip) {
-            return Err(format!(
-                "{host} resolves to the internal address {ip}, which '{entry}' does not allow; list the address itself to allow it"
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xC0) == 64
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_internal(IpAddr::V4(v4)))
-        }
-    }
-}
-
 fn redact(text: &str, key: &str) -> String {
     if key.len() >= 4 && text.contains(key) {
         text.replace(key, "****")
@@ -216,25 +182,6 @@ mod tests {
         assert!(allowed_entry(&allowed, "127.0.0.1", 8081).is_none());
         assert!(allowed_entry(&allowed, "evil.com", 443).is_none());
         assert!(allowed_entry(&[], "api.replicate.com", 443).is_none());
-    }
-
-    #[test]
-    fn internal_addresses_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.0.1",
-            "169.254.169.254",
-            "::1",
-            "fd00::1",
-            "100.64.0.1",
-        ] {
-            assert!(
-                is_internal(ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))),
-                "{ip}"
-            );
-        }
-        assert!(!is_internal(IpAddr::from([8, 8, 8, 8])));
     }
 
     #[tokio::test]

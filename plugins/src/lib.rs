@@ -115,8 +115,9 @@ pub enum PluginEvent {
 /// Everything one call may use: the sandbox's limits and its only ways out.
 #[derive(Debug, Clone)]
 pub struct CallContext {
-    /// The shared HTTP client (none: the guest gets no network at all).
-    pub http: Option<reqwest::Client>,
+    /// The outbound guard the guest's HTTP goes through (none: the guest gets no
+    /// network at all).
+    pub outbound: Option<switchyard_guard::Guard>,
     /// Hosts the guest may reach: `api.example.com`, `*.example.com`, `127.0.0.1:8080`.
     pub allowed_hosts: Vec<String>,
     /// The account's key, filled in where the guest wrote the placeholder.
@@ -135,9 +136,9 @@ pub struct CallContext {
 
 impl CallContext {
     /// A context with the default caps (64 MiB memory, 32 MiB responses).
-    pub fn new(http: Option<reqwest::Client>, timeout: Duration) -> Self {
+    pub fn new(outbound: Option<switchyard_guard::Guard>, timeout: Duration) -> Self {
         Self {
-            http,
+            outbound,
             allowed_hosts: Vec::new(),
             api_key: None,
             timeout,

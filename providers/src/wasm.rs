@@ -138,7 +138,7 @@ impl WasmAdapter {
 
     fn context(&self, events: Option<mpsc::UnboundedSender<PluginEvent>>) -> CallContext {
         CallContext {
-            http: Some(wire::client()),
+            outbound: Some(switchyard_guard::Guard::installed()),
             allowed_hosts: self.allowed_hosts.clone(),
             api_key: self.api_key.clone(),
             timeout: self.timeout,

@@ -265,8 +265,32 @@ impl Api {
     }
 
     /// Downloads a result image from a provider URL, once, with a size cap. An
-    /// expired or missing URL is a `provider_error`.
+    /// expired or missing URL is a `provider_error`. A URL on the host of this
+    /// account's endpoint (which the operator configured) is fetched like the API
+    /// itself; any other host is the provider's say-so, so it goes through the process's
+    /// outbound guard (a compromised provider cannot point the gateway inside).
     pub async fn download(&self, url: &str) -> Result<Vec<u8>, AttemptError> {
+        if !self.same_host(url) {
+            let guard = switchyard_guard::Guard::installed();
+            let mut budget = switchyard_guard::Budget::new(MAX_IMAGE_BYTES);
+            return match guard.get(url, &mut budget).await {
+                Ok(fetched) => Ok(fetched.bytes),
+                Err(switchyard_guard::FetchError::Status { status, .. }) => Err(self.error(
+                    ErrorCode::ProviderError,
+                    format!(
+                        "the result image could not be downloaded: HTTP {status} (expired or missing URL {})",
+                        scrub_url(url)
+                    ),
+                )),
+                Err(e @ switchyard_guard::FetchError::Timeout { .. }) => {
+                    Err(self.error(ErrorCode::Timeout, format!("the result image: {e}")))
+                }
+                Err(e) => Err(self.error(
+                    ErrorCode::ProviderError,
+                    format!("the result image could not be downloaded: {e}"),
+                )),
+            };
+        }
         let response = self
             .client
             .get(url)
@@ -287,6 +311,16 @@ impl Api {
         read_limited(response, MAX_IMAGE_BYTES)
             .await
             .map_err(|e| self.transport_error(&e))
+    }
+}
+
+impl Api {
+    /// Whether `url` is on the host (and port) of this account's endpoint.
+    fn same_host(&self, url: &str) -> bool {
+        let (Ok(url), Ok(base)) = (url::Url::parse(url), url::Url::parse(&self.base)) else {
+            return false;
+        };
+        url.host() == base.host() && url.port_or_known_default() == base.port_or_known_default()
     }
 }
 

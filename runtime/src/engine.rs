@@ -38,6 +38,9 @@ pub struct EngineOptions {
     pub default_wait: Duration,
     /// The WASM plugin host, for `wasm` provider configs (none: they cannot start).
     pub plugins: Option<Arc<crate::plugins::PluginRegistry>>,
+    /// The outbound-fetch guard: input image URLs, and provider result URLs off the
+    /// configured endpoint's host.
+    pub outbound: crate::guard::Guard,
 }
 
 /// Why the engine could not start.
@@ -117,6 +120,7 @@ struct Inner {
     default_wait: Duration,
     breaker_notices: tokio::sync::broadcast::Sender<BreakerOpened>,
     plugins: Option<Arc<crate::plugins::PluginRegistry>>,
+    pub(crate) outbound: crate::guard::Guard,
     /// Owns the requests started with [`Engine::submit`] and the provider calls.
     tasks: Tasks,
 }
@@ -182,6 +186,7 @@ impl Engine {
                 default_wait: options.default_wait,
                 breaker_notices: notice_tx,
                 plugins: options.plugins,
+                outbound: options.outbound,
                 tasks,
             }),
         };

@@ -48,6 +48,7 @@ pub mod serve;
 pub mod settings;
 pub mod telemetry;
 
+pub use switchyard_guard as guard;
 pub use switchyard_providers as providers;
 pub use switchyard_store::{self as store, secrets};
 

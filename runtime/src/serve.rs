@@ -165,7 +165,11 @@ impl Runtime {
         shutdown: watch::Receiver<bool>,
         tasks: &switchyard_tasks::Tasks,
     ) -> Result<(Engine, ReloadHandle), InitError> {
+        let outbound = self.settings.outbound.guard();
+        // Provider adapters and the plugin host find it as the process's guard.
+        outbound.install();
         let options = EngineOptions {
+            outbound,
             artifacts: ArtifactStore::open(&self.settings.artifacts.url)?,
             artifact_base_url: format!("http://{}", self.settings.http.listen),
             restart_policy: RestartPolicy::default(),

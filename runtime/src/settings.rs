@@ -16,6 +16,10 @@ use figment::{
 use serde::Deserialize;
 use switchyard_core::{FieldError, ProviderConfigDraft, ValidationError, redact_url};
 
+mod outbound;
+
+pub use outbound::OutboundSettings;
+
 /// The default config file, relative to the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "config/switchyard.toml";
 
@@ -44,6 +48,9 @@ pub struct Settings {
     /// `[plugins]`.
     #[serde(default)]
     pub plugins: PluginSettings,
+    /// `[outbound]`.
+    #[serde(default)]
+    pub outbound: OutboundSettings,
     /// `[[providers]]`: seeds for the database, applied once per name.
     #[serde(default)]
     pub providers: Vec<ProviderConfigDraft>,
@@ -473,6 +480,7 @@ impl Settings {
                 "must be at least 16 characters",
             ));
         }
+        self.outbound.check(&mut errors);
         let mut names = std::collections::BTreeSet::new();
         for (i, draft) in self.providers.iter().enumerate() {
             if let Err(e) = draft.validate() {

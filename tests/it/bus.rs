@@ -91,6 +91,7 @@ impl Rig {
                 restart_policy: RestartPolicy::default(),
                 default_wait: Duration::from_secs(30),
                 plugins: None,
+                outbound: switchyard_runtime::guard::Guard::default(),
             },
         )
         .await

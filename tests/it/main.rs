@@ -17,6 +17,7 @@ mod architecture;
 mod bus;
 mod cli;
 mod cluster;
+mod guard;
 mod jobs;
 mod openai;
 mod plugins;

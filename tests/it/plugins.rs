@@ -70,6 +70,7 @@ impl Runtime {
                 restart_policy: RestartPolicy::default(),
                 default_wait: Duration::from_secs(10),
                 plugins: Some(registry.clone()),
+                outbound: switchyard_runtime::guard::Guard::default(),
             },
         )
         .await
@@ -327,6 +328,18 @@ async fn sandbox_violations_are_contained_and_the_runtime_keeps_serving() {
         received[0].headers.get("x-key").unwrap(),
         "sk-plugin-secret-1"
     );
+    // A name on the plugin's allowlist that resolves to loopback is refused by the
+    // outbound guard's resolver: the host never connects there.
+    let (port, hits) = crate::guard::bait(crate::guard::Bait::Bytes(10)).await;
+    rt.add(json!({"name": "rebind", "provider": "wasm", "plugin": "misbehave", "kinds": ["text.generate"],
+        "api_key": "sk-plugin-secret-1", "timeout_ms": 1000,
+        "options": {"mode": "offlist", "url": format!("http://localhost:{port}/steal"),
+                    "allowed_hosts": [format!("localhost:{port}")]}}))
+        .await;
+    let (code, message) = failure(&rt.run(route("rebind", "text")).await);
+    assert_eq!(code, ErrorCode::ProviderError, "{message}");
+    assert!(message.contains("refused to fetch"), "{message}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
     // After all of that, the same plugin and runtime serve normally.
     assert_eq!(completed_text(&rt.run(route("fine", "text")).await), "fine");
     rt.finish().await;

@@ -287,6 +287,33 @@ async fn an_expired_result_url_is_a_provider_error_without_the_signature() {
     assert!(!error.message.contains("SECRETSIG"), "{}", error.message);
 }
 
+/// A result URL off the configured endpoint's host is the provider's say-so: it goes
+/// through the outbound guard, so a compromised provider cannot point the gateway at
+/// a loopback service (here on another port of the same address).
+#[tokio::test]
+async fn a_result_url_pointing_inside_is_refused() {
+    let (port, hits) = crate::guard::bait(crate::guard::Bait::Bytes(10)).await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/images/generations"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": [{"url": format!("http://127.0.0.1:{port}/x.png?sig=SECRETSIG")}]})))
+        .mount(&server)
+        .await;
+    let adapter = adapter(
+        json!({"name": "oa", "provider": "openai", "api_key": "sk-x", "base_url": server.uri()}),
+    );
+    let error = image_error(&adapter, "p").await;
+    assert_eq!(error.code, ErrorCode::ProviderError);
+    assert!(
+        error.message.contains("refused to fetch"),
+        "{}",
+        error.message
+    );
+    assert!(!error.message.contains("SECRETSIG"), "{}", error.message);
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn openai_edits_send_the_input_images_and_mask_as_multipart() {
     let server = MockServer::start().await;
@@ -1160,6 +1187,13 @@ async fn harness(configs: Vec<ProviderConfig>) -> Harness {
             restart_policy: RestartPolicy::default(),
             default_wait: Duration::from_secs(5),
             plugins: None,
+            outbound: switchyard_runtime::guard::Guard::new(
+                switchyard_runtime::guard::OutboundPolicy {
+                    // The input images of these tests are served by a local mock.
+                    allow: vec!["127.0.0.1".parse().unwrap()],
+                    ..Default::default()
+                },
+            ),
         },
     )
     .await

@@ -190,7 +190,13 @@ impl Run<'_> {
     /// full; returns the terminal event's body.
     pub(super) async fn attempt_all(&mut self, wait_until: tokio::time::Instant) -> EventBody {
         if self.command.input.images.is_some() || self.command.input.mask.is_some() {
-            match crate::inputs::resolve(&self.command, &self.engine.inner.artifacts).await {
+            match crate::inputs::resolve(
+                &self.command,
+                &self.engine.inner.artifacts,
+                &self.engine.inner.outbound,
+            )
+            .await
+            {
                 Ok(inputs) => self.inputs = Arc::new(inputs),
                 Err(error) => return self.failure(error),
             }

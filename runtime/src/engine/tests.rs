@@ -47,6 +47,7 @@ async fn harness_with(
             restart_policy: policy,
             default_wait: Duration::from_secs(30),
             plugins: None,
+            outbound: crate::guard::Guard::default(),
         },
     )
     .await
