@@ -1,8 +1,9 @@
 //! Provider configs in the database. Rows are read back as drafts and validated, so a
 //! row edited by hand into something invalid is reported, not trusted.
 //!
-//! This file holds the record, its JSON view and the list filter; the queries are in
-//! `queries`, the change notices (fingerprint and PostgreSQL listener) in `changes`.
+//! This file holds the record, its JSON view, the list filter and the errors; the
+//! queries are in `queries`, the change notices (fingerprint and PostgreSQL listener)
+//! in `changes`.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -10,10 +11,80 @@ use switchyard_core::{
     ConfigId, FieldError, Kind, ProviderConfig, ProviderConfigDraft, ProviderType, ValidationError,
 };
 
+use crate::secrets::SecretError;
+
 mod changes;
 mod queries;
 
 pub use changes::{ConfigChange, ConfigListener};
+
+/// Why a provider config read ([`Store::get_provider`](crate::Store::get_provider),
+/// [`Store::find_provider`](crate::Store::find_provider),
+/// [`Store::list_providers`](crate::Store::list_providers)) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigReadError {
+    /// The database refused or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored API key could not be decrypted.
+    #[error("provider config {id}: {source}")]
+    Secret {
+        /// The config whose key failed.
+        id: ConfigId,
+        /// Why.
+        #[source]
+        source: SecretError,
+    },
+}
+
+/// Why a provider config write ([`Store::insert_provider`](crate::Store::insert_provider),
+/// [`Store::update_provider`](crate::Store::update_provider),
+/// [`Store::patch_provider`](crate::Store::patch_provider),
+/// [`Store::delete_provider`](crate::Store::delete_provider),
+/// [`Store::seed_providers`](crate::Store::seed_providers)) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigWriteError {
+    /// The config does not validate.
+    #[error("invalid provider config: {0}")]
+    Invalid(#[from] ValidationError),
+    /// Another provider config already has this name.
+    #[error("a provider config named '{0}' already exists")]
+    NameTaken(String),
+    /// No provider config with this id.
+    #[error("provider config {0} not found")]
+    NotFound(ConfigId),
+    /// The config changed since it was read (optimistic concurrency).
+    #[error("provider config {id} is at version {actual}, not {expected}")]
+    VersionConflict {
+        /// The config.
+        id: ConfigId,
+        /// The version the caller read.
+        expected: i64,
+        /// The version in the database.
+        actual: i64,
+    },
+    /// The stored config's API key could not be decrypted (read before the write).
+    #[error("provider config {id}: {source}")]
+    Secret {
+        /// The config whose key failed.
+        id: ConfigId,
+        /// Why.
+        #[source]
+        source: SecretError,
+    },
+    /// The database refused or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<ConfigReadError> for ConfigWriteError {
+    fn from(e: ConfigReadError) -> Self {
+        match e {
+            ConfigReadError::Database(e) => Self::Database(e),
+            ConfigReadError::Secret { id, source } => Self::Secret { id, source },
+        }
+    }
+}
 
 /// A provider config row as stored: the draft it holds plus server fields. It may not
 /// validate (rows can be edited by hand); [`ProviderRecord::config`] says.

@@ -3,7 +3,7 @@
 
 use switchyard_core::ConfigId;
 
-use crate::{Pool, Store, StoreError, on_pool};
+use crate::{Pool, QueryError, Store, on_pool};
 
 /// A change notice for one provider config.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -22,8 +22,8 @@ impl Store {
     /// bypass the API (SQLite has no NOTIFY).
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn config_fingerprint(&self) -> Result<(i64, i64, i64, i64), StoreError> {
+    /// [`QueryError::Database`].
+    pub async fn config_fingerprint(&self) -> Result<(i64, i64, i64, i64), QueryError> {
         // Plugins count too: a new or rolled-back version changes what configs run.
         let row: (i64, i64, i64, i64) = on_pool!(self, |pool| sqlx::query_as(
             "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(version), 0) AS BIGINT), \
@@ -40,8 +40,8 @@ impl Store {
     /// store's schema; `None` on SQLite.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn listen_config_changes(&self) -> Result<Option<ConfigListener>, StoreError> {
+    /// [`QueryError::Database`].
+    pub async fn listen_config_changes(&self) -> Result<Option<ConfigListener>, QueryError> {
         match &self.pool {
             Pool::Sqlite(_) => Ok(None),
             Pool::Postgres(pool) => {
@@ -75,8 +75,8 @@ impl ConfigListener {
     /// re-established (notices in between are lost: reload everything).
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn next(&mut self) -> Result<Option<ConfigChange>, StoreError> {
+    /// [`QueryError::Database`].
+    pub async fn next(&mut self) -> Result<Option<ConfigChange>, QueryError> {
         loop {
             match self.listener.try_recv().await? {
                 None => return Ok(None),

@@ -9,8 +9,8 @@ use switchyard_core::{
     RateLimitDraft,
 };
 
-use super::{ProviderFilter, ProviderRecord};
-use crate::{Store, StoreError, on_pool};
+use super::{ConfigReadError, ConfigWriteError, ProviderFilter, ProviderRecord};
+use crate::{Store, on_pool};
 
 #[derive(sqlx::FromRow)]
 struct ProviderRow {
@@ -143,8 +143,12 @@ impl Store {
     /// Stores a new config (version 1).
     ///
     /// # Errors
-    /// [`StoreError::NameTaken`] when the name is in use.
-    pub async fn insert_provider(&self, spec: &ProviderSpec) -> Result<ProviderConfig, StoreError> {
+    /// [`ConfigWriteError::NameTaken`] when the name is in use, or
+    /// [`ConfigWriteError::Database`].
+    pub async fn insert_provider(
+        &self,
+        spec: &ProviderSpec,
+    ) -> Result<ProviderConfig, ConfigWriteError> {
         let now = Utc::now();
         let columns = self.spec_columns(spec);
         let sql = "INSERT INTO provider_configs (name, provider, kinds, model, base_url, \
@@ -172,14 +176,15 @@ impl Store {
     /// refuses when the row changed since it was read.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`], [`StoreError::VersionConflict`],
-    /// [`StoreError::NameTaken`].
+    /// [`ConfigWriteError::NotFound`], [`ConfigWriteError::VersionConflict`],
+    /// [`ConfigWriteError::NameTaken`], [`ConfigWriteError::Secret`] (reading the row
+    /// back to tell the first two apart) or [`ConfigWriteError::Database`].
     pub async fn update_provider(
         &self,
         id: ConfigId,
         spec: &ProviderSpec,
         expected_version: Option<i64>,
-    ) -> Result<ProviderConfig, StoreError> {
+    ) -> Result<ProviderConfig, ConfigWriteError> {
         let now = Utc::now();
         let columns = self.spec_columns(spec);
         let sql = "UPDATE provider_configs SET name = $1, provider = $2, kinds = $3, model = $4, \
@@ -207,8 +212,8 @@ impl Store {
                 updated_at: now,
             }),
             None => match self.get_provider(id).await? {
-                None => Err(StoreError::NotFound(id)),
-                Some(record) => Err(StoreError::VersionConflict {
+                None => Err(ConfigWriteError::NotFound(id)),
+                Some(record) => Err(ConfigWriteError::VersionConflict {
                     id,
                     expected: expected_version.unwrap_or_default(),
                     actual: record.version,
@@ -221,17 +226,18 @@ impl Store {
     /// masked `api_key` in the patch (as read back from the API) means "unchanged".
     ///
     /// # Errors
-    /// [`StoreError::NotFound`], [`StoreError::Invalid`] with field errors, or a
-    /// [`StoreError::VersionConflict`] when another writer got there first.
+    /// [`ConfigWriteError::NotFound`], [`ConfigWriteError::Invalid`] with field errors,
+    /// a [`ConfigWriteError::VersionConflict`] when another writer got there first, or
+    /// as [`Store::update_provider`].
     pub async fn patch_provider(
         &self,
         id: ConfigId,
         mut patch: ProviderConfigDraft,
-    ) -> Result<ProviderConfig, StoreError> {
+    ) -> Result<ProviderConfig, ConfigWriteError> {
         let record = self
             .get_provider(id)
             .await?
-            .ok_or(StoreError::NotFound(id))?;
+            .ok_or(ConfigWriteError::NotFound(id))?;
         let current_masked = record.draft.api_key.as_ref().map(ApiKey::masked);
         if patch
             .api_key
@@ -247,8 +253,8 @@ impl Store {
     /// Deletes a config; returns whether it existed.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn delete_provider(&self, id: ConfigId) -> Result<bool, StoreError> {
+    /// [`ConfigWriteError::Database`].
+    pub async fn delete_provider(&self, id: ConfigId) -> Result<bool, ConfigWriteError> {
         let affected = on_pool!(self, |pool| sqlx::query(
             "DELETE FROM provider_configs WHERE id = $1"
         )
@@ -262,8 +268,11 @@ impl Store {
     /// One config by id.
     ///
     /// # Errors
-    /// [`StoreError::Database`] or [`StoreError::Secret`].
-    pub async fn get_provider(&self, id: ConfigId) -> Result<Option<ProviderRecord>, StoreError> {
+    /// [`ConfigReadError::Database`] or [`ConfigReadError::Secret`].
+    pub async fn get_provider(
+        &self,
+        id: ConfigId,
+    ) -> Result<Option<ProviderRecord>, ConfigReadError> {
         let sql = format!("SELECT {COLUMNS} FROM provider_configs WHERE id = $1");
         let row: Option<ProviderRow> = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
             sql.as_str()
@@ -277,11 +286,11 @@ impl Store {
     /// One config by id or unique name (as in `route.config_id`).
     ///
     /// # Errors
-    /// [`StoreError::Database`] or [`StoreError::Secret`].
+    /// [`ConfigReadError::Database`] or [`ConfigReadError::Secret`].
     pub async fn find_provider(
         &self,
         reference: &ConfigRef,
-    ) -> Result<Option<ProviderRecord>, StoreError> {
+    ) -> Result<Option<ProviderRecord>, ConfigReadError> {
         match reference {
             ConfigRef::Id(id) => self.get_provider(ConfigId(*id)).await,
             ConfigRef::Name(name) => {
@@ -300,11 +309,11 @@ impl Store {
     /// Configs matching `filter`, highest priority first, then by id.
     ///
     /// # Errors
-    /// [`StoreError::Database`] or [`StoreError::Secret`].
+    /// [`ConfigReadError::Database`] or [`ConfigReadError::Secret`].
     pub async fn list_providers(
         &self,
         filter: &ProviderFilter,
-    ) -> Result<Vec<ProviderRecord>, StoreError> {
+    ) -> Result<Vec<ProviderRecord>, ConfigReadError> {
         let sql = format!("SELECT {COLUMNS} FROM provider_configs ORDER BY priority DESC, id");
         let rows: Vec<ProviderRow> = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
             sql.as_str()
@@ -323,13 +332,13 @@ impl Store {
             .collect())
     }
 
-    fn record_from_row(&self, row: ProviderRow) -> Result<ProviderRecord, StoreError> {
+    fn record_from_row(&self, row: ProviderRow) -> Result<ProviderRecord, ConfigReadError> {
         let id = ConfigId(row.id);
         let api_key = row
             .api_key_ciphertext
             .map(|c| self.key().decrypt(&c).map(ApiKey::new))
             .transpose()
-            .map_err(|source| StoreError::Secret { id, source })?;
+            .map_err(|source| ConfigReadError::Secret { id, source })?;
         let mut problems = Vec::new();
         let kinds = Some(row.kinds.0).filter(|v| !v.is_null()).and_then(|v| {
             serde_json::from_value::<Vec<String>>(v)
@@ -395,11 +404,13 @@ impl Store {
     }
 }
 
-fn name_taken_or(error: sqlx::Error, name: &str) -> StoreError {
-    let error = StoreError::Database(error);
-    if error.is_unique_violation() {
-        StoreError::NameTaken(name.to_owned())
-    } else {
-        error
+/// A write's error: a unique violation is the name being taken (the only unique
+/// column a write can hit).
+fn name_taken_or(error: sqlx::Error, name: &str) -> ConfigWriteError {
+    match error {
+        sqlx::Error::Database(e) if e.is_unique_violation() => {
+            ConfigWriteError::NameTaken(name.to_owned())
+        }
+        error => ConfigWriteError::Database(error),
     }
 }
