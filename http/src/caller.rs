@@ -15,7 +15,7 @@ use axum::{
 use switchyard_core::Tenant;
 use switchyard_runtime::{
     settings::Secret,
-    store::{Store, StoreError},
+    store::{QueryError, Store},
 };
 
 use crate::{error::ApiError, openai::error::OaiError};
@@ -64,7 +64,7 @@ pub(crate) enum Refusal {
     /// No token, a wrong one, or one this scope does not take.
     Unknown,
     /// The store could not tell whether a tenant key is live.
-    Store(StoreError),
+    Store(QueryError),
 }
 
 /// Resolves callers: holds the admin token, and the store for tenant keys.

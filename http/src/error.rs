@@ -12,7 +12,10 @@ use axum::{
 };
 use serde::Serialize;
 use switchyard_core::{FieldError, ValidationError};
-use switchyard_runtime::{artifacts::ArtifactError, store::StoreError};
+use switchyard_runtime::{
+    artifacts::ArtifactError,
+    store::{ConfigReadError, ConfigWriteError, GroupCommitError, QueryError},
+};
 use utoipa::ToSchema;
 
 /// An error of the admin or jobs API, as its response.
@@ -37,7 +40,7 @@ pub(crate) enum ApiError {
     NotAConfig(#[source] serde_json::Error),
     /// The store failed: 500, logged; the caller reads only "storage error".
     #[error("storage error")]
-    Storage(#[source] StoreError),
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ApiError {
@@ -62,6 +65,11 @@ impl ApiError {
     /// 500 with a message the caller may read.
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// A storage failure (500 "storage error"; the cause is logged, not shown).
+    pub(crate) fn storage(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Storage(Box::new(e))
     }
 
     /// 503.
@@ -141,16 +149,41 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+/// A provider config write: an invalid config is 400 with its fields, a taken name or
+/// a lost race 409, an unknown id 404; the rest a storage error.
+impl From<ConfigWriteError> for ApiError {
+    fn from(e: ConfigWriteError) -> Self {
         match e {
-            StoreError::Invalid(v) => Self::InvalidConfig(v.errors),
-            StoreError::NameTaken(_) | StoreError::VersionConflict { .. } => {
+            ConfigWriteError::Invalid(v) => Self::InvalidConfig(v.errors),
+            ConfigWriteError::NameTaken(_) | ConfigWriteError::VersionConflict { .. } => {
                 Self::new(StatusCode::CONFLICT, e.to_string())
             }
-            StoreError::NotFound(_) => Self::not_found(e.to_string()),
-            other => Self::Storage(other),
+            ConfigWriteError::NotFound(_) => Self::not_found(e.to_string()),
+            other @ (ConfigWriteError::Secret { .. } | ConfigWriteError::Database(_)) => {
+                Self::storage(other)
+            }
         }
+    }
+}
+
+/// A provider config read failed: a storage error.
+impl From<ConfigReadError> for ApiError {
+    fn from(e: ConfigReadError) -> Self {
+        Self::storage(e)
+    }
+}
+
+/// A query failed: a storage error.
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        Self::storage(e)
+    }
+}
+
+/// A group-commit write failed (or its writer stopped): a storage error.
+impl From<GroupCommitError> for ApiError {
+    fn from(e: GroupCommitError) -> Self {
+        Self::storage(e)
     }
 }
 
@@ -207,7 +240,7 @@ mod tests {
             errors: vec![FieldError::new("name", "is required")],
         };
         assert_eq!(
-            answer(StoreError::Invalid(invalid).into()).await,
+            answer(ConfigWriteError::Invalid(invalid).into()).await,
             (
                 400,
                 None,
@@ -215,7 +248,7 @@ mod tests {
             )
         );
         assert_eq!(
-            answer(StoreError::NameTaken("a".into()).into()).await,
+            answer(ConfigWriteError::NameTaken("a".into()).into()).await,
             (
                 409,
                 None,
@@ -223,11 +256,35 @@ mod tests {
             )
         );
         assert_eq!(
-            answer(StoreError::NotFound(switchyard_core::ConfigId(7)).into()).await,
+            answer(ConfigWriteError::NotFound(switchyard_core::ConfigId(7)).into()).await,
             (404, None, json!({"error": "provider config 7 not found"}))
         );
         assert_eq!(
-            answer(StoreError::BadUrl("secret://x".into()).into()).await,
+            answer(
+                ConfigWriteError::VersionConflict {
+                    id: switchyard_core::ConfigId(7),
+                    expected: 1,
+                    actual: 2
+                }
+                .into()
+            )
+            .await,
+            (
+                409,
+                None,
+                json!({"error": "provider config 7 is at version 2, not 1"})
+            )
+        );
+        let corrupt = QueryError::Corrupt {
+            table: "tasks",
+            detail: "secret://x".into(),
+        };
+        assert_eq!(
+            answer(corrupt.into()).await,
+            (500, None, json!({"error": "storage error"}))
+        );
+        assert_eq!(
+            answer(GroupCommitError::Stopped.into()).await,
             (500, None, json!({"error": "storage error"}))
         );
         assert_eq!(

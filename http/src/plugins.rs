@@ -11,7 +11,7 @@ use axum::{
 use serde::Serialize;
 use switchyard_runtime::{
     plugins::{InstallError, install},
-    store::{PluginInfo, StoreError},
+    store::{PluginInfo, PluginWriteError},
 };
 use utoipa::ToSchema;
 
@@ -57,12 +57,18 @@ async fn changed(admin: &AdminApi, name: &str) {
     admin.reload.nudge();
 }
 
-/// A store error of these endpoints: a conflict is the caller's (409), anything else
-/// a storage error.
-fn plugin_store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, message),
-        other => ApiError::Storage(other),
+/// A plugin registry write: a conflict with what is installed is the caller's (409),
+/// a database failure a storage error.
+impl From<PluginWriteError> for ApiError {
+    fn from(e: PluginWriteError) -> Self {
+        match e {
+            PluginWriteError::OtherContent { .. }
+            | PluginWriteError::Vanished { .. }
+            | PluginWriteError::NoEarlierVersion(_) => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
+            PluginWriteError::Database(_) => ApiError::storage(e),
+        }
     }
 }
 
@@ -79,7 +85,7 @@ pub(super) async fn install_plugin(
     let (info, new) = install(&admin.store, registry.host(), &body, name)
         .await
         .map_err(|e| match e {
-            InstallError::Store(e) => plugin_store_error(e),
+            InstallError::Store(e) => e.into(),
             e => ApiError::bad_request(e.to_string()),
         })?;
     changed(&admin, &info.name).await;
@@ -95,11 +101,7 @@ pub(super) async fn install_plugin(
 pub(super) async fn list_plugins(
     State(admin): State<AdminApi>,
 ) -> Result<Json<PluginList>, ApiError> {
-    let items = admin
-        .store
-        .list_plugins(None)
-        .await
-        .map_err(plugin_store_error)?;
+    let items = admin.store.list_plugins(None).await?;
     Ok(Json(PluginList { items }))
 }
 
@@ -108,11 +110,7 @@ pub(super) async fn get_plugin(
     State(admin): State<AdminApi>,
     Path(name): Path<String>,
 ) -> Result<Json<PluginDetail>, ApiError> {
-    let versions = admin
-        .store
-        .list_plugins(Some(&name))
-        .await
-        .map_err(plugin_store_error)?;
+    let versions = admin.store.list_plugins(Some(&name)).await?;
     if versions.is_empty() {
         return Err(ApiError::not_found(format!(
             "plugin '{name}' is not installed"
@@ -135,11 +133,7 @@ pub(super) async fn delete_plugin(
     State(admin): State<AdminApi>,
     Path(reference): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let removed = admin
-        .store
-        .remove_plugin(&reference)
-        .await
-        .map_err(plugin_store_error)?;
+    let removed = admin.store.remove_plugin(&reference).await?;
     if removed == 0 {
         return Err(ApiError::not_found(format!(
             "plugin '{reference}' is not installed"
@@ -154,11 +148,7 @@ pub(super) async fn rollback_plugin(
     State(admin): State<AdminApi>,
     Path(name): Path<String>,
 ) -> Result<Json<Rollback>, ApiError> {
-    let (deactivated, current) = admin
-        .store
-        .rollback_plugin(&name)
-        .await
-        .map_err(plugin_store_error)?;
+    let (deactivated, current) = admin.store.rollback_plugin(&name).await?;
     changed(&admin, &name).await;
     Ok(Json(Rollback {
         deactivated,

@@ -56,4 +56,4 @@ pub use engine::{Engine, EngineError, EngineOptions, RequestOutcome, Submission}
 pub use secrets::{MasterKey, SecretError};
 pub use serve::{InitError, Runtime, open_store, prepare};
 pub use settings::{Settings, SettingsError};
-pub use store::{Store, StoreError};
+pub use store::{OpenError, Store};

@@ -44,7 +44,7 @@ use crate::{
     bus::{Bus, BusError, Delivery},
     engine::Engine,
     quota::Quotas,
-    store::{GroupCommit, NewTask, Store, StoreError, TaskInsert},
+    store::{GroupCommit, GroupCommitError, NewTask, QueryError, Store, TaskInsert},
 };
 
 pub use admit::CACHE_MAX_AGE;
@@ -56,7 +56,10 @@ pub use intake::{Readiness, run_intake};
 pub enum HandleError {
     /// The database failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] QueryError),
+    /// A write through the group commit failed, or its writer stopped.
+    #[error(transparent)]
+    Writer(#[from] GroupCommitError),
     /// The bus failed.
     #[error(transparent)]
     Bus(#[from] BusError),

@@ -157,7 +157,7 @@ pub enum InstallError {
     BadName(String),
     /// The database refused.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::store::PluginWriteError),
 }
 
 /// Validates a plugin file (compiles it, checks its world, calls `describe`) and

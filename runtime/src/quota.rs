@@ -20,7 +20,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 
-use crate::store::{CountedQuota, QuotaPeriod, Store, StoreError};
+use crate::store::{CountedQuota, QueryError, QuotaPeriod, Store};
 
 /// How old a tenant's cached quotas and usage may get.
 pub const REFRESH: Duration = Duration::from_secs(2);
@@ -79,8 +79,8 @@ impl Quotas {
     /// `quota_exceeded` error.
     ///
     /// # Errors
-    /// [`StoreError`] when the quotas or usage cannot be read.
-    pub async fn check(&self, ask: Ask<'_>) -> Result<Option<String>, StoreError> {
+    /// [`QueryError`] when the quotas or usage cannot be read.
+    pub async fn check(&self, ask: Ask<'_>) -> Result<Option<String>, QueryError> {
         let now = Utc::now();
         // Decided under the lock from what is cached, unless it must be read again.
         let cached = self.tenants.lock().ok().and_then(|mut tenants| {
@@ -124,7 +124,7 @@ impl Quotas {
     }
 
     /// Reads the tenant's quotas and usage, caches them, and decides `ask` by them.
-    async fn read(&self, ask: Ask<'_>, now: DateTime<Utc>) -> Result<Option<String>, StoreError> {
+    async fn read(&self, ask: Ask<'_>, now: DateTime<Utc>) -> Result<Option<String>, QueryError> {
         let tenant = Tenant {
             read_at: Instant::now(),
             quotas: self.store.counted_quotas(ask.tenant, now).await?,

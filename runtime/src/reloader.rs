@@ -20,15 +20,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::{
     bus::Bus,
     engine::{Engine, EngineError},
-    store::{ConfigChange, ProviderFilter, Store, StoreError},
+    store::{ConfigChange, ConfigReadError, ProviderFilter, QueryError, Store},
 };
 
 /// Why a reload failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    /// The database could not be read.
+    /// The provider configs could not be read.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] ConfigReadError),
+    /// The database could not be asked for changes.
+    #[error(transparent)]
+    Query(#[from] QueryError),
     /// The engine did not answer.
     #[error(transparent)]
     Engine(#[from] EngineError),

@@ -16,7 +16,7 @@ use crate::{
     reloader::ReloadHandle,
     secrets::{self, MasterKey, SecretError},
     settings::{Secret, Settings, SettingsError},
-    store::{ConnectOptions, SeedReport, Store, StoreError},
+    store::{ConfigWriteError, ConnectOptions, OpenError, SeedReport, Store},
 };
 
 /// Why the process could not start. Each names what to fix.
@@ -42,7 +42,10 @@ pub enum InitError {
     },
     /// The database could not be opened, migrated or checked.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] OpenError),
+    /// The `[[providers]]` seeds could not be written.
+    #[error(transparent)]
+    Seeding(#[from] ConfigWriteError),
     /// The artifact store could not be opened.
     #[error(transparent)]
     Artifacts(#[from] ArtifactError),
@@ -129,7 +132,7 @@ pub async fn prepare(settings: Settings) -> Result<(Runtime, SeedReport), InitEr
     let store = open_store(&settings).await?;
     let report = match store.seed_providers(&settings.providers).await {
         Ok(report) => report,
-        Err(StoreError::Invalid(e)) => return Err(InitError::Seed(e)),
+        Err(ConfigWriteError::Invalid(e)) => return Err(InitError::Seed(e)),
         Err(e) => return Err(e.into()),
     };
     Ok((Runtime { settings, store }, report))

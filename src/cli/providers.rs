@@ -12,8 +12,8 @@ use switchyard_core::{
     RateLimitDraft, Supports,
 };
 use switchyard_runtime::{
-    Store, StoreError,
-    store::{ConfigChange, ProviderFilter, ProviderRecord},
+    Store,
+    store::{ConfigChange, ConfigWriteError, ProviderFilter, ProviderRecord},
 };
 
 #[derive(Debug, Subcommand)]
@@ -262,8 +262,8 @@ pub async fn run(
     command: ProvidersCommand,
 ) -> anyhow::Result<(ExitCode, Option<ConfigChange>)> {
     match run_inner(store, command).await {
-        Err(e) => match e.downcast_ref::<StoreError>() {
-            Some(StoreError::Invalid(v)) => {
+        Err(e) => match e.downcast_ref::<ConfigWriteError>() {
+            Some(ConfigWriteError::Invalid(v)) => {
                 eprintln!("error: invalid provider config:");
                 for field in &v.errors {
                     eprintln!("  - {field}");
@@ -325,7 +325,7 @@ async fn run_inner(
             let spec = base
                 .overlay(fields.into_draft()?)
                 .validate()
-                .map_err(StoreError::Invalid)?;
+                .map_err(ConfigWriteError::Invalid)?;
             let config = store.insert_provider(&spec).await?;
             println!(
                 "added provider config {} '{}' ({}, priority {})",

@@ -17,7 +17,7 @@ use serde_json::Value;
 use switchyard_core::{ConfigId, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{NewTask, NewTaskResult, Store, StoreError, StoredJson, TaskInsert, UsageRecord};
+use super::{NewTask, NewTaskResult, QueryError, Store, StoredJson, TaskInsert, UsageRecord};
 
 /// Most writes in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -78,7 +78,19 @@ pub struct Start {
     pub seq: i64,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+type Reply<T> = oneshot::Sender<Result<T, QueryError>>;
+
+/// Why a write through the [`GroupCommit`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupCommitError {
+    /// The writer task has stopped (its store was closed or it panicked): nothing was
+    /// written.
+    #[error("the task writer stopped")]
+    Stopped,
+    /// The write itself failed.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+}
 
 enum Op {
     Create(Box<NewTask>, Reply<TaskInsert>),
@@ -106,10 +118,6 @@ impl std::fmt::Debug for Op {
             Op::Fail(..) => "Fail",
         })
     }
-}
-
-fn closed() -> StoreError {
-    StoreError::Conflict("the task writer stopped".to_owned())
 }
 
 impl GroupCommit {
@@ -143,33 +151,37 @@ impl GroupCommit {
         Self { ops }
     }
 
-    async fn ask<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+    async fn ask<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, GroupCommitError> {
         let (tx, rx) = oneshot::channel();
-        self.ops.send(op(tx)).map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        self.ops
+            .send(op(tx))
+            .map_err(|_| GroupCommitError::Stopped)?;
+        Ok(rx.await.map_err(|_| GroupCommitError::Stopped)??)
     }
 
     /// [`Store::create_task`], batched.
     ///
     /// # Errors
-    /// As [`Store::create_task`].
-    pub async fn create_task(&self, task: NewTask) -> Result<TaskInsert, StoreError> {
+    /// As [`Store::create_task`], or [`GroupCommitError::Stopped`].
+    pub async fn create_task(&self, task: NewTask) -> Result<TaskInsert, GroupCommitError> {
         self.ask(|reply| Op::Create(Box::new(task), reply)).await
     }
 
     /// [`Store::start_attempt`], batched and not waited for (see [`Op::Start`]).
     ///
     /// # Errors
-    /// When the writer has stopped.
-    pub fn record_start(&self, start: Start) -> Result<(), StoreError> {
-        self.ops.send(Op::Start(start)).map_err(|_| closed())
+    /// [`GroupCommitError::Stopped`] when the writer has stopped.
+    pub fn record_start(&self, start: Start) -> Result<(), GroupCommitError> {
+        self.ops
+            .send(Op::Start(start))
+            .map_err(|_| GroupCommitError::Stopped)
     }
 
     /// [`Store::complete_task`], batched.
     ///
     /// # Errors
-    /// As [`Store::complete_task`].
-    pub async fn complete_task(&self, completion: Completion) -> Result<bool, StoreError> {
+    /// As [`Store::complete_task`], or [`GroupCommitError::Stopped`].
+    pub async fn complete_task(&self, completion: Completion) -> Result<bool, GroupCommitError> {
         self.ask(|reply| Op::Complete(Box::new(completion), reply))
             .await
     }
@@ -177,8 +189,8 @@ impl GroupCommit {
     /// [`Store::fail_task`], batched.
     ///
     /// # Errors
-    /// As [`Store::fail_task`].
-    pub async fn fail_task(&self, failure: Failure) -> Result<bool, StoreError> {
+    /// As [`Store::fail_task`], or [`GroupCommitError::Stopped`].
+    pub async fn fail_task(&self, failure: Failure) -> Result<bool, GroupCommitError> {
         self.ask(|reply| Op::Fail(Box::new(failure), reply)).await
     }
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::{Store, StoreError, on_pool};
+use super::{QueryError, Store, on_pool};
 
 /// Characters after the `sy_` prefix of a key.
 const KEY_CHARS: usize = 40;
@@ -38,12 +38,12 @@ impl Store {
     /// secret exists outside its holder).
     ///
     /// # Errors
-    /// [`StoreError::Database`].
+    /// [`QueryError::Database`].
     pub async fn create_tenant_key(
         &self,
         tenant: &str,
         name: &str,
-    ) -> Result<(TenantKey, String), StoreError> {
+    ) -> Result<(TenantKey, String), QueryError> {
         let secret = new_secret();
         let prefix: String = secret.chars().take(7).collect();
         let key: TenantKey = on_pool!(self, |pool| sqlx::query_as(
@@ -64,8 +64,8 @@ impl Store {
     /// A tenant's keys, revoked ones included, oldest first.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn tenant_keys(&self, tenant: &str) -> Result<Vec<TenantKey>, StoreError> {
+    /// [`QueryError::Database`].
+    pub async fn tenant_keys(&self, tenant: &str) -> Result<Vec<TenantKey>, QueryError> {
         Ok(on_pool!(self, |pool| sqlx::query_as(
             "SELECT id, tenant, name, prefix, created_at, revoked_at FROM tenant_keys \
              WHERE tenant = $1 ORDER BY id"
@@ -78,8 +78,8 @@ impl Store {
     /// Revokes a key of `tenant`; false if it has no such live key.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn revoke_tenant_key(&self, tenant: &str, id: i64) -> Result<bool, StoreError> {
+    /// [`QueryError::Database`].
+    pub async fn revoke_tenant_key(&self, tenant: &str, id: i64) -> Result<bool, QueryError> {
         let affected = on_pool!(self, |pool| sqlx::query(
             "UPDATE tenant_keys SET revoked_at = $3 \
              WHERE tenant = $1 AND id = $2 AND revoked_at IS NULL"
@@ -96,8 +96,8 @@ impl Store {
     /// The tenant a live key belongs to.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn tenant_of_key(&self, secret: &str) -> Result<Option<String>, StoreError> {
+    /// [`QueryError::Database`].
+    pub async fn tenant_of_key(&self, secret: &str) -> Result<Option<String>, QueryError> {
         Ok(on_pool!(self, |pool| sqlx::query_scalar(
             "SELECT tenant FROM tenant_keys WHERE key_hash = $1 AND revoked_at IS NULL"
         )

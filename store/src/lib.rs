@@ -6,10 +6,17 @@
 //! Rust type decodes from both (`BIGINT`/`INTEGER` → `i64`, `JSONB`/`TEXT` → JSON,
 //! `TIMESTAMPTZ`/`TEXT` → `DateTime<Utc>`).
 //!
+//! Errors are per operation family, each with only the variants its operations can
+//! produce: [`OpenError`] (connecting, migrating, the master-key check),
+//! [`ConfigWriteError`] and [`ConfigReadError`] (provider configs), [`PluginWriteError`]
+//! (the plugin registry), [`GroupCommitError`] (the batched task writer) and
+//! [`QueryError`] (every other query).
+//!
 //! Hazards: migrations live in two folders (`migrations/postgres`, `migrations/sqlite`)
 //! that must stay in step; only the PostgreSQL one may hold NOTIFY triggers.
 
 mod batch;
+mod errors;
 mod keys;
 mod plugins;
 mod providers;
@@ -20,19 +27,20 @@ mod usage;
 
 use std::{str::FromStr, time::Duration};
 
+use crate::secrets::MasterKey;
 use sqlx::{
     PgPool, SqlitePool,
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
 };
-use switchyard_core::{ConfigId, ValidationError};
 
-use crate::secrets::{MasterKey, SecretError};
-
-pub use batch::{Completion, Failure, GroupCommit, MAX_BATCH, Start};
+pub use batch::{Completion, Failure, GroupCommit, GroupCommitError, MAX_BATCH, Start};
+pub use errors::QueryError;
 pub use keys::TenantKey;
-pub use plugins::{Installed, PluginInfo};
-pub use providers::{ConfigChange, ConfigListener, ProviderFilter, ProviderRecord};
+pub use plugins::{Installed, PluginInfo, PluginWriteError};
+pub use providers::{
+    ConfigChange, ConfigListener, ConfigReadError, ConfigWriteError, ProviderFilter, ProviderRecord,
+};
 pub use seed::SeedReport;
 pub use tasks::{
     NewTask, NewTaskResult, StoredJson, Task, TaskInsert, TaskResult, TaskStatus, cache_key,
@@ -50,9 +58,11 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
-/// Why a storage operation failed.
+/// Why the store could not be opened, migrated or checked (the operations of
+/// [`Store::connect`], [`Store::migrate`], [`Store::check_master_key`],
+/// [`Store::has_master_key_check`] and [`drop_schema`]).
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum OpenError {
     /// The database refused or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -62,57 +72,12 @@ pub enum StoreError {
     /// The database URL is not usable.
     #[error("bad database url: {0}")]
     BadUrl(String),
-    /// Another provider config already has this name.
-    #[error("a provider config named '{0}' already exists")]
-    NameTaken(String),
-    /// The write contradicts what is stored.
-    #[error("{0}")]
-    Conflict(String),
-    /// No provider config with this id.
-    #[error("provider config {0} not found")]
-    NotFound(ConfigId),
-    /// The config changed since it was read (optimistic concurrency).
-    #[error("provider config {id} is at version {actual}, not {expected}")]
-    VersionConflict {
-        /// The config.
-        id: ConfigId,
-        /// The version the caller read.
-        expected: i64,
-        /// The version in the database.
-        actual: i64,
-    },
-    /// The config does not validate.
-    #[error("invalid provider config: {0}")]
-    Invalid(#[from] ValidationError),
-    /// A stored secret could not be decrypted.
-    #[error("provider config {id}: {source}")]
-    Secret {
-        /// The config whose key failed.
-        id: ConfigId,
-        /// Why.
-        #[source]
-        source: SecretError,
-    },
-    /// A stored value could not be read back.
-    #[error("corrupt row in {table}: {detail}")]
-    Corrupt {
-        /// The table.
-        table: &'static str,
-        /// What was wrong.
-        detail: String,
-    },
     /// The master key does not match the one the database was set up with.
     #[error(
         "the master key does not match the one this database's secrets were encrypted with; \
          restore the original key (secrets.master_key or secrets.master_key_file)"
     )]
     WrongMasterKey,
-}
-
-impl StoreError {
-    fn is_unique_violation(&self) -> bool {
-        matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -155,8 +120,8 @@ impl Store {
     /// pending migrations. Does not check the master key; see [`Store::check_master_key`].
     ///
     /// # Errors
-    /// [`StoreError::BadUrl`], [`StoreError::Database`] or [`StoreError::Migrate`].
-    pub async fn connect(options: &ConnectOptions, key: MasterKey) -> Result<Self, StoreError> {
+    /// [`OpenError::BadUrl`], [`OpenError::Database`] or [`OpenError::Migrate`].
+    pub async fn connect(options: &ConnectOptions, key: MasterKey) -> Result<Self, OpenError> {
         let (pool, checkpoint) = connect_pool(options).await?;
         let mut store = Self {
             pool,
@@ -173,8 +138,8 @@ impl Store {
     /// Applies pending migrations of this backend.
     ///
     /// # Errors
-    /// [`StoreError::Migrate`].
-    pub async fn migrate(&self) -> Result<(), StoreError> {
+    /// [`OpenError::Migrate`].
+    pub async fn migrate(&self) -> Result<(), OpenError> {
         match &self.pool {
             Pool::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
             Pool::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
@@ -194,8 +159,8 @@ impl Store {
     /// have been encrypted with some key).
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn has_master_key_check(&self) -> Result<bool, StoreError> {
+    /// [`OpenError::Database`].
+    pub async fn has_master_key_check(&self) -> Result<bool, OpenError> {
         Ok(self.meta(MASTER_KEY_CHECK).await?.is_some())
     }
 
@@ -203,12 +168,12 @@ impl Store {
     /// recording a check value on first use.
     ///
     /// # Errors
-    /// [`StoreError::WrongMasterKey`] when it is not.
-    pub async fn check_master_key(&self) -> Result<(), StoreError> {
+    /// [`OpenError::WrongMasterKey`] when it is not, or [`OpenError::Database`].
+    pub async fn check_master_key(&self) -> Result<(), OpenError> {
         match self.meta(MASTER_KEY_CHECK).await? {
             Some(stored) => match self.key.decrypt(&stored) {
                 Ok(text) if text == MASTER_KEY_CHECK_TEXT => Ok(()),
-                _ => Err(StoreError::WrongMasterKey),
+                _ => Err(OpenError::WrongMasterKey),
             },
             None => {
                 let value = self.key.encrypt(MASTER_KEY_CHECK_TEXT);
@@ -226,7 +191,7 @@ impl Store {
         }
     }
 
-    async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+    async fn meta(&self, key: &str) -> Result<Option<String>, OpenError> {
         let value: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(
             "SELECT value FROM meta WHERE key = $1"
         )
@@ -318,11 +283,11 @@ impl Checkpointer {
 /// The pool, and for an SQLite file the options the WAL checkpointer connects with.
 async fn connect_pool(
     options: &ConnectOptions,
-) -> Result<(Pool, Option<SqliteConnectOptions>), StoreError> {
+) -> Result<(Pool, Option<SqliteConnectOptions>), OpenError> {
     let url = options.url.as_str();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let mut connect =
-            PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
+            PgConnectOptions::from_str(url).map_err(|e| OpenError::BadUrl(e.to_string()))?;
         if let Some(schema) = &options.schema {
             create_schema(connect.clone(), schema).await?;
             connect = connect.options([("search_path", schema.as_str())]);
@@ -335,7 +300,7 @@ async fn connect_pool(
         Ok((Pool::Postgres(pool), None))
     } else if url.starts_with("sqlite:") {
         let connect = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::BadUrl(e.to_string()))?
+            .map_err(|e| OpenError::BadUrl(e.to_string()))?
             .create_if_missing(true)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
@@ -352,7 +317,7 @@ async fn connect_pool(
                 && !dir.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::BadUrl(format!("cannot create {}: {e}", dir.display()))
+                    OpenError::BadUrl(format!("cannot create {}: {e}", dir.display()))
                 })?;
             }
             // WAL with synchronous=NORMAL: a commit survives a process crash (what the
@@ -375,7 +340,7 @@ async fn connect_pool(
             .await?;
         Ok((Pool::Sqlite(pool), checkpoint))
     } else {
-        Err(StoreError::BadUrl(format!(
+        Err(OpenError::BadUrl(format!(
             "unsupported scheme in '{}'",
             switchyard_core::redact_url(url)
         )))
@@ -386,8 +351,8 @@ async fn connect_pool(
 /// schema it made for one run).
 ///
 /// # Errors
-/// [`StoreError::BadUrl`] for a name that is not `[A-Za-z0-9_]+`, or the database's.
-pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+/// [`OpenError::BadUrl`] for a name that is not `[A-Za-z0-9_]+`, or the database's.
+pub async fn drop_schema(url: &str, schema: &str) -> Result<(), OpenError> {
     check_schema_name(schema)?;
     let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
     // The name was checked to be [A-Za-z0-9_]+, so quoting it is safe.
@@ -399,18 +364,18 @@ pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
     result.map(|_| ()).map_err(Into::into)
 }
 
-fn check_schema_name(schema: &str) -> Result<(), StoreError> {
+fn check_schema_name(schema: &str) -> Result<(), OpenError> {
     if schema.is_empty()
         || !schema
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_')
     {
-        return Err(StoreError::BadUrl(format!("bad schema name '{schema}'")));
+        return Err(OpenError::BadUrl(format!("bad schema name '{schema}'")));
     }
     Ok(())
 }
 
-async fn create_schema(connect: PgConnectOptions, schema: &str) -> Result<(), StoreError> {
+async fn create_schema(connect: PgConnectOptions, schema: &str) -> Result<(), OpenError> {
     check_schema_name(schema)?;
     let pool = PgPoolOptions::new()
         .max_connections(1)

@@ -4,7 +4,39 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreError, on_pool};
+use super::{QueryError, Store, on_pool};
+
+/// Why a plugin registry write ([`Store::install_plugin`], [`Store::rollback_plugin`],
+/// [`Store::remove_plugin`]) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginWriteError {
+    /// The database refused or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The name and version are installed already, with other bytes.
+    #[error(
+        "plugin {name}@{version} is installed with other content (sha256 {installed}); bump the plugin's version"
+    )]
+    OtherContent {
+        /// The plugin.
+        name: String,
+        /// Its version.
+        version: String,
+        /// Hex SHA-256 of the installed file.
+        installed: String,
+    },
+    /// The row just inserted could not be read back.
+    #[error("plugin {name}@{version} vanished")]
+    Vanished {
+        /// The plugin.
+        name: String,
+        /// Its version.
+        version: String,
+    },
+    /// A rollback with no earlier active version to return to.
+    #[error("plugin '{0}' has no earlier active version to roll back to")]
+    NoEarlierVersion(String),
+}
 
 /// One installed plugin version (without its bytes).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -65,20 +97,22 @@ impl Store {
     /// Installs a plugin version.
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] when the name and version exist with other bytes.
+    /// [`PluginWriteError::OtherContent`] when the name and version exist with other
+    /// bytes, or [`PluginWriteError::Database`].
     pub async fn install_plugin(
         &self,
         name: &str,
         version: &str,
         sha256: &str,
         bytes: &[u8],
-    ) -> Result<Installed, StoreError> {
+    ) -> Result<Installed, PluginWriteError> {
         if let Some(existing) = self.plugin_info(name, version).await? {
             if existing.sha256 != sha256 {
-                return Err(StoreError::Conflict(format!(
-                    "plugin {name}@{version} is installed with other content (sha256 {}); bump the plugin's version",
-                    existing.sha256
-                )));
+                return Err(PluginWriteError::OtherContent {
+                    name: name.to_owned(),
+                    version: version.to_owned(),
+                    installed: existing.sha256,
+                });
             }
             on_pool!(self, |pool| sqlx::query(
                 "UPDATE plugins SET active = TRUE WHERE name = $1 AND version = $2"
@@ -105,10 +139,13 @@ impl Store {
         .await
         .map(|r| r.rows_affected())
         })?;
-        let info = self
-            .plugin_info(name, version)
-            .await?
-            .ok_or_else(|| StoreError::Conflict(format!("plugin {name}@{version} vanished")))?;
+        let info =
+            self.plugin_info(name, version)
+                .await?
+                .ok_or_else(|| PluginWriteError::Vanished {
+                    name: name.to_owned(),
+                    version: version.to_owned(),
+                })?;
         Ok(Installed::New(info))
     }
 
@@ -116,7 +153,7 @@ impl Store {
         &self,
         name: &str,
         version: &str,
-    ) -> Result<Option<PluginInfo>, StoreError> {
+    ) -> Result<Option<PluginInfo>, sqlx::Error> {
         let sql = format!("SELECT {INFO} FROM plugins WHERE name = $1 AND version = $2");
         let row: Option<InfoRow> = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
             sql.as_str()
@@ -131,8 +168,12 @@ impl Store {
     /// Every installed version, by name then install order; `name` narrows it.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn list_plugins(&self, name: Option<&str>) -> Result<Vec<PluginInfo>, StoreError> {
+    /// [`QueryError::Database`].
+    pub async fn list_plugins(&self, name: Option<&str>) -> Result<Vec<PluginInfo>, QueryError> {
+        Ok(self.plugin_versions(name).await?)
+    }
+
+    async fn plugin_versions(&self, name: Option<&str>) -> Result<Vec<PluginInfo>, sqlx::Error> {
         let sql =
             format!("SELECT {INFO} FROM plugins WHERE ($1 IS NULL OR name = $1) ORDER BY name, id");
         let rows: Vec<InfoRow> = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
@@ -148,11 +189,11 @@ impl Store {
     /// that one) with its bytes.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
+    /// [`QueryError::Database`].
     pub async fn resolve_plugin(
         &self,
         reference: &str,
-    ) -> Result<Option<(PluginInfo, Vec<u8>)>, StoreError> {
+    ) -> Result<Option<(PluginInfo, Vec<u8>)>, QueryError> {
         let (name, version) = match reference.split_once('@') {
             Some((name, version)) => (name, Some(version)),
             None => (reference, None),
@@ -182,21 +223,20 @@ impl Store {
     /// again. Returns (deactivated, now current).
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] when there is no earlier active version to return to.
+    /// [`PluginWriteError::NoEarlierVersion`] when there is no earlier active version
+    /// to return to, or [`PluginWriteError::Database`].
     pub async fn rollback_plugin(
         &self,
         name: &str,
-    ) -> Result<(PluginInfo, PluginInfo), StoreError> {
+    ) -> Result<(PluginInfo, PluginInfo), PluginWriteError> {
         let active: Vec<PluginInfo> = self
-            .list_plugins(Some(name))
+            .plugin_versions(Some(name))
             .await?
             .into_iter()
             .filter(|p| p.active)
             .collect();
         let [.., previous, current] = active.as_slice() else {
-            return Err(StoreError::Conflict(format!(
-                "plugin '{name}' has no earlier active version to roll back to"
-            )));
+            return Err(PluginWriteError::NoEarlierVersion(name.to_owned()));
         };
         on_pool!(self, |pool| sqlx::query(
             "UPDATE plugins SET active = FALSE WHERE id = $1"
@@ -217,8 +257,8 @@ impl Store {
     /// Removes every version of `name` (or only `name@version`). Returns how many.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn remove_plugin(&self, reference: &str) -> Result<u64, StoreError> {
+    /// [`PluginWriteError::Database`].
+    pub async fn remove_plugin(&self, reference: &str) -> Result<u64, PluginWriteError> {
         let (name, version) = match reference.split_once('@') {
             Some((name, version)) => (name, Some(version)),
             None => (reference, None),

@@ -5,7 +5,7 @@
 use chrono::Utc;
 use switchyard_core::{FieldError, ProviderConfigDraft, ValidationError};
 
-use super::{Store, StoreError, on_pool};
+use super::{ConfigWriteError, Store, on_pool};
 
 /// What seeding did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,12 +22,12 @@ impl Store {
     /// Inserts each seed whose name was never seeded before.
     ///
     /// # Errors
-    /// [`StoreError::Invalid`] naming `providers[i].field` for a bad seed (nothing is
-    /// written then), or [`StoreError::Database`].
+    /// [`ConfigWriteError::Invalid`] naming `providers[i].field` for a bad seed (nothing
+    /// is written then), or [`ConfigWriteError::Database`].
     pub async fn seed_providers(
         &self,
         seeds: &[ProviderConfigDraft],
-    ) -> Result<SeedReport, StoreError> {
+    ) -> Result<SeedReport, ConfigWriteError> {
         let mut specs = Vec::with_capacity(seeds.len());
         let mut errors = Vec::new();
         for (i, seed) in seeds.iter().enumerate() {
@@ -60,7 +60,7 @@ impl Store {
             }
             match self.insert_provider(&spec).await {
                 Ok(_) => report.inserted.push(spec.name.clone()),
-                Err(StoreError::NameTaken(name)) => report.existing.push(name),
+                Err(ConfigWriteError::NameTaken(name)) => report.existing.push(name),
                 Err(e) => {
                     // Release the claim so the next start tries this seed again.
                     on_pool!(self, |pool| sqlx::query(

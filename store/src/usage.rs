@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use switchyard_core::{ConfigId, Kind};
 
-use super::{Store, StoreError, on_pool};
+use super::{QueryError, Store, on_pool};
 
 /// One finished attempt's consumption.
 #[derive(Debug, Clone, PartialEq)]
@@ -221,8 +221,8 @@ impl Store {
     /// Appends a usage row.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn record_usage(&self, usage: &UsageRecord) -> Result<(), StoreError> {
+    /// [`QueryError::Database`].
+    pub async fn record_usage(&self, usage: &UsageRecord) -> Result<(), QueryError> {
         let now = Utc::now();
         on_pool!(self, |pool| bind_usage(
             sqlx::query(INSERT_USAGE),
@@ -238,13 +238,13 @@ impl Store {
     /// A tenant's usage in `[from, to)`, grouped by provider, model and kind.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
+    /// [`QueryError::Database`].
     pub async fn usage_summary(
         &self,
         tenant: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<UsageSummaryRow>, StoreError> {
+    ) -> Result<Vec<UsageSummaryRow>, QueryError> {
         let rows: Vec<UsageSummaryRow> = on_pool!(self, |pool| sqlx::query_as(
             "SELECT provider, model, kind, CAST(COUNT(*) AS BIGINT) AS requests, \
              CAST(COALESCE(SUM(images), 0) AS BIGINT) AS images, \
@@ -265,13 +265,13 @@ impl Store {
     /// What `tenant` (or only its `user`) used since `from`.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
+    /// [`QueryError::Database`].
     pub async fn usage_totals(
         &self,
         tenant: &str,
         user: Option<&str>,
         from: DateTime<Utc>,
-    ) -> Result<UsageTotals, StoreError> {
+    ) -> Result<UsageTotals, QueryError> {
         let totals: UsageTotals = on_pool!(self, |pool| sqlx::query_as(
             "SELECT CAST(COUNT(*) AS BIGINT) AS requests, \
              CAST(COALESCE(SUM(images), 0) AS BIGINT) AS images, \
@@ -290,12 +290,12 @@ impl Store {
     /// A tenant's quotas, each with what it counted in the period that contains `now`.
     ///
     /// # Errors
-    /// [`StoreError::Database`] or [`StoreError::Corrupt`].
+    /// [`QueryError::Database`] or [`QueryError::Corrupt`].
     pub async fn counted_quotas(
         &self,
         tenant: &str,
         now: DateTime<Utc>,
-    ) -> Result<Vec<CountedQuota>, StoreError> {
+    ) -> Result<Vec<CountedQuota>, QueryError> {
         let mut counted = Vec::new();
         for quota in self.quotas(tenant).await? {
             let since = quota.period.start(now);
@@ -310,13 +310,13 @@ impl Store {
     /// Removes a quota; false if there was none.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
+    /// [`QueryError::Database`].
     pub async fn delete_quota(
         &self,
         tenant: &str,
         user: Option<&str>,
         period: QuotaPeriod,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, QueryError> {
         let affected = on_pool!(self, |pool| sqlx::query(
             "DELETE FROM quotas WHERE tenant = $1 AND user_id = $2 AND period = $3"
         )
@@ -332,8 +332,8 @@ impl Store {
     /// Creates or replaces a quota.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn set_quota(&self, quota: &Quota) -> Result<(), StoreError> {
+    /// [`QueryError::Database`].
+    pub async fn set_quota(&self, quota: &Quota) -> Result<(), QueryError> {
         let now = Utc::now();
         on_pool!(self, |pool| sqlx::query(
             "INSERT INTO quotas (tenant, user_id, period, max_requests, max_images, max_cost_usd, \
@@ -358,8 +358,8 @@ impl Store {
     /// A tenant's quotas (whole-tenant and per-user).
     ///
     /// # Errors
-    /// [`StoreError::Database`] or [`StoreError::Corrupt`].
-    pub async fn quotas(&self, tenant: &str) -> Result<Vec<Quota>, StoreError> {
+    /// [`QueryError::Database`] or [`QueryError::Corrupt`].
+    pub async fn quotas(&self, tenant: &str) -> Result<Vec<Quota>, QueryError> {
         let rows: Vec<QuotaRow> = on_pool!(self, |pool| sqlx::query_as(
             "SELECT tenant, user_id, period, max_requests, max_images, max_cost_usd \
              FROM quotas WHERE tenant = $1 ORDER BY user_id, period"
@@ -370,7 +370,7 @@ impl Store {
         rows.into_iter()
             .map(|r| {
                 let period =
-                    QuotaPeriod::parse(&r.period).map_err(|detail| StoreError::Corrupt {
+                    QuotaPeriod::parse(&r.period).map_err(|detail| QueryError::Corrupt {
                         table: "quotas",
                         detail,
                     })?;

@@ -6,10 +6,10 @@ use switchyard_core::{
     Command, ConfigId, ConfigRef, ErrorCode, Kind, ProviderConfigDraft, ProviderType,
 };
 use switchyard_runtime::{
-    MasterKey, StoreError,
+    MasterKey, OpenError,
     store::{
-        Completion, Failure, NewTask, NewTaskResult, ProviderFilter, Quota, QuotaPeriod, Start,
-        StoredJson, TaskInsert, TaskStatus, UsageRecord,
+        Completion, ConfigWriteError, Failure, NewTask, NewTaskResult, ProviderFilter, Quota,
+        QuotaPeriod, Start, StoredJson, TaskInsert, TaskStatus, UsageRecord,
     },
 };
 
@@ -142,7 +142,7 @@ async fn many_accounts_of_one_type_coexist_and_names_are_unique(db: &TestDb) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::NameTaken(ref n) if n == "stab-a"),
+        matches!(err, ConfigWriteError::NameTaken(ref n) if n == "stab-a"),
         "{err}"
     );
     let all = store
@@ -219,7 +219,10 @@ async fn patch_bumps_version_and_keeps_the_key(db: &TestDb) {
     let missing = store
         .patch_provider(ConfigId(9999), ProviderConfigDraft::default())
         .await;
-    assert!(matches!(missing, Err(StoreError::NotFound(ConfigId(9999)))));
+    assert!(matches!(
+        missing,
+        Err(ConfigWriteError::NotFound(ConfigId(9999)))
+    ));
 }
 
 async fn stale_writes_are_refused(db: &TestDb) {
@@ -240,7 +243,7 @@ async fn stale_writes_are_refused(db: &TestDb) {
     assert!(
         matches!(
             err,
-            StoreError::VersionConflict {
+            ConfigWriteError::VersionConflict {
                 expected: 1,
                 actual: 2,
                 ..
@@ -337,7 +340,7 @@ async fn wrong_master_key_is_a_clear_error(db: &TestDb) {
     let (other, _) = MasterKey::generate();
     let reopened = db.reopen_with(other).await.unwrap();
     let err = reopened.check_master_key().await.unwrap_err();
-    assert!(matches!(err, StoreError::WrongMasterKey));
+    assert!(matches!(err, OpenError::WrongMasterKey));
     assert!(
         err.to_string().contains("master key does not match"),
         "{err}"

@@ -77,7 +77,7 @@ impl TestDb {
     pub async fn reopen_with(
         &self,
         key: MasterKey,
-    ) -> Result<Store, switchyard_runtime::StoreError> {
+    ) -> Result<Store, switchyard_runtime::OpenError> {
         Store::connect(&self.options, key).await
     }
 

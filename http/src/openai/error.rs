@@ -9,7 +9,7 @@ use axum::{
 };
 use serde::Serialize;
 use switchyard_core::{ErrorCode, ErrorInfo};
-use switchyard_runtime::{bus::BusError, store::StoreError};
+use switchyard_runtime::{bus::BusError, store::QueryError};
 use utoipa::ToSchema;
 
 /// An error of the OpenAI-compatible API, as its response.
@@ -149,8 +149,8 @@ impl From<&ErrorInfo> for OaiError {
 }
 
 /// The store failed (looking up a key): 503 `store_unavailable`, logged.
-impl From<StoreError> for OaiError {
-    fn from(e: StoreError) -> Self {
+impl From<QueryError> for OaiError {
+    fn from(e: QueryError) -> Self {
         tracing::error!(error = %e, "store error on the OpenAI-compatible API");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

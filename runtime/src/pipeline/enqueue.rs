@@ -8,7 +8,7 @@ use switchyard_core::{Command, EventBody, Lifecycle};
 use super::Pipeline;
 use crate::{
     bus::BusError,
-    store::{NewTask, StoreError, Task, TaskInsert, TaskStatus},
+    store::{GroupCommitError, NewTask, Task, TaskInsert, TaskStatus},
 };
 
 /// What enqueueing did.
@@ -27,7 +27,7 @@ pub struct Enqueued {
 pub enum EnqueueError {
     /// The task row could not be written; nothing was stored.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] GroupCommitError),
     /// A fresh lifecycle refused `accepted` (a bug, never input).
     #[error(transparent)]
     Lifecycle(#[from] switchyard_core::LifecycleError),

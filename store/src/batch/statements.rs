@@ -9,7 +9,7 @@ use switchyard_core::{RequestId, Tenant};
 
 use super::{Completion, Failure, Outcome, Start, rows_per_statement};
 use crate::{
-    NewTask, NewTaskResult, Store, StoreError, TaskInsert, UsageRecord, on_pool,
+    NewTask, NewTaskResult, QueryError, Store, TaskInsert, UsageRecord, on_pool,
     tasks::{TASK_COLUMNS, Task},
 };
 
@@ -80,7 +80,7 @@ impl Store {
         starts: &[Start],
         completes: &[&Completion],
         fails: &[&Failure],
-    ) -> Result<Outcome, StoreError> {
+    ) -> Result<Outcome, QueryError> {
         let now = Utc::now();
         // Two terminal writes of one task in a batch (a redelivery racing the first
         // run): only the first takes part; the others lose, as they would one by one.
@@ -122,7 +122,7 @@ impl Store {
             .collect();
         let postgres = matches!(self.pool, crate::Pool::Postgres(_));
         let per = rows_per_statement(postgres);
-        let done: Result<Result<Outcome, StoreError>, sqlx::Error> = on_pool!(self, |pool| {
+        let done: Result<Result<Outcome, QueryError>, sqlx::Error> = on_pool!(self, |pool| {
             async {
             let mut tx = pool.begin().await?;
 
@@ -174,7 +174,7 @@ impl Store {
                                 .await?;
                         match row {
                             Some(row) => Ok(TaskInsert::Existing(row)),
-                            None => Err(StoreError::Corrupt {
+                            None => Err(QueryError::Corrupt {
                                 table: "tasks",
                                 detail: "a conflicting task row vanished".to_owned(),
                             }),

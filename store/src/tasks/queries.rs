@@ -7,15 +7,15 @@ use sqlx::types::Json;
 use switchyard_core::{RequestId, Tenant};
 
 use super::{NewTask, NewTaskResult, ResultRow, TASK_COLUMNS, Task, TaskInsert, TaskResult};
-use crate::{Completion, Failure, Start, Store, StoreError, on_pool};
+use crate::{Completion, Failure, QueryError, Start, Store, on_pool};
 
 impl Store {
     /// Stores a new task, or returns the existing one with the same
     /// `(tenant, request_id)`: the idempotency check.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn create_task(&self, task: &NewTask) -> Result<TaskInsert, StoreError> {
+    /// [`QueryError::Database`].
+    pub async fn create_task(&self, task: &NewTask) -> Result<TaskInsert, QueryError> {
         // The batch writer's statement with a batch of one: one place for the insert
         // and its parameter rows.
         let outcome = self.write_batch(&[task], &[], &[], &[]).await?;
@@ -23,7 +23,7 @@ impl Store {
             .created
             .into_iter()
             .next()
-            .ok_or_else(|| StoreError::Corrupt {
+            .ok_or_else(|| QueryError::Corrupt {
                 table: "tasks",
                 detail: "the insert returned nothing".to_owned(),
             })
@@ -32,8 +32,8 @@ impl Store {
     /// A task by id.
     ///
     /// # Errors
-    /// [`StoreError::Database`] or [`StoreError::Corrupt`].
-    pub async fn get_task(&self, id: i64) -> Result<Option<Task>, StoreError> {
+    /// [`QueryError::Database`] or [`QueryError::Corrupt`].
+    pub async fn get_task(&self, id: i64) -> Result<Option<Task>, QueryError> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
         let row: Option<Task> = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
             sql.as_str()
@@ -48,13 +48,13 @@ impl Store {
     /// with this [`cache_key`]: an identical earlier request's result.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
+    /// [`QueryError::Database`].
     pub async fn cached_result(
         &self,
         tenant: &str,
         cache_key: &str,
         since: DateTime<Utc>,
-    ) -> Result<Option<Value>, StoreError> {
+    ) -> Result<Option<Value>, QueryError> {
         let row: Option<Json<Value>> = on_pool!(self, |pool| sqlx::query_scalar(
             "SELECT terminal_event FROM tasks WHERE cache_key = $1 AND tenant = $2 \
              AND status = 'completed' AND completed_at >= $3 AND terminal_event IS NOT NULL \
@@ -71,12 +71,12 @@ impl Store {
     /// A task by its idempotency key.
     ///
     /// # Errors
-    /// [`StoreError::Database`] or [`StoreError::Corrupt`].
+    /// [`QueryError::Database`] or [`QueryError::Corrupt`].
     pub async fn find_task(
         &self,
         tenant: &Tenant,
         request_id: &RequestId,
-    ) -> Result<Option<Task>, StoreError> {
+    ) -> Result<Option<Task>, QueryError> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = $1 AND request_id = $2");
         let row: Option<Task> = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
             sql.as_str()
@@ -92,8 +92,8 @@ impl Store {
     /// The batch writer's statement with a batch of one, like every transition here.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn start_attempt(&self, start: Start) -> Result<bool, StoreError> {
+    /// [`QueryError::Database`].
+    pub async fn start_attempt(&self, start: Start) -> Result<bool, QueryError> {
         let outcome = self.write_batch(&[], &[start], &[], &[]).await?;
         Ok(outcome.started.first().copied().unwrap_or(false))
     }
@@ -102,8 +102,8 @@ impl Store {
     /// Returns false (and stores nothing) when the task was already terminal.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn complete_task(&self, completion: &Completion) -> Result<bool, StoreError> {
+    /// [`QueryError::Database`].
+    pub async fn complete_task(&self, completion: &Completion) -> Result<bool, QueryError> {
         let outcome = self.write_batch(&[], &[], &[completion], &[]).await?;
         Ok(outcome.completed.first().copied().unwrap_or(false))
     }
@@ -111,8 +111,8 @@ impl Store {
     /// Marks a task failed. Returns false when it was already terminal.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn fail_task(&self, failure: &Failure) -> Result<bool, StoreError> {
+    /// [`QueryError::Database`].
+    pub async fn fail_task(&self, failure: &Failure) -> Result<bool, QueryError> {
         let outcome = self.write_batch(&[], &[], &[], &[failure]).await?;
         Ok(outcome.failed.first().copied().unwrap_or(false))
     }
@@ -120,8 +120,8 @@ impl Store {
     /// A task's results, in insertion order.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn task_results(&self, task_id: i64) -> Result<Vec<TaskResult>, StoreError> {
+    /// [`QueryError::Database`].
+    pub async fn task_results(&self, task_id: i64) -> Result<Vec<TaskResult>, QueryError> {
         let rows: Vec<ResultRow> = on_pool!(self, |pool| sqlx::query_as(
             "SELECT id, task_id, artifact_id, url, content_type, bytes, width, height, sha256, \
              model, seed, revised_prompt, text FROM task_results WHERE task_id = $1 ORDER BY id"
@@ -154,12 +154,12 @@ impl Store {
     /// Sets named parameters of a task; a name set twice keeps the last value.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
+    /// [`QueryError::Database`].
     pub async fn set_task_parameters(
         &self,
         task_id: i64,
         parameters: &[(String, String)],
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), QueryError> {
         let done: Result<(), sqlx::Error> = on_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
             for (name, value) in parameters {
@@ -182,8 +182,8 @@ impl Store {
     /// A task's parameters, by name.
     ///
     /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn task_parameters(&self, task_id: i64) -> Result<Vec<(String, String)>, StoreError> {
+    /// [`QueryError::Database`].
+    pub async fn task_parameters(&self, task_id: i64) -> Result<Vec<(String, String)>, QueryError> {
         let rows: Vec<(String, String)> = on_pool!(self, |pool| sqlx::query_as(
             "SELECT name, value FROM task_parameters WHERE task_id = $1 ORDER BY name"
         )
