@@ -32,8 +32,8 @@ pub use lifecycle::{Lifecycle, LifecycleError, Refused};
 pub use protocol::{
     Attempt, AttemptResult, Command, CommandEnvelope, CommandError, CommandInput, ConfigRef,
     ErrorCode, ErrorInfo, Event, EventBody, EventType, ImageRef, Message, Output, OutputImage,
-    ProviderRef, ProviderSelector, Role, Route, Routing, SkipReason, Skipped, Strategy, Subjects,
-    Usage,
+    ProviderRef, ProviderSelector, ReplyToPolicy, Role, Route, Routing, SkipReason, Skipped,
+    Strategy, Subjects, Usage,
 };
 pub use provider::{
     ApiKey, BreakerDraft, BreakerSettings, CostTable, FieldError, MockOptions, ProviderConfig,

@@ -5,6 +5,7 @@
 mod command;
 mod error_code;
 mod event;
+mod reply_to;
 pub mod schema;
 mod subjects;
 
@@ -17,6 +18,7 @@ pub use event::{
     Attempt, AttemptResult, ErrorInfo, Event, EventBody, EventType, Output, OutputImage,
     ProviderRef, Routing, SkipReason, Skipped, Usage,
 };
+pub use reply_to::{ReplyToPolicy, check_subject};
 pub use subjects::Subjects;
 
 /// The protocol version this build speaks.

@@ -222,6 +222,14 @@ pub(super) async fn submit_job(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let command = posted_command(&body, &caller)?;
+    if let Some(reply_to) = &command.reply_to {
+        let policy = admin.pipeline.reply_to_policy();
+        let checked = match caller.tenant() {
+            Some(_) => policy.check_for_tenant_key(reply_to),
+            None => policy.check(reply_to),
+        };
+        checked.map_err(|why| ApiError::bad_request(format!("reply_to: {why}")))?;
+    }
     let Enqueued {
         task,
         created,

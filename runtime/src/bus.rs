@@ -205,14 +205,17 @@ impl Bus {
         }
     }
 
-    /// Publishes a command on `<prefix>.cmd.<kind>` with `Nats-Msg-Id: <request_id>`.
+    /// Publishes a command on `<prefix>.cmd.<kind>` with
+    /// `Nats-Msg-Id: <tenant>:<request_id>` (PROTOCOL.md §1), so two tenants' equal
+    /// request ids are never taken for one duplicate.
     ///
     /// # Errors
     /// [`BusError`].
     pub async fn publish_command(&self, command: &Command) -> Result<bool, BusError> {
         let subject = self.subjects().command(command.kind);
         let payload = Bytes::from(serde_json::to_vec(command)?);
-        self.publish_command_raw(&subject, payload, Some(command.request_id.as_str()))
+        let msg_id = command_msg_id(&command.tenant, &command.request_id);
+        self.publish_command_raw(&subject, payload, Some(&msg_id))
             .await
     }
 
@@ -389,6 +392,11 @@ impl Bus {
     pub fn is_shared(&self) -> bool {
         matches!(self, Bus::Nats(_))
     }
+}
+
+/// The `Nats-Msg-Id` of a command: `<tenant>:<request_id>` (neither may contain `:`).
+pub fn command_msg_id(tenant: &Tenant, request_id: &RequestId) -> String {
+    format!("{tenant}:{request_id}")
 }
 
 /// Whether `subject` matches a NATS filter with `*` and `>` wildcards.

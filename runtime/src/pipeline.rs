@@ -36,9 +36,9 @@ mod persist;
 mod run;
 mod settle;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use switchyard_core::{Command, CommandEnvelope, LifecycleError};
+use switchyard_core::{Command, CommandEnvelope, LifecycleError, ReplyToPolicy};
 
 use crate::{
     bus::{Bus, BusError, Delivery},
@@ -88,6 +88,8 @@ pub struct Pipeline {
     engine: Engine,
     bus: Bus,
     progress_every: Duration,
+    /// Which `reply_to` subjects commands may name.
+    reply_to: Arc<ReplyToPolicy>,
 }
 
 impl Pipeline {
@@ -100,9 +102,22 @@ impl Pipeline {
             writes: GroupCommit::start(store.clone()),
             store,
             engine,
+            reply_to: Arc::new(ReplyToPolicy::new(bus.subjects().prefix(), Vec::new())),
             bus,
             progress_every: Duration::from_secs(10),
         }
+    }
+
+    /// Lets commands reply to subjects matching these filters (NATS wildcards), besides
+    /// `_INBOX.…` (PROTOCOL.md §2).
+    pub fn with_reply_to_allow(mut self, allow: Vec<String>) -> Self {
+        self.reply_to = Arc::new(ReplyToPolicy::new(self.bus.subjects().prefix(), allow));
+        self
+    }
+
+    /// The `reply_to` rules commands are held to.
+    pub fn reply_to_policy(&self) -> &ReplyToPolicy {
+        &self.reply_to
     }
 
     /// Sends in-progress acks this often while a command runs (keep it well below the
@@ -171,6 +186,18 @@ impl Pipeline {
             .strip_prefix(&format!("{}.cmd.", self.bus.subjects().prefix()))
             .unwrap_or("unknown")
             .to_owned();
+        // A refused reply_to fails the request, and that failure goes to the event
+        // stream only: nothing is ever published to the refused subject.
+        if let Some(reply_to) = &envelope.reply_to
+            && let Err(why) = self.reply_to.check(reply_to)
+        {
+            let envelope = CommandEnvelope {
+                reply_to: None,
+                ..envelope
+            };
+            let message = format!("reply_to: {why}");
+            return self.reject(&envelope, &kind_token, delivery, message).await;
+        }
         let parsed: Result<Command, String> = match subject_kind {
             None => Err(format!("'{}' is not a command subject", delivery.subject)),
             Some(Err(e)) => Err(e),

@@ -101,6 +101,9 @@ pub struct BusSettings {
     pub event_max_age_ms: u64,
     /// Commands handled at once per process.
     pub concurrency: usize,
+    /// Subjects a command's `reply_to` may name besides `_INBOX.…` (NATS filters with
+    /// `*` and `>`); never the gateway's own prefix or `$…` (PROTOCOL.md §2).
+    pub reply_to_allow: Vec<String>,
     /// NATS auth token.
     pub token: Option<Secret>,
     /// NATS user name (with `password`).
@@ -132,6 +135,7 @@ impl Default for BusSettings {
             max_deliver: 20,
             event_max_age_ms: 24 * 3600 * 1000,
             concurrency: 256,
+            reply_to_allow: Vec::new(),
             token: None,
             user: None,
             password: None,
@@ -481,6 +485,28 @@ impl Settings {
             ));
         }
         self.outbound.check(&mut errors);
+        for (i, filter) in self.bus.reply_to_allow.iter().enumerate() {
+            let tokens_ok = !filter.is_empty()
+                && filter.split('.').all(|t| {
+                    !t.is_empty()
+                        && t.chars().all(|c| c.is_ascii_graphic())
+                        && (t.len() == 1 || !t.contains(['*', '>']))
+                });
+            let under_own = filter == prefix || filter.starts_with(&format!("{prefix}."));
+            if !tokens_ok
+                || filter.starts_with('$')
+                || under_own
+                || filter.starts_with('>')
+                || filter.starts_with('*')
+            {
+                errors.push(FieldError::new(
+                    format!("bus.reply_to_allow[{i}]"),
+                    format!(
+                        "'{filter}' is not a subject filter outside the gateway's own prefix and $…"
+                    ),
+                ));
+            }
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, draft) in self.providers.iter().enumerate() {
             if let Err(e) = draft.validate() {

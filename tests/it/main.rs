@@ -13,6 +13,7 @@
     reason = "a test's helper tasks end with the test"
 )]
 
+mod abuse;
 mod architecture;
 mod bus;
 mod cli;

@@ -349,9 +349,23 @@ impl NatsBus {
             .await
             .map_err(js_error)?;
         let messages = consumer.messages().await.map_err(js_error)?;
-        Ok(Box::pin(messages.filter_map(|m| async move {
-            let m = m.ok()?;
-            serde_json::from_slice::<Event>(&m.payload).ok()
+        let subjects = self.subjects.clone();
+        Ok(Box::pin(messages.filter_map(move |m| {
+            let subjects = subjects.clone();
+            async move {
+                let m = m.ok()?;
+                let event = serde_json::from_slice::<Event>(&m.payload).ok()?;
+                // An event is believed only on its own subject: a payload naming another
+                // tenant or request than the subject it came on is forged or misrouted.
+                let expected =
+                    subjects.event(&event.tenant, &event.request_id, event.event_type());
+                if m.subject.as_str() != expected {
+                    tracing::warn!(subject = %m.subject, %expected, "event dropped: its body does not match its subject");
+                    metrics::counter!("switchyard_events_mismatched_total").increment(1);
+                    return None;
+                }
+                Some(event)
+            }
         })))
     }
 

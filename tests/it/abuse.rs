@@ -1,0 +1,200 @@
+//! A hostile tenant against a real `serve` (#14): `reply_to` cannot name the gateway's
+//! own or the server's subjects, two tenants' equal request ids never collide, and an
+//! event whose body does not match its subject is not believed.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use switchyard_core::{Command, Event, RequestId, Tenant};
+use switchyard_runtime::bus::{Bus, EventFilter, NatsOptions};
+
+use crate::{
+    reload::{Node, http, start_node},
+    support::{NatsServer, TestDb},
+};
+
+async fn ended(node: &Node, id: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, job) = node.call("GET", &format!("/v1/jobs/{id}"), None);
+        if job["status"] == "failed" || job["status"] == "done" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} did not end: {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn text(request_id: &str, tenant: &str, reply_to: &str) -> Command {
+    serde_json::from_value(json!({"request_id": request_id, "tenant": tenant,
+        "kind": "text.generate", "reply_to": reply_to,
+        "input": {"messages": [{"role": "user", "content": "hi"}]}}))
+    .unwrap()
+}
+
+/// A command on the bus whose `reply_to` names the gateway's own subjects or `$…`
+/// fails with `invalid_request`, and nothing is published to that subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_to_cannot_name_the_gateways_own_subjects() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(&db, json!([{"name": "mock-a", "provider": "mock"}])).await;
+    let targets = [
+        "switchyard.cfg.changed",
+        "switchyard.evt.globex.victim-1.completed",
+        "switchyard.replicas.heartbeat",
+        "$JS.API.STREAM.DELETE.SWITCHYARD_EVENTS",
+    ];
+    let mut taps = Vec::new();
+    for target in targets {
+        taps.push(node.bus.subscribe_core(target).await.unwrap());
+    }
+    for (i, target) in targets.iter().enumerate() {
+        let command = text(&format!("bad-reply-{i}"), "acme", target);
+        let mut events = node
+            .bus
+            .events(EventFilter::Request(
+                command.tenant.clone(),
+                command.request_id.clone(),
+            ))
+            .await
+            .unwrap();
+        node.bus.publish_command(&command).await.unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let Some(error) = failure_of(&event) else {
+            panic!("{target}: {event:?}");
+        };
+        assert_eq!(error["code"], "invalid_request", "{target}");
+        assert!(
+            error["message"].as_str().unwrap().contains("reply_to"),
+            "{error}"
+        );
+    }
+    // An _INBOX reply is still answered.
+    let mut inbox = node.bus.subscribe_core("_INBOX.acme.1").await.unwrap();
+    node.bus
+        .publish_command(&text("good-reply", "acme", "_INBOX.acme.1"))
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(20), inbox.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&reply).contains("\"completed\""));
+    // Nothing reached any refused subject.
+    for (tap, target) in taps.iter_mut().zip(targets) {
+        let got = tokio::time::timeout(Duration::from_millis(200), tap.next()).await;
+        assert!(got.is_err(), "{target} received {got:?}");
+    }
+    node.stop().await;
+}
+
+fn failure_of(event: &Event) -> Option<Value> {
+    let value = serde_json::to_value(event).unwrap();
+    (value["type"] == "failed").then(|| value["error"].clone())
+}
+
+/// Over HTTP a tenant key may reply only to `_INBOX.…`; the admin may use the
+/// configured rules; both are told 400 for the gateway's own subjects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_with_a_tenant_key_reply_only_to_inboxes() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(&db, json!([{"name": "mock-a", "provider": "mock"}])).await;
+    let (_, made) = node.call("POST", "/v1/tenants/acme/keys", None);
+    let key = made["key"].as_str().unwrap().to_owned();
+    let job = |reply_to: &str| {
+        json!({"kind": "text.generate", "reply_to": reply_to,
+               "input": {"messages": [{"role": "user", "content": "hi"}]}})
+    };
+    for reply_to in ["switchyard.cfg.changed", "orders.done", "$SYS.REQ.x"] {
+        let (status, body) = http(
+            node.port,
+            "POST",
+            "/v1/jobs",
+            Some(&key),
+            Some(&job(reply_to)),
+        );
+        assert_eq!(status, 400, "{reply_to}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("reply_to"),
+            "{body}"
+        );
+    }
+    let (status, body) = http(
+        node.port,
+        "POST",
+        "/v1/jobs",
+        Some(&key),
+        Some(&job("_INBOX.k.1")),
+    );
+    assert_eq!(status, 202, "{body}");
+    let mut admin_job = job("switchyard.evt.acme.x.completed");
+    admin_job["tenant"] = json!("acme");
+    assert_eq!(node.call("POST", "/v1/jobs", Some(admin_job)).0, 400);
+    node.stop().await;
+}
+
+/// Two tenants post the same request id within the duplicate window: both jobs run
+/// (the message id is `tenant:request_id`), and a repeat by one tenant is its own job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_request_ids_of_two_tenants_do_not_collide() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(&db, json!([{"name": "mock-a", "provider": "mock"}])).await;
+    let mut ids = Vec::new();
+    for tenant in ["acme", "globex"] {
+        let job = json!({"request_id": "shared-1", "tenant": tenant, "kind": "text.generate",
+                         "input": {"messages": [{"role": "user", "content": "hi"}]}});
+        let (status, posted) = node.call("POST", "/v1/jobs", Some(job));
+        assert_eq!(status, 202, "{tenant}: {posted}");
+        ids.push(posted["id"].as_i64().unwrap());
+    }
+    for id in &ids {
+        assert_eq!(ended(&node, *id).await["status"], "done");
+    }
+    let again = json!({"request_id": "shared-1", "tenant": "acme", "kind": "text.generate",
+                       "input": {"messages": [{"role": "user", "content": "hi"}]}});
+    let (status, repeat) = node.call("POST", "/v1/jobs", Some(again));
+    assert_eq!(status, 200, "{repeat}");
+    assert_eq!(repeat["id"].as_i64(), Some(ids[0]));
+    node.stop().await;
+}
+
+/// On JetStream, an event whose body names another tenant or request than its subject
+/// is dropped by every reader; a true one still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_is_believed_only_on_its_own_subject() {
+    let server = NatsServer::start();
+    let prefix = format!("forge{}", crate::support::unique_suffix());
+    let bus = Bus::connect(&server.url(), &prefix, NatsOptions::default())
+        .await
+        .unwrap();
+    let (tenant, id) = (Tenant::new("acme").unwrap(), RequestId::new("r1").unwrap());
+    let mut events = bus
+        .events(EventFilter::Request(tenant.clone(), id.clone()))
+        .await
+        .unwrap();
+    let event = |tenant: &str| {
+        json!({"v": 1, "request_id": "r1", "tenant": tenant, "seq": 1,
+               "time": "2026-12-03T08:00:00Z", "type": "accepted", "task_id": 1,
+               "kind": "text.generate"})
+    };
+    let js = async_nats::jetstream::new(bus.nats_client().unwrap().clone());
+    let subject = format!("{prefix}.evt.acme.r1.accepted");
+    for body in [event("globex"), event("acme")] {
+        js.publish(subject.clone(), Bytes::from(body.to_string()))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let first = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.tenant, tenant, "the forged event was believed");
+    bus.delete_streams().await.unwrap();
+}
