@@ -91,6 +91,10 @@ impl Authenticator {
         scope: Scope,
     ) -> Result<Caller, Refusal> {
         let given = bearer(headers);
+        // An empty bearer is no credential, whatever the token is.
+        if given.is_empty() {
+            return Err(Refusal::Unknown);
+        }
         if constant_time_eq(given.as_bytes(), self.token.expose().as_bytes()) {
             return match scope {
                 Scope::Admin | Scope::AdminOrTenant => Ok(Caller::Admin),
@@ -237,6 +241,18 @@ mod tests {
         );
         assert_eq!(refused(bearing(&key), Scope::Admin).await, wrong);
         assert_eq!(refused(HeaderMap::new(), Scope::Admin).await, wrong);
+        // An empty bearer is no credential, even against an (impossible) empty token.
+        let empty = Authenticator::new(Secret::new(""), auth.store.clone());
+        for scope in [Scope::Admin, Scope::AdminOrTenant] {
+            assert!(
+                empty.resolve(&bearing(""), scope).await.is_err(),
+                "{scope:?}"
+            );
+            assert!(
+                empty.resolve(&HeaderMap::new(), scope).await.is_err(),
+                "{scope:?}"
+            );
+        }
 
         // Jobs: either.
         let jobs = Scope::AdminOrTenant;

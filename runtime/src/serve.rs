@@ -216,12 +216,17 @@ impl Runtime {
         let path = &self.settings.admin.token_file;
         let (token, generated) = secrets::load_or_generate_token(path)?;
         if generated {
-            // Printed once, on the terminal only (never through the log pipeline), as
-            // PROTOCOL.md §7 promises; it stays readable in the 0600 file.
-            println!(
-                "generated admin token (saved in {}, mode 0600): {token}",
-                path.display()
-            );
+            // Where it is, always; the token itself only on an interactive terminal,
+            // never into whatever collects a service's output (logs).
+            use std::io::IsTerminal as _;
+            if std::io::stdout().is_terminal() {
+                println!(
+                    "generated admin token (saved in {}, mode 0600): {token}",
+                    path.display()
+                );
+            } else {
+                tracing::info!(file = %path.display(), "generated an admin token; read it from the file (mode 0600)");
+            }
         }
         Ok(Secret::new(token))
     }

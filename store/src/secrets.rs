@@ -29,6 +29,17 @@ pub enum SecretError {
     /// A stored ciphertext is not in the `v1:` format.
     #[error("stored secret is not in the v1 format")]
     Malformed,
+    /// A token is too short to be a credential (an empty file after a crashed first
+    /// start, an empty mounted secret).
+    #[error(
+        "the token in {path} has {len} characters; at least {MIN_TOKEN_CHARS} are needed (remove the file to have one generated)"
+    )]
+    WeakToken {
+        /// The file.
+        path: String,
+        /// How many characters it holds.
+        len: usize,
+    },
     /// Reading or writing a key file failed.
     #[error("key file {path}: {source}")]
     Io {
@@ -149,14 +160,28 @@ pub fn random_alphanumeric(len: usize) -> String {
         .collect()
 }
 
+/// The fewest characters an admin token may have, whatever its source.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
 /// Reads a token from `path`, or generates a random one (0600) when it is missing.
-/// Returns the token and whether it was generated.
+/// Returns the token and whether it was generated. A file holding fewer than
+/// [`MIN_TOKEN_CHARS`] characters is refused, never taken as "no token".
 ///
 /// # Errors
-/// [`SecretError::Io`].
+/// [`SecretError::Io`], or [`SecretError::WeakToken`].
 pub fn load_or_generate_token(path: &Path) -> Result<(String, bool), SecretError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => Ok((text.trim().to_owned(), false)),
+        Ok(text) => {
+            let token = text.trim().to_owned();
+            let len = token.chars().count();
+            if len < MIN_TOKEN_CHARS {
+                return Err(SecretError::WeakToken {
+                    path: path.display().to_string(),
+                    len,
+                });
+            }
+            Ok((token, false))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 24];
             rand::rng().fill_bytes(&mut bytes);
@@ -174,7 +199,9 @@ pub fn load_or_generate_token(path: &Path) -> Result<(String, bool), SecretError
     }
 }
 
-/// Writes `contents` to a new file readable only by its owner.
+/// Writes `contents` to a new file readable only by its owner: into a temporary file
+/// beside it (0600, flushed to disk), then renamed into place, so a crash leaves either
+/// no file or the whole one — never an empty token file.
 fn write_private_file(path: &Path, contents: &str) -> Result<(), SecretError> {
     let io = |source| SecretError::Io {
         path: path.display().to_string(),
@@ -185,6 +212,9 @@ fn write_private_file(path: &Path, contents: &str) -> Result<(), SecretError> {
     {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".tmp-{}", random_alphanumeric(8)));
+    let temporary = std::path::PathBuf::from(temporary);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -192,10 +222,17 @@ fn write_private_file(path: &Path, contents: &str) -> Result<(), SecretError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(io)?;
-    file.write_all(contents.as_bytes()).map_err(io)?;
-    file.write_all(b"\n").map_err(io)?;
-    Ok(())
+    let written = (|| {
+        let mut file = options.open(&temporary)?;
+        file.write_all(contents.as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written.map_err(io)
 }
 
 #[cfg(test)]
@@ -237,6 +274,29 @@ mod tests {
         );
         let (_, encoded) = MasterKey::generate();
         assert!(MasterKey::from_base64(&format!("{encoded}\n")).is_ok());
+    }
+
+    #[test]
+    fn token_files_are_written_whole_and_short_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        let (token, generated) = load_or_generate_token(&path).unwrap();
+        assert!(generated && token.len() >= MIN_TOKEN_CHARS);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Only the token file is left (the temporary one was renamed into place).
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(load_or_generate_token(&path).unwrap(), (token, false));
+        for short in ["", "\n", "   \n", "short-token"] {
+            std::fs::write(&path, short).unwrap();
+            let error = load_or_generate_token(&path).unwrap_err();
+            assert!(matches!(error, SecretError::WeakToken { .. }), "{short:?}");
+            assert!(error.to_string().contains("at least 16"), "{error}");
+        }
     }
 
     #[test]

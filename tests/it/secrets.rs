@@ -70,3 +70,27 @@ fn plaintext_key_never_leaves_through_formatting_serde_or_logs() {
     // The one way to the plaintext is explicit.
     assert_eq!(config.spec.api_key.unwrap().expose(), PLAINTEXT);
 }
+
+/// An empty admin token file (a crashed first start, an empty mounted secret) stops
+/// `serve` with a clear error: it never means "no token".
+#[tokio::test]
+async fn an_empty_admin_token_file_refuses_to_serve() {
+    let db = crate::support::TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin.token");
+    std::fs::write(&token_file, "\n").unwrap();
+    let mut settings = switchyard_runtime::Settings::default();
+    settings.database.url = db.options.url.clone();
+    settings.secrets.master_key = Some(switchyard_runtime::settings::Secret::new(
+        db.key_b64.clone(),
+    ));
+    settings.admin.token_file = token_file.clone();
+    settings.artifacts.url = format!("file://{}/artifacts", dir.path().display());
+    let (runtime, _) = switchyard_runtime::prepare(settings).await.unwrap();
+    let error = runtime.admin_token().unwrap_err().to_string();
+    assert!(error.contains("at least 16"), "{error}");
+    // Removed, it is generated afresh (whole, 0600) and is a real credential.
+    std::fs::remove_file(&token_file).unwrap();
+    let token = runtime.admin_token().unwrap();
+    assert!(token.expose().len() >= 16);
+}
