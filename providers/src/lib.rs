@@ -9,6 +9,7 @@ mod ideogram;
 pub mod image;
 pub mod mock;
 mod openai;
+pub mod params;
 mod seedream;
 mod stability;
 mod wasm;
@@ -117,18 +118,26 @@ impl AdapterRequest {
 
     /// The command's `params` for a provider type: the flat keys, overlaid by the
     /// object under the type's own name (`params.seedream.watermark`). Keys named
-    /// after another provider type are left out.
+    /// after another provider type are left out, and so are the keys the gateway sets
+    /// itself ([`params::is_reserved`]: model, image count, size, token cap, prompt,
+    /// streaming …), which a tenant may not override.
     pub fn params_for(&self, provider: ProviderType) -> serde_json::Map<String, serde_json::Value> {
         let mut out = serde_json::Map::new();
-        for (key, value) in &self.command.params {
-            if key.parse::<ProviderType>().is_err() {
-                out.insert(key.clone(), value.clone());
+        let own = match self.command.params.get(provider.as_str()) {
+            Some(serde_json::Value::Object(own)) => Some(own),
+            _ => None,
+        };
+        let flat = self
+            .command
+            .params
+            .iter()
+            .filter(|(key, _)| key.parse::<ProviderType>().is_err());
+        for (key, value) in flat.chain(own.into_iter().flatten()) {
+            if params::is_reserved(provider, key) {
+                tracing::debug!(key = %key, provider = provider.as_str(), "reserved params key dropped");
+                continue;
             }
-        }
-        if let Some(serde_json::Value::Object(own)) = self.command.params.get(provider.as_str()) {
-            for (key, value) in own {
-                out.insert(key.clone(), value.clone());
-            }
+            out.insert(key.clone(), value.clone());
         }
         out
     }

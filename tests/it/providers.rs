@@ -224,6 +224,39 @@ async fn openai_generates_dall_e_3_images_inline_and_keeps_the_revised_prompt() 
     assert_eq!(raw["data"][0]["b64_json"], "<96 bytes omitted>", "{raw}");
 }
 
+/// `params` cannot override what the bill and the quota are computed from: the sent
+/// body keeps the config's model and the input's image count, size and quality, while
+/// a provider-specific setting still passes.
+#[tokio::test]
+async fn params_cannot_override_model_count_or_size() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/images/generations"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"data": [{"b64_json": PNG_B64}]})),
+        )
+        .mount(&server)
+        .await;
+    let adapter = adapter(
+        json!({"name": "oa", "provider": "openai", "api_key": "sk-x", "model": "gpt-image-1", "base_url": server.uri()}),
+    );
+    let mut command = (*image_command(json!({"prompt": "p", "n": 1, "size": "1024x1024"}))).clone();
+    command.params =
+        json!({"model": "gpt-image-1-hd", "n": 10, "size": "4096x4096", "quality": "high",
+                            "openai": {"n": 9, "background": "transparent"}})
+        .as_object()
+        .unwrap()
+        .clone();
+    let (result, _) = call(&adapter, Arc::new(command), InputImages::default()).await;
+    result.unwrap();
+    let body = sent_json(&server, 0).await;
+    assert_eq!(body["model"], "gpt-image-1", "{body}");
+    assert_eq!(body["n"], 1, "{body}");
+    assert_eq!(body["size"], "1024x1024", "{body}");
+    assert!(body.get("quality").is_none(), "{body}");
+    assert_eq!(body["background"], "transparent", "{body}");
+}
+
 #[tokio::test]
 async fn openai_gpt_image_reports_token_usage_and_url_results_are_downloaded_once() {
     let server = MockServer::start().await;
