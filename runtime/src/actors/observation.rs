@@ -20,12 +20,13 @@ pub struct BreakerOpened {
 /// One thing a provider actor saw.
 #[derive(Debug)]
 pub enum Observation {
-    /// A call answered after `latency_ms` (for the latency strategy).
+    /// Calls answered after these latencies (ms, oldest first), for the latency
+    /// strategy; sent in batches (see the provider actor's `REPORT_BATCH`).
     Latency {
         /// The instance's live state.
         state: Arc<InstanceState>,
-        /// How long the call took.
-        latency_ms: f64,
+        /// How long each call took.
+        samples: Vec<f64>,
     },
     /// This process's breaker of an instance opened.
     BreakerOpened(BreakerOpened),

@@ -105,8 +105,12 @@ impl Actor for Router {
             }
             RouterMsg::Observed(Observation::Latency {
                 state: live,
-                latency_ms,
-            }) => live.observe_latency(latency_ms),
+                samples,
+            }) => {
+                for latency_ms in samples {
+                    live.observe_latency(latency_ms);
+                }
+            }
             RouterMsg::Observed(Observation::BreakerOpened(notice)) => {
                 // No subscriber (a single process) is not an error: nobody needs to know.
                 let _ = state.args.notices.send(notice);
