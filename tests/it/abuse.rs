@@ -198,3 +198,43 @@ async fn an_event_is_believed_only_on_its_own_subject() {
     assert_eq!(first.tenant, tenant, "the forged event was believed");
     bus.delete_streams().await.unwrap();
 }
+
+/// A NUL in `user`, the prompt or `metadata` (which PostgreSQL cannot store) is an
+/// `invalid_request` at once, not a database error retried until the DLQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_is_an_invalid_request_on_postgres() {
+    let db = TestDb::postgres().await;
+    let node = start_node(&db, json!([{"name": "mock-a", "provider": "mock"}])).await;
+    for (i, field) in ["user", "prompt", "metadata"].into_iter().enumerate() {
+        let mut command = json!({"request_id": format!("nul-{i}"), "tenant": "acme",
+            "kind": "text.generate",
+            "input": {"messages": [{"role": "user", "content": "hi"}]}});
+        match field {
+            "user" => command["user"] = json!("u\u{0}1"),
+            "prompt" => command["input"]["messages"][0]["content"] = json!("h\u{0}i"),
+            _ => command["metadata"] = json!({"note": "a\u{0}b"}),
+        }
+        let command: Command = serde_json::from_value(command).unwrap();
+        let mut events = node
+            .bus
+            .events(EventFilter::Request(
+                command.tenant.clone(),
+                command.request_id.clone(),
+            ))
+            .await
+            .unwrap();
+        node.bus.publish_command(&command).await.unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let error = failure_of(&event).unwrap_or_else(|| panic!("{field}: {event:?}"));
+        assert_eq!(error["code"], "invalid_request", "{field}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains("NUL"),
+            "{field}: {error}"
+        );
+    }
+    node.stop().await;
+    db.cleanup().await;
+}

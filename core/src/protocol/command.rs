@@ -453,6 +453,14 @@ impl Command {
             }
             Kind::TextGenerate => validate_text_input(input, &mut bad),
         }
+        if let Ok(whole) = serde_json::to_value(self) {
+            for path in nul::paths(&whole) {
+                bad(
+                    &path,
+                    "holds a NUL character (\\u0000), which cannot be stored".to_owned(),
+                );
+            }
+        }
         ValidationError::from_errors(errors)
     }
 
@@ -593,6 +601,8 @@ impl ImageRef {
         Ok(())
     }
 }
+
+mod nul;
 
 #[cfg(test)]
 mod tests;

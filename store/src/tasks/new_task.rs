@@ -172,6 +172,9 @@ impl NewTask {
     pub fn invalid(request_id: &RequestId, tenant: &Tenant, kind: &str, body: &[u8]) -> Self {
         let command = std::str::from_utf8(body)
             .ok()
+            // A `\u0000` escape would make the stored JSON hold a NUL, which
+            // PostgreSQL refuses: such a body is kept as text (under `raw`) instead.
+            .filter(|text| !text.contains("\\u0000"))
             .and_then(|text| RawValue::from_string(text.to_owned()).ok())
             .map(StoredJson)
             .unwrap_or_else(|| {
