@@ -26,7 +26,11 @@ pub(crate) async fn start_engine(instances: i64, dir: &std::path::Path) -> anyho
         Vec::new(),
         EngineOptions {
             artifacts: ArtifactStore::open(&format!("file://{}", dir.display()))?,
-            artifact_base_url: "http://127.0.0.1:8080".into(),
+            artifact_urls: switchyard_runtime::artifact_urls::ArtifactUrls::new(
+                b"a test key, a test key",
+                std::time::Duration::from_secs(3600),
+                "http://127.0.0.1:8080",
+            ),
             restart_policy: RestartPolicy::default(),
             default_wait: Duration::from_secs(30),
             plugins: None,

@@ -118,7 +118,7 @@ impl Authenticator {
 
 impl Scope {
     /// A refusal as this group answers it.
-    fn refuse(self, refusal: Refusal) -> Response {
+    pub(crate) fn refuse(self, refusal: Refusal) -> Response {
         match (self, refusal) {
             (Scope::Tenant, Refusal::Unknown) => OaiError::unauthorized().into_response(),
             (Scope::Tenant, Refusal::Store(e)) => OaiError::from(e).into_response(),

@@ -18,6 +18,7 @@
 //! - `openapi`: the OpenAPI document, from the handlers' `#[utoipa::path]` attributes
 //!   and the bodies' `ToSchema` derives.
 
+mod artifacts;
 mod caller;
 mod error;
 mod jobs;
@@ -64,12 +65,21 @@ pub fn router(state: HttpState) -> Router {
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics_text))
-        .route("/v1/artifacts/{id}", get(operations::artifact))
         .with_state(state.clone());
     let Some(admin) = state.admin else {
         return app;
     };
-    let (authenticator, admin, compatible) = admin.split(state.artifacts);
+    let (authenticator, admin, compatible) = admin.split(state.artifacts.clone());
+    // Artifacts: a signed link, the admin token, or a key of an owning tenant.
+    let files = Router::new()
+        .route("/v1/artifacts/{id}", get(artifacts::artifact))
+        .with_state(artifacts::ArtifactApi {
+            artifacts: state.artifacts,
+            store: admin.store.clone(),
+            engine: admin.engine.clone(),
+            authenticator: authenticator.clone(),
+        });
+    app = app.merge(files);
     let gate = |scope| {
         middleware::from_fn_with_state(
             Gate {

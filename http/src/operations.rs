@@ -1,8 +1,7 @@
-//! The endpoints without a token: `/healthz`, `/readyz`, `/metrics` and
-//! `/v1/artifacts/{id}` (the image bytes that answers link to).
+//! The endpoints without a token: `/healthz`, `/readyz` and `/metrics`.
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
 };
@@ -41,23 +40,4 @@ pub(crate) async fn readyz(State(state): State<HttpState>) -> impl IntoResponse 
             "starting: the command consumer is not live",
         )
     }
-}
-
-#[utoipa::path(get, path = "/v1/artifacts/{id}", tag = "artifacts", params(("id" = String, Path, description = "artifact id (hex SHA-256)")), responses((status = 200, description = "the image bytes, with their content type", body = Vec<u8>, content_type = "image/*"), (status = 404, description = "no such artifact", body = ErrorBody)))]
-pub(crate) async fn artifact(
-    State(state): State<HttpState>,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    let (bytes, meta) = state.artifacts.get(&id).await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, meta.mime),
-            (
-                header::CACHE_CONTROL,
-                "public, max-age=31536000, immutable".to_owned(),
-            ),
-            (header::ETAG, format!("\"{}\"", meta.sha256)),
-        ],
-        bytes,
-    ))
 }

@@ -79,6 +79,8 @@ pub(crate) struct OpenAiState {
     pub(crate) bus: Bus,
     /// For `response_format: b64_json` and the uploaded images of an edit.
     pub(crate) artifacts: ArtifactStore,
+    /// Records who uploaded an edit's images (their owner).
+    pub(crate) store: Store,
 }
 
 impl AdminState {
@@ -98,7 +100,8 @@ impl AdminState {
         let compatible = OpenAiState {
             engine: engine.clone(),
             bus: bus.clone(),
-            artifacts,
+            artifacts: artifacts.clone(),
+            store: store.clone(),
         };
         let authenticator = Authenticator::new(token, store.clone());
         let admin = AdminApi {

@@ -30,8 +30,8 @@ const BREAKER_NOTICES: usize = 1024;
 pub struct EngineOptions {
     /// Where images are stored.
     pub artifacts: ArtifactStore,
-    /// Base of artifact URLs in events, e.g. `http://127.0.0.1:8080`.
-    pub artifact_base_url: String,
+    /// Signs the artifact URLs in events.
+    pub artifact_urls: crate::artifact_urls::ArtifactUrls,
     /// How crashed provider actors are restarted.
     pub restart_policy: RestartPolicy,
     /// How long a request may wait for a rate-limit slot when it has no `deadline_ms`.
@@ -115,7 +115,7 @@ struct Inner {
     router: ActorRef<RouterMsg>,
     supervisor: ActorRef<SupervisorMsg>,
     artifacts: ArtifactStore,
-    base_url: String,
+    artifact_urls: crate::artifact_urls::ArtifactUrls,
     clock: Clock,
     default_wait: Duration,
     breaker_notices: tokio::sync::broadcast::Sender<BreakerOpened>,
@@ -181,7 +181,7 @@ impl Engine {
                 router,
                 supervisor,
                 artifacts: options.artifacts,
-                base_url: options.artifact_base_url.trim_end_matches('/').to_owned(),
+                artifact_urls: options.artifact_urls,
                 clock,
                 default_wait: options.default_wait,
                 breaker_notices: notice_tx,
@@ -215,6 +215,11 @@ impl Engine {
     /// The current routing table.
     pub fn table(&self) -> Arc<RoutingTable> {
         self.inner.table.load_full()
+    }
+
+    /// Signs artifact URLs (for answers built outside a run, such as cached ones).
+    pub fn artifact_urls(&self) -> &crate::artifact_urls::ArtifactUrls {
+        &self.inner.artifact_urls
     }
 
     /// The runtime clock.

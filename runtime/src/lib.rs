@@ -33,6 +33,7 @@
 //! - Settings are fixed for the process lifetime; provider configs live in the database.
 
 pub mod actors;
+pub mod artifact_urls;
 pub mod artifacts;
 pub mod bus;
 pub mod clock;

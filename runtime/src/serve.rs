@@ -174,7 +174,7 @@ impl Runtime {
         let options = EngineOptions {
             outbound,
             artifacts: ArtifactStore::open(&self.settings.artifacts.url)?,
-            artifact_base_url: format!("http://{}", self.settings.http.listen),
+            artifact_urls: self.artifact_urls()?,
             restart_policy: RestartPolicy::default(),
             default_wait: Duration::from_secs(60),
             plugins: self.plugin_registry()?,
@@ -229,6 +229,24 @@ impl Runtime {
             }
         }
         Ok(Secret::new(token))
+    }
+
+    /// The signer of artifact URLs: `artifacts.url_key`, else its file (generated once).
+    ///
+    /// # Errors
+    /// [`InitError::Secret`] when the file cannot be read or written, or holds a key
+    /// shorter than 16 characters.
+    pub fn artifact_urls(&self) -> Result<crate::artifact_urls::ArtifactUrls, InitError> {
+        let artifacts = &self.settings.artifacts;
+        let key = match &artifacts.url_key {
+            Some(key) => key.expose().to_owned(),
+            None => secrets::load_or_generate_token(&artifacts.url_key_file)?.0,
+        };
+        Ok(crate::artifact_urls::ArtifactUrls::new(
+            key.as_bytes(),
+            Duration::from_millis(artifacts.url_ttl_ms),
+            self.settings.http.public_url.as_deref().unwrap_or(""),
+        ))
     }
 
     /// Connects to the bus of the settings.

@@ -181,12 +181,16 @@ impl BusSettings {
 pub struct HttpSettings {
     /// Listen address.
     pub listen: String,
+    /// The address clients reach this service at (`https://switchyard.example.com`):
+    /// the base of the artifact URLs in events. Unset, those are relative paths.
+    pub public_url: Option<String>,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".to_owned(),
+            public_url: None,
         }
     }
 }
@@ -198,12 +202,22 @@ pub struct ArtifactSettings {
     /// Where images are stored: `file://dir`, `s3://bucket/prefix`,
     /// `gs://bucket/prefix`, `az://container/prefix` or `memory://`.
     pub url: String,
+    /// How long a signed artifact URL in an event stays valid, in ms.
+    pub url_ttl_ms: u64,
+    /// The key artifact URLs are signed with (≥ 16 characters); wins over the file.
+    /// Every replica needs the same one.
+    pub url_key: Option<Secret>,
+    /// File holding that key; generated (0600) when missing.
+    pub url_key_file: PathBuf,
 }
 
 impl Default for ArtifactSettings {
     fn default() -> Self {
         Self {
             url: "file://data/artifacts".to_owned(),
+            url_ttl_ms: 24 * 3600 * 1000,
+            url_key: None,
+            url_key_file: PathBuf::from("data/artifact-url.key"),
         }
     }
 }
@@ -485,6 +499,28 @@ impl Settings {
             ));
         }
         self.outbound.check(&mut errors);
+        if self.artifacts.url_ttl_ms == 0 {
+            errors.push(FieldError::new("artifacts.url_ttl_ms", "must be > 0"));
+        }
+        if self
+            .artifacts
+            .url_key
+            .as_ref()
+            .is_some_and(|k| k.expose().len() < 16)
+        {
+            errors.push(FieldError::new(
+                "artifacts.url_key",
+                "must be at least 16 characters",
+            ));
+        }
+        if let Some(url) = &self.http.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            errors.push(FieldError::new(
+                "http.public_url",
+                format!("'{url}' must be an http:// or https:// URL"),
+            ));
+        }
         for (i, filter) in self.bus.reply_to_allow.iter().enumerate() {
             let tokens_ok = !filter.is_empty()
                 && filter.split('.').all(|t| {

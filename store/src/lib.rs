@@ -15,6 +15,7 @@
 //! Hazards: migrations live in two folders (`migrations/postgres`, `migrations/sqlite`)
 //! that must stay in step; only the PostgreSQL one may hold NOTIFY triggers.
 
+mod artifacts;
 mod batch;
 mod errors;
 mod keys;

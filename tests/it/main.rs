@@ -15,6 +15,7 @@
 
 mod abuse;
 mod architecture;
+mod artifacts;
 mod bus;
 mod cli;
 mod cluster;

@@ -66,7 +66,11 @@ impl Runtime {
             EngineOptions {
                 artifacts: ArtifactStore::open(&format!("file://{}", dir.path().display()))
                     .unwrap(),
-                artifact_base_url: "http://127.0.0.1:8080".into(),
+                artifact_urls: switchyard_runtime::artifact_urls::ArtifactUrls::new(
+                    b"a test key, a test key",
+                    std::time::Duration::from_secs(3600),
+                    "http://127.0.0.1:8080",
+                ),
                 restart_policy: RestartPolicy::default(),
                 default_wait: Duration::from_secs(10),
                 plugins: Some(registry.clone()),

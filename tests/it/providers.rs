@@ -1216,7 +1216,11 @@ async fn harness(configs: Vec<ProviderConfig>) -> Harness {
         Vec::new(),
         EngineOptions {
             artifacts: artifacts.clone(),
-            artifact_base_url: "http://127.0.0.1:8080".into(),
+            artifact_urls: switchyard_runtime::artifact_urls::ArtifactUrls::new(
+                b"a test key, a test key",
+                std::time::Duration::from_secs(3600),
+                "http://127.0.0.1:8080",
+            ),
             restart_policy: RestartPolicy::default(),
             default_wait: Duration::from_secs(5),
             plugins: None,

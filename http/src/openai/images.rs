@@ -179,6 +179,12 @@ pub(crate) async fn image_edits(
                         OaiError::internal("the image could not be stored")
                     }
                 })?;
+                // The uploader owns it: its own commands may name it, and it may
+                // read it back with its key.
+                state
+                    .store
+                    .record_artifact_upload(&meta.id, tenant.as_str())
+                    .await?;
                 let reference = ImageRef {
                     artifact_id: Some(meta.id),
                     ..ImageRef::default()

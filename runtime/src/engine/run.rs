@@ -438,7 +438,11 @@ impl Run<'_> {
                 for image in &output.images {
                     match self.engine.inner.artifacts.put(&image.bytes).await {
                         Ok(meta) => images.push(OutputImage {
-                            url: format!("{}/v1/artifacts/{}", self.engine.inner.base_url, meta.id),
+                            url: self.engine.inner.artifact_urls.url(
+                                &meta.id,
+                                &self.command.tenant,
+                                self.engine.inner.clock.now_ms(),
+                            ),
                             artifact_id: meta.id,
                             mime: meta.mime,
                             bytes: meta.bytes,

@@ -43,7 +43,11 @@ async fn harness_with(
         disabled,
         EngineOptions {
             artifacts,
-            artifact_base_url: "http://127.0.0.1:8080".into(),
+            artifact_urls: crate::artifact_urls::ArtifactUrls::new(
+                b"a test key, a test key",
+                std::time::Duration::from_secs(3600),
+                "http://127.0.0.1:8080",
+            ),
             restart_policy: policy,
             default_wait: Duration::from_secs(30),
             plugins: None,
@@ -145,9 +149,14 @@ async fn image_request_stores_a_real_png_and_reports_it() {
         (image.width, image.height, image.mime.as_str()),
         (64, 64, "image/png")
     );
-    assert_eq!(
-        image.url,
-        format!("http://127.0.0.1:8080/v1/artifacts/{}", image.artifact_id)
+    // A signed link under the public URL (the signature is checked in artifact_urls).
+    assert!(
+        image.url.starts_with(&format!(
+            "http://127.0.0.1:8080/v1/artifacts/{}?exp=",
+            image.artifact_id
+        )) && image.url.contains("&sig="),
+        "{}",
+        image.url
     );
     let (bytes, meta) = h
         .engine

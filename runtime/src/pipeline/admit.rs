@@ -1,7 +1,9 @@
 //! `admit`: the tenant policy a request passes before its first attempt. This is the
 //! one seam where that policy lives: today a `cache: true` command may be answered
-//! from an identical earlier request, and otherwise its tenant's quotas are checked.
-//! Per-tenant limits, `reply_to` rules and priority lanes belong here too.
+//! from an identical earlier request, and otherwise its tenant's quotas are checked;
+//! input images named by `artifact_id` must be the tenant's own. (`reply_to` is
+//! checked at intake, before the task row, so a refused one is never replied to.)
+//! Per-tenant limits and priority lanes belong here too.
 //!
 //! Admission decides; it never runs anything. A refused request still gets its events
 //! (one `failed`) and its terminal row through the rest of the pipeline.
@@ -31,8 +33,14 @@ impl Pipeline {
         command: &Command,
         cache_key: Option<&str>,
     ) -> Result<Admission, HandleError> {
+        if let Some(refuse) = self.foreign_inputs(command).await? {
+            return Ok(Admission {
+                refuse: Some(refuse),
+                cached: None,
+            });
+        }
         if let Some(key) = cache_key {
-            let cached = self.cached_answer(command.tenant.as_str(), key).await?;
+            let cached = self.cached_answer(&command.tenant, key).await?;
             let outcome = if cached.is_some() { "hit" } else { "miss" };
             metrics::counter!("switchyard_cache_lookups_total", "outcome" => outcome).increment(1);
             if cached.is_some() {
@@ -57,25 +65,67 @@ impl Pipeline {
         })
     }
 
+    /// An input image named by an artifact the tenant does not own: refused exactly
+    /// like a missing one, so another tenant's artifact ids learn nothing.
+    async fn foreign_inputs(&self, command: &Command) -> Result<Option<ErrorInfo>, HandleError> {
+        let images = command.input.images.iter().flatten().enumerate();
+        let named = images
+            .map(|(i, image)| (format!("input.images[{i}]"), image))
+            .chain(
+                command
+                    .input
+                    .mask
+                    .iter()
+                    .map(|m| ("input.mask".to_owned(), m)),
+            );
+        for (field, image) in named {
+            let Some(id) = &image.artifact_id else {
+                continue;
+            };
+            let owners = self.store.artifact_owners(id).await?;
+            if !owners.iter().any(|owner| owner == command.tenant.as_str()) {
+                return Ok(Some(ErrorInfo::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{field}: no artifact '{id}'"),
+                )));
+            }
+        }
+        Ok(None)
+    }
+
     /// The result of the latest identical request of the tenant that completed within
     /// [`CACHE_MAX_AGE`], if any.
     async fn cached_answer(
         &self,
-        tenant: &str,
+        tenant: &switchyard_core::Tenant,
         key: &str,
     ) -> Result<Option<CachedAnswer>, HandleError> {
         let since = chrono::Utc::now() - CACHE_MAX_AGE;
-        let Some(stored) = self.store.cached_result(tenant, key, since).await? else {
+        let Some(stored) = self
+            .store
+            .cached_result(tenant.as_str(), key, since)
+            .await?
+        else {
             return Ok(None);
         };
         Ok(match serde_json::from_value::<Event>(stored) {
             Ok(Event {
                 body:
                     EventBody::Completed {
-                        output, provider, ..
+                        mut output,
+                        provider,
+                        ..
                     },
                 ..
-            }) => Some(CachedAnswer { output, provider }),
+            }) => {
+                // The earlier request's links may have expired: sign fresh ones.
+                let urls = self.engine.artifact_urls();
+                let now = self.engine.clock().now_ms();
+                for image in &mut output.images {
+                    image.url = urls.url(&image.artifact_id, tenant, now);
+                }
+                Some(CachedAnswer { output, provider })
+            }
             _ => None,
         })
     }
