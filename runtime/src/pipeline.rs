@@ -51,6 +51,19 @@ pub use admit::CACHE_MAX_AGE;
 pub use enqueue::{EnqueueError, Enqueued};
 pub use intake::{Readiness, run_intake};
 
+impl Pipeline {
+    /// The claim of run `run` on task `id`, for one lease from now.
+    fn claim(&self, id: i64, run: &str) -> crate::store::Claim {
+        let now = chrono::Utc::now().timestamp_millis();
+        crate::store::Claim {
+            id,
+            owner: run.to_owned(),
+            until_ms: now + i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2),
+            now_ms: now,
+        }
+    }
+}
+
 /// Why a delivery could not be handled now (it is nak'ed and comes back).
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -75,6 +88,8 @@ const MAX_DELIVERIES: u64 = 15;
 enum Disposition {
     Ack,
     Term,
+    /// Another process holds the task's claim: deliver again after this long.
+    Busy(Duration),
 }
 
 /// The pipeline, whatever bus the commands come on. Cheap to clone.
@@ -90,6 +105,10 @@ pub struct Pipeline {
     progress_every: Duration,
     /// Which `reply_to` subjects commands may name.
     reply_to: Arc<ReplyToPolicy>,
+    /// This process's part of the names in task claims (each run adds its own).
+    owner: Arc<str>,
+    /// How long a claim lasts unless renewed (renewed every third of it).
+    lease: Duration,
 }
 
 impl Pipeline {
@@ -105,7 +124,18 @@ impl Pipeline {
             reply_to: Arc::new(ReplyToPolicy::new(bus.subjects().prefix(), Vec::new())),
             bus,
             progress_every: Duration::from_secs(10),
+            owner: crate::secrets::random_alphanumeric(16).into(),
+            lease: Duration::from_secs(30),
         }
+    }
+
+    /// How long this pipeline's claim on a running task lasts unless renewed (it is
+    /// renewed every third of it while the task runs). Use the bus's ack wait: a
+    /// redelivery that finds a live claim waits, one that finds a lapsed claim (the
+    /// process is gone) resumes the task.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(300));
+        self
     }
 
     /// Lets commands reply to subjects matching these filters (NATS wildcards), besides
@@ -144,6 +174,10 @@ impl Pipeline {
         match result {
             Ok(Disposition::Ack) => delivery.ack().await,
             Ok(Disposition::Term) => delivery.term().await,
+            Ok(Disposition::Busy(after)) => {
+                tracing::debug!(subject = %delivery.subject, "the task runs elsewhere; delivered again later");
+                delivery.nak(Some(after)).await;
+            }
             Err(error) if delivery.delivered >= MAX_DELIVERIES => {
                 tracing::error!(%error, subject = %delivery.subject, deliveries = delivery.delivered,
                     "command given up after repeated failures; sent to the DLQ");
@@ -219,8 +253,30 @@ impl Pipeline {
             self.replay(&task, &envelope).await?;
             return Ok(Disposition::Ack);
         }
-        self.run(&task, command, resumed, cache_key.as_deref())
-            .await?;
+        // One process runs a task at a time: the same command delivered twice (no
+        // message id, or a redelivery while the first process still runs it) waits.
+        let run = format!("{}-{}", self.owner, crate::secrets::random_alphanumeric(8));
+        if !self.writes.claim_task(self.claim(task.id, &run)).await? {
+            return Ok(Disposition::Busy(self.lease / 2));
+        }
+        let renew = async {
+            let mut every = tokio::time::interval(self.lease / 3);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                match self.writes.claim_task(self.claim(task.id, &run)).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(task_id = task.id, "lost the task's claim"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, task_id = task.id, "cannot renew the task's claim")
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            ran = self.run(&task, command, resumed, cache_key.as_deref()) => ran?,
+            () = renew => {}
+        }
         Ok(Disposition::Ack)
     }
 }

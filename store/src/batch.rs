@@ -65,6 +65,20 @@ pub struct Failure {
     pub terminal_event: StoredJson,
 }
 
+/// A claim on a task: `owner` runs it until `until_ms` (Unix ms), unless another
+/// owner's claim is still live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Task id.
+    pub id: i64,
+    /// Who claims it (one id per process).
+    pub owner: String,
+    /// When the claim lapses unless renewed (Unix ms).
+    pub until_ms: i64,
+    /// Now (Unix ms): a claim whose lease ended before this is taken over.
+    pub now_ms: i64,
+}
+
 /// An attempt start to record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Start {
@@ -101,6 +115,7 @@ enum Op {
     Start(Start),
     Complete(Box<Completion>, Reply<bool>),
     Fail(Box<Failure>, Reply<bool>),
+    Claim(Box<Claim>, Reply<bool>),
 }
 
 /// The handle of one writer task. Cheap to clone; the writer ends with the last clone.
@@ -116,6 +131,7 @@ impl std::fmt::Debug for Op {
             Op::Start(_) => "Start",
             Op::Complete(..) => "Complete",
             Op::Fail(..) => "Fail",
+            Op::Claim(..) => "Claim",
         })
     }
 }
@@ -186,6 +202,14 @@ impl GroupCommit {
             .await
     }
 
+    /// [`Store::claim_task`], batched: whether this owner now holds the task.
+    ///
+    /// # Errors
+    /// As [`Store::claim_task`], or [`GroupCommitError::Stopped`].
+    pub async fn claim_task(&self, claim: Claim) -> Result<bool, GroupCommitError> {
+        self.ask(|reply| Op::Claim(Box::new(claim), reply)).await
+    }
+
     /// [`Store::fail_task`], batched.
     ///
     /// # Errors
@@ -223,12 +247,14 @@ async fn run(store: &Store, batch: Vec<Op>) {
     let mut starts = Vec::new();
     let mut completes = Vec::new();
     let mut fails = Vec::new();
+    let mut claims = Vec::new();
     for op in batch {
         match op {
             Op::Create(task, reply) => creates.push((task, reply)),
             Op::Start(start) => starts.push(start),
             Op::Complete(completion, reply) => completes.push((completion, reply)),
             Op::Fail(failure, reply) => fails.push((failure, reply)),
+            Op::Claim(claim, reply) => claims.push((claim, reply)),
         }
     }
     let written = store
@@ -240,6 +266,7 @@ async fn run(store: &Store, batch: Vec<Op>) {
                 .map(|(c, _)| c.as_ref())
                 .collect::<Vec<_>>(),
             &fails.iter().map(|(f, _)| f.as_ref()).collect::<Vec<_>>(),
+            &claims.iter().map(|(c, _)| c.as_ref()).collect::<Vec<_>>(),
         )
         .await;
     match written {
@@ -252,6 +279,9 @@ async fn run(store: &Store, batch: Vec<Op>) {
             }
             for ((_, reply), won) in fails.into_iter().zip(outcome.failed) {
                 let _ = reply.send(Ok(won));
+            }
+            for ((_, reply), held) in claims.into_iter().zip(outcome.claimed) {
+                let _ = reply.send(Ok(held));
             }
         }
         Err(e) => {
@@ -270,6 +300,9 @@ async fn run(store: &Store, batch: Vec<Op>) {
             for (f, reply) in fails {
                 let _ = reply.send(store.fail_task(&f).await);
             }
+            for (c, reply) in claims {
+                let _ = reply.send(store.claim_task(&c).await);
+            }
         }
     }
 }
@@ -280,6 +313,7 @@ pub(super) struct Outcome {
     pub(super) started: Vec<bool>,
     pub(super) completed: Vec<bool>,
     pub(super) failed: Vec<bool>,
+    pub(super) claimed: Vec<bool>,
 }
 
 mod statements;

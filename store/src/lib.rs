@@ -35,7 +35,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
 };
 
-pub use batch::{Completion, Failure, GroupCommit, GroupCommitError, MAX_BATCH, Start};
+pub use batch::{Claim, Completion, Failure, GroupCommit, GroupCommitError, MAX_BATCH, Start};
 pub use errors::QueryError;
 pub use keys::TenantKey;
 pub use plugins::{Installed, PluginInfo, PluginWriteError};

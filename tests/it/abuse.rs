@@ -238,3 +238,44 @@ async fn a_nul_character_is_an_invalid_request_on_postgres() {
     node.stop().await;
     db.cleanup().await;
 }
+
+/// The same command delivered twice at once (published without a message id) runs
+/// once: the second delivery finds the task claimed and waits instead of calling the
+/// provider a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_delivered_twice_runs_once() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(
+        &db,
+        json!([{"name": "mock-slow", "provider": "mock", "options": {"latency_ms": 600}}]),
+    )
+    .await;
+    let command = text("twice-1", "acme", "_INBOX.twice");
+    let mut events = node
+        .bus
+        .events(EventFilter::Request(
+            command.tenant.clone(),
+            command.request_id.clone(),
+        ))
+        .await
+        .unwrap();
+    let subject = node.bus.subjects().command(command.kind);
+    let body = Bytes::from(serde_json::to_vec(&command).unwrap());
+    for _ in 0..2 {
+        node.bus
+            .publish_command_raw(&subject, body.clone(), None)
+            .await
+            .unwrap();
+    }
+    let mut terminal = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline.into(), events.next()).await {
+        if event.is_terminal() {
+            terminal += 1;
+        }
+    }
+    assert_eq!(terminal, 1, "one terminal event");
+    let (_, status) = node.call("GET", "/v1/providers/status", None);
+    assert_eq!(status["instances"][0]["requests"], 1, "{status}");
+    node.stop().await;
+}

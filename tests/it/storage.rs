@@ -105,7 +105,50 @@ on_both_databases!(
     seeding_never_overwrites_operator_edits,
     usage_is_written_with_the_terminal_row_and_only_once,
     group_commit_keeps_every_answer_of_the_single_writes,
+    a_task_is_claimed_by_one_run_at_a_time,
 );
+
+async fn a_task_is_claimed_by_one_run_at_a_time(db: &TestDb) {
+    use switchyard_runtime::store::Claim;
+    let store = &db.store;
+    let writes = switchyard_runtime::store::GroupCommit::start(store.clone());
+    let task = store
+        .create_task(&NewTask::from_command(&command("claimed-1")))
+        .await
+        .unwrap()
+        .task()
+        .clone();
+    let claim = |owner: &str, now_ms: i64| Claim {
+        id: task.id,
+        owner: owner.to_owned(),
+        until_ms: now_ms + 30_000,
+        now_ms,
+    };
+    assert!(writes.claim_task(claim("run-a", 1_000)).await.unwrap());
+    // Another run waits while the lease is live; the holder renews it.
+    assert!(!writes.claim_task(claim("run-b", 2_000)).await.unwrap());
+    assert!(writes.claim_task(claim("run-a", 20_000)).await.unwrap());
+    assert!(!writes.claim_task(claim("run-b", 40_000)).await.unwrap());
+    // Once the lease has lapsed (the holder is gone), another run takes over.
+    assert!(store.claim_task(&claim("run-b", 60_000)).await.unwrap());
+    assert!(!writes.claim_task(claim("run-a", 61_000)).await.unwrap());
+    // A finished task is nobody's to claim.
+    assert!(
+        store
+            .fail_task(&failure(
+                task.id,
+                None,
+                1,
+                ErrorCode::Timeout,
+                "late",
+                &json!({})
+            ))
+            .await
+            .unwrap()
+    );
+    assert!(!writes.claim_task(claim("run-b", 62_000)).await.unwrap());
+    assert!(!writes.claim_task(claim("run-c", 999_000)).await.unwrap());
+}
 
 async fn provider_crud_round_trips(db: &TestDb) {
     let store = &db.store;

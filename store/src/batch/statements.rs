@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use switchyard_core::{RequestId, Tenant};
 
-use super::{Completion, Failure, Outcome, Start, rows_per_statement};
+use super::{Claim, Completion, Failure, Outcome, Start, rows_per_statement};
 use crate::{
     NewTask, NewTaskResult, QueryError, Store, TaskInsert, UsageRecord, on_pool,
     tasks::{TASK_COLUMNS, Task},
@@ -80,6 +80,7 @@ impl Store {
         starts: &[Start],
         completes: &[&Completion],
         fails: &[&Failure],
+        claims: &[&Claim],
     ) -> Result<Outcome, QueryError> {
         let now = Utc::now();
         // Two terminal writes of one task in a batch (a redelivery racing the first
@@ -214,6 +215,25 @@ impl Store {
                 query.execute(&mut *tx).await?;
             }
 
+            // Claims, one statement each (few per batch: one per command run): taken
+            // when free, already this owner's, or lapsed.
+            let mut claimed = Vec::with_capacity(claims.len());
+            for claim in claims {
+                let held: Option<i64> = sqlx::query_scalar(
+                    "UPDATE tasks SET claimed_by = $2, claim_until = $3 \
+                     WHERE id = $1 AND status IN ('pending', 'processing') \
+                     AND (claimed_by IS NULL OR claimed_by = $2 OR claim_until < $4) \
+                     RETURNING id",
+                )
+                .bind(claim.id)
+                .bind(&claim.owner)
+                .bind(claim.until_ms)
+                .bind(claim.now_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+                claimed.push(held.is_some());
+            }
+
             // Attempt starts.
             let mut started_ids = Vec::new();
             for chunk in starts.chunks(per) {
@@ -324,6 +344,7 @@ impl Store {
             tx.commit().await?;
             Ok(Ok(Outcome {
                 created,
+                claimed,
                 started: written_starts
                     .iter()
                     .map(|written| written.is_some_and(|id| started_ids.contains(&id)))

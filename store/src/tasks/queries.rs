@@ -7,7 +7,7 @@ use sqlx::types::Json;
 use switchyard_core::{RequestId, Tenant};
 
 use super::{NewTask, NewTaskResult, ResultRow, TASK_COLUMNS, Task, TaskInsert, TaskResult};
-use crate::{Completion, Failure, QueryError, Start, Store, on_pool};
+use crate::{Claim, Completion, Failure, QueryError, Start, Store, on_pool};
 
 impl Store {
     /// Stores a new task, or returns the existing one with the same
@@ -18,7 +18,7 @@ impl Store {
     pub async fn create_task(&self, task: &NewTask) -> Result<TaskInsert, QueryError> {
         // The batch writer's statement with a batch of one: one place for the insert
         // and its parameter rows.
-        let outcome = self.write_batch(&[task], &[], &[], &[]).await?;
+        let outcome = self.write_batch(&[task], &[], &[], &[], &[]).await?;
         outcome
             .created
             .into_iter()
@@ -94,7 +94,7 @@ impl Store {
     /// # Errors
     /// [`QueryError::Database`].
     pub async fn start_attempt(&self, start: Start) -> Result<bool, QueryError> {
-        let outcome = self.write_batch(&[], &[start], &[], &[]).await?;
+        let outcome = self.write_batch(&[], &[start], &[], &[], &[]).await?;
         Ok(outcome.started.first().copied().unwrap_or(false))
     }
 
@@ -104,8 +104,19 @@ impl Store {
     /// # Errors
     /// [`QueryError::Database`].
     pub async fn complete_task(&self, completion: &Completion) -> Result<bool, QueryError> {
-        let outcome = self.write_batch(&[], &[], &[completion], &[]).await?;
+        let outcome = self.write_batch(&[], &[], &[completion], &[], &[]).await?;
         Ok(outcome.completed.first().copied().unwrap_or(false))
+    }
+
+    /// Claims a task for `claim.owner` until `claim.until_ms`: true when it was free,
+    /// already this owner's, or its lease had lapsed; false while another owner's
+    /// lease is live, or once the task is terminal.
+    ///
+    /// # Errors
+    /// [`QueryError::Database`].
+    pub async fn claim_task(&self, claim: &Claim) -> Result<bool, QueryError> {
+        let outcome = self.write_batch(&[], &[], &[], &[], &[claim]).await?;
+        Ok(outcome.claimed.first().copied().unwrap_or(false))
     }
 
     /// Marks a task failed. Returns false when it was already terminal.
@@ -113,7 +124,7 @@ impl Store {
     /// # Errors
     /// [`QueryError::Database`].
     pub async fn fail_task(&self, failure: &Failure) -> Result<bool, QueryError> {
-        let outcome = self.write_batch(&[], &[], &[], &[failure]).await?;
+        let outcome = self.write_batch(&[], &[], &[], &[failure], &[]).await?;
         Ok(outcome.failed.first().copied().unwrap_or(false))
     }
 
