@@ -32,12 +32,8 @@ pub(crate) async fn metrics_text(
 
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "actors run and the command consumer is live", body = String, content_type = "text/plain"), (status = 503, description = "still starting", body = String, content_type = "text/plain")))]
 pub(crate) async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    if state.readiness.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "starting: the command consumer is not live",
-        )
+    match state.readiness.reason() {
+        None => (StatusCode::OK, "ready"),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
     }
 }

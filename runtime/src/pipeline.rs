@@ -109,6 +109,8 @@ pub struct Pipeline {
     owner: Arc<str>,
     /// How long a claim lasts unless renewed (renewed every third of it).
     lease: Duration,
+    /// Told whether the database answers (for `/readyz`).
+    readiness: Readiness,
 }
 
 impl Pipeline {
@@ -126,7 +128,15 @@ impl Pipeline {
             progress_every: Duration::from_secs(10),
             owner: crate::secrets::random_alphanumeric(16).into(),
             lease: Duration::from_secs(30),
+            readiness: Readiness::default(),
         }
+    }
+
+    /// Reports database failures of the pipeline's writes to `readiness` (so `/readyz`
+    /// answers 503 while the database is down and load balancers move traffic away).
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
     }
 
     /// How long this pipeline's claim on a running task lasts unless renewed (it is
@@ -171,6 +181,8 @@ impl Pipeline {
                 }
             }
         };
+        let store_failed = matches!(result, Err(HandleError::Store(_) | HandleError::Writer(_)));
+        self.readiness.set_store_down(store_failed);
         match result {
             Ok(Disposition::Ack) => delivery.ack().await,
             Ok(Disposition::Term) => delivery.term().await,
@@ -193,7 +205,10 @@ impl Pipeline {
             }
             Err(error) => {
                 tracing::warn!(%error, subject = %delivery.subject, "command not handled; it will be redelivered");
-                let backoff = Duration::from_millis(250 * (1 << delivery.delivered.min(5)));
+                // A database outage gets a longer backoff (up to ~1 min, so the
+                // deliveries span ~15 min of it); other failures retry sooner.
+                let cap = if store_failed { 8 } else { 5 };
+                let backoff = Duration::from_millis(250 * (1 << delivery.delivered.min(cap)));
                 delivery.nak(Some(backoff)).await;
             }
         }

@@ -143,7 +143,8 @@ impl Serve for Runtime {
         )
         .with_progress_every(Duration::from_millis(runtime.settings.bus.ack_wait_ms / 3))
         .with_reply_to_allow(runtime.settings.bus.reply_to_allow.clone())
-        .with_lease(Duration::from_millis(runtime.settings.bus.ack_wait_ms));
+        .with_lease(Duration::from_millis(runtime.settings.bus.ack_wait_ms))
+        .with_readiness(readiness.clone());
         let app = switchyard_http::router(switchyard_http::HttpState {
             artifacts: ArtifactStore::open(&runtime.settings.artifacts.url)?,
             readiness: readiness.clone(),

@@ -279,3 +279,56 @@ async fn a_command_delivered_twice_runs_once() {
     assert_eq!(status["instances"][0]["requests"], 1, "{status}");
     node.stop().await;
 }
+
+/// While the database fails the pipeline's writes, `/readyz` answers 503 (load
+/// balancers move traffic away) and the command waits; once the database answers
+/// again the command completes and `/readyz` is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_database_and_commands_wait_for_it() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(&db, json!([{"name": "mock-a", "provider": "mock"}])).await;
+    let ready = || http(node.port, "GET", "/readyz", None, None).0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready() != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The tasks table is gone: every write of the pipeline fails.
+    db.raw_execute("ALTER TABLE tasks RENAME TO tasks_away")
+        .await;
+    let command = text("outage-1", "acme", "_INBOX.outage");
+    let mut events = node
+        .bus
+        .events(EventFilter::Request(
+            command.tenant.clone(),
+            command.request_id.clone(),
+        ))
+        .await
+        .unwrap();
+    node.bus.publish_command(&command).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready() != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "readyz stayed 200 while the database failed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    db.raw_execute("ALTER TABLE tasks_away RENAME TO tasks")
+        .await;
+    let mut completed = false;
+    let until = Instant::now() + Duration::from_secs(20);
+    while let Ok(Some(event)) = tokio::time::timeout_at(until.into(), events.next()).await {
+        if event.is_terminal() {
+            completed = serde_json::to_value(&event).unwrap()["type"] == "completed";
+            break;
+        }
+    }
+    assert!(completed, "the command did not complete after the outage");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready() != 200 {
+        assert!(Instant::now() < deadline, "readyz did not recover");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.stop().await;
+}

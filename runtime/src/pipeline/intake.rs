@@ -15,18 +15,47 @@ use tokio::sync::{Semaphore, watch};
 use super::Pipeline;
 use crate::bus::BusError;
 
-/// Whether the command consumer is live (for `/readyz`).
+/// Whether this process can take traffic (for `/readyz`): the command consumer is
+/// live and the database answers the pipeline's writes.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<Flags>);
+
+#[derive(Debug, Default)]
+struct Flags {
+    live: AtomicBool,
+    store_down: AtomicBool,
+}
 
 impl Readiness {
     /// Whether ready.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.live.load(Ordering::Relaxed) && !self.0.store_down.load(Ordering::Relaxed)
+    }
+
+    /// Why not ready, if it is not.
+    pub fn reason(&self) -> Option<&'static str> {
+        if !self.0.live.load(Ordering::Relaxed) {
+            Some("starting: the command consumer is not live")
+        } else if self.0.store_down.load(Ordering::Relaxed) {
+            Some("the database is unavailable; commands wait for it")
+        } else {
+            None
+        }
     }
 
     fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
+        self.0.live.store(ready, Ordering::Relaxed);
+    }
+
+    /// The pipeline's last write failed (true) or succeeded (false).
+    pub(super) fn set_store_down(&self, down: bool) {
+        if self.0.store_down.swap(down, Ordering::Relaxed) != down {
+            if down {
+                tracing::error!("the database fails the pipeline's writes; /readyz answers 503");
+            } else {
+                tracing::info!("the database answers again; /readyz is ready");
+            }
+        }
     }
 }
 
