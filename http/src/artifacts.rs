@@ -9,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
-use switchyard_runtime::{artifacts::ArtifactStore, engine::Engine, store::Store};
+use switchyard_runtime::facade::Gateway;
 
 use crate::{
     caller::{Authenticator, Caller, Scope},
@@ -19,10 +19,9 @@ use crate::{
 /// What the artifact endpoint needs.
 #[derive(Debug, Clone)]
 pub(crate) struct ArtifactApi {
-    pub(crate) artifacts: ArtifactStore,
-    pub(crate) store: Store,
-    /// Checks link signatures ([`Engine::artifact_urls`]) and tells the time.
-    pub(crate) engine: Engine,
+    /// The runtime: the artifacts, their owners, and the check of a link's signature.
+    pub(crate) gateway: Gateway,
+    /// Resolves a caller without a signed link.
     pub(crate) authenticator: Authenticator,
 }
 
@@ -40,13 +39,11 @@ pub(crate) async fn artifact(
     Query(link): Query<Link>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let owners = api.store.artifact_owners(&id).await?;
+    let owners = api.gateway.artifact_owners(&id).await?;
     match (link.exp, link.sig) {
         (Some(exp), Some(sig)) => {
-            let now = api.engine.clock().now_ms();
-            api.engine
-                .artifact_urls()
-                .verify(&id, &owners, exp, &sig, now)
+            api.gateway
+                .verify_artifact_link(&id, &owners, exp, &sig)
                 .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.to_string()))?;
         }
         (None, None) => match api
@@ -69,7 +66,7 @@ pub(crate) async fn artifact(
             ));
         }
     }
-    let (bytes, meta) = api.artifacts.get(&id).await?;
+    let (bytes, meta) = api.gateway.artifact(&id).await?;
     Ok((
         [
             (header::CONTENT_TYPE, meta.mime),

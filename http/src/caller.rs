@@ -13,10 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use switchyard_core::Tenant;
-use switchyard_runtime::{
-    settings::Secret,
-    store::{QueryError, Store},
-};
+use switchyard_runtime::facade::{QueryError, Secret, TenantKeys};
 
 use crate::{error::ApiError, openai::error::OaiError};
 
@@ -67,19 +64,19 @@ pub(crate) enum Refusal {
     Store(QueryError),
 }
 
-/// Resolves callers: holds the admin token, and the store for tenant keys.
+/// Resolves callers: holds the admin token, and the tenant keys.
 #[derive(Debug, Clone)]
 pub(crate) struct Authenticator {
     /// The admin token.
     token: Secret,
     /// Where tenant keys are looked up.
-    store: Store,
+    keys: TenantKeys,
 }
 
 impl Authenticator {
-    /// An authenticator of this admin token and the tenant keys of this store.
-    pub(crate) fn new(token: Secret, store: Store) -> Self {
-        Self { token, store }
+    /// An authenticator of this admin token and these tenant keys.
+    pub(crate) fn new(token: Secret, keys: TenantKeys) -> Self {
+        Self { token, keys }
     }
 
     /// The caller of a request with these headers, if `scope` takes it. The admin token
@@ -105,8 +102,8 @@ impl Authenticator {
             return Err(Refusal::Unknown);
         }
         let tenant = self
-            .store
-            .tenant_of_key(given)
+            .keys
+            .tenant_of(given)
             .await
             .map_err(Refusal::Store)?
             .ok_or(Refusal::Unknown)?;
@@ -197,7 +194,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use switchyard_runtime::{MasterKey, store::ConnectOptions};
+    use switchyard_runtime::{MasterKey, Store, store::ConnectOptions};
 
     use super::*;
     use crate::error::read;
@@ -223,7 +220,8 @@ mod tests {
             .unwrap();
         let (_, key) = store.create_tenant_key("acme", "ci").await.unwrap();
         let admin_token = "admin-token-admin-token";
-        let auth = Authenticator::new(Secret::new(admin_token), store);
+        let keys = TenantKeys::new(store);
+        let auth = Authenticator::new(Secret::new(admin_token), keys.clone());
         let acme = Caller::Tenant(Tenant::new("acme").unwrap());
         let refused =
             async |headers: HeaderMap, scope: Scope| match auth.resolve(&headers, scope).await {
@@ -242,7 +240,7 @@ mod tests {
         assert_eq!(refused(bearing(&key), Scope::Admin).await, wrong);
         assert_eq!(refused(HeaderMap::new(), Scope::Admin).await, wrong);
         // An empty bearer is no credential, even against an (impossible) empty token.
-        let empty = Authenticator::new(Secret::new(""), auth.store.clone());
+        let empty = Authenticator::new(Secret::new(""), keys);
         for scope in [Scope::Admin, Scope::AdminOrTenant] {
             assert!(
                 empty.resolve(&bearing(""), scope).await.is_err(),

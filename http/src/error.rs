@@ -12,9 +12,8 @@ use axum::{
 };
 use serde::Serialize;
 use switchyard_core::{FieldError, ValidationError};
-use switchyard_runtime::{
-    artifacts::ArtifactError,
-    store::{ConfigReadError, ConfigWriteError, GroupCommitError, QueryError},
+use switchyard_runtime::facade::{
+    ArtifactError, ConfigReadError, ConfigWriteError, GroupCommitError, QueryError,
 };
 use utoipa::ToSchema;
 

@@ -29,10 +29,8 @@ use futures_util::{Stream, StreamExt, stream};
 use serde::Serialize;
 use serde_json::{Value, json};
 use switchyard_core::{Command, Event};
-use switchyard_runtime::{
-    bus::EventFilter,
-    pipeline::{EnqueueError, Enqueued},
-    store::{Task, TaskStatus},
+use switchyard_runtime::facade::{
+    EnqueueError, Enqueued, EventFilter, Gateway, Task, TaskStatus, random_alphanumeric,
 };
 use utoipa::ToSchema;
 
@@ -49,7 +47,7 @@ const REPLAY_GRACE: Duration = Duration::from_secs(2);
 
 /// A request id for a job posted without one: 26 characters of `[0-9A-Za-z]`.
 fn new_request_id() -> String {
-    switchyard_runtime::secrets::random_alphanumeric(26)
+    random_alphanumeric(26)
 }
 
 /// A job's status (PROTOCOL.md §4).
@@ -217,13 +215,13 @@ fn enqueue_error(e: EnqueueError, command: &Command) -> ApiError {
 
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("admin" = []), ("tenant" = [])), request_body(content = ref("#/components/schemas/Command"), description = "a command (PROTOCOL.md §2); `request_id` may be left out and is then generated", content_type = "application/json"), responses((status = 202, description = "stored and queued (header Location: /v1/jobs/{id})", body = JobQueued), (status = 200, description = "the tenant already used this request_id: that job, as GET /v1/jobs/{id} shows it (or as 202 shows it, while it is still queued)", body = Job), (status = 403, description = "a tenant key submitting for another tenant", body = ErrorBody), (status = 400, description = "not a valid command (the message names each bad field)", body = ErrorBody), (status = 401, description = "missing or wrong admin token or tenant key", body = ErrorBody), (status = 503, description = "stored but the bus did not take it: POST it again", body = ErrorBody)))]
 pub(super) async fn submit_job(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let command = posted_command(&body, &caller)?;
     if let Some(reply_to) = &command.reply_to {
-        let policy = admin.pipeline.reply_to_policy();
+        let policy = gateway.reply_to_policy();
         let checked = match caller.tenant() {
             Some(_) => policy.check_for_tenant_key(reply_to),
             None => policy.check(reply_to),
@@ -234,9 +232,8 @@ pub(super) async fn submit_job(
         task,
         created,
         queued,
-    } = admin
-        .pipeline
-        .enqueue(&command)
+    } = gateway
+        .submit_job(&command)
         .await
         .map_err(|e| enqueue_error(e, &command))?;
     if !queued {
@@ -262,8 +259,8 @@ pub(super) async fn submit_job(
 
 /// The job `id`, if this caller may see it: another tenant's job is no job of
 /// this caller's.
-async fn visible_job(admin: &AdminApi, caller: &Caller, id: i64) -> Result<Task, ApiError> {
-    match admin.store.get_task(id).await? {
+async fn visible_job(gateway: &Gateway, caller: &Caller, id: i64) -> Result<Task, ApiError> {
+    match gateway.job(id).await? {
         Some(task) if caller.sees(task.tenant.as_str()) => Ok(task),
         _ => Err(ApiError::not_found(format!("no job {id}"))),
     }
@@ -271,32 +268,30 @@ async fn visible_job(admin: &AdminApi, caller: &Caller, id: i64) -> Result<Task,
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("admin" = []), ("tenant" = [])), params(("id" = i64, Path, description = "the job id (its task id)")), responses((status = 200, description = "the job: its status, and its result or error once it ended", body = Job), (status = 404, description = "no such job", body = ErrorBody), (status = 401, description = "missing or wrong admin token or tenant key", body = ErrorBody)))]
 pub(super) async fn get_job(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     caller: Caller,
     Path(id): Path<i64>,
 ) -> Result<Json<Job>, ApiError> {
-    let task = visible_job(&admin, &caller, id).await?;
+    let task = visible_job(&gateway, &caller, id).await?;
     Ok(Json(Job::from(&task)))
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("admin" = []), ("tenant" = [])), params(("id" = i64, Path, description = "the job id (its task id)")), responses((status = 200, description = "text/event-stream: every event of the job from its first (`event:` its type, `id:` its seq, `data:` the event JSON, PROTOCOL.md §3); the stream ends after the terminal event", body = String, content_type = "text/event-stream"), (status = 404, description = "no such job", body = ErrorBody), (status = 401, description = "missing or wrong admin token or tenant key", body = ErrorBody)))]
 pub(super) async fn job_events(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     caller: Caller,
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let task = visible_job(&admin, &caller, id).await?;
+    let task = visible_job(&gateway, &caller, id).await?;
     let (tenant, request_id) = (task.tenant.clone(), task.request_id.clone());
-    let events = admin
-        .bus
+    let events = gateway
         .events(EventFilter::Request(tenant, request_id))
         .await
         .map_err(|e| ApiError::unavailable(format!("cannot read the job's events: {e}")))?;
     // Read after subscribing: a job that finished before is known to have, and its
     // stored terminal event stands in if the bus no longer has its events.
-    let stored = admin
-        .store
-        .get_task(id)
+    let stored = gateway
+        .job(id)
         .await?
         .filter(|task| task.status.is_terminal())
         .and_then(|task| task.terminal_event)

@@ -11,7 +11,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use switchyard_core::Tenant;
-use switchyard_runtime::store::TenantKey;
+use switchyard_runtime::facade::TenantKey;
 use utoipa::ToSchema;
 
 use crate::{
@@ -83,7 +83,7 @@ fn tenant_path(tenant: &str) -> Result<Tenant, ApiError> {
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/keys", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant")), request_body(content = NewKey, description = "a label, or no body", content_type = "application/json"), responses((status = 201, description = "the key: `key` is shown this once and never again", body = CreatedKey), (status = 400, description = "bad tenant or body", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn create_key(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
@@ -94,9 +94,9 @@ pub(super) async fn create_key(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("not a key: {e}")))?
     };
-    let (key, secret) = admin
-        .store
-        .create_tenant_key(tenant.as_str(), &ask.name)
+    let (key, secret) = gateway
+        .tenant_keys()
+        .create(tenant.as_str(), &ask.name)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -109,11 +109,11 @@ pub(super) async fn create_key(
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/keys", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant")), responses((status = 200, description = "the tenant's keys: never the keys themselves", body = KeyList), (status = 400, description = "bad tenant", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn list_keys(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     Path(tenant): Path<String>,
 ) -> Result<Json<KeyList>, ApiError> {
     let tenant = tenant_path(&tenant)?;
-    let keys = admin.store.tenant_keys(tenant.as_str()).await?;
+    let keys = gateway.tenant_keys().list(tenant.as_str()).await?;
     Ok(Json(KeyList {
         items: keys.iter().map(KeyInfo::from).collect(),
     }))
@@ -121,11 +121,11 @@ pub(super) async fn list_keys(
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/keys/{id}", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant"), ("id" = i64, Path, description = "the key id")), responses((status = 204, description = "revoked: it stops working at once"), (status = 404, description = "no such live key", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn revoke_key(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     Path((tenant, id)): Path<(String, i64)>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = tenant_path(&tenant)?;
-    if admin.store.revoke_tenant_key(tenant.as_str(), id).await? {
+    if gateway.tenant_keys().revoke(tenant.as_str(), id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("no such live key"))

@@ -69,14 +69,12 @@ pub fn router(state: HttpState) -> Router {
     let Some(admin) = state.admin else {
         return app;
     };
-    let (authenticator, admin, compatible) = admin.split(state.artifacts.clone());
+    let (authenticator, admin, compatible) = admin.split(state.gateway);
     // Artifacts: a signed link, the admin token, or a key of an owning tenant.
     let files = Router::new()
         .route("/v1/artifacts/{id}", get(artifacts::artifact))
         .with_state(artifacts::ArtifactApi {
-            artifacts: state.artifacts,
-            store: admin.store.clone(),
-            engine: admin.engine.clone(),
+            gateway: admin.gateway.clone(),
             authenticator: authenticator.clone(),
         });
     app = app.merge(files);

@@ -26,7 +26,7 @@ use switchyard_core::{
     Command, CommandInput, ConfigRef, Event, Kind, ProviderSelector, ProviderType, RequestId,
     Route, Tenant,
 };
-use switchyard_runtime::bus::{EventFilter, Events};
+use switchyard_runtime::facade::{EventFilter, Events, random_alphanumeric};
 use utoipa::ToSchema;
 
 use crate::{caller::Caller, state::OpenAiState};
@@ -42,10 +42,7 @@ pub(super) fn key_tenant(caller: &Caller) -> Result<Tenant, OaiError> {
 
 /// A fresh request id: `oai-` and 22 characters of `[0-9A-Za-z]`.
 pub(super) fn new_request_id() -> String {
-    format!(
-        "oai-{}",
-        switchyard_runtime::secrets::random_alphanumeric(22)
-    )
+    format!("oai-{}", random_alphanumeric(22))
 }
 
 /// The `route` for an OpenAI `model` (see the module docs).
@@ -54,7 +51,7 @@ fn route_for(state: &OpenAiState, model: Option<&str>) -> Route {
     let Some(model) = model.filter(|m| !m.is_empty() && *m != "auto") else {
         return route;
     };
-    let table = state.engine.table();
+    let table = state.gateway.routing_table();
     if table.instances.iter().any(|i| i.config.spec.name == model) {
         route.config_id = Some(ConfigRef::Name(model.to_owned()));
     } else if let Ok(provider) = model.parse::<ProviderType>() {
@@ -88,22 +85,20 @@ pub(super) async fn submit(
     command
         .validate(None)
         .map_err(|e| OaiError::bad_request(e.to_string()))?;
-    let bus = &state.bus;
+    let gateway = &state.gateway;
     // Subscribed before publishing, so nothing can be missed.
-    let events: Events =
-        match follow {
-            Follow::Events => {
-                bus.events(EventFilter::Request(
+    let events: Events = match follow {
+        Follow::Events => {
+            gateway
+                .events(EventFilter::Request(
                     command.tenant.clone(),
                     command.request_id.clone(),
                 ))
                 .await?
-            }
-            Follow::Terminal => Box::pin(bus.subscribe_core(&inbox).await?.filter_map(
-                |payload| async move { serde_json::from_slice::<Event>(&payload).ok() },
-            )),
-        };
-    bus.publish_command(&command).await?;
+        }
+        Follow::Terminal => gateway.replies(&inbox).await?,
+    };
+    gateway.publish_command(&command).await?;
     Ok(events)
 }
 
@@ -193,7 +188,7 @@ pub(crate) struct Model {
 
 #[utoipa::path(get, path = "/v1/models", tag = "openai", security(("tenant" = [])), responses((status = 200, description = "every live instance by name (owned_by its provider type) and every model they serve", body = ModelList), (status = 401, description = "missing or unknown tenant key", body = OpenAiErrorBody)))]
 pub(super) async fn models(State(state): State<OpenAiState>) -> Json<ModelList> {
-    let table = state.engine.table();
+    let table = state.gateway.routing_table();
     let mut data = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for instance in &table.instances {

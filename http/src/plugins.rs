@@ -9,10 +9,7 @@ use axum::{
     http::StatusCode,
 };
 use serde::Serialize;
-use switchyard_runtime::{
-    plugins::{InstallError, install},
-    store::{PluginInfo, PluginWriteError},
-};
+use switchyard_runtime::facade::{InstallError, PluginInfo, PluginInstallError, PluginWriteError};
 use utoipa::ToSchema;
 
 use crate::{
@@ -52,11 +49,6 @@ pub(crate) struct Rollback {
     current: PluginInfo,
 }
 
-async fn changed(admin: &AdminApi, name: &str) {
-    switchyard_runtime::reloader::announce_plugins(&admin.bus, name).await;
-    admin.reload.nudge();
-}
-
 /// A plugin registry write: a conflict with what is installed is the caller's (409),
 /// a database failure a storage error.
 impl From<PluginWriteError> for ApiError {
@@ -74,21 +66,21 @@ impl From<PluginWriteError> for ApiError {
 
 #[utoipa::path(put, path = "/v1/plugins/{name}", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "install under this name; '-' takes the name the plugin gives")), request_body(content = Vec<u8>, content_type = "application/wasm", description = "the component"), responses((status = 201, description = "installed", body = ref("#/components/schemas/PluginInfo")), (status = 200, description = "the same file was installed already (made active again)", body = ref("#/components/schemas/PluginInfo")), (status = 400, description = "not a valid switchyard:provider plugin (the reason says why); nothing stored", body = ErrorBody), (status = 409, description = "this name and version exist with other content", body = ErrorBody), (status = 503, description = "this runtime runs no plugin host", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn install_plugin(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<PluginInfo>), ApiError> {
-    let registry = admin.engine.plugins().ok_or_else(|| {
-        ApiError::unavailable("this runtime runs no plugin host ([plugins] enabled = false)")
-    })?;
     let name = (name != "-").then_some(name.as_str());
-    let (info, new) = install(&admin.store, registry.host(), &body, name)
+    let (info, new) = gateway
+        .install_plugin(&body, name)
         .await
         .map_err(|e| match e {
-            InstallError::Store(e) => e.into(),
-            e => ApiError::bad_request(e.to_string()),
+            PluginInstallError::NoHost => ApiError::unavailable(
+                "this runtime runs no plugin host ([plugins] enabled = false)",
+            ),
+            PluginInstallError::Install(InstallError::Store(e)) => e.into(),
+            PluginInstallError::Install(e) => ApiError::bad_request(e.to_string()),
         })?;
-    changed(&admin, &info.name).await;
     let status = if new {
         StatusCode::CREATED
     } else {
@@ -99,18 +91,18 @@ pub(super) async fn install_plugin(
 
 #[utoipa::path(get, path = "/v1/plugins", tag = "plugins", security(("admin" = [])), responses((status = 200, description = "every installed version", body = PluginList), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn list_plugins(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
 ) -> Result<Json<PluginList>, ApiError> {
-    let items = admin.store.list_plugins(None).await?;
+    let items = gateway.plugins(None).await?;
     Ok(Json(PluginList { items }))
 }
 
 #[utoipa::path(get, path = "/v1/plugins/{name}", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "plugin name")), responses((status = 200, description = "the plugin's versions and the current one", body = PluginDetail), (status = 404, description = "not installed", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn get_plugin(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     Path(name): Path<String>,
 ) -> Result<Json<PluginDetail>, ApiError> {
-    let versions = admin.store.list_plugins(Some(&name)).await?;
+    let versions = gateway.plugins(Some(&name)).await?;
     if versions.is_empty() {
         return Err(ApiError::not_found(format!(
             "plugin '{name}' is not installed"
@@ -130,26 +122,24 @@ pub(super) async fn get_plugin(
 
 #[utoipa::path(delete, path = "/v1/plugins/{name}", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "name (every version) or name@version")), responses((status = 204, description = "removed"), (status = 404, description = "not installed", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn delete_plugin(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     Path(reference): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let removed = admin.store.remove_plugin(&reference).await?;
+    let removed = gateway.remove_plugin(&reference).await?;
     if removed == 0 {
         return Err(ApiError::not_found(format!(
             "plugin '{reference}' is not installed"
         )));
     }
-    changed(&admin, &reference).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/v1/plugins/{name}/rollback", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "plugin name")), responses((status = 200, description = "the version deactivated and the one current now", body = Rollback), (status = 409, description = "no earlier version to return to", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn rollback_plugin(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     Path(name): Path<String>,
 ) -> Result<Json<Rollback>, ApiError> {
-    let (deactivated, current) = admin.store.rollback_plugin(&name).await?;
-    changed(&admin, &name).await;
+    let (deactivated, current) = gateway.rollback_plugin(&name).await?;
     Ok(Json(Rollback {
         deactivated,
         current,

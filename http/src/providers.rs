@@ -12,10 +12,9 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_core::{ConfigId, Kind, ProviderConfig, ProviderConfigDraft, ProviderType};
-use switchyard_runtime::{
-    actors::InstanceStatus,
-    reloader::{InvalidConfig, ReloadReport, announce},
-    store::{ConfigChange, ProviderFilter, ProviderRecord},
+use switchyard_runtime::facade::{
+    InstanceStatus, InvalidConfig, ProviderCheck, ProviderFilter, ProviderRecord, ProviderStatus,
+    ReloadReport,
 };
 use utoipa::ToSchema;
 
@@ -94,22 +93,9 @@ fn not_found(id: i64) -> ApiError {
     ApiError::not_found(format!("provider config {id} not found"))
 }
 
-pub(super) async fn changed(admin: &AdminApi, id: ConfigId, op: &str, version: i64) {
-    announce(
-        &admin.bus,
-        &ConfigChange {
-            id,
-            op: op.to_owned(),
-            version,
-        },
-    )
-    .await;
-    admin.reload.nudge();
-}
-
 #[utoipa::path(get, path = "/v1/providers", tag = "providers", security(("admin" = [])), params(("provider" = Option<String>, Query, description = "only this provider type"), ("enabled" = Option<bool>, Query, description = "only enabled or disabled configs"), ("kind" = Option<String>, Query, description = "only configs serving this kind"), ("offset" = Option<usize>, Query, description = "skip this many"), ("limit" = Option<usize>, Query, description = "at most this many (default 100, max 1000)")), responses((status = 200, description = "a page of provider configs (PROTOCOL.md §6, keys masked)", body = ProviderPage), (status = 400, description = "bad filter", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn list_providers(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<ProviderPage>, ApiError> {
     let provider = query
@@ -130,14 +116,14 @@ pub(super) async fn list_providers(
         kind,
         ..ProviderFilter::default()
     };
-    let total = admin.store.list_providers(&all).await?.len();
+    let total = gateway.providers(&all).await?.len();
     let limit = query.limit.unwrap_or(100).min(1000);
     let page = ProviderFilter {
         offset: query.offset,
         limit: Some(limit),
         ..all
     };
-    let records = admin.store.list_providers(&page).await?;
+    let records = gateway.providers(&page).await?;
     Ok(Json(ProviderPage {
         items: records.iter().map(ProviderRecord::to_json).collect(),
         total,
@@ -148,23 +134,21 @@ pub(super) async fn list_providers(
 
 #[utoipa::path(post, path = "/v1/providers", tag = "providers", security(("admin" = [])), request_body(content = ref("#/components/schemas/ProviderConfigDraft"), content_type = "application/json", description = "a provider config object (PROTOCOL.md §6); name and provider are required"), responses((status = 201, description = "the stored config, key masked", body = ref("#/components/schemas/ProviderConfig")), (status = 400, description = "{error, fields: [{path, message}]}", body = ErrorBody), (status = 409, description = "the name is taken", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn create_provider(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ProviderConfig>), ApiError> {
     let spec = parse_draft(&body)?.validate()?;
-    let config = admin.store.insert_provider(&spec).await?;
-    changed(&admin, config.id, "insert", config.version).await;
+    let config = gateway.create_provider(&spec).await?;
     Ok((StatusCode::CREATED, Json(config)))
 }
 
 #[utoipa::path(get, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "the config, key masked (an invalid row shows its errors)", body = ref("#/components/schemas/ProviderConfig")), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn get_provider(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    let record = admin
-        .store
-        .get_provider(ConfigId(id))
+    let record = gateway
+        .provider(ConfigId(id))
         .await?
         .ok_or_else(|| not_found(id))?;
     Ok(Json(record.to_json()))
@@ -172,82 +156,70 @@ pub(super) async fn get_provider(
 
 #[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), request_body(content = ref("#/components/schemas/ProviderConfigDraft"), content_type = "application/json", description = "any subset of the config fields; a masked api_key means unchanged"), responses((status = 200, description = "the stored config with its new version", body = ref("#/components/schemas/ProviderConfig")), (status = 400, description = "{error, fields: [{path, message}]}", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody), (status = 409, description = "name taken or concurrent write", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn patch_provider(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     Path(id): Path<i64>,
     body: Bytes,
 ) -> Result<Json<ProviderConfig>, ApiError> {
     let patch = parse_draft(&body)?;
-    let config = admin.store.patch_provider(ConfigId(id), patch).await?;
-    changed(&admin, config.id, "update", config.version).await;
+    let config = gateway.patch_provider(ConfigId(id), patch).await?;
     Ok(Json(config))
 }
 
 #[utoipa::path(delete, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 204, description = "deleted; its actor drains and stops"), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn delete_provider(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
-    if !admin.store.delete_provider(ConfigId(id)).await? {
+    if !gateway.delete_provider(ConfigId(id)).await? {
         return Err(not_found(id));
     }
-    changed(&admin, ConfigId(id), "delete", 0).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/v1/providers/reload", tag = "providers", security(("admin" = [])), responses((status = 200, description = "what the reload did", body = ref("#/components/schemas/ReloadReport")), (status = 500, description = "the reload failed", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
-pub(super) async fn reload(State(admin): State<AdminApi>) -> Result<Json<ReloadReport>, ApiError> {
-    let report = admin
-        .reload
-        .reload_all()
+pub(super) async fn reload(
+    State(AdminApi { gateway }): State<AdminApi>,
+) -> Result<Json<ReloadReport>, ApiError> {
+    let report = gateway
+        .reload()
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(report))
 }
 
 #[utoipa::path(get, path = "/v1/providers/status", tag = "providers", security(("admin" = [])), responses((status = 200, description = "the live status of this process's instances, and the stored configs that do not validate", body = ProvidersStatus), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
-pub(super) async fn status(State(admin): State<AdminApi>) -> Json<ProvidersStatus> {
-    let replicas = admin
-        .membership
-        .as_ref()
-        .map_or(1, switchyard_runtime::replicas::Membership::replicas);
+pub(super) async fn status(State(AdminApi { gateway }): State<AdminApi>) -> Json<ProvidersStatus> {
+    let ProviderStatus {
+        replicas,
+        instances,
+        invalid,
+    } = gateway.provider_status();
     Json(ProvidersStatus {
         replicas,
-        instances: admin.engine.status(),
-        invalid: admin.reload.invalid(),
+        instances,
+        invalid,
     })
 }
 
 #[utoipa::path(post, path = "/v1/providers/{id}/test", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "the adapter's health check against the provider", body = TestAnswer), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn test_provider(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let record = admin
-        .store
-        .get_provider(ConfigId(id))
+    let record = gateway
+        .provider(ConfigId(id))
         .await?
         .ok_or_else(|| not_found(id))?;
-    let mut config = record.config()?;
-    let plugins = admin.engine.plugins();
-    if let Some(plugins) = plugins {
-        plugins.resolve(&admin.store, [&mut config]).await;
-    }
-    let adapter = match switchyard_runtime::providers::build_adapter_with(
-        &config,
-        plugins.map(|p| p.as_ref() as &dyn switchyard_runtime::providers::PluginSource),
-    ) {
-        Ok(adapter) => adapter,
-        Err(e) => return Ok(Json(TestAnswer::failed(None, e.to_string()))),
-    };
-    let timeout = std::time::Duration::from_millis(config.spec.timeout_ms);
-    let answer = match tokio::time::timeout(timeout, adapter.health_check()).await {
-        Ok(Ok(())) => TestAnswer {
+    let config = record.config()?;
+    let answer = match gateway.check_provider(config).await {
+        ProviderCheck::Healthy => TestAnswer {
             ok: true,
             code: None,
             error: None,
         },
-        Ok(Err(e)) => TestAnswer::failed(Some(e.code.as_str()), e.message),
-        Err(_) => TestAnswer::failed(Some("timeout"), "no answer in time"),
+        ProviderCheck::NoAdapter(why) => TestAnswer::failed(None, why),
+        ProviderCheck::Failed { code, message } => TestAnswer::failed(Some(code.as_str()), message),
+        ProviderCheck::TimedOut => TestAnswer::failed(Some("timeout"), "no answer in time"),
     };
     Ok(Json(answer))
 }

@@ -1,6 +1,7 @@
 //! Quotas (admin token): `GET /v1/quotas?tenant=…` lists a tenant's quotas with what
 //! each has counted in its current period, `PUT /v1/quotas` creates or replaces one,
-//! `DELETE /v1/quotas?tenant=…&period=…[&user=…]` removes one. See [`switchyard_runtime::quota`].
+//! `DELETE /v1/quotas?tenant=…&period=…[&user=…]` removes one. A write applies to
+//! requests admitted from then on (the gateway tells the pipeline's quota checker).
 
 use axum::{
     Json,
@@ -9,7 +10,7 @@ use axum::{
     http::StatusCode,
 };
 use serde::{Deserialize, Serialize};
-use switchyard_runtime::store::{CountedQuota, Quota, QuotaPeriod};
+use switchyard_runtime::facade::{CountedQuota, Quota, QuotaPeriod};
 use utoipa::ToSchema;
 
 use crate::{
@@ -66,14 +67,11 @@ fn period_of(period: &str) -> Result<QuotaPeriod, ApiError> {
 
 #[utoipa::path(get, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), params(("tenant" = String, Query, description = "the tenant (required)")), responses((status = 200, description = "each quota with what it counted since the start of its current period", body = QuotaList), (status = 400, description = "missing or invalid tenant", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn list_quotas(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     Query(query): Query<QuotaQuery>,
 ) -> Result<Json<QuotaList>, ApiError> {
     let tenant = tenant_query(query.tenant.as_deref())?;
-    let quotas = admin
-        .store
-        .counted_quotas(tenant, chrono::Utc::now())
-        .await?;
+    let quotas = gateway.quotas(tenant, chrono::Utc::now()).await?;
     Ok(Json(QuotaList {
         tenant: tenant.to_owned(),
         quotas,
@@ -82,7 +80,7 @@ pub(super) async fn list_quotas(
 
 #[utoipa::path(put, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), request_body(content = QuotaBody, description = "the quota (at least one max)", content_type = "application/json"), responses((status = 200, description = "the quota as stored; it applies to requests accepted from now on", body = ref("#/components/schemas/Quota")), (status = 400, description = "a bad field, named", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn put_quota(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     body: Bytes,
 ) -> Result<Json<Quota>, ApiError> {
     let body: QuotaBody = serde_json::from_slice(&body)
@@ -96,14 +94,13 @@ pub(super) async fn put_quota(
         max_cost_usd: body.max_cost_usd,
     };
     quota.check().map_err(ApiError::bad_request)?;
-    admin.store.set_quota(&quota).await?;
-    admin.quotas.invalidate(&quota.tenant);
+    gateway.set_quota(&quota).await?;
     Ok(Json(quota))
 }
 
 #[utoipa::path(delete, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), params(("tenant" = String, Query, description = "the tenant"), ("period" = String, Query, description = "day or month"), ("user" = Option<String>, Query, description = "the user, for a per-user quota")), responses((status = 204, description = "removed"), (status = 404, description = "no such quota", body = ErrorBody), (status = 400, description = "missing tenant or period", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn delete_quota(
-    State(admin): State<AdminApi>,
+    State(AdminApi { gateway }): State<AdminApi>,
     Query(query): Query<QuotaQuery>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = tenant_query(query.tenant.as_deref())?;
@@ -112,13 +109,11 @@ pub(super) async fn delete_quota(
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("the period query parameter is required"))?;
     let period = period_of(period)?;
-    if !admin
-        .store
+    if !gateway
         .delete_quota(tenant, query.user.as_deref(), period)
         .await?
     {
         return Err(ApiError::not_found("no such quota"));
     }
-    admin.quotas.invalidate(tenant);
     Ok(StatusCode::NO_CONTENT)
 }

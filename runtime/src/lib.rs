@@ -23,6 +23,8 @@
 //!   breaker openings are shared.
 //! - [`control`]: the NATS micro service (status, reload, stats).
 //! - [`telemetry`]: the Prometheus recorder.
+//! - [`facade`]: the runtime as the HTTP front sees it ([`facade::Gateway`] and the
+//!   types it answers with); `switchyard-http` names nothing else of the runtime.
 //! - [`serve`]: start-up (open, migrate and seed the database; start the engine and the
 //!   reloader). HTTP lives in `switchyard-http`, the composed process in
 //!   `switchyard-server`.
@@ -39,6 +41,7 @@ pub mod bus;
 pub mod clock;
 pub mod control;
 pub mod engine;
+pub mod facade;
 pub mod inputs;
 pub mod pipeline;
 pub mod plugins;

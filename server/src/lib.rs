@@ -11,6 +11,7 @@ use switchyard_runtime::{
     InitError, Runtime,
     artifacts::ArtifactStore,
     bus::Bus,
+    facade::{Gateway, GatewayParts},
     pipeline::{Pipeline, Readiness, run_intake},
 };
 use switchyard_tasks::Tasks;
@@ -145,20 +146,21 @@ impl Serve for Runtime {
         .with_reply_to_allow(runtime.settings.bus.reply_to_allow.clone())
         .with_lease(Duration::from_millis(runtime.settings.bus.ack_wait_ms))
         .with_readiness(readiness.clone());
-        let app = switchyard_http::router(switchyard_http::HttpState {
+        let gateway = Gateway::new(GatewayParts {
+            store: runtime.store.clone(),
+            engine: engine.clone(),
+            pipeline: pipeline.clone(),
+            bus: bus.clone(),
+            reload: reload.clone(),
+            membership,
+            quotas,
             artifacts: ArtifactStore::open(&runtime.settings.artifacts.url)?,
+        });
+        let app = switchyard_http::router(switchyard_http::HttpState {
+            gateway,
             readiness: readiness.clone(),
             metrics: switchyard_runtime::telemetry::prometheus(),
-            admin: Some(switchyard_http::AdminState {
-                store: runtime.store.clone(),
-                engine: engine.clone(),
-                reload: reload.clone(),
-                bus: bus.clone(),
-                token,
-                membership,
-                quotas,
-                pipeline: pipeline.clone(),
-            }),
+            admin: Some(switchyard_http::AdminState { token }),
         });
         let mut http_stop = stop_rx.clone();
         let http = tasks.spawn_with_result("http", async move {

@@ -3,7 +3,11 @@
 //! - the files of one crate import each other without cycles (read from the source text);
 //! - the heavy infrastructure crates (`sqlx`, `axum`, `async-nats`, `wasmtime`) stay in
 //!   the one workspace crate that owns each of them, and NATS stays in the files that own
-//!   the bus.
+//!   the bus;
+//! - `switchyard-http` names the runtime only through `switchyard_runtime::facade`
+//!   (`http_facade`).
+
+mod http_facade;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

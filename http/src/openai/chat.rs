@@ -16,7 +16,7 @@ use futures_util::{Stream, StreamExt, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_core::{CommandInput, EventBody, Kind, Message, Role};
-use switchyard_runtime::bus::Events;
+use switchyard_runtime::facade::Events;
 use utoipa::ToSchema;
 
 use super::{

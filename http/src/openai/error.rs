@@ -9,7 +9,7 @@ use axum::{
 };
 use serde::Serialize;
 use switchyard_core::{ErrorCode, ErrorInfo};
-use switchyard_runtime::{bus::BusError, store::QueryError};
+use switchyard_runtime::facade::{BusError, QueryError};
 use utoipa::ToSchema;
 
 /// An error of the OpenAI-compatible API, as its response.

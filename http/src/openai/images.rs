@@ -5,7 +5,7 @@ use axum::{Json, body::Bytes, extract::State};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use switchyard_core::{Command, CommandInput, EventBody, ImageRef, Kind};
-use switchyard_runtime::artifacts::ArtifactError;
+use switchyard_runtime::facade::ArtifactError;
 use utoipa::ToSchema;
 
 use super::{
@@ -113,10 +113,14 @@ async fn images_answer(
     let mut data = Vec::with_capacity(output.images.len());
     for image in output.images {
         let (url, b64_json) = if b64 {
-            let (bytes, _) = state.artifacts.get(&image.artifact_id).await.map_err(|e| {
-                tracing::error!(error = %e, "artifact read failed");
-                OaiError::internal("a stored image could not be read")
-            })?;
+            let (bytes, _) = state
+                .gateway
+                .artifact(&image.artifact_id)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "artifact read failed");
+                    OaiError::internal("a stored image could not be read")
+                })?;
             (
                 None,
                 Some(base64::engine::general_purpose::STANDARD.encode(&bytes)),
@@ -170,19 +174,23 @@ pub(crate) async fn image_edits(
         match name.as_str() {
             "image" | "image[]" | "mask" => {
                 // Stored as artifacts, so the command names them and stays small.
-                let meta = state.artifacts.put(&bytes).await.map_err(|e| match e {
-                    ArtifactError::NotAnImage(why) => {
-                        OaiError::bad_request(format!("{name}: not an image ({why})"))
-                    }
-                    e => {
-                        tracing::error!(error = %e, "artifact write failed");
-                        OaiError::internal("the image could not be stored")
-                    }
-                })?;
+                let meta = state
+                    .gateway
+                    .store_artifact(&bytes)
+                    .await
+                    .map_err(|e| match e {
+                        ArtifactError::NotAnImage(why) => {
+                            OaiError::bad_request(format!("{name}: not an image ({why})"))
+                        }
+                        e => {
+                            tracing::error!(error = %e, "artifact write failed");
+                            OaiError::internal("the image could not be stored")
+                        }
+                    })?;
                 // The uploader owns it: its own commands may name it, and it may
                 // read it back with its key.
                 state
-                    .store
+                    .gateway
                     .record_artifact_upload(&meta.id, tenant.as_str())
                     .await?;
                 let reference = ImageRef {

@@ -1,0 +1,105 @@
+//! The runtime as the HTTP front sees it, and the only part of the runtime that
+//! `switchyard-http` names (an architecture test holds it to that).
+//!
+//! [`Gateway`] is one cheap-to-clone handle over what serving HTTP needs (the store,
+//! the engine, the pipeline, the bus, the reloader, replica membership, quotas and
+//! artifacts), with one method per thing a handler does. The types those methods take
+//! and answer, and the errors they fail with, are re-exported here.
+//!
+//! One file per area, each adding its methods to [`Gateway`]:
+//! - `providers`: provider configs, reloads, live status, test calls, the routing table;
+//! - `jobs`: jobs into the pipeline, and calls published on the bus with their events;
+//! - `tenants`: tenant keys ([`TenantKeys`]), usage and quotas;
+//! - `plugins`: the WASM plugin registry;
+//! - `artifacts`: stored images, their owners and signed links to them.
+
+mod artifacts;
+mod jobs;
+mod plugins;
+mod providers;
+mod tenants;
+
+use crate::{
+    artifacts::ArtifactStore, bus::Bus, engine::Engine, pipeline::Pipeline, quota::Quotas,
+    reloader::ReloadHandle, replicas::Membership, store::Store,
+};
+
+pub use crate::{
+    actors::{InstanceStatus, RoutingTable},
+    artifact_urls::SignatureError,
+    artifacts::{ArtifactError, ArtifactMeta},
+    bus::{BusError, EventFilter, Events},
+    pipeline::{EnqueueError, Enqueued, Readiness},
+    plugins::InstallError,
+    reloader::{InvalidConfig, ReloadError, ReloadReport},
+    secrets::random_alphanumeric,
+    settings::Secret,
+    store::{
+        ConfigReadError, ConfigWriteError, CountedQuota, GroupCommitError, PluginInfo,
+        PluginWriteError, ProviderFilter, ProviderRecord, QueryError, Quota, QuotaPeriod, Task,
+        TaskStatus, TenantKey, UsageSummaryRow,
+    },
+};
+pub use plugins::PluginInstallError;
+pub use providers::{ProviderCheck, ProviderStatus};
+pub use tenants::TenantKeys;
+
+/// The runtime's parts a [`Gateway`] is made of (see [`Gateway::new`]).
+#[derive(Debug, Clone)]
+pub struct GatewayParts {
+    /// The repository.
+    pub store: Store,
+    /// The engine (live status, routing table, plugin host).
+    pub engine: Engine,
+    /// The request pipeline (jobs enter it here).
+    pub pipeline: Pipeline,
+    /// Where calls are published and events followed; changes are announced on it.
+    pub bus: Bus,
+    /// Reloads this process.
+    pub reload: ReloadHandle,
+    /// Replica membership (NATS deployments).
+    pub membership: Option<Membership>,
+    /// The pipeline's quota checker (told when quotas change).
+    pub quotas: Quotas,
+    /// Where images live.
+    pub artifacts: ArtifactStore,
+}
+
+/// The runtime's HTTP-facing surface. Cheap to clone: every part is a handle.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    store: Store,
+    engine: Engine,
+    pipeline: Pipeline,
+    bus: Bus,
+    reload: ReloadHandle,
+    membership: Option<Membership>,
+    quotas: Quotas,
+    artifacts: ArtifactStore,
+}
+
+impl Gateway {
+    /// A gateway over these parts.
+    pub fn new(parts: GatewayParts) -> Self {
+        let GatewayParts {
+            store,
+            engine,
+            pipeline,
+            bus,
+            reload,
+            membership,
+            quotas,
+            artifacts,
+        } = parts;
+        Self {
+            store,
+            engine,
+            pipeline,
+            bus,
+            reload,
+            membership,
+            quotas,
+            artifacts,
+        }
+    }
+}
