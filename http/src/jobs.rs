@@ -44,6 +44,10 @@ use crate::{
 /// before it sends the stored terminal event instead (the bus keeps events for a
 /// limited time).
 const REPLAY_GRACE: Duration = Duration::from_secs(2);
+/// The longest a job's event stream stays open (a job with a `deadline_ms` ends its
+/// stream at the deadline, plus a grace for the terminal event): a client cannot hold
+/// a connection without limit.
+const SSE_MAX_AGE: Duration = Duration::from_secs(15 * 60);
 
 /// A request id for a job posted without one: 26 characters of `[0-9A-Za-z]`.
 fn new_request_id() -> String {
@@ -296,8 +300,14 @@ pub(super) async fn job_events(
         .filter(|task| task.status.is_terminal())
         .and_then(|task| task.terminal_event)
         .and_then(|v| serde_json::from_value::<Event>(v).ok());
+    let deadline = serde_json::from_str::<Value>(task.command.get())
+        .ok()
+        .and_then(|command| command["deadline_ms"].as_u64())
+        .map(|ms| Duration::from_millis(ms) + REPLAY_GRACE * 5);
+    let max_age = deadline.map_or(SSE_MAX_AGE, |d| d.min(SSE_MAX_AGE));
     Ok(Sse::new(
         until_terminal(events, stored)
+            .take_until(tokio::time::sleep(max_age))
             .map(|event| Ok::<_, std::convert::Infallible>(sse_event(&event))),
     )
     .keep_alive(KeepAlive::default()))

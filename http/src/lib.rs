@@ -21,6 +21,7 @@
 mod artifacts;
 mod caller;
 mod error;
+mod headers;
 mod jobs;
 mod keys;
 mod openai;
@@ -58,8 +59,16 @@ pub async fn serve(
         .await
 }
 
-/// The router.
+/// The router: every endpoint, with the security headers on every response.
 pub fn router(state: HttpState) -> Router {
+    let https = headers::Https(state.https);
+    routes(state).layer(middleware::from_fn_with_state(
+        https,
+        headers::security_headers,
+    ))
+}
+
+fn routes(state: HttpState) -> Router {
     let mut app = Router::new()
         .route("/healthz", get(operations::healthz))
         .route("/openapi.json", get(|| async { Json(openapi()) }))

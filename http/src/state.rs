@@ -19,6 +19,8 @@ pub struct HttpState {
     pub admin: Option<AdminState>,
     /// Renders `/metrics` (Prometheus text), when a recorder is installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Clients reach the service over https (`http.public_url`): send HSTS.
+    pub https: bool,
 }
 
 /// What the admin API needs besides the gateway.

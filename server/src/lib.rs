@@ -161,6 +161,12 @@ impl Serve for Runtime {
             readiness: readiness.clone(),
             metrics: switchyard_runtime::telemetry::prometheus(),
             admin: Some(switchyard_http::AdminState { token }),
+            https: runtime
+                .settings
+                .http
+                .public_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://")),
         });
         let mut http_stop = stop_rx.clone();
         let http = tasks.spawn_with_result("http", async move {

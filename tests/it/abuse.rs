@@ -332,3 +332,25 @@ async fn readyz_follows_the_database_and_commands_wait_for_it() {
     }
     node.stop().await;
 }
+
+/// Every response carries the security headers, errors included; HSTS only with an
+/// https public URL (not set here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_carries_the_security_headers() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(&db, json!([{"name": "mock-a", "provider": "mock"}])).await;
+    for (path, status) in [("/healthz", 200), ("/v1/providers", 401), ("/v1/jobs/1", 401)] {
+        let (code, raw) = crate::support::raw_http(node.port, "GET", path, &[], b"");
+        assert_eq!(code, status, "{path}");
+        let head = raw.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+        for header in [
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+            "content-security-policy: default-src 'none'",
+        ] {
+            assert!(head.contains(header), "{path}: no {header} in {head}");
+        }
+        assert!(!head.contains("strict-transport-security"), "{head}");
+    }
+    node.stop().await;
+}
