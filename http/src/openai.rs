@@ -46,20 +46,34 @@ pub(super) fn new_request_id() -> String {
 }
 
 /// The `route` for an OpenAI `model` (see the module docs).
-fn route_for(state: &OpenAiState, model: Option<&str>) -> Route {
+/// A `model` that names no instance, provider type or configured model is the
+/// caller's mistake, answered as OpenAI answers it (404 `model_not_found`), not as an
+/// outage.
+fn route_for(state: &OpenAiState, model: Option<&str>) -> Result<Route, OaiError> {
     let mut route = Route::default();
     let Some(model) = model.filter(|m| !m.is_empty() && *m != "auto") else {
-        return route;
+        return Ok(route);
     };
     let table = state.gateway.routing_table();
     if table.instances.iter().any(|i| i.config.spec.name == model) {
         route.config_id = Some(ConfigRef::Name(model.to_owned()));
     } else if let Ok(provider) = model.parse::<ProviderType>() {
         route.provider = ProviderSelector::Type(provider);
-    } else {
+    } else if table
+        .instances
+        .iter()
+        .any(|i| i.config.spec.model.as_deref() == Some(model))
+    {
         route.model = Some(model.to_owned());
+    } else {
+        return Err(OaiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!("the model '{model}' does not exist or you do not have access to it"),
+        ));
     }
-    route
+    Ok(route)
 }
 
 /// How a call follows its request.
@@ -154,7 +168,7 @@ pub(super) fn command(
         RequestId::new(request_id).map_err(|e| OaiError::bad_request(e.to_string()))?;
     let mut command = Command::new(request_id, tenant.clone(), kind, input);
     command.user = user;
-    command.route = route_for(state, model);
+    command.route = route_for(state, model)?;
     Ok(command)
 }
 

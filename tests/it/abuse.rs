@@ -339,7 +339,11 @@ async fn readyz_follows_the_database_and_commands_wait_for_it() {
 async fn every_response_carries_the_security_headers() {
     let db = TestDb::sqlite().await;
     let node = start_node(&db, json!([{"name": "mock-a", "provider": "mock"}])).await;
-    for (path, status) in [("/healthz", 200), ("/v1/providers", 401), ("/v1/jobs/1", 401)] {
+    for (path, status) in [
+        ("/healthz", 200),
+        ("/v1/providers", 401),
+        ("/v1/jobs/1", 401),
+    ] {
         let (code, raw) = crate::support::raw_http(node.port, "GET", path, &[], b"");
         assert_eq!(code, status, "{path}");
         let head = raw.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
@@ -351,6 +355,39 @@ async fn every_response_carries_the_security_headers() {
             assert!(head.contains(header), "{path}: no {header} in {head}");
         }
         assert!(!head.contains("strict-transport-security"), "{head}");
+    }
+    node.stop().await;
+}
+
+/// An OpenAI-compatible call naming a model nothing serves is the caller's mistake:
+/// 404 `model_not_found`, as OpenAI answers, not a 503 outage (found by schemathesis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_model_is_not_found_not_an_outage() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(&db, json!([{"name": "mock-a", "provider": "mock"}])).await;
+    let (_, made) = node.call("POST", "/v1/tenants/acme/keys", None);
+    let key = made["key"].as_str().unwrap().to_owned();
+    let body = json!({"model": "no-such-model", "prompt": "a fox"});
+    let (status, answer) = http(
+        node.port,
+        "POST",
+        "/v1/images/generations",
+        Some(&key),
+        Some(&body),
+    );
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(answer["error"]["code"], "model_not_found", "{answer}");
+    // A name, a provider type and no model at all still route.
+    for model in ["mock-a", "mock", "auto"] {
+        let body = json!({"model": model, "prompt": "a fox", "size": "64x64"});
+        let (status, answer) = http(
+            node.port,
+            "POST",
+            "/v1/images/generations",
+            Some(&key),
+            Some(&body),
+        );
+        assert_eq!(status, 200, "{model}: {answer}");
     }
     node.stop().await;
 }
