@@ -19,7 +19,7 @@ pub use event::{
     ProviderRef, Routing, SkipReason, Skipped, Usage,
 };
 pub use reply_to::{ReplyToPolicy, check_subject};
-pub use subjects::Subjects;
+pub use subjects::{Subjects, subject_matches};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

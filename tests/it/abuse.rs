@@ -11,21 +11,9 @@ use switchyard_core::{Command, Event, RequestId, Tenant};
 use switchyard_runtime::bus::{Bus, EventFilter, NatsOptions};
 
 use crate::{
-    reload::{Node, http, start_node},
+    reload::{http, start_node},
     support::{NatsServer, TestDb},
 };
-
-async fn ended(node: &Node, id: i64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, job) = node.call("GET", &format!("/v1/jobs/{id}"), None);
-        if job["status"] == "failed" || job["status"] == "done" {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "job {id} did not end: {job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn text(request_id: &str, tenant: &str, reply_to: &str) -> Command {
     serde_json::from_value(json!({"request_id": request_id, "tenant": tenant,
@@ -153,7 +141,7 @@ async fn equal_request_ids_of_two_tenants_do_not_collide() {
         ids.push(posted["id"].as_i64().unwrap());
     }
     for id in &ids {
-        assert_eq!(ended(&node, *id).await["status"], "done");
+        assert_eq!(node.job_end(*id).await["status"], "done");
     }
     let again = json!({"request_id": "shared-1", "tenant": "acme", "kind": "text.generate",
                        "input": {"messages": [{"role": "user", "content": "hi"}]}});

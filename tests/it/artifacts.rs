@@ -3,26 +3,12 @@
 //! tampered link is 403; responses are `Cache-Control: private`; a tenant cannot name
 //! another tenant's artifact as an input.
 
-use std::time::{Duration, Instant};
-
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
-    reload::{Node, TOKEN, http, start_node},
+    reload::{TOKEN, http, start_node},
     support::{TestDb, raw_http},
 };
-
-async fn ended(node: &Node, id: i64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, job) = node.call("GET", &format!("/v1/jobs/{id}"), None);
-        if job["status"] == "failed" || job["status"] == "done" {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "job {id} did not end: {job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn get(port: u16, path: &str, bearer: Option<&str>) -> (u16, String) {
     let headers: Vec<String> = bearer
@@ -43,7 +29,7 @@ async fn artifacts_are_served_only_by_signed_link_admin_or_owner() {
     let job = json!({"kind": "image.generate", "input": {"prompt": "a fox", "size": "64x64"}});
     let (status, posted) = http(node.port, "POST", "/v1/jobs", Some(&acme), Some(&job));
     assert_eq!(status, 202, "{posted}");
-    let done = ended(&node, posted["id"].as_i64().unwrap()).await;
+    let done = node.job_end(posted["id"].as_i64().unwrap()).await;
     let image = &done["result"]["output"]["images"][0];
     let url = image["url"].as_str().unwrap();
     let id = image["artifact_id"].as_str().unwrap();
@@ -95,7 +81,7 @@ async fn artifacts_are_served_only_by_signed_link_admin_or_owner() {
                        "images": [{"artifact_id": id}]}});
     let (status, posted) = http(node.port, "POST", "/v1/jobs", Some(&globex), Some(&steal));
     assert_eq!(status, 202, "{posted}");
-    let failed = ended(&node, posted["id"].as_i64().unwrap()).await;
+    let failed = node.job_end(posted["id"].as_i64().unwrap()).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert_eq!(failed["error"]["code"], "invalid_request", "{failed}");
     assert!(
@@ -109,7 +95,7 @@ async fn artifacts_are_served_only_by_signed_link_admin_or_owner() {
     let (status, posted) = http(node.port, "POST", "/v1/jobs", Some(&acme), Some(&steal));
     assert_eq!(status, 202, "{posted}");
     assert_eq!(
-        ended(&node, posted["id"].as_i64().unwrap()).await["status"],
+        node.job_end(posted["id"].as_i64().unwrap()).await["status"],
         "done"
     );
     node.stop().await;

@@ -117,6 +117,19 @@ impl Node {
         let _ = self.task.await;
     }
 
+    /// Polls `GET /v1/jobs/{id}` until the job is `done` or `failed` (20 s at most).
+    pub(crate) async fn job_end(&self, id: i64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, job) = self.call("GET", &format!("/v1/jobs/{id}"), None);
+            if job["status"] == "failed" || job["status"] == "done" {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} did not end: {job}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub(crate) fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         http(self.port, method, path, Some(TOKEN), body.as_ref())
     }

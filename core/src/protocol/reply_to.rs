@@ -3,6 +3,8 @@
 //! the gateway's own subjects (a forged event for another tenant, a config-change
 //! notice, a fake replica heartbeat) or into the server's `$` subjects.
 
+use super::subjects::subject_matches;
+
 /// The rules: `_INBOX.…` always, subjects matching an operator allow-list entry (NATS
 /// wildcards `*` and `>`), never anything under the gateway's own prefix or `$`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +41,11 @@ impl ReplyToPolicy {
         if subject.starts_with("_INBOX.") {
             return Ok(());
         }
-        if self.allow.iter().any(|filter| matches(filter, subject)) {
+        if self
+            .allow
+            .iter()
+            .any(|filter| subject_matches(filter, subject))
+        {
             return Ok(());
         }
         Err(format!(
@@ -81,21 +87,6 @@ pub fn check_subject(subject: &str) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Whether `subject` matches a NATS filter with `*` and `>` wildcards.
-fn matches(filter: &str, subject: &str) -> bool {
-    let mut f = filter.split('.');
-    let mut s = subject.split('.');
-    loop {
-        match (f.next(), s.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
 }
 
 #[cfg(test)]
