@@ -15,6 +15,7 @@ use axum::{
 use switchyard_core::Tenant;
 use switchyard_runtime::facade::{QueryError, Secret, TenantKeys};
 
+use crate::key_cache::{Cached, KeyCache};
 use crate::{error::ApiError, openai::error::OaiError};
 
 /// Who called.
@@ -71,12 +72,23 @@ pub(crate) struct Authenticator {
     token: Secret,
     /// Where tenant keys are looked up.
     keys: TenantKeys,
+    /// Recent lookups, and the budget of new ones.
+    cache: KeyCache,
 }
 
 impl Authenticator {
     /// An authenticator of this admin token and these tenant keys.
     pub(crate) fn new(token: Secret, keys: TenantKeys) -> Self {
-        Self { token, keys }
+        Self {
+            token,
+            keys,
+            cache: KeyCache::default(),
+        }
+    }
+
+    /// Its cache of tenant keys (shared, for the handler that revokes keys).
+    pub(crate) fn key_cache(&self) -> KeyCache {
+        self.cache.clone()
     }
 
     /// The caller of a request with these headers, if `scope` takes it. The admin token
@@ -101,12 +113,17 @@ impl Authenticator {
         if scope == Scope::Admin || given.is_empty() {
             return Err(Refusal::Unknown);
         }
-        let tenant = self
-            .keys
-            .tenant_of(given)
-            .await
-            .map_err(Refusal::Store)?
-            .ok_or(Refusal::Unknown)?;
+        let now = std::time::Instant::now();
+        let tenant = match self.cache.get(given, now) {
+            Cached::Answer(tenant) => tenant,
+            Cached::Throttled => None,
+            Cached::LookUp => {
+                let tenant = self.keys.tenant_of(given).await.map_err(Refusal::Store)?;
+                self.cache.put(given, tenant.clone(), now);
+                tenant
+            }
+        }
+        .ok_or(Refusal::Unknown)?;
         Tenant::new(tenant)
             .map(Caller::Tenant)
             .map_err(|_| Refusal::Unknown)

@@ -219,7 +219,7 @@ fn enqueue_error(e: EnqueueError, command: &Command) -> ApiError {
 
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("admin" = []), ("tenant" = [])), request_body(content = ref("#/components/schemas/Command"), description = "a command (PROTOCOL.md §2); `request_id` may be left out and is then generated", content_type = "application/json"), responses((status = 202, description = "stored and queued (header Location: /v1/jobs/{id})", body = JobQueued), (status = 200, description = "the tenant already used this request_id: that job, as GET /v1/jobs/{id} shows it (or as 202 shows it, while it is still queued)", body = Job), (status = 403, description = "a tenant key submitting for another tenant", body = ErrorBody), (status = 400, description = "not a valid command (the message names each bad field)", body = ErrorBody), (status = 401, description = "missing or wrong admin token or tenant key", body = ErrorBody), (status = 503, description = "stored but the bus did not take it: POST it again", body = ErrorBody)))]
 pub(super) async fn submit_job(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -272,7 +272,7 @@ async fn visible_job(gateway: &Gateway, caller: &Caller, id: i64) -> Result<Task
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("admin" = []), ("tenant" = [])), params(("id" = i64, Path, description = "the job id (its task id)")), responses((status = 200, description = "the job: its status, and its result or error once it ended", body = Job), (status = 404, description = "no such job", body = ErrorBody), (status = 401, description = "missing or wrong admin token or tenant key", body = ErrorBody)))]
 pub(super) async fn get_job(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     caller: Caller,
     Path(id): Path<i64>,
 ) -> Result<Json<Job>, ApiError> {
@@ -282,7 +282,7 @@ pub(super) async fn get_job(
 
 #[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("admin" = []), ("tenant" = [])), params(("id" = i64, Path, description = "the job id (its task id)")), responses((status = 200, description = "text/event-stream: every event of the job from its first (`event:` its type, `id:` its seq, `data:` the event JSON, PROTOCOL.md §3); the stream ends after the terminal event", body = String, content_type = "text/event-stream"), (status = 404, description = "no such job", body = ErrorBody), (status = 401, description = "missing or wrong admin token or tenant key", body = ErrorBody)))]
 pub(super) async fn job_events(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     caller: Caller,
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse, ApiError> {

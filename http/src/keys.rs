@@ -83,7 +83,7 @@ fn tenant_path(tenant: &str) -> Result<Tenant, ApiError> {
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/keys", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant")), request_body(content = NewKey, description = "a label, or no body", content_type = "application/json"), responses((status = 201, description = "the key: `key` is shown this once and never again", body = CreatedKey), (status = 400, description = "bad tenant or body", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn create_key(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
@@ -109,7 +109,7 @@ pub(super) async fn create_key(
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/keys", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant")), responses((status = 200, description = "the tenant's keys: never the keys themselves", body = KeyList), (status = 400, description = "bad tenant", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn list_keys(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     Path(tenant): Path<String>,
 ) -> Result<Json<KeyList>, ApiError> {
     let tenant = tenant_path(&tenant)?;
@@ -119,13 +119,14 @@ pub(super) async fn list_keys(
     }))
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/keys/{id}", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant"), ("id" = i64, Path, description = "the key id")), responses((status = 204, description = "revoked: it stops working at once"), (status = 404, description = "no such live key", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/keys/{id}", tag = "tenants", security(("admin" = [])), params(("tenant" = String, Path, description = "the tenant"), ("id" = i64, Path, description = "the key id")), responses((status = 204, description = "revoked: it stops working at once on this replica, within 10 s on the others (their key caches)"), (status = 404, description = "no such live key", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn revoke_key(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, key_cache }): State<AdminApi>,
     Path((tenant, id)): Path<(String, i64)>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = tenant_path(&tenant)?;
     if gateway.tenant_keys().revoke(tenant.as_str(), id).await? {
+        key_cache.clear();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("no such live key"))

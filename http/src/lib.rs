@@ -23,6 +23,7 @@ mod caller;
 mod error;
 mod headers;
 mod jobs;
+mod key_cache;
 mod keys;
 mod openai;
 mod openapi;

@@ -66,7 +66,7 @@ impl From<PluginWriteError> for ApiError {
 
 #[utoipa::path(put, path = "/v1/plugins/{name}", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "install under this name; '-' takes the name the plugin gives")), request_body(content = Vec<u8>, content_type = "application/wasm", description = "the component"), responses((status = 201, description = "installed", body = ref("#/components/schemas/PluginInfo")), (status = 200, description = "the same file was installed already (made active again)", body = ref("#/components/schemas/PluginInfo")), (status = 400, description = "not a valid switchyard:provider plugin (the reason says why); nothing stored", body = ErrorBody), (status = 409, description = "this name and version exist with other content", body = ErrorBody), (status = 503, description = "this runtime runs no plugin host", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn install_plugin(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<PluginInfo>), ApiError> {
@@ -91,7 +91,7 @@ pub(super) async fn install_plugin(
 
 #[utoipa::path(get, path = "/v1/plugins", tag = "plugins", security(("admin" = [])), responses((status = 200, description = "every installed version", body = PluginList), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn list_plugins(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
 ) -> Result<Json<PluginList>, ApiError> {
     let items = gateway.plugins(None).await?;
     Ok(Json(PluginList { items }))
@@ -99,7 +99,7 @@ pub(super) async fn list_plugins(
 
 #[utoipa::path(get, path = "/v1/plugins/{name}", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "plugin name")), responses((status = 200, description = "the plugin's versions and the current one", body = PluginDetail), (status = 404, description = "not installed", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn get_plugin(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     Path(name): Path<String>,
 ) -> Result<Json<PluginDetail>, ApiError> {
     let versions = gateway.plugins(Some(&name)).await?;
@@ -122,7 +122,7 @@ pub(super) async fn get_plugin(
 
 #[utoipa::path(delete, path = "/v1/plugins/{name}", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "name (every version) or name@version")), responses((status = 204, description = "removed"), (status = 404, description = "not installed", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn delete_plugin(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     Path(reference): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let removed = gateway.remove_plugin(&reference).await?;
@@ -136,7 +136,7 @@ pub(super) async fn delete_plugin(
 
 #[utoipa::path(post, path = "/v1/plugins/{name}/rollback", tag = "plugins", security(("admin" = [])), params(("name" = String, Path, description = "plugin name")), responses((status = 200, description = "the version deactivated and the one current now", body = Rollback), (status = 409, description = "no earlier version to return to", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn rollback_plugin(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     Path(name): Path<String>,
 ) -> Result<Json<Rollback>, ApiError> {
     let (deactivated, current) = gateway.rollback_plugin(&name).await?;

@@ -95,7 +95,7 @@ fn not_found(id: i64) -> ApiError {
 
 #[utoipa::path(get, path = "/v1/providers", tag = "providers", security(("admin" = [])), params(("provider" = Option<String>, Query, description = "only this provider type"), ("enabled" = Option<bool>, Query, description = "only enabled or disabled configs"), ("kind" = Option<String>, Query, description = "only configs serving this kind"), ("offset" = Option<usize>, Query, description = "skip this many"), ("limit" = Option<usize>, Query, description = "at most this many (default 100, max 1000)")), responses((status = 200, description = "a page of provider configs (PROTOCOL.md §6, keys masked)", body = ProviderPage), (status = 400, description = "bad filter", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn list_providers(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<ProviderPage>, ApiError> {
     let provider = query
@@ -134,7 +134,7 @@ pub(super) async fn list_providers(
 
 #[utoipa::path(post, path = "/v1/providers", tag = "providers", security(("admin" = [])), request_body(content = ref("#/components/schemas/ProviderConfigDraft"), content_type = "application/json", description = "a provider config object (PROTOCOL.md §6); name and provider are required"), responses((status = 201, description = "the stored config, key masked", body = ref("#/components/schemas/ProviderConfig")), (status = 400, description = "{error, fields: [{path, message}]}", body = ErrorBody), (status = 409, description = "the name is taken", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn create_provider(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ProviderConfig>), ApiError> {
     let spec = parse_draft(&body)?.validate()?;
@@ -144,7 +144,7 @@ pub(super) async fn create_provider(
 
 #[utoipa::path(get, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "the config, key masked (an invalid row shows its errors)", body = ref("#/components/schemas/ProviderConfig")), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn get_provider(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let record = gateway
@@ -156,7 +156,7 @@ pub(super) async fn get_provider(
 
 #[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), request_body(content = ref("#/components/schemas/ProviderConfigDraft"), content_type = "application/json", description = "any subset of the config fields; a masked api_key means unchanged"), responses((status = 200, description = "the stored config with its new version", body = ref("#/components/schemas/ProviderConfig")), (status = 400, description = "{error, fields: [{path, message}]}", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody), (status = 409, description = "name taken or concurrent write", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn patch_provider(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     Path(id): Path<i64>,
     body: Bytes,
 ) -> Result<Json<ProviderConfig>, ApiError> {
@@ -167,7 +167,7 @@ pub(super) async fn patch_provider(
 
 #[utoipa::path(delete, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 204, description = "deleted; its actor drains and stops"), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn delete_provider(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     if !gateway.delete_provider(ConfigId(id)).await? {
@@ -178,7 +178,7 @@ pub(super) async fn delete_provider(
 
 #[utoipa::path(post, path = "/v1/providers/reload", tag = "providers", security(("admin" = [])), responses((status = 200, description = "what the reload did", body = ref("#/components/schemas/ReloadReport")), (status = 500, description = "the reload failed", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn reload(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
 ) -> Result<Json<ReloadReport>, ApiError> {
     let report = gateway
         .reload()
@@ -188,7 +188,9 @@ pub(super) async fn reload(
 }
 
 #[utoipa::path(get, path = "/v1/providers/status", tag = "providers", security(("admin" = [])), responses((status = 200, description = "the live status of this process's instances, and the stored configs that do not validate", body = ProvidersStatus), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
-pub(super) async fn status(State(AdminApi { gateway }): State<AdminApi>) -> Json<ProvidersStatus> {
+pub(super) async fn status(
+    State(AdminApi { gateway, .. }): State<AdminApi>,
+) -> Json<ProvidersStatus> {
     let ProviderStatus {
         replicas,
         instances,
@@ -203,7 +205,7 @@ pub(super) async fn status(State(AdminApi { gateway }): State<AdminApi>) -> Json
 
 #[utoipa::path(post, path = "/v1/providers/{id}/test", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "the adapter's health check against the provider", body = TestAnswer), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn test_provider(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse, ApiError> {
     let record = gateway

@@ -67,7 +67,7 @@ fn period_of(period: &str) -> Result<QuotaPeriod, ApiError> {
 
 #[utoipa::path(get, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), params(("tenant" = String, Query, description = "the tenant (required)")), responses((status = 200, description = "each quota with what it counted since the start of its current period", body = QuotaList), (status = 400, description = "missing or invalid tenant", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn list_quotas(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     Query(query): Query<QuotaQuery>,
 ) -> Result<Json<QuotaList>, ApiError> {
     let tenant = tenant_query(query.tenant.as_deref())?;
@@ -80,7 +80,7 @@ pub(super) async fn list_quotas(
 
 #[utoipa::path(put, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), request_body(content = QuotaBody, description = "the quota (at least one max)", content_type = "application/json"), responses((status = 200, description = "the quota as stored; it applies to requests accepted from now on", body = ref("#/components/schemas/Quota")), (status = 400, description = "a bad field, named", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn put_quota(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     body: Bytes,
 ) -> Result<Json<Quota>, ApiError> {
     let body: QuotaBody = serde_json::from_slice(&body)
@@ -100,7 +100,7 @@ pub(super) async fn put_quota(
 
 #[utoipa::path(delete, path = "/v1/quotas", tag = "quotas", security(("admin" = [])), params(("tenant" = String, Query, description = "the tenant"), ("period" = String, Query, description = "day or month"), ("user" = Option<String>, Query, description = "the user, for a per-user quota")), responses((status = 204, description = "removed"), (status = 404, description = "no such quota", body = ErrorBody), (status = 400, description = "missing tenant or period", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn delete_quota(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     Query(query): Query<QuotaQuery>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = tenant_query(query.tenant.as_deref())?;

@@ -35,6 +35,8 @@ pub struct AdminState {
 pub(crate) struct AdminApi {
     /// The runtime.
     pub(crate) gateway: Gateway,
+    /// The authenticator's cache of tenant keys (a revocation here clears it).
+    pub(crate) key_cache: crate::key_cache::KeyCache,
 }
 
 /// What the OpenAI-compatible handlers share.
@@ -54,6 +56,7 @@ impl AdminState {
         let compatible = OpenAiState {
             gateway: gateway.clone(),
         };
-        (authenticator, AdminApi { gateway }, compatible)
+        let key_cache = authenticator.key_cache();
+        (authenticator, AdminApi { gateway, key_cache }, compatible)
     }
 }

@@ -130,7 +130,7 @@ fn parse_time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, 
 
 #[utoipa::path(get, path = "/v1/usage", tag = "usage", security(("admin" = [])), params(("tenant" = String, Query, description = "the tenant (required)"), ("from" = Option<String>, Query, description = "RFC 3339, inclusive (default: 30 days before `to`)"), ("to" = Option<String>, Query, description = "RFC 3339, exclusive (default: now)")), responses((status = 200, description = "finished requests that used a provider, grouped by provider type, model and kind", body = UsageReport), (status = 400, description = "missing tenant, bad time, or from not before to", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn usage(
-    State(AdminApi { gateway }): State<AdminApi>,
+    State(AdminApi { gateway, .. }): State<AdminApi>,
     Query(query): Query<UsageQuery>,
 ) -> Result<Json<UsageReport>, ApiError> {
     let tenant = tenant_query(query.tenant.as_deref())?;
