@@ -40,19 +40,7 @@ async fn reply_to_cannot_name_the_gateways_own_subjects() {
     }
     for (i, target) in targets.iter().enumerate() {
         let command = text(&format!("bad-reply-{i}"), "acme", target);
-        let mut events = node
-            .bus
-            .events(EventFilter::Request(
-                command.tenant.clone(),
-                command.request_id.clone(),
-            ))
-            .await
-            .unwrap();
-        node.bus.publish_command(&command).await.unwrap();
-        let event = tokio::time::timeout(Duration::from_secs(20), events.next())
-            .await
-            .unwrap()
-            .unwrap();
+        let event = publish_and_await_first(&node.bus, &command).await;
         let Some(error) = failure_of(&event) else {
             panic!("{target}: {event:?}");
         };
@@ -79,6 +67,22 @@ async fn reply_to_cannot_name_the_gateways_own_subjects() {
         assert!(got.is_err(), "{target} received {got:?}");
     }
     node.stop().await;
+}
+
+/// Publishes `command` and returns the first event of its request.
+async fn publish_and_await_first(bus: &Bus, command: &Command) -> Event {
+    let mut events = bus
+        .events(EventFilter::Request(
+            command.tenant.clone(),
+            command.request_id.clone(),
+        ))
+        .await
+        .unwrap();
+    bus.publish_command(command).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), events.next())
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 fn failure_of(event: &Event) -> Option<Value> {
@@ -203,19 +207,7 @@ async fn a_nul_character_is_an_invalid_request_on_postgres() {
             _ => command["metadata"] = json!({"note": "a\u{0}b"}),
         }
         let command: Command = serde_json::from_value(command).unwrap();
-        let mut events = node
-            .bus
-            .events(EventFilter::Request(
-                command.tenant.clone(),
-                command.request_id.clone(),
-            ))
-            .await
-            .unwrap();
-        node.bus.publish_command(&command).await.unwrap();
-        let event = tokio::time::timeout(Duration::from_secs(20), events.next())
-            .await
-            .unwrap()
-            .unwrap();
+        let event = publish_and_await_first(&node.bus, &command).await;
         let error = failure_of(&event).unwrap_or_else(|| panic!("{field}: {event:?}"));
         assert_eq!(error["code"], "invalid_request", "{field}: {error}");
         assert!(
