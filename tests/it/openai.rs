@@ -352,3 +352,41 @@ async fn openai_calls_work_over_nats() {
     node.stop().await;
     db.cleanup().await;
 }
+
+/// A tenant over its image quota is refused before its edit's uploads are stored:
+/// 429 `quota_exceeded`, OpenAI's rate-limit shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_over_quota_is_refused_before_its_uploads_are_stored() {
+    let db = TestDb::sqlite().await;
+    let node = start_node(&db, json!([{"name": "mock-a", "provider": "mock"}])).await;
+    let port = node.port;
+    let (_, made) = node.call("POST", "/v1/tenants/acme/keys", None);
+    let key = made["key"].as_str().unwrap().to_owned();
+    let quota = json!({"tenant": "acme", "period": "day", "max_images": 1});
+    assert_eq!(node.call("PUT", "/v1/quotas", Some(quota)).0, 200);
+    let (status, first) = http(
+        port,
+        "POST",
+        "/v1/images/generations",
+        Some(&key),
+        Some(&json!({"prompt": "a kite", "size": "64x64", "response_format": "b64_json"})),
+    );
+    assert_eq!(status, 200, "{first}");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(first["data"][0]["b64_json"].as_str().unwrap())
+        .unwrap();
+    let (content_type, form) = multipart(&[("prompt", "again")], &[("image", "k.png", &png)]);
+    let (status, refused) = tokio::task::spawn_blocking(move || {
+        post_form(port, "/v1/images/edits", &key, &content_type, &form)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 429, "{refused}");
+    assert_eq!(refused["error"]["code"], "quota_exceeded", "{refused}");
+    // Nothing was stored for it (an upload would be recorded as the tenant's).
+    let uploads = db
+        .raw_strings("SELECT artifact_id FROM artifact_uploads")
+        .await;
+    assert!(uploads.is_empty(), "{uploads:?}");
+    node.stop().await;
+}

@@ -4,7 +4,7 @@
 use axum::{Json, body::Bytes, extract::State};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use switchyard_core::{Command, CommandInput, EventBody, ImageRef, Kind};
+use switchyard_core::{Command, CommandInput, ErrorCode, ErrorInfo, EventBody, ImageRef, Kind};
 use switchyard_runtime::facade::ArtifactError;
 use utoipa::ToSchema;
 
@@ -158,6 +158,13 @@ pub(crate) async fn image_edits(
     mut form: axum::extract::Multipart,
 ) -> Result<Json<ImagesAnswer>, OaiError> {
     let tenant = key_tenant(&caller)?;
+    // A tenant over its quota stores nothing: refused before any upload is read.
+    if let Some(message) = state.gateway.quota_refusal(&tenant, 1).await? {
+        return Err(OaiError::from(&ErrorInfo::new(
+            ErrorCode::QuotaExceeded,
+            message,
+        )));
+    }
     let mut images = Vec::new();
     let mut mask = None;
     let mut fields: std::collections::HashMap<String, String> = std::collections::HashMap::new();

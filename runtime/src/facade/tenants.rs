@@ -120,4 +120,23 @@ impl Gateway {
         }
         Ok(deleted)
     }
+
+    /// Why `tenant` may not ask for `images` more images now (a quota it has reached),
+    /// if so: checked before a call stores anything for the tenant (an edit's uploads).
+    ///
+    /// # Errors
+    /// [`QueryError`] when the quotas cannot be read.
+    pub async fn quota_refusal(
+        &self,
+        tenant: &switchyard_core::Tenant,
+        images: i64,
+    ) -> Result<Option<String>, QueryError> {
+        self.quotas
+            .check(crate::quota::Ask {
+                tenant: tenant.as_str(),
+                user: None,
+                images,
+            })
+            .await
+    }
 }
