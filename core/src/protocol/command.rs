@@ -514,4 +514,6 @@ mod inputs;
 mod nul;
 
 #[cfg(test)]
+mod robustness;
+#[cfg(test)]
 mod tests;
