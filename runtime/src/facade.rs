@@ -65,41 +65,16 @@ pub struct GatewayParts {
     pub artifacts: ArtifactStore,
 }
 
-/// The runtime's HTTP-facing surface. Cheap to clone: every part is a handle.
+/// The runtime's HTTP-facing surface. Cheap to clone: every part is a handle. Its
+/// parts are private: the HTTP crate reaches them only through the methods.
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    store: Store,
-    engine: Engine,
-    pipeline: Pipeline,
-    bus: Bus,
-    reload: ReloadHandle,
-    membership: Option<Membership>,
-    quotas: Quotas,
-    artifacts: ArtifactStore,
+    parts: GatewayParts,
 }
 
 impl Gateway {
     /// A gateway over these parts.
     pub fn new(parts: GatewayParts) -> Self {
-        let GatewayParts {
-            store,
-            engine,
-            pipeline,
-            bus,
-            reload,
-            membership,
-            quotas,
-            artifacts,
-        } = parts;
-        Self {
-            store,
-            engine,
-            pipeline,
-            bus,
-            reload,
-            membership,
-            quotas,
-            artifacts,
-        }
+        Self { parts }
     }
 }

@@ -15,7 +15,7 @@ impl Gateway {
     /// # Errors
     /// [`ArtifactError::NotFound`], [`ArtifactError::BadId`], or the object store's.
     pub async fn artifact(&self, id: &str) -> Result<(Vec<u8>, ArtifactMeta), ArtifactError> {
-        self.artifacts.get(id).await
+        self.parts.artifacts.get(id).await
     }
 
     /// Stores an image: what is known of it (its id among them).
@@ -23,7 +23,7 @@ impl Gateway {
     /// # Errors
     /// [`ArtifactError::NotAnImage`], or the object store's.
     pub async fn store_artifact(&self, bytes: &[u8]) -> Result<ArtifactMeta, ArtifactError> {
-        self.artifacts.put(bytes).await
+        self.parts.artifacts.put(bytes).await
     }
 
     /// Records that `tenant` uploaded artifact `id`, which makes it one of its owners.
@@ -31,7 +31,7 @@ impl Gateway {
     /// # Errors
     /// The store's.
     pub async fn record_artifact_upload(&self, id: &str, tenant: &str) -> Result<(), QueryError> {
-        self.store.record_artifact_upload(id, tenant).await
+        self.parts.store.record_artifact_upload(id, tenant).await
     }
 
     /// The tenants that own artifact `id` (none for an unknown one).
@@ -39,7 +39,7 @@ impl Gateway {
     /// # Errors
     /// The store's.
     pub async fn artifact_owners(&self, id: &str) -> Result<Vec<String>, QueryError> {
-        self.store.artifact_owners(id).await
+        self.parts.store.artifact_owners(id).await
     }
 
     /// Checks a signed link's `exp` and `sig` for artifact `id` against its `owners`,
@@ -54,8 +54,9 @@ impl Gateway {
         exp: u64,
         sig: &str,
     ) -> Result<(), SignatureError> {
-        let now = self.engine.clock().now_ms();
-        self.engine
+        let now = self.parts.engine.clock().now_ms();
+        self.parts
+            .engine
             .artifact_urls()
             .verify(id, owners, exp, sig, now)
     }

@@ -15,7 +15,7 @@ use crate::{
 impl Gateway {
     /// Which `reply_to` subjects a command may name.
     pub fn reply_to_policy(&self) -> &ReplyToPolicy {
-        self.pipeline.reply_to_policy()
+        self.parts.pipeline.reply_to_policy()
     }
 
     /// Hands a validated command to the pipeline as a job: its task row is stored,
@@ -25,7 +25,7 @@ impl Gateway {
     /// # Errors
     /// [`EnqueueError`]: nothing stored, or stored but not queued.
     pub async fn submit_job(&self, command: &Command) -> Result<Enqueued, EnqueueError> {
-        self.pipeline.enqueue(command).await
+        self.parts.pipeline.enqueue(command).await
     }
 
     /// The job (task row) with this id, whoever's it is.
@@ -33,7 +33,7 @@ impl Gateway {
     /// # Errors
     /// The store's.
     pub async fn job(&self, id: i64) -> Result<Option<Task>, QueryError> {
-        self.store.get_task(id).await
+        self.parts.store.get_task(id).await
     }
 
     /// The events matching `filter` (see [`EventFilter`]).
@@ -41,7 +41,7 @@ impl Gateway {
     /// # Errors
     /// The bus's.
     pub async fn events(&self, filter: EventFilter) -> Result<Events, BusError> {
-        self.bus.events(filter).await
+        self.parts.bus.events(filter).await
     }
 
     /// The events sent to a `reply_to` subject (payloads that are no event are
@@ -50,7 +50,7 @@ impl Gateway {
     /// # Errors
     /// The bus's.
     pub async fn replies(&self, subject: &str) -> Result<Events, BusError> {
-        let payloads = self.bus.subscribe_core(subject).await?;
+        let payloads = self.parts.bus.subscribe_core(subject).await?;
         Ok(Box::pin(payloads.filter_map(|payload| async move {
             serde_json::from_slice::<Event>(&payload).ok()
         })))
@@ -62,6 +62,6 @@ impl Gateway {
     /// # Errors
     /// The bus's.
     pub async fn publish_command(&self, command: &Command) -> Result<bool, BusError> {
-        self.bus.publish_command(command).await
+        self.parts.bus.publish_command(command).await
     }
 }

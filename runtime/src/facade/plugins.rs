@@ -31,8 +31,12 @@ impl Gateway {
         wasm: &[u8],
         name: Option<&str>,
     ) -> Result<(PluginInfo, bool), PluginInstallError> {
-        let registry = self.engine.plugins().ok_or(PluginInstallError::NoHost)?;
-        let (info, new) = install(&self.store, registry.host(), wasm, name).await?;
+        let registry = self
+            .parts
+            .engine
+            .plugins()
+            .ok_or(PluginInstallError::NoHost)?;
+        let (info, new) = install(&self.parts.store, registry.host(), wasm, name).await?;
         self.plugins_changed(&info.name).await;
         Ok((info, new))
     }
@@ -42,7 +46,7 @@ impl Gateway {
     /// # Errors
     /// The store's.
     pub async fn plugins(&self, name: Option<&str>) -> Result<Vec<PluginInfo>, QueryError> {
-        self.store.list_plugins(name).await
+        self.parts.store.list_plugins(name).await
     }
 
     /// Removes a plugin (`name`: every version; `name@version`: that one); when any
@@ -51,7 +55,7 @@ impl Gateway {
     /// # Errors
     /// The store's.
     pub async fn remove_plugin(&self, reference: &str) -> Result<u64, PluginWriteError> {
-        let removed = self.store.remove_plugin(reference).await?;
+        let removed = self.parts.store.remove_plugin(reference).await?;
         if removed > 0 {
             self.plugins_changed(reference).await;
         }
@@ -67,14 +71,14 @@ impl Gateway {
         &self,
         name: &str,
     ) -> Result<(PluginInfo, PluginInfo), PluginWriteError> {
-        let rolled = self.store.rollback_plugin(name).await?;
+        let rolled = self.parts.store.rollback_plugin(name).await?;
         self.plugins_changed(name).await;
         Ok(rolled)
     }
 
     /// Tells every process that plugins changed, and asks this one to reload.
     async fn plugins_changed(&self, name: &str) {
-        announce_plugins(&self.bus, name).await;
-        self.reload.nudge();
+        announce_plugins(&self.parts.bus, name).await;
+        self.parts.reload.nudge();
     }
 }

@@ -52,7 +52,7 @@ impl Gateway {
         &self,
         filter: &ProviderFilter,
     ) -> Result<Vec<ProviderRecord>, ConfigReadError> {
-        self.store.list_providers(filter).await
+        self.parts.store.list_providers(filter).await
     }
 
     /// One stored provider config, if there is one with this id.
@@ -60,7 +60,7 @@ impl Gateway {
     /// # Errors
     /// The store's.
     pub async fn provider(&self, id: ConfigId) -> Result<Option<ProviderRecord>, ConfigReadError> {
-        self.store.get_provider(id).await
+        self.parts.store.get_provider(id).await
     }
 
     /// Stores a new provider config, announces it and reloads.
@@ -71,7 +71,7 @@ impl Gateway {
         &self,
         spec: &ProviderSpec,
     ) -> Result<ProviderConfig, ConfigWriteError> {
-        let config = self.store.insert_provider(spec).await?;
+        let config = self.parts.store.insert_provider(spec).await?;
         self.provider_changed(config.id, "insert", config.version)
             .await;
         Ok(config)
@@ -86,7 +86,7 @@ impl Gateway {
         id: ConfigId,
         patch: ProviderConfigDraft,
     ) -> Result<ProviderConfig, ConfigWriteError> {
-        let config = self.store.patch_provider(id, patch).await?;
+        let config = self.parts.store.patch_provider(id, patch).await?;
         self.provider_changed(config.id, "update", config.version)
             .await;
         Ok(config)
@@ -98,7 +98,7 @@ impl Gateway {
     /// # Errors
     /// The store's.
     pub async fn delete_provider(&self, id: ConfigId) -> Result<bool, ConfigWriteError> {
-        let deleted = self.store.delete_provider(id).await?;
+        let deleted = self.parts.store.delete_provider(id).await?;
         if deleted {
             self.provider_changed(id, "delete", 0).await;
         }
@@ -108,7 +108,7 @@ impl Gateway {
     /// Tells every process that a config changed, and asks this one to reload.
     async fn provider_changed(&self, id: ConfigId, op: &str, version: i64) {
         announce(
-            &self.bus,
+            &self.parts.bus,
             &ConfigChange {
                 id,
                 op: op.to_owned(),
@@ -116,7 +116,7 @@ impl Gateway {
             },
         )
         .await;
-        self.reload.nudge();
+        self.parts.reload.nudge();
     }
 
     /// Reloads every config of this process and waits for the result.
@@ -124,27 +124,28 @@ impl Gateway {
     /// # Errors
     /// The reloader's.
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        self.reload.reload_all().await
+        self.parts.reload.reload_all().await
     }
 
     /// The live status of this process's instances.
     pub fn provider_status(&self) -> ProviderStatus {
         ProviderStatus {
             replicas: self
+                .parts
                 .membership
                 .as_ref()
                 .map_or(1, crate::replicas::Membership::replicas),
-            instances: self.engine.status(),
-            invalid: self.reload.invalid(),
+            instances: self.parts.engine.status(),
+            invalid: self.parts.reload.invalid(),
         }
     }
 
     /// A test call of `config`: its plugin resolved (with a plugin host), an adapter
     /// built for it, and the adapter's health check, within the config's timeout.
     pub async fn check_provider(&self, mut config: ProviderConfig) -> ProviderCheck {
-        let plugins = self.engine.plugins();
+        let plugins = self.parts.engine.plugins();
         if let Some(plugins) = plugins {
-            plugins.resolve(&self.store, [&mut config]).await;
+            plugins.resolve(&self.parts.store, [&mut config]).await;
         }
         let adapter =
             match build_adapter_with(&config, plugins.map(|p| p.as_ref() as &dyn PluginSource)) {
@@ -164,6 +165,6 @@ impl Gateway {
 
     /// The current routing table: the live instances and their configs.
     pub fn routing_table(&self) -> Arc<RoutingTable> {
-        self.engine.table()
+        self.parts.engine.table()
     }
 }

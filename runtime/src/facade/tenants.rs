@@ -62,7 +62,7 @@ impl TenantKeys {
 impl Gateway {
     /// The tenant keys.
     pub fn tenant_keys(&self) -> TenantKeys {
-        TenantKeys::new(self.store.clone())
+        TenantKeys::new(self.parts.store.clone())
     }
 
     /// `tenant`'s finished requests that used a provider in `[from, to)`, grouped by
@@ -76,7 +76,7 @@ impl Gateway {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<UsageSummaryRow>, QueryError> {
-        self.store.usage_summary(tenant, from, to).await
+        self.parts.store.usage_summary(tenant, from, to).await
     }
 
     /// `tenant`'s quotas, each with what it counted since the start of its period
@@ -89,7 +89,7 @@ impl Gateway {
         tenant: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<CountedQuota>, QueryError> {
-        self.store.counted_quotas(tenant, now).await
+        self.parts.store.counted_quotas(tenant, now).await
     }
 
     /// Creates or replaces a quota (already checked); it applies to requests admitted
@@ -98,8 +98,8 @@ impl Gateway {
     /// # Errors
     /// The store's; the quota checker is not told then.
     pub async fn set_quota(&self, quota: &Quota) -> Result<(), QueryError> {
-        self.store.set_quota(quota).await?;
-        self.quotas.invalidate(&quota.tenant);
+        self.parts.store.set_quota(quota).await?;
+        self.parts.quotas.invalidate(&quota.tenant);
         Ok(())
     }
 
@@ -114,9 +114,9 @@ impl Gateway {
         user: Option<&str>,
         period: QuotaPeriod,
     ) -> Result<bool, QueryError> {
-        let deleted = self.store.delete_quota(tenant, user, period).await?;
+        let deleted = self.parts.store.delete_quota(tenant, user, period).await?;
         if deleted {
-            self.quotas.invalidate(tenant);
+            self.parts.quotas.invalidate(tenant);
         }
         Ok(deleted)
     }
@@ -131,7 +131,8 @@ impl Gateway {
         tenant: &switchyard_core::Tenant,
         images: i64,
     ) -> Result<Option<String>, QueryError> {
-        self.quotas
+        self.parts
+            .quotas
             .check(crate::quota::Ask {
                 tenant: tenant.as_str(),
                 user: None,
