@@ -69,15 +69,19 @@ async fn reply_to_cannot_name_the_gateways_own_subjects() {
     node.stop().await;
 }
 
+/// The events of `command`'s request, from its first.
+async fn events_of(bus: &Bus, command: &Command) -> switchyard_runtime::bus::Events {
+    bus.events(EventFilter::Request(
+        command.tenant.clone(),
+        command.request_id.clone(),
+    ))
+    .await
+    .unwrap()
+}
+
 /// Publishes `command` and returns the first event of its request.
 async fn publish_and_await_first(bus: &Bus, command: &Command) -> Event {
-    let mut events = bus
-        .events(EventFilter::Request(
-            command.tenant.clone(),
-            command.request_id.clone(),
-        ))
-        .await
-        .unwrap();
+    let mut events = events_of(bus, command).await;
     bus.publish_command(command).await.unwrap();
     tokio::time::timeout(Duration::from_secs(20), events.next())
         .await
@@ -231,14 +235,7 @@ async fn a_command_delivered_twice_runs_once() {
     )
     .await;
     let command = text("twice-1", "acme", "_INBOX.twice");
-    let mut events = node
-        .bus
-        .events(EventFilter::Request(
-            command.tenant.clone(),
-            command.request_id.clone(),
-        ))
-        .await
-        .unwrap();
+    let mut events = events_of(&node.bus, &command).await;
     let subject = node.bus.subjects().command(command.kind);
     let body = Bytes::from(serde_json::to_vec(&command).unwrap());
     for _ in 0..2 {
@@ -277,14 +274,7 @@ async fn readyz_follows_the_database_and_commands_wait_for_it() {
     db.raw_execute("ALTER TABLE tasks RENAME TO tasks_away")
         .await;
     let command = text("outage-1", "acme", "_INBOX.outage");
-    let mut events = node
-        .bus
-        .events(EventFilter::Request(
-            command.tenant.clone(),
-            command.request_id.clone(),
-        ))
-        .await
-        .unwrap();
+    let mut events = events_of(&node.bus, &command).await;
     node.bus.publish_command(&command).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while ready() != 503 {
