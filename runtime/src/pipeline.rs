@@ -257,8 +257,15 @@ impl Pipeline {
             Ok(command) => command,
             Err(message) => return self.reject(&envelope, &kind_token, delivery, message).await,
         };
+        // One process runs a task at a time: the same command delivered twice (no
+        // message id, or a redelivery while the first process still runs it) waits.
+        // A new row is inserted already claimed by this run; an existing one is
+        // claimed with a write of its own.
+        let run = format!("{}-{}", self.owner, crate::secrets::random_alphanumeric(8));
+        let new_claim = self.claim(0, &run);
         // The idempotency check: the insert tells a new request from a duplicate.
-        let new_task = NewTask::from_command(&command);
+        let new_task =
+            NewTask::from_command(&command).claimed_by(new_claim.owner, new_claim.until_ms);
         let cache_key = new_task.cache_key.clone();
         let (task, resumed) = match self.writes.create_task(new_task).await? {
             TaskInsert::Created(task) => (task, false),
@@ -268,10 +275,7 @@ impl Pipeline {
             self.replay(&task, &envelope).await?;
             return Ok(Disposition::Ack);
         }
-        // One process runs a task at a time: the same command delivered twice (no
-        // message id, or a redelivery while the first process still runs it) waits.
-        let run = format!("{}-{}", self.owner, crate::secrets::random_alphanumeric(8));
-        if !self.writes.claim_task(self.claim(task.id, &run)).await? {
+        if resumed && !self.writes.claim_task(self.claim(task.id, &run)).await? {
             return Ok(Disposition::Busy(self.lease / 2));
         }
         let renew = async {

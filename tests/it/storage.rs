@@ -106,6 +106,7 @@ on_both_databases!(
     usage_is_written_with_the_terminal_row_and_only_once,
     group_commit_keeps_every_answer_of_the_single_writes,
     a_task_is_claimed_by_one_run_at_a_time,
+    a_task_inserted_claimed_is_held_by_its_inserter,
 );
 
 async fn a_task_is_claimed_by_one_run_at_a_time(db: &TestDb) {
@@ -148,6 +149,42 @@ async fn a_task_is_claimed_by_one_run_at_a_time(db: &TestDb) {
     );
     assert!(!writes.claim_task(claim("run-b", 62_000)).await.unwrap());
     assert!(!writes.claim_task(claim("run-c", 999_000)).await.unwrap());
+}
+
+/// A task inserted with a claim is held by its inserter from the start: no second
+/// write, and another run waits until the lease lapses.
+async fn a_task_inserted_claimed_is_held_by_its_inserter(db: &TestDb) {
+    use switchyard_runtime::store::Claim;
+    let store = &db.store;
+    let writes = switchyard_runtime::store::GroupCommit::start(store.clone());
+    let inserted = writes
+        .create_task(
+            NewTask::from_command(&command("claimed-at-insert"))
+                .claimed_by("run-a".to_owned(), 31_000),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(inserted, TaskInsert::Created(_)));
+    let id = inserted.task().id;
+    let claim = |owner: &str, now_ms: i64| Claim {
+        id,
+        owner: owner.to_owned(),
+        until_ms: now_ms + 30_000,
+        now_ms,
+    };
+    assert!(!writes.claim_task(claim("run-b", 2_000)).await.unwrap());
+    assert!(writes.claim_task(claim("run-a", 3_000)).await.unwrap());
+    // The same insert again (a duplicate delivery) finds the row and takes no claim.
+    let again = writes
+        .create_task(
+            NewTask::from_command(&command("claimed-at-insert"))
+                .claimed_by("run-b".to_owned(), 99_000),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(again, TaskInsert::Existing(_)));
+    assert!(!writes.claim_task(claim("run-b", 4_000)).await.unwrap());
+    assert!(writes.claim_task(claim("run-b", 40_000)).await.unwrap());
 }
 
 async fn provider_crud_round_trips(db: &TestDb) {

@@ -132,9 +132,10 @@ impl Store {
             for chunk in creates.chunks(per) {
                 let sql = format!(
                     "INSERT INTO tasks (request_id, tenant, user_id, kind, prompt, input_images, \
-                     model, size, command, created_at, last_seq, cache_key, status) VALUES {} \
+                     model, size, command, created_at, last_seq, cache_key, claimed_by, claim_until, \
+                     status) VALUES {} \
                      ON CONFLICT (tenant, request_id) DO NOTHING RETURNING {TASK_COLUMNS}",
-                    values(chunk.len(), 12, ", 'pending'", postgres)
+                    values(chunk.len(), 14, ", 'pending'", postgres)
                 );
                 let mut query = sqlx::query_as::<_, Task>(sqlx::AssertSqlSafe(sql));
                 for task in chunk {
@@ -150,7 +151,9 @@ impl Store {
                         .bind(Json(&task.command))
                         .bind(now)
                         .bind(task.last_seq)
-                        .bind(&task.cache_key);
+                        .bind(&task.cache_key)
+                        .bind(task.claim.as_ref().map(|(owner, _)| owner))
+                        .bind(task.claim.as_ref().map_or(0, |(_, until)| *until));
                 }
                 for row in query.fetch_all(&mut *tx).await? {
                     rows.insert((row.tenant.clone(), row.request_id.clone()), row);

@@ -38,6 +38,10 @@ pub struct NewTask {
     /// came before the attempt start was recorded), 0 for an invalid one (its `failed`
     /// event is seq 1).
     pub last_seq: i64,
+    /// The claim a new row is created with (`owner`, lapsing at `until_ms`, Unix ms),
+    /// so the run that inserts a task holds it without a second write. An existing
+    /// row is never claimed by the insert: that takes a [`crate::Claim`].
+    pub claim: Option<(String, i64)>,
 }
 
 /// What makes two commands "identical requests" for `cache: true` (PROTOCOL.md §2):
@@ -162,6 +166,16 @@ impl NewTask {
             // pay neither the hash nor the index entry.
             cache_key: command.cache.then(|| cache_key(command)),
             last_seq: 1,
+            claim: None,
+        }
+    }
+
+    /// This task, created already claimed by `owner` until `until_ms` (Unix ms).
+    #[must_use]
+    pub fn claimed_by(self, owner: String, until_ms: i64) -> Self {
+        Self {
+            claim: Some((owner, until_ms)),
+            ..self
         }
     }
 }
@@ -193,6 +207,7 @@ impl NewTask {
             parameters: Vec::new(),
             cache_key: None,
             last_seq: 0,
+            claim: None,
         }
     }
 }

@@ -42,6 +42,21 @@ fn walk(value: &Value, path: &mut String, out: &mut Vec<String>) {
     }
 }
 
+/// Whether a JSON text holds the escape `\u0000` anywhere (an escaped backslash
+/// followed by `u0000`, as in `"\\u0000"`, is not one). A text without it decodes to
+/// strings without NUL.
+pub(super) fn escaped_in(json: &[u8]) -> bool {
+    memchr::memmem::find_iter(json, b"\\u0000").any(|at| {
+        json[..at]
+            .iter()
+            .rev()
+            .take_while(|&&byte| byte == b'\\')
+            .count()
+            % 2
+            == 0
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -65,5 +80,27 @@ mod tests {
             ]
         );
         assert!(paths(&json!({"a": "no nul here", "b": [1, 2]})).is_empty());
+    }
+
+    #[test]
+    fn the_escape_is_found_in_the_text_and_an_escaped_backslash_is_not_one() {
+        assert!(escaped_in(br#"{"prompt": "a\u0000b"}"#));
+        assert!(escaped_in(br#"{"p": "\\\u0000"}"#));
+        assert!(!escaped_in(br#"{"p": "\\u0000"}"#));
+        assert!(!escaped_in(br#"{"p": "u0000 \u0001"}"#));
+        assert!(!escaped_in(b""));
+    }
+
+    #[test]
+    fn a_body_with_the_escape_is_refused_and_one_without_it_is_not_walked_in_vain() {
+        use crate::protocol::Command;
+        let body = |prompt: &str| {
+            format!(
+                r#"{{"v":1,"request_id":"r","tenant":"t","kind":"image.generate","input":{{"prompt":"{prompt}"}}}}"#
+            )
+        };
+        let refused = Command::parse_and_validate(body("x\\u0000").as_bytes(), None).unwrap_err();
+        assert!(refused.to_string().contains("input.prompt"), "{refused}");
+        assert!(Command::parse_and_validate(body("x\\\\u0000").as_bytes(), None).is_ok());
     }
 }
