@@ -118,6 +118,15 @@ impl Tasks {
         self.tracker.close();
     }
 
+    /// Waits until every task has ended by itself, cancelling none: the drain of an
+    /// owner that told its tasks to finish in their own way (the HTTP server lets each
+    /// connection finish its request in flight). Bound it with the tasks' own limits,
+    /// or with [`Tasks::shutdown`] after it.
+    pub async fn wait(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
     /// Cancels every task and waits up to `grace` for them to end. Returns whether all
     /// ended in time.
     pub async fn shutdown(&self, grace: Duration) -> bool {
@@ -214,6 +223,20 @@ mod tests {
             done.load(Ordering::SeqCst),
             "a bounded task is waited for, not cancelled"
         );
+    }
+
+    #[tokio::test]
+    async fn wait_lets_every_task_finish_without_cancelling_it() {
+        let tasks = Tasks::new("test");
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        tasks.spawn("short", async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            flag.store(true, Ordering::SeqCst);
+        });
+        tasks.wait().await;
+        assert!(done.load(Ordering::SeqCst), "waited for, not cancelled");
+        assert!(tasks.is_empty());
     }
 
     fn tasks_should_panic() -> bool {
