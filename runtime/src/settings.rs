@@ -5,7 +5,6 @@
 
 use std::{
     fmt,
-    net::SocketAddr,
     path::{Path, PathBuf},
 };
 
@@ -16,8 +15,10 @@ use figment::{
 use serde::Deserialize;
 use switchyard_core::{FieldError, ProviderConfigDraft, ValidationError, redact_url};
 
+mod http;
 mod outbound;
 
+pub use http::HttpSettings;
 pub use outbound::OutboundSettings;
 
 /// The default config file, relative to the working directory.
@@ -171,26 +172,6 @@ impl BusSettings {
                 .tls_client_cert
                 .clone()
                 .zip(self.tls_client_key.clone()),
-        }
-    }
-}
-
-/// `[http]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpSettings {
-    /// Listen address.
-    pub listen: String,
-    /// The address clients reach this service at (`https://switchyard.example.com`):
-    /// the base of the artifact URLs in events. Unset, those are relative paths.
-    pub public_url: Option<String>,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".to_owned(),
-            public_url: None,
         }
     }
 }
@@ -452,15 +433,7 @@ impl Settings {
                 ),
             ));
         }
-        if self.http.listen.parse::<SocketAddr>().is_err() {
-            errors.push(FieldError::new(
-                "http.listen",
-                format!(
-                    "'{}' is not an address like 127.0.0.1:8080",
-                    self.http.listen
-                ),
-            ));
-        }
+        self.http.check(&mut errors);
         if ![
             "file://",
             "s3://",
@@ -511,14 +484,6 @@ impl Settings {
             errors.push(FieldError::new(
                 "artifacts.url_key",
                 "must be at least 16 characters",
-            ));
-        }
-        if let Some(url) = &self.http.public_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            errors.push(FieldError::new(
-                "http.public_url",
-                format!("'{url}' must be an http:// or https:// URL"),
             ));
         }
         for (i, filter) in self.bus.reply_to_allow.iter().enumerate() {

@@ -91,3 +91,46 @@ fn master_key_setting_is_checked_and_never_printed() {
     .unwrap();
     assert!(!format!("{s:?}").contains("MDEyMzQ1"));
 }
+
+#[test]
+fn connection_bounds_have_defaults_and_refuse_zero() {
+    let s = Settings::from_toml("").unwrap();
+    assert_eq!(s.http.header_read_timeout_ms, 10_000);
+    assert_eq!(s.http.idle_timeout_ms, 60_000);
+    assert_eq!(s.http.max_connections, 10_000);
+    assert_eq!(s.http.max_connections_per_ip, 256);
+    let message = invalid(
+        "[http]\nheader_read_timeout_ms = 0\nidle_timeout_ms = 0\nmax_connections = 0\nmax_connections_per_ip = 0\n",
+    );
+    for key in [
+        "http.header_read_timeout_ms",
+        "http.idle_timeout_ms",
+        "http.max_connections",
+        "http.max_connections_per_ip",
+    ] {
+        assert!(message.contains(&format!("{key} must be > 0")), "{message}");
+    }
+    let s =
+        Settings::from_toml("[http]\nmax_connections_per_ip = 4\nidle_timeout_ms = 300\n").unwrap();
+    assert_eq!(
+        (s.http.max_connections_per_ip, s.http.idle_timeout_ms),
+        (4, 300)
+    );
+}
+
+#[test]
+fn the_shipped_config_files_are_valid_settings() {
+    for (name, text) in [
+        (
+            "switchyard.toml",
+            include_str!("../../../config/switchyard.toml"),
+        ),
+        (
+            "switchyard.example.toml",
+            include_str!("../../../config/switchyard.example.toml"),
+        ),
+    ] {
+        let s = Settings::from_toml(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(s.http.max_connections_per_ip, 256, "{name}");
+    }
+}
