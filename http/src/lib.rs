@@ -6,6 +6,8 @@
 //!
 //! Where things are:
 //! - [`router`] (here): the route groups and which callers each takes.
+//! - [`serve()`]: the accept loop, with the connection limits and timeouts of
+//!   [`ConnectionPolicy`] and a graceful drain at shutdown.
 //! - `state`: what the handlers share; `caller`: who calls (the admin token or a tenant
 //!   key), resolved once per request by the group's middleware.
 //! - `error`: `ApiError`, the admin and jobs API's error (`{"error": …}`);
@@ -31,6 +33,7 @@ mod operations;
 mod plugins;
 mod providers;
 mod quotas;
+mod serve;
 mod state;
 mod usage;
 
@@ -43,22 +46,8 @@ use axum::{
 
 use caller::{Gate, Scope, require};
 pub use openapi::{ApiDoc, openapi};
+pub use serve::{ConnectionPolicy, serve};
 pub use state::{AdminState, HttpState};
-
-/// Serves `app` on `listener` until `shutdown` resolves, then finishes the requests in
-/// flight.
-///
-/// # Errors
-/// The listener's.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
 
 /// The router: every endpoint, with the security headers on every response.
 pub fn router(state: HttpState) -> Router {

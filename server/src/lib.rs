@@ -13,6 +13,7 @@ use switchyard_runtime::{
     bus::Bus,
     facade::{Gateway, GatewayParts},
     pipeline::{Pipeline, Readiness, run_intake},
+    settings::HttpSettings,
 };
 use switchyard_tasks::Tasks;
 
@@ -169,15 +170,17 @@ impl Serve for Runtime {
                 .is_some_and(|url| url.starts_with("https://")),
         });
         let mut http_stop = stop_rx.clone();
-        let http = tasks.spawn_with_result("http", async move {
-            let served = switchyard_http::serve(listener, app, async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "http server failed");
-            }
-        });
+        let http = tasks.spawn_with_result(
+            "http",
+            switchyard_http::serve(
+                listener,
+                app,
+                connection_policy(&runtime.settings.http),
+                async move {
+                    let _ = http_stop.wait_for(|s| *s).await;
+                },
+            ),
+        );
         let control =
             switchyard_runtime::control::start(&bus, engine.clone(), reload.clone()).await?;
         let intake = tasks.spawn_with_result(
@@ -207,5 +210,15 @@ impl Serve for Runtime {
         runtime.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The HTTP connection bounds the `[http]` settings describe.
+fn connection_policy(http: &HttpSettings) -> switchyard_http::ConnectionPolicy {
+    switchyard_http::ConnectionPolicy {
+        header_read_timeout: Duration::from_millis(http.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(http.idle_timeout_ms),
+        max_connections: http.max_connections,
+        max_connections_per_ip: http.max_connections_per_ip,
     }
 }

@@ -19,6 +19,7 @@ mod artifacts;
 mod bus;
 mod cli;
 mod cluster;
+mod connections;
 mod guard;
 mod jobs;
 mod openai;

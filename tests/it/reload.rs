@@ -68,6 +68,17 @@ pub(crate) async fn start_node(db: &TestDb, seeds: Value) -> Node {
 
 /// [`start_node`] on another bus (e.g. a test's own nats-server) and subject prefix.
 pub(crate) async fn start_node_on(db: &TestDb, seeds: Value, bus_url: &str, prefix: &str) -> Node {
+    start_node_with(db, seeds, bus_url, prefix, |_| {}).await
+}
+
+/// [`start_node_on`] with settings of the test's own (`configure` runs last).
+pub(crate) async fn start_node_with(
+    db: &TestDb,
+    seeds: Value,
+    bus_url: &str,
+    prefix: &str,
+    configure: impl FnOnce(&mut Settings),
+) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut settings = Settings::default();
@@ -81,6 +92,7 @@ pub(crate) async fn start_node_on(db: &TestDb, seeds: Value, bus_url: &str, pref
     ));
     settings.admin.token = Some(switchyard_runtime::settings::Secret::new(TOKEN));
     settings.providers = serde_json::from_value(seeds).unwrap();
+    configure(&mut settings);
     let (runtime, _) = switchyard_runtime::prepare(settings).await.unwrap();
     let bus = Bus::connect(bus_url, prefix, Default::default())
         .await

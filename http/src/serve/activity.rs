@@ -1,0 +1,290 @@
+//! What one connection is doing, for its timeouts (#14): waiting for a request's
+//! head, serving a request, or idle between requests.
+//!
+//! hyper's own `header_read_timeout` also runs while a keep-alive connection waits for
+//! its next request, so it cannot tell a slow head from an idle connection; the phases
+//! here can. Three observers write them, all polled inside the connection's task:
+//! - [`WatchedIo`] (the socket): the first byte after an idle spell starts a head,
+//!   and while idle any byte moved counts as activity (a slow reader still taking the
+//!   end of a response is not idle);
+//! - [`RouterService`]: hyper calls it once a head is complete, so a request is busy
+//!   from there;
+//! - [`WatchedBody`] (the response body): when hyper drops it — written out, or the
+//!   connection gone — the request is over. A long response such as an event stream
+//!   is busy for its whole life, so the idle timeout never cuts it.
+//!
+//! Busy has no deadline here: a request's own limits bound it (an event stream's max
+//! age, a provider call's timeout).
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::{Body, Bytes, HttpBody},
+    http::{Request, Response},
+};
+use http_body::{Frame, SizeHint};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::Instant,
+};
+use tower::ServiceExt as _;
+
+/// Which timeout a connection is under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Waiting for the rest of a request's head (a new connection starts here).
+    Head,
+    /// Serving a request, from its complete head to the end of its response.
+    Busy,
+    /// Between requests on a keep-alive connection.
+    Idle,
+}
+
+const HEAD: u8 = 0;
+const BUSY: u8 = 1;
+const IDLE: u8 = 2;
+
+/// The phase of one connection and since when it is in it.
+#[derive(Debug)]
+pub(super) struct Activity {
+    opened: Instant,
+    phase: AtomicU8,
+    /// When the phase began, in µs after `opened`.
+    since_us: AtomicU64,
+    /// Requests whose response has not ended (one on HTTP/1.1, where a pipelined
+    /// request waits for the one before).
+    busy: AtomicUsize,
+}
+
+impl Activity {
+    /// A connection accepted now: waiting for its first request's head.
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            opened: Instant::now(),
+            phase: AtomicU8::new(HEAD),
+            since_us: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+        })
+    }
+
+    /// The current phase.
+    pub(super) fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            HEAD => Phase::Head,
+            IDLE => Phase::Idle,
+            _ => Phase::Busy,
+        }
+    }
+
+    /// When the current phase began.
+    pub(super) fn since(&self) -> Instant {
+        self.opened + Duration::from_micros(self.since_us.load(Ordering::Acquire))
+    }
+
+    fn enter(&self, phase: u8) {
+        let elapsed = u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.since_us.store(elapsed, Ordering::Release);
+        self.phase.store(phase, Ordering::Release);
+    }
+
+    /// Bytes moved on the socket (`read` tells which way).
+    fn saw_bytes(&self, read: bool) {
+        if self.phase.load(Ordering::Acquire) == IDLE {
+            self.enter(if read { HEAD } else { IDLE });
+        }
+    }
+
+    /// A request's head is complete; busy until the guard drops.
+    fn begin_request(self: &Arc<Self>) -> BusyGuard {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        self.phase.store(BUSY, Ordering::Release);
+        BusyGuard(self.clone())
+    }
+
+    fn end_request(&self) {
+        if self.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.enter(IDLE);
+        }
+    }
+}
+
+/// A request in flight; its drop ends it.
+#[derive(Debug)]
+struct BusyGuard(Arc<Activity>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.end_request();
+    }
+}
+
+// === impl WatchedIo ===
+
+/// The connection's socket, telling [`Activity`] when bytes move.
+#[derive(Debug)]
+pub(super) struct WatchedIo<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> WatchedIo<T> {
+    /// `inner`, reporting to `activity`.
+    pub(super) fn new(inner: T, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.saw_bytes(true);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.saw_bytes(false);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.saw_bytes(false);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+// === impl RouterService ===
+
+/// The router as hyper's service for one connection: each request is busy from its
+/// call to the end of its response body.
+#[derive(Debug, Clone)]
+pub(super) struct RouterService {
+    app: Router,
+    activity: Arc<Activity>,
+}
+
+impl RouterService {
+    /// `app`, serving the connection `activity` belongs to.
+    pub(super) fn new(app: Router, activity: Arc<Activity>) -> Self {
+        Self { app, activity }
+    }
+}
+
+impl hyper::service::Service<Request<hyper::body::Incoming>> for RouterService {
+    type Response = Response<WatchedBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<hyper::body::Incoming>) -> Self::Future {
+        let busy = self.activity.begin_request();
+        let response = self.app.clone().oneshot(request.map(Body::new));
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| WatchedBody { body, _busy: busy }))
+        })
+    }
+}
+
+// === impl WatchedBody ===
+
+/// A response body that ends its request when hyper drops it.
+#[derive(Debug)]
+pub(super) struct WatchedBody {
+    body: Body,
+    _busy: BusyGuard,
+}
+
+impl HttpBody for WatchedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_is_busy_until_its_response_ends_then_idle_until_a_byte() {
+        let activity = Activity::new();
+        assert_eq!(activity.phase(), Phase::Head);
+        let busy = activity.begin_request();
+        activity.saw_bytes(true);
+        assert_eq!(
+            activity.phase(),
+            Phase::Busy,
+            "a request body is not a head"
+        );
+        tokio::time::advance(Duration::from_millis(5)).await;
+        drop(busy);
+        assert_eq!(activity.phase(), Phase::Idle);
+        let idle_since = activity.since();
+        assert_eq!(idle_since - activity.opened, Duration::from_millis(5));
+        tokio::time::advance(Duration::from_millis(5)).await;
+        activity.saw_bytes(false);
+        assert_eq!(activity.phase(), Phase::Idle, "writing out a response tail");
+        assert!(activity.since() > idle_since);
+        activity.saw_bytes(true);
+        assert_eq!(activity.phase(), Phase::Head);
+    }
+}
