@@ -31,9 +31,9 @@ pub use kind::Kind;
 pub use lifecycle::{Lifecycle, LifecycleError, Refused};
 pub use protocol::{
     Attempt, AttemptResult, Command, CommandEnvelope, CommandError, CommandInput, ConfigRef,
-    ErrorCode, ErrorInfo, Event, EventBody, EventType, ImageRef, Message, Output, OutputImage,
-    ProviderRef, ProviderSelector, ReplyToPolicy, Role, Route, Routing, SkipReason, Skipped,
-    Strategy, Subjects, Usage,
+    ErrorCode, ErrorInfo, Event, EventBody, EventType, ImageRef, MAX_EDIT_IMAGES, Message, Output,
+    OutputImage, ProviderRef, ProviderSelector, ReplyToPolicy, Role, Route, Routing, SkipReason,
+    Skipped, Strategy, Subjects, Usage,
 };
 pub use provider::{
     ApiKey, BreakerDraft, BreakerSettings, CostTable, FieldError, MockOptions, ProviderConfig,

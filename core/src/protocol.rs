@@ -11,7 +11,7 @@ mod subjects;
 
 pub use command::{
     Command, CommandEnvelope, CommandError, CommandInput, ConfigRef, ImageRef, MAX_COMMAND_BYTES,
-    Message, ProviderSelector, Role, Route, Strategy,
+    MAX_EDIT_IMAGES, Message, ProviderSelector, Role, Route, Strategy,
 };
 pub use error_code::ErrorCode;
 pub use event::{

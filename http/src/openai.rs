@@ -14,6 +14,7 @@
 //! (`route.model`); `auto` or none routes as usual.
 
 pub(crate) mod chat;
+pub(crate) mod edit_form;
 pub(crate) mod error;
 pub(crate) mod images;
 

@@ -19,6 +19,9 @@ use crate::{
 /// Commands larger than this are refused (NATS messages are capped at 1 MiB as well).
 pub const MAX_COMMAND_BYTES: usize = 1024 * 1024;
 
+/// The most input images an `image.edit` takes.
+pub const MAX_EDIT_IMAGES: usize = 10;
+
 /// The least a command must carry to be answered on an event subject.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct CommandEnvelope {

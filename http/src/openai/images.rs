@@ -4,12 +4,15 @@
 use axum::{Json, body::Bytes, extract::State};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use switchyard_core::{Command, CommandInput, ErrorCode, ErrorInfo, EventBody, ImageRef, Kind};
+use switchyard_core::{
+    Command, CommandInput, ErrorCode, ErrorInfo, EventBody, ImageRef, Kind, Tenant,
+};
 use switchyard_runtime::facade::ArtifactError;
 use utoipa::ToSchema;
 
 use super::{
     Follow, command,
+    edit_form::read_edit_form,
     error::{OaiError, OpenAiErrorBody},
     key_tenant, new_request_id, parse_body, submit, terminal, unix_now,
 };
@@ -141,7 +144,7 @@ async fn images_answer(
 }
 
 /// `response_format`: whether images come back as base64.
-fn wants_b64(format: Option<&str>) -> Result<bool, OaiError> {
+pub(super) fn wants_b64(format: Option<&str>) -> Result<bool, OaiError> {
     match format {
         None | Some("url") => Ok(false),
         Some("b64_json") => Ok(true),
@@ -165,88 +168,51 @@ pub(crate) async fn image_edits(
             message,
         )));
     }
-    let mut images = Vec::new();
-    let mut mask = None;
-    let mut fields: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| OaiError::bad_request(format!("the form does not parse: {e}")))?
-    {
-        let name = field.name().unwrap_or_default().to_owned();
-        let bytes = field
-            .bytes()
-            .await
-            .map_err(|e| OaiError::bad_request(format!("{name}: cannot be read: {e}")))?;
-        match name.as_str() {
-            "image" | "image[]" | "mask" => {
-                // Stored as artifacts, so the command names them and stays small.
-                let meta = state
-                    .gateway
-                    .store_artifact(&bytes)
-                    .await
-                    .map_err(|e| match e {
-                        ArtifactError::NotAnImage(why) => {
-                            OaiError::bad_request(format!("{name}: not an image ({why})"))
-                        }
-                        e => {
-                            tracing::error!(error = %e, "artifact write failed");
-                            OaiError::internal("the image could not be stored")
-                        }
-                    })?;
-                // The uploader owns it: its own commands may name it, and it may
-                // read it back with its key.
-                state
-                    .gateway
-                    .record_artifact_upload(&meta.id, tenant.as_str())
-                    .await?;
-                let reference = ImageRef {
-                    artifact_id: Some(meta.id),
-                    ..ImageRef::default()
-                };
-                if name == "mask" {
-                    mask = Some(reference);
-                } else {
-                    images.push(reference);
-                }
-            }
-            _ => {
-                let text = String::from_utf8_lossy(&bytes).into_owned();
-                fields.insert(name, text);
-            }
-        }
-    }
-    let text = |name: &str| fields.get(name).cloned();
-    let b64 = wants_b64(text("response_format").as_deref())?;
-    if images.is_empty() {
-        return Err(OaiError::bad_request(
-            "image: at least one image file is required",
-        ));
-    }
-    let n = text("n")
-        .map(|n| {
-            n.parse::<i64>()
-                .map_err(|_| OaiError::bad_request(format!("n: '{n}' is not a number")))
-        })
-        .transpose()?;
-    let input = CommandInput {
-        prompt: Some(text("prompt").unwrap_or_default()),
-        images: Some(images),
-        mask,
-        n,
-        size: text("size"),
-        quality: text("quality"),
-        output_format: text("output_format"),
-        ..CommandInput::default()
-    };
+    let (state_ref, tenant_ref) = (&state, &tenant);
+    let ask = read_edit_form(&mut form, move |name, bytes| {
+        store_upload(state_ref, tenant_ref, name, bytes)
+    })
+    .await?
+    .ask()?;
     let command = command(
         &state,
         &new_request_id(),
         &tenant,
-        text("user"),
+        ask.user,
         Kind::ImageEdit,
-        input,
-        text("model").as_deref(),
+        ask.input,
+        ask.model.as_deref(),
     )?;
-    images_answer(&state, command, b64).await
+    images_answer(&state, command, ask.b64).await
+}
+
+/// Stores an uploaded file of field `name` as an artifact its uploader owns (its own
+/// commands may name it, and it may read it back with its key).
+async fn store_upload(
+    state: &OpenAiState,
+    tenant: &Tenant,
+    name: String,
+    bytes: Bytes,
+) -> Result<ImageRef, OaiError> {
+    let meta = state
+        .gateway
+        .store_artifact(&bytes)
+        .await
+        .map_err(|e| match e {
+            ArtifactError::NotAnImage(why) => {
+                OaiError::bad_request(format!("{name}: not an image ({why})"))
+            }
+            e => {
+                tracing::error!(error = %e, "artifact write failed");
+                OaiError::internal("the image could not be stored")
+            }
+        })?;
+    state
+        .gateway
+        .record_artifact_upload(&meta.id, tenant.as_str())
+        .await?;
+    Ok(ImageRef {
+        artifact_id: Some(meta.id),
+        ..ImageRef::default()
+    })
 }

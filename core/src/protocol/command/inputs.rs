@@ -1,6 +1,6 @@
 //! The `input` rules of each kind (PROTOCOL.md §2), called by `Command::validate`.
 
-use super::CommandInput;
+use super::{CommandInput, MAX_EDIT_IMAGES};
 use crate::kind::Kind;
 
 pub(super) fn validate_image_input(
@@ -36,10 +36,12 @@ pub(super) fn validate_image_input(
     }
     match (kind, &input.images) {
         (Kind::ImageEdit, None) => bad("input.images", "is required for image.edit".to_owned()),
-        (Kind::ImageEdit, Some(images)) if images.is_empty() || images.len() > 10 => bad(
-            "input.images",
-            format!("must hold 1–10 images, got {}", images.len()),
-        ),
+        (Kind::ImageEdit, Some(images)) if images.is_empty() || images.len() > MAX_EDIT_IMAGES => {
+            bad(
+                "input.images",
+                format!("must hold 1–{MAX_EDIT_IMAGES} images, got {}", images.len()),
+            );
+        }
         (Kind::ImageEdit, Some(images)) => {
             for (i, image) in images.iter().enumerate() {
                 if let Err(message) = image.check() {
