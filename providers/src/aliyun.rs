@@ -11,8 +11,9 @@ use serde_json::{Map, Value, json};
 use switchyard_core::{ErrorCode, Kind, ProviderConfig, ProviderType};
 
 use super::{
-    AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ImageOutput,
-    ProviderAdapter, options,
+    AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ProviderAdapter,
+    answer::{Answer, AnswerImage},
+    options,
     wire::{Api, Refined, scrub_raw, str_at},
 };
 
@@ -80,7 +81,7 @@ impl AliyunAdapter {
 }
 
 /// Flat `{"code", "message", "request_id"}`.
-fn refine(_status: StatusCode, body: &Value) -> Refined {
+pub(crate) fn refine(_status: StatusCode, body: &Value) -> Refined {
     let code = str_at(body, "/code").unwrap_or_default();
     Refined {
         code: classify_code(code),
@@ -156,11 +157,7 @@ impl ProviderAdapter for AliyunAdapter {
                 submit = submit.header("X-DashScope-WorkSpace", workspace);
             }
             let response = api.send(submit).await?;
-            let (submitted, _): (TaskResponse, Value) = api.json(response).await?;
-            let task_id = submitted
-                .output
-                .task_id
-                .ok_or_else(|| api.malformed(&"no output.task_id"))?;
+            let task_id = read_submitted(&api, &api.body(response).await?)?;
             request.progress(0.0);
             poll(&api, &options, &task_id, &request).await
         })
@@ -242,54 +239,81 @@ async fn poll(
             .get(api.url(&format!("/tasks/{task_id}")))
             .bearer_auth(api.key()?);
         let response = api.send(http).await?;
-        let (task, raw): (TaskResponse, Value) = api.json(response).await?;
-        let output = &task.output;
-        match output.task_status.as_str() {
-            "PENDING" | "RUNNING" => {
-                let fraction = match (&output.task_metrics, output.task_status.as_str()) {
-                    (Some(m), _) if m.total > 0 && m.succeeded + m.failed > 0 => {
-                        f64::from(m.succeeded + m.failed) / f64::from(m.total)
-                    }
-                    (_, "RUNNING") => 0.5,
-                    _ => 0.0,
-                };
+        match read_task(api, task_id, &api.body(response).await?)? {
+            TaskState::Running(fraction) => {
                 if fraction > reported {
                     reported = fraction;
                     request.progress(fraction);
                 }
             }
-            "SUCCEEDED" => return finish(api, task, &raw).await,
-            "FAILED" => {
-                let code = output.code.as_deref().unwrap_or("FAILED");
-                return Err(api.error(
-                    classify_code(code).unwrap_or(ErrorCode::ProviderError),
-                    format!(
-                        "task {task_id} failed: {code}: {}",
-                        output.message.as_deref().unwrap_or("no message")
-                    ),
-                ));
-            }
-            other => {
-                // CANCELED, SUSPENDED, UNKNOWN (expired or unknown id).
-                return Err(api.error(
-                    ErrorCode::ProviderError,
-                    format!("task {task_id} ended as {other}"),
-                ));
-            }
+            TaskState::Succeeded(answer) => return answer.fetch(api).await,
         }
     }
 }
 
-async fn finish(api: &Api, task: TaskResponse, raw: &Value) -> Result<AdapterOutput, AttemptError> {
+/// Reads the answer of a submit: the task's id.
+pub(crate) fn read_submitted(api: &Api, body: &[u8]) -> Result<String, AttemptError> {
+    let (submitted, _): (TaskResponse, Value) = api.parse(body)?;
+    submitted
+        .output
+        .task_id
+        .ok_or_else(|| api.malformed(&"no output.task_id"))
+}
+
+/// What a poll of a task says.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TaskState {
+    /// Queued or running, this far along (0–1).
+    Running(f64),
+    /// Done, with its images.
+    Succeeded(Answer),
+}
+
+/// Reads the answer of a poll of task `task_id`; a task that failed or ended otherwise
+/// is an error.
+pub(crate) fn read_task(api: &Api, task_id: &str, body: &[u8]) -> Result<TaskState, AttemptError> {
+    let (task, raw): (TaskResponse, Value) = api.parse(body)?;
+    let output = &task.output;
+    match output.task_status.as_str() {
+        "PENDING" | "RUNNING" => {
+            let fraction = match (&output.task_metrics, output.task_status.as_str()) {
+                (Some(m), _) if m.total > 0 && m.succeeded + m.failed > 0 => {
+                    f64::from(m.succeeded + m.failed) / f64::from(m.total)
+                }
+                (_, "RUNNING") => 0.5,
+                _ => 0.0,
+            };
+            Ok(TaskState::Running(fraction))
+        }
+        "SUCCEEDED" => finish(api, task, &raw).map(TaskState::Succeeded),
+        "FAILED" => {
+            let code = output.code.as_deref().unwrap_or("FAILED");
+            Err(api.error(
+                classify_code(code).unwrap_or(ErrorCode::ProviderError),
+                format!(
+                    "task {task_id} failed: {code}: {}",
+                    output.message.as_deref().unwrap_or("no message")
+                ),
+            ))
+        }
+        // CANCELED, SUSPENDED, UNKNOWN (expired or unknown id).
+        other => Err(api.error(
+            ErrorCode::ProviderError,
+            format!("task {task_id} ended as {other}"),
+        )),
+    }
+}
+
+fn finish(api: &Api, task: TaskResponse, raw: &Value) -> Result<Answer, AttemptError> {
     let mut images = Vec::new();
     let mut failures = Vec::new();
     for result in task.output.results {
         match result.url {
-            Some(url) => images.push(ImageOutput {
-                bytes: api.download(&url).await?,
-                seed: None,
-                revised_prompt: result.actual_prompt,
-            }),
+            Some(url) => {
+                let mut image = AnswerImage::url(url);
+                image.revised_prompt = result.actual_prompt;
+                images.push(image);
+            }
             None => failures.push(format!(
                 "{}: {}",
                 result.code.unwrap_or_default(),
@@ -306,7 +330,7 @@ async fn finish(api: &Api, task: TaskResponse, raw: &Value) -> Result<AdapterOut
             ),
         ));
     }
-    Ok(AdapterOutput {
+    Ok(Answer {
         images,
         text: None,
         input_tokens: 0,
@@ -314,3 +338,4 @@ async fn finish(api: &Api, task: TaskResponse, raw: &Value) -> Result<AdapterOut
         raw: Some(scrub_raw(raw)),
     })
 }
+

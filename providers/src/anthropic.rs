@@ -8,6 +8,7 @@ use switchyard_core::{ErrorCode, ProviderConfig, ProviderType, Role};
 
 use super::{
     AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ProviderAdapter,
+    answer::Answer,
     options,
     wire::{Api, Refined, scrub_raw, str_at},
 };
@@ -64,7 +65,7 @@ impl AnthropicAdapter {
 }
 
 /// `{"type":"error","error":{"type","message"}}`.
-fn refine(_status: StatusCode, body: &Value) -> Refined {
+pub(crate) fn refine(_status: StatusCode, body: &Value) -> Refined {
     let kind = str_at(body, "/error/type").unwrap_or_default();
     Refined {
         code: match kind {
@@ -116,21 +117,9 @@ impl ProviderAdapter for AnthropicAdapter {
             if request.streaming() {
                 stream(&api, response, &request).await
             } else {
-                let (parsed, raw): (MessageResponse, Value) = api.json(response).await?;
-                let text: String = parsed
-                    .content
-                    .iter()
-                    .filter(|b| b.kind == "text")
-                    .filter_map(|b| b.text.as_deref())
-                    .collect();
-                refusal_check(&api, parsed.stop_reason.as_deref(), &text)?;
-                Ok(AdapterOutput {
-                    images: Vec::new(),
-                    text: Some(text),
-                    input_tokens: parsed.usage.input_tokens.unwrap_or(0),
-                    output_tokens: parsed.usage.output_tokens.unwrap_or(0),
-                    raw: Some(scrub_raw(&raw)),
-                })
+                read_message(&api, &api.body(response).await?)?
+                    .fetch(&api)
+                    .await
             }
         })
     }
@@ -196,6 +185,25 @@ impl AnthropicAdapter {
     }
 }
 
+/// Reads a Messages answer (not streamed).
+pub(crate) fn read_message(api: &Api, body: &[u8]) -> Result<Answer, AttemptError> {
+    let (parsed, raw): (MessageResponse, Value) = api.parse(body)?;
+    let text: String = parsed
+        .content
+        .iter()
+        .filter(|b| b.kind == "text")
+        .filter_map(|b| b.text.as_deref())
+        .collect();
+    refusal_check(api, parsed.stop_reason.as_deref(), &text)?;
+    Ok(Answer {
+        images: Vec::new(),
+        text: Some(text),
+        input_tokens: parsed.usage.input_tokens.unwrap_or(0),
+        output_tokens: parsed.usage.output_tokens.unwrap_or(0),
+        raw: Some(scrub_raw(&raw)),
+    })
+}
+
 fn refusal_check(api: &Api, stop_reason: Option<&str>, text: &str) -> Result<(), AttemptError> {
     if stop_reason == Some("refusal") {
         let detail = if text.is_empty() {
@@ -208,7 +216,8 @@ fn refusal_check(api: &Api, stop_reason: Option<&str>, text: &str) -> Result<(),
     Ok(())
 }
 
-async fn stream(
+/// Reads a streamed Messages answer: named events until `message_stop`.
+pub(crate) async fn stream(
     api: &Api,
     response: reqwest::Response,
     request: &AdapterRequest,

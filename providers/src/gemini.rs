@@ -9,8 +9,9 @@ use serde_json::{Map, Value, json};
 use switchyard_core::{ErrorCode, Kind, ProviderConfig, ProviderType, Role};
 
 use super::{
-    AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ImageOutput,
-    ProviderAdapter, decode_b64, options,
+    AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ProviderAdapter,
+    answer::{Answer, AnswerImage},
+    decode_b64, options,
     wire::{Api, Refined, duration_ms, scrub_raw, str_at},
 };
 
@@ -69,7 +70,7 @@ impl GeminiAdapter {
 }
 
 /// `{"error": {"code", "message", "status", "details"}}`.
-fn refine(_status: StatusCode, body: &Value) -> Refined {
+pub(crate) fn refine(_status: StatusCode, body: &Value) -> Refined {
     let details = body
         .pointer("/error/details")
         .and_then(Value::as_array)
@@ -189,32 +190,16 @@ impl ProviderAdapter for GeminiAdapter {
         Box::pin(async move {
             let response = api.send(built?).await?;
             if imagen {
-                return predict_output(&api, response).await;
+                return read_predict(&api, &api.body(response).await?)?
+                    .fetch(&api)
+                    .await;
             }
             if request.streaming() {
                 return stream(&api, response, &request).await;
             }
-            let (parsed, raw): (GenerateResponse, Value) = api.json(response).await?;
-            let usage = parsed.usage_metadata.unwrap_or_default();
-            let (text, images) = collect(&api, &parsed)?;
-            let mut output = AdapterOutput {
-                images: Vec::new(),
-                text: None,
-                input_tokens: usage.prompt_token_count,
-                output_tokens: usage.candidates_token_count,
-                raw: Some(scrub_raw(&raw)),
-            };
-            if kind == Kind::TextGenerate {
-                output.text = Some(text);
-            } else if images.is_empty() {
-                return Err(api.error(
-                    ErrorCode::ProviderError,
-                    "the model answered without an image",
-                ));
-            } else {
-                output.images = images;
-            }
-            Ok(output)
+            read_generate(&api, kind, &api.body(response).await?)?
+                .fetch(&api)
+                .await
         })
     }
 
@@ -354,11 +339,37 @@ impl GeminiAdapter {
     }
 }
 
+/// Reads a `generateContent` answer for a command of `kind`: its text, or (for the
+/// image kinds) at least one image.
+pub(crate) fn read_generate(api: &Api, kind: Kind, body: &[u8]) -> Result<Answer, AttemptError> {
+    let (parsed, raw): (GenerateResponse, Value) = api.parse(body)?;
+    let usage = parsed.usage_metadata.unwrap_or_default();
+    let (text, images) = collect(api, &parsed)?;
+    let mut answer = Answer {
+        images: Vec::new(),
+        text: None,
+        input_tokens: usage.prompt_token_count,
+        output_tokens: usage.candidates_token_count,
+        raw: Some(scrub_raw(&raw)),
+    };
+    if kind == Kind::TextGenerate {
+        answer.text = Some(text);
+    } else if images.is_empty() {
+        return Err(api.error(
+            ErrorCode::ProviderError,
+            "the model answered without an image",
+        ));
+    } else {
+        answer.images = images;
+    }
+    Ok(answer)
+}
+
 /// Text and images of an answer, or the safety outcome it reports.
 fn collect(
     api: &Api,
     response: &GenerateResponse,
-) -> Result<(String, Vec<ImageOutput>), AttemptError> {
+) -> Result<(String, Vec<AnswerImage>), AttemptError> {
     if let Some(reason) = response
         .prompt_feedback
         .as_ref()
@@ -380,11 +391,7 @@ fn collect(
                 text.push_str(t);
             }
             if let Some(blob) = &part.inline_data {
-                images.push(ImageOutput {
-                    bytes: decode_b64(api, &blob.data)?,
-                    seed: None,
-                    revised_prompt: None,
-                });
+                images.push(AnswerImage::inline(decode_b64(api, &blob.data)?));
             }
         }
         if let Some(reason) = candidate.finish_reason.as_deref()
@@ -400,11 +407,9 @@ fn collect(
     Ok((text, images))
 }
 
-async fn predict_output(
-    api: &Api,
-    response: reqwest::Response,
-) -> Result<AdapterOutput, AttemptError> {
-    let (parsed, raw): (PredictResponse, Value) = api.json(response).await?;
+/// Reads an Imagen `:predict` answer.
+pub(crate) fn read_predict(api: &Api, body: &[u8]) -> Result<Answer, AttemptError> {
+    let (parsed, raw): (PredictResponse, Value) = api.parse(body)?;
     let mut images = Vec::new();
     let mut filtered = Vec::new();
     for prediction in parsed.predictions {
@@ -412,11 +417,7 @@ async fn predict_output(
             prediction.bytes_base64_encoded,
             prediction.rai_filtered_reason,
         ) {
-            (Some(data), _) => images.push(ImageOutput {
-                bytes: decode_b64(api, &data)?,
-                seed: None,
-                revised_prompt: None,
-            }),
+            (Some(data), _) => images.push(AnswerImage::inline(decode_b64(api, &data)?)),
             (None, Some(reason)) => filtered.push(reason),
             (None, None) => {}
         }
@@ -427,7 +428,7 @@ async fn predict_output(
             .map_or("no image came back".to_owned(), Clone::clone);
         return Err(api.error(ErrorCode::ContentFiltered, detail));
     }
-    Ok(AdapterOutput {
+    Ok(Answer {
         images,
         text: None,
         input_tokens: 0,
@@ -436,7 +437,9 @@ async fn predict_output(
     })
 }
 
-async fn stream(
+/// Reads a streamed `streamGenerateContent?alt=sse` answer (text): chunks until one
+/// carries `finishReason`.
+pub(crate) async fn stream(
     api: &Api,
     response: reqwest::Response,
     request: &AdapterRequest,

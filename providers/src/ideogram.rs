@@ -9,8 +9,9 @@ use serde_json::Value;
 use switchyard_core::{ErrorCode, Kind, ProviderConfig, ProviderType};
 
 use super::{
-    AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ImageOutput,
-    ProviderAdapter, options,
+    AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ProviderAdapter,
+    answer::{Answer, AnswerImage},
+    options,
     wire::{Api, Refined, scrub_raw, str_at},
 };
 
@@ -44,7 +45,8 @@ impl IdeogramAdapter {
     }
 }
 
-fn refine(status: StatusCode, body: &Value) -> Refined {
+/// `{"error"}`, `{"detail"}` or `{"message"}`; 422 is the safety check.
+pub(crate) fn refine(status: StatusCode, body: &Value) -> Refined {
     let message = str_at(body, "/error")
         .or_else(|| str_at(body, "/detail"))
         .or_else(|| str_at(body, "/message"))
@@ -73,6 +75,42 @@ struct Datum {
 
 fn yes() -> bool {
     true
+}
+
+/// Reads a generate answer: the safe images' URLs (an unsafe one is a moderation
+/// outcome, not an image).
+pub(crate) fn read_generate(api: &Api, body: &[u8]) -> Result<Answer, AttemptError> {
+    let (parsed, raw): (GenerateResponse, Value) = api.parse(body)?;
+    let mut images = Vec::new();
+    let mut unsafe_items = 0;
+    for datum in parsed.data {
+        match datum.url.filter(|u| !u.is_empty()) {
+            Some(url) if datum.is_image_safe => {
+                let mut image = AnswerImage::url(url);
+                image.seed = datum.seed;
+                image.revised_prompt = datum.prompt;
+                images.push(image);
+            }
+            _ => unsafe_items += 1,
+        }
+    }
+    if images.is_empty() {
+        return Err(if unsafe_items > 0 {
+            api.error(
+                ErrorCode::ContentFiltered,
+                format!("{unsafe_items} image(s) failed the safety check"),
+            )
+        } else {
+            api.malformed(&"no images in `data`")
+        });
+    }
+    Ok(Answer {
+        images,
+        text: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        raw: Some(scrub_raw(&raw)),
+    })
 }
 
 impl ProviderAdapter for IdeogramAdapter {
@@ -136,36 +174,9 @@ impl ProviderAdapter for IdeogramAdapter {
                 .header("Api-Key", api.key()?)
                 .multipart(form);
             let response = api.send(http).await?;
-            let (parsed, raw): (GenerateResponse, Value) = api.json(response).await?;
-            let mut images = Vec::new();
-            let mut unsafe_items = 0;
-            for datum in parsed.data {
-                match datum.url.filter(|u| !u.is_empty()) {
-                    Some(url) if datum.is_image_safe => images.push(ImageOutput {
-                        bytes: api.download(&url).await?,
-                        seed: datum.seed,
-                        revised_prompt: datum.prompt,
-                    }),
-                    _ => unsafe_items += 1,
-                }
-            }
-            if images.is_empty() {
-                return Err(if unsafe_items > 0 {
-                    api.error(
-                        ErrorCode::ContentFiltered,
-                        format!("{unsafe_items} image(s) failed the safety check"),
-                    )
-                } else {
-                    api.malformed(&"no images in `data`")
-                });
-            }
-            Ok(AdapterOutput {
-                images,
-                text: None,
-                input_tokens: 0,
-                output_tokens: 0,
-                raw: Some(scrub_raw(&raw)),
-            })
+            read_generate(&api, &api.body(response).await?)?
+                .fetch(&api)
+                .await
         })
     }
 

@@ -1,8 +1,12 @@
 //! Provider adapters: one per provider type, each speaking one API. The actor runtime
 //! only sees the [`ProviderAdapter`] trait. The HTTP adapters share [`wire`] (client
 //! pool, error taxonomy, SSE, downloads); `docs/providers.md` documents their options.
+//!
+//! Each adapter reads a provider's answer in a pure function before any download
+//! (`answer`).
 
 mod aliyun;
+mod answer;
 mod anthropic;
 mod gemini;
 mod ideogram;

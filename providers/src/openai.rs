@@ -9,8 +9,9 @@ use serde_json::{Map, Value, json};
 use switchyard_core::{Command, ErrorCode, Kind, ProviderConfig, ProviderType, Role};
 
 use super::{
-    AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ImageOutput,
-    ProviderAdapter, decode_b64, options,
+    AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ProviderAdapter,
+    answer::{Answer, AnswerImage},
+    decode_b64, options,
     wire::{Api, Refined, scrub_raw, str_at},
 };
 
@@ -115,7 +116,7 @@ fn is_dalle(model: &str) -> bool {
 }
 
 /// OpenAI's envelope: `{"error": {"message", "type", "param", "code"}}`.
-fn refine(status: StatusCode, body: &Value) -> Refined {
+pub(crate) fn refine(status: StatusCode, body: &Value) -> Refined {
     let message = str_at(body, "/error/message").map(str::to_owned);
     let code = str_at(body, "/error/code").unwrap_or_default();
     let kind = str_at(body, "/error/type").unwrap_or_default();
@@ -214,8 +215,16 @@ impl ProviderAdapter for OpenAiAdapter {
             let (http, call) = prepared?;
             let response = api.send(http).await?;
             match call {
-                Call::Images => images_output(&api, response).await,
-                Call::Chat { stream: false } => chat_output(&api, response).await,
+                Call::Images => {
+                    read_images(&api, &api.body(response).await?)?
+                        .fetch(&api)
+                        .await
+                }
+                Call::Chat { stream: false } => {
+                    read_chat(&api, &api.body(response).await?)?
+                        .fetch(&api)
+                        .await
+                }
                 Call::Chat { stream: true } => chat_stream(&api, response, &request).await,
             }
         })
@@ -420,29 +429,24 @@ fn file_part(image: &super::InputImage, stem: &str) -> Result<multipart::Part, A
         .map_err(|e| AttemptError::new(ErrorCode::InvalidRequest, format!("input image: {e}")))
 }
 
-async fn images_output(
-    api: &Api,
-    response: reqwest::Response,
-) -> Result<AdapterOutput, AttemptError> {
-    let (parsed, raw): (ImagesResponse, Value) = api.json(response).await?;
+/// Reads an images answer (generations, edits, variations).
+pub(crate) fn read_images(api: &Api, body: &[u8]) -> Result<Answer, AttemptError> {
+    let (parsed, raw): (ImagesResponse, Value) = api.parse(body)?;
     if parsed.data.is_empty() {
         return Err(api.malformed(&"no images in `data`"));
     }
     let mut images = Vec::with_capacity(parsed.data.len());
     for datum in parsed.data {
-        let bytes = match (datum.b64_json, datum.url) {
-            (Some(b64), _) => decode_b64(api, &b64)?,
-            (None, Some(url)) => api.download(&url).await?,
+        let mut image = match (datum.b64_json, datum.url) {
+            (Some(b64), _) => AnswerImage::inline(decode_b64(api, &b64)?),
+            (None, Some(url)) => AnswerImage::url(url),
             (None, None) => return Err(api.malformed(&"an image has neither b64_json nor url")),
         };
-        images.push(ImageOutput {
-            bytes,
-            seed: None,
-            revised_prompt: datum.revised_prompt,
-        });
+        image.revised_prompt = datum.revised_prompt;
+        images.push(image);
     }
     let usage = parsed.usage;
-    Ok(AdapterOutput {
+    Ok(Answer {
         images,
         text: None,
         input_tokens: usage.as_ref().map_or(0, |u| u.input_tokens),
@@ -451,11 +455,9 @@ async fn images_output(
     })
 }
 
-async fn chat_output(
-    api: &Api,
-    response: reqwest::Response,
-) -> Result<AdapterOutput, AttemptError> {
-    let (parsed, raw): (ChatResponse, Value) = api.json(response).await?;
+/// Reads a chat completion answer (not streamed).
+pub(crate) fn read_chat(api: &Api, body: &[u8]) -> Result<Answer, AttemptError> {
+    let (parsed, raw): (ChatResponse, Value) = api.parse(body)?;
     let choice = parsed
         .choices
         .into_iter()
@@ -472,7 +474,7 @@ async fn chat_output(
         &text,
     )?;
     let usage = parsed.usage;
-    Ok(AdapterOutput {
+    Ok(Answer {
         images: Vec::new(),
         text: Some(text),
         input_tokens: usage.as_ref().map_or(0, |u| u.prompt_tokens),
@@ -499,7 +501,8 @@ fn refusal_check(
     Ok(())
 }
 
-async fn chat_stream(
+/// Reads a streamed chat completion: `data:` chunks until `[DONE]`.
+pub(crate) async fn chat_stream(
     api: &Api,
     response: reqwest::Response,
     request: &AdapterRequest,

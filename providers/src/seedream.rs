@@ -10,8 +10,9 @@ use serde_json::{Map, Value, json};
 use switchyard_core::{ErrorCode, Kind, ProviderConfig, ProviderType};
 
 use super::{
-    AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ImageOutput,
-    ProviderAdapter, decode_b64, options,
+    AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ProviderAdapter,
+    answer::{Answer, AnswerImage},
+    decode_b64, options,
     wire::{Api, Refined, scrub_raw, str_at},
 };
 
@@ -68,7 +69,7 @@ impl SeedreamAdapter {
 }
 
 /// `{"error": {"code": "InvalidParameter", "message", "param", "type"}}`.
-fn refine(_status: StatusCode, body: &Value) -> Refined {
+pub(crate) fn refine(_status: StatusCode, body: &Value) -> Refined {
     let code = str_at(body, "/error/code").unwrap_or_default();
     Refined {
         code: classify_code(code),
@@ -121,6 +122,41 @@ struct Usage {
     output_tokens: u64,
 }
 
+/// Reads a generations answer: its images (inline or URLs), or the first item's error
+/// when none came.
+pub(crate) fn read_generate(api: &Api, body: &[u8]) -> Result<Answer, AttemptError> {
+    let (parsed, raw): (GenerateResponse, Value) = api.parse(body)?;
+    let mut images = Vec::new();
+    let mut failures = Vec::new();
+    for datum in parsed.data {
+        images.push(match (datum.b64_json, datum.url, datum.error) {
+            (Some(b64), _, _) => AnswerImage::inline(decode_b64(api, &b64)?),
+            (None, Some(url), _) => AnswerImage::url(url),
+            (None, None, Some(error)) => {
+                failures.push(error);
+                continue;
+            }
+            (None, None, None) => return Err(api.malformed(&"an item without url")),
+        });
+    }
+    if images.is_empty() {
+        return Err(match failures.first() {
+            Some(first) => api.error(
+                classify_code(&first.code).unwrap_or(ErrorCode::ProviderError),
+                format!("{}: {}", first.code, first.message),
+            ),
+            None => api.malformed(&"no images in `data`"),
+        });
+    }
+    Ok(Answer {
+        images,
+        text: None,
+        input_tokens: 0,
+        output_tokens: parsed.usage.map_or(0, |u| u.output_tokens),
+        raw: Some(scrub_raw(&raw)),
+    })
+}
+
 impl ProviderAdapter for SeedreamAdapter {
     fn provider_type(&self) -> ProviderType {
         ProviderType::Seedream
@@ -139,41 +175,9 @@ impl ProviderAdapter for SeedreamAdapter {
                 .bearer_auth(api.key()?)
                 .json(&body?);
             let response = api.send(http).await?;
-            let (parsed, raw): (GenerateResponse, Value) = api.json(response).await?;
-            let mut images = Vec::new();
-            let mut failures = Vec::new();
-            for datum in parsed.data {
-                let bytes = match (datum.b64_json, datum.url, datum.error) {
-                    (Some(b64), _, _) => decode_b64(&api, &b64)?,
-                    (None, Some(url), _) => api.download(&url).await?,
-                    (None, None, Some(error)) => {
-                        failures.push(error);
-                        continue;
-                    }
-                    (None, None, None) => return Err(api.malformed(&"an item without url")),
-                };
-                images.push(ImageOutput {
-                    bytes,
-                    seed: None,
-                    revised_prompt: None,
-                });
-            }
-            if images.is_empty() {
-                return Err(match failures.first() {
-                    Some(first) => api.error(
-                        classify_code(&first.code).unwrap_or(ErrorCode::ProviderError),
-                        format!("{}: {}", first.code, first.message),
-                    ),
-                    None => api.malformed(&"no images in `data`"),
-                });
-            }
-            Ok(AdapterOutput {
-                images,
-                text: None,
-                input_tokens: 0,
-                output_tokens: parsed.usage.map_or(0, |u| u.output_tokens),
-                raw: Some(scrub_raw(&raw)),
-            })
+            read_generate(&api, &api.body(response).await?)?
+                .fetch(&api)
+                .await
         })
     }
 

@@ -10,8 +10,10 @@ use serde_json::{Map, Value, json};
 use switchyard_core::{ErrorCode, Kind, ProviderConfig, ProviderType};
 
 use super::{
-    AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ImageOutput,
-    InputImage, ProviderAdapter, decode_b64, options,
+    AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, InputImage,
+    ProviderAdapter,
+    answer::{Answer, AnswerImage},
+    decode_b64, options,
     wire::{Api, Refined, scrub_raw, str_at},
 };
 
@@ -63,7 +65,7 @@ impl StabilityAdapter {
 }
 
 /// v1 `{"id","name","message"}`, v2beta `{"id","name","errors":[…]}`.
-fn refine(status: StatusCode, body: &Value) -> Refined {
+pub(crate) fn refine(status: StatusCode, body: &Value) -> Refined {
     let name = str_at(body, "/name").unwrap_or_default();
     let message = str_at(body, "/message").map(str::to_owned).or_else(|| {
         body.get("errors").and_then(Value::as_array).map(|errors| {
@@ -249,22 +251,35 @@ async fn v2_generate(
             .header("accept", "application/json")
             .multipart(form);
         let response = api.send(http).await?;
-        let (parsed, value): (V2Response, Value) = api.json(response).await?;
-        raw.push(scrub_raw(&value));
-        if parsed.finish_reason.as_deref() == Some("CONTENT_FILTERED") {
-            filtered += 1;
-            continue;
+        let (image, value) = read_v2(api, &api.body(response).await?)?;
+        raw.push(value);
+        match image {
+            Some(image) => images.push(image),
+            None => filtered += 1,
         }
-        let data = parsed
-            .image
-            .ok_or_else(|| api.malformed(&"no `image` in the answer"))?;
-        images.push(ImageOutput {
-            bytes: decode_b64(api, &data)?,
-            seed: parsed.seed,
-            revised_prompt: None,
-        });
     }
-    finish(api, images, filtered, Value::Array(raw))
+    finish(api, images, filtered, Value::Array(raw))?
+        .fetch(api)
+        .await
+}
+
+/// Reads one v2beta answer: its image, or none when it came back `CONTENT_FILTERED`;
+/// and the answer, scrubbed.
+pub(crate) fn read_v2(
+    api: &Api,
+    body: &[u8],
+) -> Result<(Option<AnswerImage>, Value), AttemptError> {
+    let (parsed, value): (V2Response, Value) = api.parse(body)?;
+    let raw = scrub_raw(&value);
+    if parsed.finish_reason.as_deref() == Some("CONTENT_FILTERED") {
+        return Ok((None, raw));
+    }
+    let data = parsed
+        .image
+        .ok_or_else(|| api.malformed(&"no `image` in the answer"))?;
+    let mut image = AnswerImage::inline(decode_b64(api, &data)?);
+    image.seed = parsed.seed;
+    Ok((Some(image), raw))
 }
 
 async fn v1_generate(
@@ -332,7 +347,12 @@ async fn v1_generate(
         .bearer_auth(api.key()?)
         .header("accept", "application/json");
     let response = api.send(http).await?;
-    let (parsed, value): (V1Response, Value) = api.json(response).await?;
+    read_v1(api, &api.body(response).await?)?.fetch(api).await
+}
+
+/// Reads a v1 answer: its artifacts, filtered ones dropped.
+pub(crate) fn read_v1(api: &Api, body: &[u8]) -> Result<Answer, AttemptError> {
+    let (parsed, value): (V1Response, Value) = api.parse(body)?;
     let mut images = Vec::new();
     let mut filtered = 0;
     for artifact in parsed.artifacts {
@@ -343,23 +363,22 @@ async fn v1_generate(
                 let data = artifact
                     .base64
                     .ok_or_else(|| api.malformed(&"an artifact without `base64`"))?;
-                images.push(ImageOutput {
-                    bytes: decode_b64(api, &data)?,
-                    seed: artifact.seed,
-                    revised_prompt: None,
-                });
+                let mut image = AnswerImage::inline(decode_b64(api, &data)?);
+                image.seed = artifact.seed;
+                images.push(image);
             }
         }
     }
     finish(api, images, filtered, scrub_raw(&value))
 }
 
-fn finish(
+/// The answer of a request's calls: their images, or why there is none.
+pub(crate) fn finish(
     api: &Api,
-    images: Vec<ImageOutput>,
+    images: Vec<AnswerImage>,
     filtered: usize,
     raw: Value,
-) -> Result<AdapterOutput, AttemptError> {
+) -> Result<Answer, AttemptError> {
     if images.is_empty() {
         return Err(if filtered > 0 {
             api.error(
@@ -370,7 +389,7 @@ fn finish(
             api.malformed(&"no images in the answer")
         });
     }
-    Ok(AdapterOutput {
+    Ok(Answer {
         images,
         text: None,
         input_tokens: 0,

@@ -203,15 +203,11 @@ impl Api {
         error
     }
 
-    /// Reads a whole JSON answer into `T` (and the raw value).
-    pub async fn json<T: DeserializeOwned>(
-        &self,
-        response: Response,
-    ) -> Result<(T, Value), AttemptError> {
-        let body = read_limited(response, MAX_JSON_BYTES)
+    /// Reads a whole answer body (up to [`MAX_JSON_BYTES`]) for an adapter's reader.
+    pub async fn body(&self, response: Response) -> Result<Vec<u8>, AttemptError> {
+        read_limited(response, MAX_JSON_BYTES)
             .await
-            .map_err(|e| self.transport_error(&e))?;
-        self.parse(&body)
+            .map_err(|e| self.transport_error(&e))
     }
 
     /// Parses a JSON answer body into `T` (and the raw value).
