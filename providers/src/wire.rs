@@ -217,11 +217,16 @@ impl Api {
         Ok((typed, value))
     }
 
-    /// A `provider_error` for an answer that does not have the documented shape.
+    /// A `provider_error` for an answer that does not have the documented shape. The
+    /// reason may quote the answer (serde quotes a value of the wrong type), so the key
+    /// is taken out of it like out of any other message.
     pub fn malformed(&self, what: &dyn std::fmt::Display) -> AttemptError {
         AttemptError::new(
             ErrorCode::ProviderError,
-            format!("{} sent a malformed answer: {what}", self.provider),
+            self.redact(&format!(
+                "{} sent a malformed answer: {what}",
+                self.provider
+            )),
         )
     }
 
@@ -541,6 +546,29 @@ mod tests {
         assert_eq!(error.code, ErrorCode::ProviderUnavailable);
         assert!(
             error.message.contains("502: Bad Gateway"),
+            "{}",
+            error.message
+        );
+    }
+
+    /// Found by fuzzing (issue #14): serde quotes a value of the wrong type in its
+    /// error, so an answer that echoes the key in such a field put it in the message.
+    #[test]
+    fn a_malformed_answer_never_carries_the_key() {
+        let api = Api::new(
+            ProviderType::Openai,
+            Some("http://127.0.0.1:1/"),
+            "",
+            Some(ApiKey::new("sk-secret-123456")),
+            |_, _| Refined::default(),
+        );
+        let error = api
+            .parse::<Vec<u64>>(br#"["sk-secret-123456"]"#)
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::ProviderError);
+        assert!(error.message.contains("invalid type"), "{}", error.message);
+        assert!(
+            !error.message.contains("sk-secret-123456"),
             "{}",
             error.message
         );
