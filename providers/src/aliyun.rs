@@ -276,9 +276,11 @@ pub(crate) fn read_task(api: &Api, task_id: &str, body: &[u8]) -> Result<TaskSta
     let output = &task.output;
     match output.task_status.as_str() {
         "PENDING" | "RUNNING" => {
+            // The counts are the provider's: added as f64, so no count overflows.
+            let done = |m: &TaskMetrics| f64::from(m.succeeded) + f64::from(m.failed);
             let fraction = match (&output.task_metrics, output.task_status.as_str()) {
-                (Some(m), _) if m.total > 0 && m.succeeded + m.failed > 0 => {
-                    f64::from(m.succeeded + m.failed) / f64::from(m.total)
+                (Some(m), _) if m.total > 0 && done(m) > 0.0 => {
+                    (done(m) / f64::from(m.total)).min(1.0)
                 }
                 (_, "RUNNING") => 0.5,
                 _ => 0.0,
@@ -339,3 +341,35 @@ fn finish(api: &Api, task: TaskResponse, raw: &Value) -> Result<Answer, AttemptE
     })
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api() -> Api {
+        Api::new(
+            ProviderType::Aliyun,
+            None,
+            "http://127.0.0.1:1",
+            None,
+            refine,
+        )
+    }
+
+    /// Found by fuzzing (issue #14): `SUCCEEDED + FAILED` overflowed a u32 (a panic in
+    /// a debug build, a wrong fraction in a release one).
+    #[test]
+    fn task_metrics_at_the_edges_of_u32_read_as_done() {
+        let body = json!({"output": {"task_id": "t", "task_status": "RUNNING",
+            "task_metrics": {"TOTAL": 4, "SUCCEEDED": u32::MAX, "FAILED": 1}}});
+        let state = read_task(&api(), "t", body.to_string().as_bytes());
+        assert_eq!(state, Ok(TaskState::Running(1.0)));
+    }
+
+    #[test]
+    fn task_metrics_give_the_fraction_done() {
+        let body = json!({"output": {"task_id": "t", "task_status": "PENDING",
+            "task_metrics": {"TOTAL": 4, "SUCCEEDED": 1, "FAILED": 1}}});
+        let state = read_task(&api(), "t", body.to_string().as_bytes());
+        assert_eq!(state, Ok(TaskState::Running(0.5)));
+    }
+}
