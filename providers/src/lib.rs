@@ -15,6 +15,7 @@ pub mod mock;
 mod openai;
 pub mod params;
 mod seedream;
+pub mod sse;
 mod stability;
 mod wasm;
 pub mod wire;

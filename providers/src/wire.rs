@@ -9,14 +9,16 @@
 
 use std::{sync::OnceLock, time::Duration};
 
-use eventsource_stream::{Event as SseEvent, EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use reqwest::{RequestBuilder, Response, StatusCode, header::HeaderMap};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use switchyard_core::{ApiKey, ErrorCode, ProviderType};
 
-use super::AttemptError;
+use super::{
+    AttemptError,
+    sse::{SseDecoder, SseEvent},
+};
 
 /// Largest JSON answer read (base64 images make answers big).
 pub(crate) const MAX_JSON_BYTES: usize = 96 * 1024 * 1024;
@@ -243,18 +245,58 @@ impl Api {
         }
     }
 
-    /// The server-sent events of a streaming answer.
+    /// The server-sent events of a streaming answer ([`crate::sse`]); after an error
+    /// the stream ends.
     pub fn events(
         &self,
         response: Response,
     ) -> impl Stream<Item = Result<SseEvent, AttemptError>> + Send + Unpin + use<> {
-        let api = self.clone();
-        response.bytes_stream().eventsource().map(move |item| {
-            item.map_err(|e| match e {
-                EventStreamError::Transport(e) => api.stream_cut(&describe_transport(&e)),
-                other => api.malformed(&other),
-            })
-        })
+        struct Reading<B> {
+            api: Api,
+            body: B,
+            decoder: SseDecoder,
+            ready: std::collections::VecDeque<SseEvent>,
+            failed: Option<AttemptError>,
+            done: bool,
+        }
+        let reading = Reading {
+            api: self.clone(),
+            body: response.bytes_stream(),
+            decoder: SseDecoder::new(),
+            ready: std::collections::VecDeque::new(),
+            failed: None,
+            done: false,
+        };
+        Box::pin(futures_util::stream::unfold(reading, |mut r| async move {
+            let mut decoded = Vec::new();
+            loop {
+                // The events before a failure first, then the failure, then nothing.
+                if let Some(event) = r.ready.pop_front() {
+                    return Some((Ok(event), r));
+                }
+                if let Some(error) = r.failed.take() {
+                    return Some((Err(error), r));
+                }
+                if r.done {
+                    return None;
+                }
+                match r.body.next().await {
+                    Some(Ok(chunk)) => {
+                        if let Err(e) = r.decoder.push(&chunk, &mut decoded) {
+                            r.failed = Some(r.api.malformed(&e));
+                            r.done = true;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        r.failed = Some(r.api.stream_cut(&describe_transport(&e)));
+                        r.done = true;
+                    }
+                    // An event the stream did not finish is no event (as the format says).
+                    None => r.done = true,
+                }
+                r.ready.extend(decoded.drain(..));
+            }
+        }))
     }
 
     /// The error for a stream that ended before its terminator.
