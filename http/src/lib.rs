@@ -23,6 +23,8 @@
 mod artifacts;
 mod caller;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 mod jobs;
 mod key_cache;

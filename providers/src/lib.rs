@@ -3,11 +3,14 @@
 //! pool, error taxonomy, SSE, downloads); `docs/providers.md` documents their options.
 //!
 //! Each adapter reads a provider's answer in a pure function before any download
-//! (`answer`).
+//! (`answer`); `fuzzing` (hidden from the docs) reaches those readers, the error
+//! classification and the stream readers without a server, for the fuzz targets.
 
 mod aliyun;
 mod answer;
 mod anthropic;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gemini;
 mod ideogram;
 pub mod image;
