@@ -22,6 +22,7 @@ mod cluster;
 mod guard;
 mod jobs;
 mod openai;
+mod outage;
 mod plugins;
 mod protocol;
 mod providers;
