@@ -13,7 +13,7 @@
 //!   quotas; per-tenant limits, `reply_to` rules and priority lanes go here).
 //! - [`run`]: the engine executes the request while its lifecycle events go out.
 //! - [`settle`]: the single terminal transition, then the terminal event.
-//! - [`give_up`]: a command whose deliveries ran out (a long database outage) or whose
+//! - `give_up`: a command whose deliveries ran out (a long database outage) or whose
 //!   values the database refused for good still gets its one terminal event.
 //!
 //! Invariants (PROTOCOL.md §3):

@@ -182,17 +182,12 @@ impl Pipeline {
             ),
             None => Lifecycle::new(envelope.request_id.clone(), envelope.tenant.clone()),
         };
-        let latency_ms = last
-            .as_ref()
-            .and_then(|event| (chrono::Utc::now() - event.time).to_std().ok())
-            .map_or(0, |elapsed| {
-                u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-            });
         let body = EventBody::Failed {
             error: error.clone(),
             attempts: Vec::new(),
             routing: None,
-            latency_ms,
+            // Unknown: when it was accepted is in the task row, out of reach.
+            latency_ms: 0,
             chunks_delivered: None,
         };
         let Ok(event) = lifecycle.next(body, chrono::Utc::now()) else {
