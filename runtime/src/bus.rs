@@ -327,6 +327,23 @@ impl Bus {
         }
     }
 
+    /// The last event of a request on the event subjects, as a subscriber reading
+    /// them from the start would end on: `None` when there is none (or none kept any
+    /// more: the stream's max age, the memory bus's history).
+    ///
+    /// # Errors
+    /// [`BusError::JetStream`].
+    pub async fn last_event(
+        &self,
+        tenant: &Tenant,
+        request_id: &RequestId,
+    ) -> Result<Option<Event>, BusError> {
+        match self {
+            Bus::Memory(b) => Ok(b.last_event(tenant, request_id)),
+            Bus::Nats(b) => b.last_event(tenant, request_id).await,
+        }
+    }
+
     /// Commands to handle. Every process shares one durable consumer, so NATS spreads
     /// the work.
     ///

@@ -146,7 +146,8 @@ impl Serve for Runtime {
         .with_progress_every(Duration::from_millis(runtime.settings.bus.ack_wait_ms / 3))
         .with_reply_to_allow(runtime.settings.bus.reply_to_allow.clone())
         .with_lease(Duration::from_millis(runtime.settings.bus.ack_wait_ms))
-        .with_readiness(readiness.clone());
+        .with_readiness(readiness.clone())
+        .with_tasks(&tasks);
         let gateway = Gateway::new(GatewayParts {
             store: runtime.store.clone(),
             engine: engine.clone(),

@@ -158,6 +158,18 @@ impl MemoryBus {
         true
     }
 
+    /// The last of a request's events still in the history (it keeps the latest
+    /// [`HISTORY`] events of the process).
+    pub(super) fn last_event(&self, tenant: &Tenant, request_id: &RequestId) -> Option<Event> {
+        let pattern = self.subjects.request_events(tenant, request_id);
+        let history = self.inner.history.lock().ok()?;
+        history
+            .iter()
+            .rev()
+            .find(|(subject, _)| subject_matches(&pattern, subject))
+            .and_then(|(_, payload)| serde_json::from_slice::<Event>(payload).ok())
+    }
+
     pub(super) fn commands(&self) -> Deliveries {
         let inner = self.inner.clone();
         Box::pin(stream::unfold(inner, |inner| async move {
@@ -210,9 +222,7 @@ impl MemoryBus {
         let pattern = match &filter {
             EventFilter::All => self.subjects.all_events(),
             EventFilter::Tenant(tenant) => self.subjects.tenant_events(tenant),
-            EventFilter::Request(tenant, id) => {
-                format!("{}.evt.{}.{}.>", self.subjects.prefix(), tenant, id)
-            }
+            EventFilter::Request(tenant, id) => self.subjects.request_events(tenant, id),
         };
         // Subscribe before reading history, so nothing falls between the two.
         let live = self.subscribe_core(&pattern);
