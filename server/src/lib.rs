@@ -3,6 +3,10 @@
 //! the composition root; the runtime knows nothing of HTTP and the HTTP crate nothing
 //! of how the process starts.
 
+mod logging;
+
+pub use logging::init_tracing;
+
 use std::{future::Future, time::Duration};
 
 use tokio::sync::watch;
