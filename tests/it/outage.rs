@@ -8,10 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use switchyard_core::{ConfigId, Event, ProviderConfig, ProviderConfigDraft, RequestId, Tenant};
+use switchyard_core::{Event, ProviderConfig, RequestId, Tenant};
 use switchyard_runtime::{
-    Engine, EngineOptions,
-    actors::RestartPolicy,
+    Engine,
     artifacts::ArtifactStore,
     bus::{Bus, EventFilter, Events, NatsOptions},
     pipeline::{Pipeline, Readiness, run_intake},
@@ -37,14 +36,7 @@ struct Rig {
 }
 
 fn provider(json: Value) -> ProviderConfig {
-    let draft: ProviderConfigDraft = serde_json::from_value(json).unwrap();
-    ProviderConfig {
-        id: ConfigId(1),
-        spec: draft.validate().unwrap(),
-        version: 1,
-        created_at: chrono::Utc::now(),
-        updated_at: chrono::Utc::now(),
-    }
+    crate::support::provider_config(1, json)
 }
 
 impl Rig {
@@ -62,18 +54,7 @@ impl Rig {
         let (engine, failures) = Engine::start(
             vec![provider(config)],
             Vec::new(),
-            EngineOptions {
-                artifacts,
-                artifact_urls: switchyard_runtime::artifact_urls::ArtifactUrls::new(
-                    b"a test key, a test key",
-                    Duration::from_secs(3600),
-                    "http://127.0.0.1:8080",
-                ),
-                restart_policy: RestartPolicy::default(),
-                default_wait: Duration::from_secs(30),
-                plugins: None,
-                outbound: switchyard_runtime::guard::Guard::default(),
-            },
+            crate::support::engine_options(artifacts),
         )
         .await
         .unwrap();
