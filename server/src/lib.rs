@@ -225,5 +225,6 @@ fn connection_policy(http: &HttpSettings) -> switchyard_http::ConnectionPolicy {
         idle_timeout: Duration::from_millis(http.idle_timeout_ms),
         max_connections: http.max_connections,
         max_connections_per_ip: http.max_connections_per_ip,
+        drain_grace: Duration::from_millis(http.drain_grace_ms),
     }
 }

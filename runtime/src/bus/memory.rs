@@ -14,7 +14,7 @@ use switchyard_core::{Event, RequestId, Subjects, Tenant};
 use switchyard_tasks::Tasks;
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Acker, Deliveries, Delivery, EventFilter, Events, subject_matches};
+use super::{Acker, BusError, Deliveries, Delivery, EventFilter, Events, subject_matches};
 
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 const HISTORY: usize = 65_536;
@@ -160,14 +160,28 @@ impl MemoryBus {
 
     /// The last of a request's events still in the history (it keeps the latest
     /// [`HISTORY`] events of the process).
-    pub(super) fn last_event(&self, tenant: &Tenant, request_id: &RequestId) -> Option<Event> {
+    /// A last message that is no event is [`BusError::Unreadable`].
+    pub(super) fn last_event(
+        &self,
+        tenant: &Tenant,
+        request_id: &RequestId,
+    ) -> Result<Option<Event>, BusError> {
         let pattern = self.subjects.request_events(tenant, request_id);
-        let history = self.inner.history.lock().ok()?;
-        history
+        let Ok(history) = self.inner.history.lock() else {
+            return Err(BusError::Unreadable { subject: pattern });
+        };
+        let Some((subject, payload)) = history
             .iter()
             .rev()
             .find(|(subject, _)| subject_matches(&pattern, subject))
-            .and_then(|(_, payload)| serde_json::from_slice::<Event>(payload).ok())
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice::<Event>(payload)
+            .map(Some)
+            .map_err(|_| BusError::Unreadable {
+                subject: subject.clone(),
+            })
     }
 
     pub(super) fn commands(&self) -> Deliveries {

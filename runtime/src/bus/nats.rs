@@ -307,13 +307,17 @@ impl NatsBus {
             }
             Err(e) => return Err(js_error(e)),
         };
-        let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
-            return Ok(None);
+        let unreadable = || BusError::Unreadable {
+            subject: message.subject.to_string(),
         };
+        let event = serde_json::from_slice::<Event>(&message.payload).map_err(|_| unreadable())?;
         let expected = self
             .subjects
             .event(&event.tenant, &event.request_id, event.event_type());
-        Ok((message.subject.as_str() == expected).then_some(event))
+        if message.subject.as_str() != expected {
+            return Err(unreadable());
+        }
+        Ok(Some(event))
     }
 
     pub(super) async fn commands(&self) -> Result<Deliveries, BusError> {

@@ -22,6 +22,9 @@
 //! the command replays it instead of running. Hazard: a duplicate that comes (with a
 //! new message id) before the row is written, or after the process died without
 //! writing it, runs as a new request, and its subscribers see a second terminal event.
+//! A row another run still holds a live claim on is left to that run (its answer is
+//! never overwritten), but the `failed` event has gone out by then: a delivery that
+//! gave up while another process ran the task ends it twice for subscribers.
 
 use std::time::Duration;
 
@@ -228,7 +231,13 @@ impl Pipeline {
                             .increment(1);
                         return;
                     }
-                    Err(e) if e.refusal().is_some() || tokio::time::Instant::now() >= until => {
+                    // A refusal and a stopped writer are for good; anything else is
+                    // retried until the time is up.
+                    Err(e)
+                        if e.refusal().is_some()
+                            || matches!(e, GroupCommitError::Stopped)
+                            || tokio::time::Instant::now() >= until =>
+                    {
                         tracing::error!(error = %e, request_id = %ended.event.request_id,
                             "a given-up command's failure could not be written to its task row");
                         metrics::counter!("switchyard_given_up_recorded_total", "outcome" => "lost")
@@ -279,11 +288,24 @@ impl Pipeline {
             }
             None => self.writes.create_task(invalid()).await?,
         };
-        let (TaskInsert::Created(task) | TaskInsert::Existing(task)) = inserted;
+        let (task, existing) = match inserted {
+            TaskInsert::Created(task) => (task, false),
+            TaskInsert::Existing(task) => (task, true),
+        };
         if task.status.is_terminal() {
             tracing::warn!(
                 task_id = task.id,
                 "a given-up command's task had ended meanwhile; its row is kept"
+            );
+            return Ok(());
+        }
+        // A row that was there already may be running elsewhere (a duplicate delivery
+        // gave up while another process holds the task's claim): that run settles it,
+        // and its answer is never overwritten by this failure.
+        if existing && !self.writes.claim_task(self.claim(task.id, &run)).await? {
+            tracing::warn!(
+                task_id = task.id,
+                "a given-up command's task runs elsewhere; its run settles the row"
             );
             return Ok(());
         }
