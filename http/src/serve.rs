@@ -47,6 +47,9 @@ pub struct ConnectionPolicy {
     pub max_connections: usize,
     /// Connections open at once from one client (an IPv4 address or an IPv6 /64).
     pub max_connections_per_ip: usize,
+    /// At shutdown, how long the requests in flight may take to finish; then the
+    /// connections still busy are cut.
+    pub drain_grace: Duration,
 }
 
 impl Default for ConnectionPolicy {
@@ -56,13 +59,14 @@ impl Default for ConnectionPolicy {
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            drain_grace: Duration::from_secs(10),
         }
     }
 }
 
 /// Serves `app` on `listener` under `policy` until `shutdown` resolves; then stops
-/// accepting, closes connections with nothing in flight, and waits for the requests in
-/// flight to finish.
+/// accepting, closes connections with nothing in flight, and waits up to
+/// `policy.drain_grace` for the requests in flight to finish; the rest are cut.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -120,7 +124,18 @@ pub async fn serve(
     }
     drop(listener);
     draining.cancel();
-    connections.wait().await;
+    // A client that stopped reading (or a long event stream) must not hold the
+    // process up: after the grace, the connections still busy are cut (on return,
+    // `_stop_connections` cancels them).
+    if tokio::time::timeout(policy.drain_grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = policy.drain_grace.as_millis(),
+            "http connections still busy after the drain's grace; cut"
+        );
+    }
 }
 
 /// Cancels the connections' tasks when dropped.

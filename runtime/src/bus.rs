@@ -62,6 +62,13 @@ pub enum BusError {
     /// The operation makes no sense on this backend.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// A message on the stream is not what it should be (no event this build reads, or
+    /// one whose subject is not its own): what it says cannot be believed.
+    #[error("unreadable event on {subject}")]
+    Unreadable {
+        /// Its subject.
+        subject: String,
+    },
 }
 
 /// A stream of command deliveries.
@@ -324,6 +331,24 @@ impl Bus {
         match self {
             Bus::Memory(b) => Ok(b.terminal_published(tenant, request_id)),
             Bus::Nats(b) => b.terminal_published(tenant, request_id).await,
+        }
+    }
+
+    /// The last event of a request on the event subjects, as a subscriber reading
+    /// them from the start would end on: `None` when there is none (or none kept any
+    /// more: the stream's max age, the memory bus's history).
+    ///
+    /// # Errors
+    /// [`BusError::JetStream`]; [`BusError::Unreadable`] when the last message is no
+    /// event this build reads, or not on its own subject (its `seq` is unknown).
+    pub async fn last_event(
+        &self,
+        tenant: &Tenant,
+        request_id: &RequestId,
+    ) -> Result<Option<Event>, BusError> {
+        match self {
+            Bus::Memory(b) => b.last_event(tenant, request_id),
+            Bus::Nats(b) => b.last_event(tenant, request_id).await,
         }
     }
 

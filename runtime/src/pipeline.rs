@@ -13,6 +13,8 @@
 //!   quotas; per-tenant limits, `reply_to` rules and priority lanes go here).
 //! - [`run`]: the engine executes the request while its lifecycle events go out.
 //! - [`settle`]: the single terminal transition, then the terminal event.
+//! - `give_up`: a command whose deliveries ran out (a long database outage) or whose
+//!   values the database refused for good still gets its one terminal event.
 //!
 //! Invariants (PROTOCOL.md §3):
 //! - Only the pipeline builds events, each through a [`switchyard_core::Lifecycle`]
@@ -27,10 +29,17 @@
 //!   subjects only if a crash had kept it from ever getting there). A command whose task
 //!   was mid-flight when a process died is resumed, continuing the event sequence.
 //! - Bad input never crashes or blocks the consumer: unparseable → DLQ and terminated;
-//!   parseable but invalid → exactly one `failed` event with `invalid_request`.
+//!   parseable but invalid → exactly one `failed` event with `invalid_request`; a value
+//!   the database refuses for good (a permanent error, not an outage) → the same,
+//!   acked at once instead of retried.
+//! - A command that fails at every delivery (a database outage longer than the
+//!   backoff spans) ends with one `failed` event (`internal`, retryable) after the last
+//!   event its subscribers saw, then goes to the DLQ; the failure reaches its task row
+//!   once the database answers.
 
 mod admit;
 mod enqueue;
+mod give_up;
 mod intake;
 mod persist;
 mod run;
@@ -39,6 +48,7 @@ mod settle;
 use std::{sync::Arc, time::Duration};
 
 use switchyard_core::{Command, CommandEnvelope, LifecycleError, ReplyToPolicy};
+use switchyard_tasks::Tasks;
 
 use crate::{
     bus::{Bus, BusError, Delivery},
@@ -52,6 +62,16 @@ pub use enqueue::{EnqueueError, Enqueued};
 pub use intake::{Readiness, run_intake};
 
 impl Pipeline {
+    /// The `<kind>` token of a command subject, as sent (`unknown` for another
+    /// subject): what an invalid command's task row records as its kind.
+    fn kind_token(&self, subject: &str) -> String {
+        subject
+            .strip_prefix(self.bus.subjects().prefix())
+            .and_then(|rest| rest.strip_prefix(".cmd."))
+            .unwrap_or("unknown")
+            .to_owned()
+    }
+
     /// The claim of run `run` on task `id`, for one lease from now.
     fn claim(&self, id: i64, run: &str) -> crate::store::Claim {
         let now = chrono::Utc::now().timestamp_millis();
@@ -81,9 +101,25 @@ pub enum HandleError {
     Lifecycle(#[from] LifecycleError),
 }
 
+impl HandleError {
+    /// The permanent refusal behind this error, if the database refused a write's
+    /// values for good: retrying the command cannot help.
+    fn refusal(&self) -> Option<crate::store::Refusal> {
+        match self {
+            HandleError::Store(e) => e.refusal(),
+            HandleError::Writer(e) => e.refusal(),
+            HandleError::Bus(_) | HandleError::Lifecycle(_) => None,
+        }
+    }
+}
+
 /// Deliveries of one command before it is given up (sent to the DLQ); below the
 /// consumer's own `max_deliver`, so the DLQ always learns of it.
 const MAX_DELIVERIES: u64 = 15;
+
+/// The first redelivery's backoff; each later one doubles it (up to 2^5 times, or 2^8
+/// times while the database is down).
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 enum Disposition {
     Ack,
@@ -111,6 +147,12 @@ pub struct Pipeline {
     lease: Duration,
     /// Told whether the database answers (for `/readyz`).
     readiness: Readiness,
+    /// Deliveries of one command before it is given up.
+    max_deliveries: u64,
+    /// The first redelivery's backoff.
+    first_backoff: Duration,
+    /// Owns the background writes of given-up commands' failures.
+    tasks: Tasks,
 }
 
 impl Pipeline {
@@ -129,7 +171,32 @@ impl Pipeline {
             owner: crate::secrets::random_alphanumeric(16).into(),
             lease: Duration::from_secs(30),
             readiness: Readiness::default(),
+            max_deliveries: MAX_DELIVERIES,
+            first_backoff: FIRST_BACKOFF,
+            tasks: Tasks::new("pipeline"),
         }
+    }
+
+    /// Gives a command up after this many deliveries that failed (default 15): its
+    /// `failed` event goes out and it goes to the DLQ. Keep it below the consumer's
+    /// `max_deliver`, or the bus drops the command before the pipeline gives it up.
+    pub fn with_max_deliveries(mut self, deliveries: u64) -> Self {
+        self.max_deliveries = deliveries.max(1);
+        self
+    }
+
+    /// The backoff before the first redelivery of a command that failed (default
+    /// 250 ms); each later one doubles it.
+    pub fn with_first_backoff(mut self, backoff: Duration) -> Self {
+        self.first_backoff = backoff;
+        self
+    }
+
+    /// Runs the pipeline's background work (recording given-up commands once the
+    /// database answers) as a child of `tasks`, so it stops when they shut down.
+    pub fn with_tasks(mut self, tasks: &Tasks) -> Self {
+        self.tasks = tasks.child("pipeline");
+        self
     }
 
     /// Reports database failures of the pipeline's writes to `readiness` (so `/readyz`
@@ -181,7 +248,8 @@ impl Pipeline {
                 }
             }
         };
-        let store_failed = matches!(result, Err(HandleError::Store(_) | HandleError::Writer(_)));
+        // A refusal of the command's values is an answer: the database is up.
+        let store_failed = matches!(&result, Err(e @ (HandleError::Store(_) | HandleError::Writer(_))) if e.refusal().is_none());
         self.readiness.set_store_down(store_failed);
         match result {
             Ok(Disposition::Ack) => delivery.ack().await,
@@ -190,25 +258,20 @@ impl Pipeline {
                 tracing::debug!(subject = %delivery.subject, "the task runs elsewhere; delivered again later");
                 delivery.nak(Some(after)).await;
             }
-            Err(error) if delivery.delivered >= MAX_DELIVERIES => {
-                tracing::error!(%error, subject = %delivery.subject, deliveries = delivery.delivered,
-                    "command given up after repeated failures; sent to the DLQ");
-                let reason = format!("gave up after {} deliveries: {error}", delivery.delivered);
-                if let Err(e) = self
-                    .bus
-                    .publish_dlq(&delivery.subject, &delivery.payload, &reason)
-                    .await
-                {
-                    tracing::error!(error = %e, "DLQ publish failed");
-                }
-                delivery.term().await;
+            // The database refused the command's values for good: a retry cannot help.
+            Err(error) if let Some(refusal) = error.refusal() => {
+                self.refuse(delivery, &error, &refusal).await;
+            }
+            Err(error) if delivery.delivered >= self.max_deliveries => {
+                self.give_up(delivery, error).await;
             }
             Err(error) => {
                 tracing::warn!(%error, subject = %delivery.subject, "command not handled; it will be redelivered");
                 // A database outage gets a longer backoff (up to ~1 min, so the
                 // deliveries span ~15 min of it); other failures retry sooner.
                 let cap = if store_failed { 8 } else { 5 };
-                let backoff = Duration::from_millis(250 * (1 << delivery.delivered.min(cap)));
+                let doublings = u32::try_from(delivery.delivered.min(cap)).unwrap_or(8);
+                let backoff = self.first_backoff.saturating_mul(1 << doublings);
                 delivery.nak(Some(backoff)).await;
             }
         }
@@ -230,11 +293,7 @@ impl Pipeline {
             .bus
             .subjects()
             .kind_of_command_subject(&delivery.subject);
-        let kind_token = delivery
-            .subject
-            .strip_prefix(&format!("{}.cmd.", self.bus.subjects().prefix()))
-            .unwrap_or("unknown")
-            .to_owned();
+        let kind_token = self.kind_token(&delivery.subject);
         // A refused reply_to fails the request, and that failure goes to the event
         // stream only: nothing is ever published to the refused subject.
         if let Some(reply_to) = &envelope.reply_to
@@ -267,7 +326,22 @@ impl Pipeline {
         let new_task =
             NewTask::from_command(&command).claimed_by(new_claim.owner, new_claim.until_ms);
         let cache_key = new_task.cache_key.clone();
-        let (task, resumed) = match self.writes.create_task(new_task).await? {
+        let inserted = match self.writes.create_task(new_task).await {
+            // The database refused the command's values for good: an invalid request,
+            // stored as one (its raw body, which the database takes as it is).
+            Err(error) if let Some(refusal) = error.refusal() => {
+                metrics::counter!("switchyard_commands_refused_by_database_total", "kind" => refusal.kind.as_str())
+                    .increment(1);
+                tracing::warn!(%error, code = %refusal.code, "the database refused the command's values for good");
+                let message = match NewTask::refused_field(&refusal) {
+                    Some(field) => format!("{field}: holds {}", refusal.kind.describe()),
+                    None => format!("the command holds {}", refusal.kind.describe()),
+                };
+                return self.reject(&envelope, &kind_token, delivery, message).await;
+            }
+            other => other?,
+        };
+        let (task, resumed) = match inserted {
             TaskInsert::Created(task) => (task, false),
             TaskInsert::Existing(task) => (task, true),
         };

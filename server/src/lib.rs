@@ -3,6 +3,10 @@
 //! the composition root; the runtime knows nothing of HTTP and the HTTP crate nothing
 //! of how the process starts.
 
+mod logging;
+
+pub use logging::init_tracing;
+
 use std::{future::Future, time::Duration};
 
 use tokio::sync::watch;
@@ -146,7 +150,8 @@ impl Serve for Runtime {
         .with_progress_every(Duration::from_millis(runtime.settings.bus.ack_wait_ms / 3))
         .with_reply_to_allow(runtime.settings.bus.reply_to_allow.clone())
         .with_lease(Duration::from_millis(runtime.settings.bus.ack_wait_ms))
-        .with_readiness(readiness.clone());
+        .with_readiness(readiness.clone())
+        .with_tasks(&tasks);
         let gateway = Gateway::new(GatewayParts {
             store: runtime.store.clone(),
             engine: engine.clone(),
@@ -220,5 +225,6 @@ fn connection_policy(http: &HttpSettings) -> switchyard_http::ConnectionPolicy {
         idle_timeout: Duration::from_millis(http.idle_timeout_ms),
         max_connections: http.max_connections,
         max_connections_per_ip: http.max_connections_per_ip,
+        drain_grace: Duration::from_millis(http.drain_grace_ms),
     }
 }

@@ -106,6 +106,16 @@ pub enum GroupCommitError {
     Query(#[from] QueryError),
 }
 
+impl GroupCommitError {
+    /// [`QueryError::refusal`]: whether the write's values were refused for good.
+    pub fn refusal(&self) -> Option<crate::Refusal> {
+        match self {
+            GroupCommitError::Query(error) => error.refusal(),
+            GroupCommitError::Stopped => None,
+        }
+    }
+}
+
 enum Op {
     Create(Box<NewTask>, Reply<TaskInsert>),
     /// No one waits for an attempt start: it only moves the row to `processing` and

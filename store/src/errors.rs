@@ -19,3 +19,14 @@ pub enum QueryError {
         detail: String,
     },
 }
+
+impl QueryError {
+    /// The permanent refusal this is, if the database refused the write's values for
+    /// good (see [`crate::Refusal`]); `None` for an error a retry may get past.
+    pub fn refusal(&self) -> Option<crate::Refusal> {
+        match self {
+            QueryError::Database(error) => crate::refusal::refusal_of(error),
+            QueryError::Corrupt { .. } => None,
+        }
+    }
+}

@@ -10,7 +10,9 @@
 //! produce: [`OpenError`] (connecting, migrating, the master-key check),
 //! [`ConfigWriteError`] and [`ConfigReadError`] (provider configs), [`PluginWriteError`]
 //! (the plugin registry), [`GroupCommitError`] (the batched task writer) and
-//! [`QueryError`] (every other query).
+//! [`QueryError`] (every other query). [`QueryError::refusal`] tells a write whose
+//! values the database refused for good (a [`Refusal`]: data exception, integrity
+//! violation, index entry too large) from an error a retry may get past.
 //!
 //! Hazards: migrations live in two folders (`migrations/postgres`, `migrations/sqlite`)
 //! that must stay in step; only the PostgreSQL one may hold NOTIFY triggers.
@@ -21,6 +23,7 @@ mod errors;
 mod keys;
 mod plugins;
 mod providers;
+mod refusal;
 pub mod secrets;
 mod seed;
 mod tasks;
@@ -42,6 +45,7 @@ pub use plugins::{Installed, PluginInfo, PluginWriteError};
 pub use providers::{
     ConfigChange, ConfigListener, ConfigReadError, ConfigWriteError, ProviderFilter, ProviderRecord,
 };
+pub use refusal::{Refusal, RefusalKind};
 pub use seed::SeedReport;
 pub use tasks::{
     NewTask, NewTaskResult, StoredJson, Task, TaskInsert, TaskResult, TaskStatus, cache_key,

@@ -6,12 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use switchyard_core::{
-    ConfigId, ErrorCode, Event, EventBody, ProviderConfig, ProviderConfigDraft, RequestId, Tenant,
-};
+use switchyard_core::{ErrorCode, Event, EventBody, ProviderConfig, RequestId, Tenant};
 use switchyard_runtime::{
-    Engine, EngineOptions,
-    actors::RestartPolicy,
+    Engine,
     artifacts::ArtifactStore,
     bus::{Bus, EventFilter, NatsOptions},
     pipeline::{Pipeline, Readiness, run_intake},
@@ -37,14 +34,7 @@ fn mock(id: i64, extra: Value) -> ProviderConfig {
     for (k, v) in extra.as_object().unwrap() {
         value[k] = v.clone();
     }
-    let draft: ProviderConfigDraft = serde_json::from_value(value).unwrap();
-    ProviderConfig {
-        id: ConfigId(id),
-        spec: draft.validate().unwrap(),
-        version: 1,
-        created_at: chrono::Utc::now(),
-        updated_at: chrono::Utc::now(),
-    }
+    crate::support::provider_config(id, value)
 }
 
 impl Rig {
@@ -85,18 +75,7 @@ impl Rig {
         let (engine, failures) = Engine::start(
             configs,
             Vec::new(),
-            EngineOptions {
-                artifacts,
-                artifact_urls: switchyard_runtime::artifact_urls::ArtifactUrls::new(
-                    b"a test key, a test key",
-                    std::time::Duration::from_secs(3600),
-                    "http://127.0.0.1:8080",
-                ),
-                restart_policy: RestartPolicy::default(),
-                default_wait: Duration::from_secs(30),
-                plugins: None,
-                outbound: switchyard_runtime::guard::Guard::default(),
-            },
+            crate::support::engine_options(artifacts),
         )
         .await
         .unwrap();

@@ -380,7 +380,32 @@ async fn shutdown_lets_the_request_in_flight_finish() {
         closed_within(&mut stream, WITHIN).await,
         "kept open after the drain"
     );
-    tokio::time::timeout(Duration::from_secs(20), stopping)
+    tokio::time::timeout(Duration::from_secs(30), stopping)
+        .await
+        .expect("the node stopped")
+        .unwrap();
+}
+
+/// A request still busy when the drain's grace ends (here the event stream of a job
+/// that runs for 6 s more) is cut: one client cannot hold the HTTP drain up. (The
+/// node itself stops once the command consumer has finished that job.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cuts_what_is_still_busy_after_the_drain_grace() {
+    let db = TestDb::sqlite().await;
+    let long = json!([{"name": "mock-long", "provider": "mock", "options": {"latency_ms": 6000}}]);
+    let node = node_with(&db, long, |s| s.http.drain_grace_ms = 300).await;
+    let mut stream = open_event_stream(&node).await;
+    let mut text = String::new();
+    assert!(
+        read_until(&mut stream, &mut text, "event: started").await,
+        "{text}"
+    );
+    let stopping = tokio::spawn(node.stop());
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(3)).await,
+        "the stream outlived the drain's grace"
+    );
+    tokio::time::timeout(Duration::from_secs(30), stopping)
         .await
         .expect("the node stopped")
         .unwrap();

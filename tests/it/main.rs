@@ -23,6 +23,7 @@ mod connections;
 mod guard;
 mod jobs;
 mod openai;
+mod outage;
 mod plugins;
 mod protocol;
 mod providers;

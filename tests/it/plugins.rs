@@ -13,7 +13,6 @@ use std::{
 use serde_json::{Value, json};
 use switchyard_core::{Command, ErrorCode, Event, EventBody, ProviderConfigDraft};
 use switchyard_runtime::{
-    actors::RestartPolicy,
     artifacts::ArtifactStore,
     engine::{Engine, EngineOptions, Submission},
     plugins::{PluginRegistry, install},
@@ -64,17 +63,11 @@ impl Runtime {
             Vec::new(),
             Vec::new(),
             EngineOptions {
-                artifacts: ArtifactStore::open(&format!("file://{}", dir.path().display()))
-                    .unwrap(),
-                artifact_urls: switchyard_runtime::artifact_urls::ArtifactUrls::new(
-                    b"a test key, a test key",
-                    std::time::Duration::from_secs(3600),
-                    "http://127.0.0.1:8080",
-                ),
-                restart_policy: RestartPolicy::default(),
                 default_wait: Duration::from_secs(10),
                 plugins: Some(registry.clone()),
-                outbound: switchyard_runtime::guard::Guard::default(),
+                ..crate::support::engine_options(
+                    ArtifactStore::open(&format!("file://{}", dir.path().display())).unwrap(),
+                )
             },
         )
         .await

@@ -12,7 +12,6 @@ use switchyard_core::{
     Command, ConfigId, ErrorCode, Event, EventBody, ProviderConfig, ProviderConfigDraft,
 };
 use switchyard_runtime::{
-    actors::RestartPolicy,
     artifacts::ArtifactStore,
     engine::{Engine, EngineOptions, Submission},
     providers::{
@@ -60,14 +59,7 @@ fn one_input() -> InputImages {
 }
 
 fn config(id: i64, json: Value) -> ProviderConfig {
-    let draft: ProviderConfigDraft = serde_json::from_value(json).unwrap();
-    ProviderConfig {
-        id: ConfigId(id),
-        spec: draft.validate().unwrap(),
-        version: 1,
-        created_at: chrono::Utc::now(),
-        updated_at: chrono::Utc::now(),
-    }
+    crate::support::provider_config(id, json)
 }
 
 fn adapter(json: Value) -> Arc<dyn ProviderAdapter> {
@@ -1215,15 +1207,7 @@ async fn harness(configs: Vec<ProviderConfig>) -> Harness {
         configs,
         Vec::new(),
         EngineOptions {
-            artifacts: artifacts.clone(),
-            artifact_urls: switchyard_runtime::artifact_urls::ArtifactUrls::new(
-                b"a test key, a test key",
-                std::time::Duration::from_secs(3600),
-                "http://127.0.0.1:8080",
-            ),
-            restart_policy: RestartPolicy::default(),
             default_wait: Duration::from_secs(5),
-            plugins: None,
             outbound: switchyard_runtime::guard::Guard::new(
                 switchyard_runtime::guard::OutboundPolicy {
                     // The input images of these tests are served by a local mock.
@@ -1231,6 +1215,7 @@ async fn harness(configs: Vec<ProviderConfig>) -> Harness {
                     ..Default::default()
                 },
             ),
+            ..crate::support::engine_options(artifacts.clone())
         },
     )
     .await

@@ -2,22 +2,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use switchyard_core::{ConfigId, ProviderConfig, ProviderConfigDraft};
+use switchyard_core::ProviderConfig;
 
 const PLAINTEXT: &str = "sk-live-TOPSECRET-0123456789abcdef";
 
 fn config() -> ProviderConfig {
-    let draft: ProviderConfigDraft = serde_json::from_value(serde_json::json!({
-        "name": "openai-main", "provider": "openai", "api_key": PLAINTEXT,
-    }))
-    .unwrap();
-    ProviderConfig {
-        id: ConfigId(1),
-        spec: draft.validate().unwrap(),
-        version: 1,
-        created_at: chrono::Utc::now(),
-        updated_at: chrono::Utc::now(),
-    }
+    crate::support::provider_config(
+        1,
+        serde_json::json!({"name": "openai-main", "provider": "openai", "api_key": PLAINTEXT}),
+    )
 }
 
 #[derive(Clone, Default)]

@@ -1,4 +1,5 @@
-//! Test databases: a fresh SQLite file or a fresh PostgreSQL schema per test.
+//! Test support: databases (a fresh SQLite file or a fresh PostgreSQL schema per
+//! test), provider configs as the store hands them over, and engine options.
 
 use std::path::PathBuf;
 
@@ -339,4 +340,37 @@ pub fn raw_http(
 /// target dir, would otherwise read that checkout's files.
 pub fn manifest_dir() -> String {
     std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
+}
+
+/// A provider config as the store hands it over (id `id`, version 1), from the JSON an
+/// operator posts.
+pub fn provider_config(id: i64, json: serde_json::Value) -> switchyard_core::ProviderConfig {
+    let draft: switchyard_core::ProviderConfigDraft = serde_json::from_value(json).unwrap();
+    switchyard_core::ProviderConfig {
+        id: switchyard_core::ConfigId(id),
+        spec: draft.validate().unwrap(),
+        version: 1,
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+    }
+}
+
+/// The engine options of a test: `artifacts`, a fixed artifact-URL key, the default
+/// restart policy, a 30 s wait for a free instance, no plugins, the default outbound
+/// guard. Tests override fields with `..engine_options(artifacts)`.
+pub fn engine_options(
+    artifacts: switchyard_runtime::artifacts::ArtifactStore,
+) -> switchyard_runtime::EngineOptions {
+    switchyard_runtime::EngineOptions {
+        artifacts,
+        artifact_urls: switchyard_runtime::artifact_urls::ArtifactUrls::new(
+            b"a test key, a test key",
+            std::time::Duration::from_secs(3600),
+            "http://127.0.0.1:8080",
+        ),
+        restart_policy: switchyard_runtime::actors::RestartPolicy::default(),
+        default_wait: std::time::Duration::from_secs(30),
+        plugins: None,
+        outbound: switchyard_runtime::guard::Guard::default(),
+    }
 }

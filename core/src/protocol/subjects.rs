@@ -68,6 +68,11 @@ impl Subjects {
         format!("{}.evt.{}.>", self.prefix, tenant)
     }
 
+    /// `<prefix>.evt.<tenant>.<request_id>.>`: one request's events.
+    pub fn request_events(&self, tenant: &Tenant, request_id: &RequestId) -> String {
+        format!("{}.evt.{}.{}.>", self.prefix, tenant, request_id)
+    }
+
     /// `<prefix>.cfg.changed`.
     pub fn config_changed(&self) -> String {
         format!("{}.cfg.changed", self.prefix)

@@ -14,7 +14,7 @@ use switchyard_core::{Event, RequestId, Subjects, Tenant};
 use switchyard_tasks::Tasks;
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Acker, Deliveries, Delivery, EventFilter, Events, subject_matches};
+use super::{Acker, BusError, Deliveries, Delivery, EventFilter, Events, subject_matches};
 
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 const HISTORY: usize = 65_536;
@@ -158,6 +158,32 @@ impl MemoryBus {
         true
     }
 
+    /// The last of a request's events still in the history (it keeps the latest
+    /// [`HISTORY`] events of the process).
+    /// A last message that is no event is [`BusError::Unreadable`].
+    pub(super) fn last_event(
+        &self,
+        tenant: &Tenant,
+        request_id: &RequestId,
+    ) -> Result<Option<Event>, BusError> {
+        let pattern = self.subjects.request_events(tenant, request_id);
+        let Ok(history) = self.inner.history.lock() else {
+            return Err(BusError::Unreadable { subject: pattern });
+        };
+        let Some((subject, payload)) = history
+            .iter()
+            .rev()
+            .find(|(subject, _)| subject_matches(&pattern, subject))
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice::<Event>(payload)
+            .map(Some)
+            .map_err(|_| BusError::Unreadable {
+                subject: subject.clone(),
+            })
+    }
+
     pub(super) fn commands(&self) -> Deliveries {
         let inner = self.inner.clone();
         Box::pin(stream::unfold(inner, |inner| async move {
@@ -210,9 +236,7 @@ impl MemoryBus {
         let pattern = match &filter {
             EventFilter::All => self.subjects.all_events(),
             EventFilter::Tenant(tenant) => self.subjects.tenant_events(tenant),
-            EventFilter::Request(tenant, id) => {
-                format!("{}.evt.{}.{}.>", self.subjects.prefix(), tenant, id)
-            }
+            EventFilter::Request(tenant, id) => self.subjects.request_events(tenant, id),
         };
         // Subscribe before reading history, so nothing falls between the two.
         let live = self.subscribe_core(&pattern);

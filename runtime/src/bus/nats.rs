@@ -284,6 +284,42 @@ impl NatsBus {
         Ok(false)
     }
 
+    /// The stream's last message on any of the request's event subjects (the server
+    /// answers a last-by-subject request with a wildcard filter), if its body matches
+    /// the subject it is on.
+    pub(super) async fn last_event(
+        &self,
+        tenant: &Tenant,
+        request_id: &RequestId,
+    ) -> Result<Option<Event>, BusError> {
+        let stream = self
+            .js
+            .get_stream(self.subjects.event_stream())
+            .await
+            .map_err(js_error)?;
+        let message = match stream
+            .get_last_raw_message_by_subject(&self.subjects.request_events(tenant, request_id))
+            .await
+        {
+            Ok(message) => message,
+            Err(e) if e.kind() == js_stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(js_error(e)),
+        };
+        let unreadable = || BusError::Unreadable {
+            subject: message.subject.to_string(),
+        };
+        let event = serde_json::from_slice::<Event>(&message.payload).map_err(|_| unreadable())?;
+        let expected = self
+            .subjects
+            .event(&event.tenant, &event.request_id, event.event_type());
+        if message.subject.as_str() != expected {
+            return Err(unreadable());
+        }
+        Ok(Some(event))
+    }
+
     pub(super) async fn commands(&self) -> Result<Deliveries, BusError> {
         let stream = self
             .js
@@ -330,10 +366,9 @@ impl NatsBus {
             EventFilter::Tenant(tenant) => {
                 (self.subjects.tenant_events(tenant), DeliverPolicy::New)
             }
-            EventFilter::Request(tenant, id) => (
-                format!("{}.evt.{}.{}.>", self.subjects.prefix(), tenant, id),
-                DeliverPolicy::All,
-            ),
+            EventFilter::Request(tenant, id) => {
+                (self.subjects.request_events(tenant, id), DeliverPolicy::All)
+            }
         };
         let stream = self
             .js

@@ -104,12 +104,32 @@ impl Pipeline {
         // publishing of the lifecycle events.
         let finish = async {
             let outcome = execute.await;
-            let terminal = outcome.terminal;
+            let mut terminal = outcome.terminal;
             // Encoded once: the same bytes go to the row, the event stream and `reply_to`.
-            let encoded = StoredJson::encode(&terminal).map_err(BusError::Encode)?;
-            let won = self
+            let mut encoded = StoredJson::encode(&terminal).map_err(BusError::Encode)?;
+            let written = self
                 .write_terminal(task.id, &command, &terminal, &encoded, outcome.raw_response)
-                .await?;
+                .await;
+            let won = match written {
+                // The database refused the answer for good (#14): a run again would be
+                // refused again, after another provider call. It ends now, as a failure
+                // the database takes.
+                Err(HandleError::Writer(error))
+                    if let Some(refusal) = error.refusal()
+                        && let Some(replacement) =
+                            super::settle::unstorable(&terminal, &refusal) =>
+                {
+                    metrics::counter!("switchyard_commands_refused_by_database_total", "kind" => refusal.kind.as_str())
+                        .increment(1);
+                    tracing::warn!(%error, code = %refusal.code, request_id = %command.request_id,
+                        "the database refused the request's result for good; it fails instead");
+                    encoded = StoredJson::encode(&replacement).map_err(BusError::Encode)?;
+                    terminal = replacement;
+                    self.write_terminal(task.id, &command, &terminal, &encoded, None)
+                        .await?
+                }
+                other => other?,
+            };
             Ok::<_, HandleError>((terminal, encoded, won))
         };
         let (published, finished) = tokio::join!(publish, finish);

@@ -3,12 +3,14 @@
 //! of a finished request's stored terminal event to a duplicate.
 
 use bytes::Bytes;
-use switchyard_core::{Command, CommandEnvelope, Event, EventBody};
+use switchyard_core::{
+    Command, CommandEnvelope, ErrorCode, ErrorInfo, Event, EventBody, Lifecycle,
+};
 
 use super::{HandleError, Pipeline};
 use crate::{
     bus::BusError,
-    store::{Completion, Failure, NewTaskResult, StoredJson, Task, UsageRecord},
+    store::{Completion, Failure, NewTaskResult, Refusal, StoredJson, Task, UsageRecord},
 };
 
 impl Pipeline {
@@ -133,12 +135,14 @@ impl Pipeline {
         Ok(won)
     }
 
+    /// Publishes a terminal event (already encoded) to the stream, awaiting the
+    /// stream's ack, then to `reply_to` (best effort).
     pub(super) async fn publish_terminal(
         &self,
         event: &Event,
         encoded: &StoredJson,
         reply_to: Option<&str>,
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), BusError> {
         let payload = Bytes::copy_from_slice(encoded.get().as_bytes());
         self.bus
             .send_encoded_event(event, payload.clone())
@@ -152,6 +156,62 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// The terminal event that stands in for `terminal` when the database refused to
+/// store it for good (`refusal`): a provider's answer holding what the database cannot
+/// hold, such as a NUL in its text or its error message. It is a `failed` event at
+/// the same `seq`, without the provider's content: `provider_error` for an answer
+/// (another attempt may answer differently), the original code for a failure. `None`
+/// for a `terminal` that is no terminal event.
+pub(super) fn unstorable(terminal: &Event, refusal: &Refusal) -> Option<Event> {
+    let message = format!(
+        "the provider's answer holds {}; it was not kept",
+        refusal.kind.describe()
+    );
+    let body = match &terminal.body {
+        EventBody::Completed {
+            provider,
+            attempts,
+            routing,
+            latency_ms,
+            ..
+        } => EventBody::Failed {
+            error: ErrorInfo {
+                provider: Some(provider.clone()),
+                ..ErrorInfo::new(ErrorCode::ProviderError, message)
+            },
+            attempts: attempts.clone(),
+            routing: routing.clone(),
+            latency_ms: *latency_ms,
+            chunks_delivered: None,
+        },
+        EventBody::Failed {
+            error,
+            attempts,
+            routing,
+            latency_ms,
+            chunks_delivered,
+        } => EventBody::Failed {
+            error: ErrorInfo {
+                message,
+                ..error.clone()
+            },
+            attempts: attempts.clone(),
+            routing: routing.clone(),
+            latency_ms: *latency_ms,
+            chunks_delivered: *chunks_delivered,
+        },
+        _ => return None,
+    };
+    // The lifecycle the terminal event came from, one step before it.
+    Lifecycle::resume(
+        terminal.request_id.clone(),
+        terminal.tenant.clone(),
+        terminal.seq.checked_sub(1)?,
+    )
+    .next(body, terminal.time)
+    .ok()
 }
 
 pub(super) fn error_message(event: &Event) -> &str {

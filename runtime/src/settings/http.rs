@@ -31,6 +31,10 @@ pub struct HttpSettings {
     /// Behind a proxy every connection comes from the proxy: raise it to
     /// `max_connections` there.
     pub max_connections_per_ip: usize,
+    /// At shutdown, how long the requests in flight may take to finish, in ms; the
+    /// connections still busy then (a client that stopped reading, a long event
+    /// stream) are cut, so one client cannot hold the process up.
+    pub drain_grace_ms: u64,
 }
 
 impl Default for HttpSettings {
@@ -42,6 +46,7 @@ impl Default for HttpSettings {
             idle_timeout_ms: 60_000,
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            drain_grace_ms: 10_000,
         }
     }
 }
@@ -66,6 +71,7 @@ impl HttpSettings {
         for (key, value) in [
             ("http.header_read_timeout_ms", self.header_read_timeout_ms),
             ("http.idle_timeout_ms", self.idle_timeout_ms),
+            ("http.drain_grace_ms", self.drain_grace_ms),
             ("http.max_connections", self.max_connections as u64),
             (
                 "http.max_connections_per_ip",

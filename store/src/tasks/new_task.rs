@@ -212,6 +212,20 @@ impl NewTask {
     }
 }
 
+impl NewTask {
+    /// The command field whose value the database refused, when it named the index
+    /// that refused it (PostgreSQL does for an index entry too large, 54000): the
+    /// btree indexes on `tasks.model` (`route.model`) and on the parameter names
+    /// (`params`' keys) cap an entry at about 2.7 kB.
+    pub fn refused_field(refusal: &crate::Refusal) -> Option<&'static str> {
+        match refusal.constraint.as_deref()? {
+            "tasks_model_idx" => Some("route.model"),
+            "task_parameters_task_id_name_key" => Some("params"),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
