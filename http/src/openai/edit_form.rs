@@ -14,7 +14,7 @@ use std::{collections::HashMap, future::Future};
 use axum::{body::Bytes, extract::Multipart};
 use switchyard_core::{CommandInput, ImageRef, MAX_EDIT_IMAGES};
 
-use super::{error::OaiError, images::wants_b64};
+use super::error::OaiError;
 
 /// An edit form as read: its files stored, its other fields as text.
 #[derive(Debug, Default)]
@@ -123,6 +123,17 @@ impl EditForm {
             user: text("user"),
             model: text("model"),
         })
+    }
+}
+
+/// `response_format`: whether images come back as base64.
+pub(super) fn wants_b64(format: Option<&str>) -> Result<bool, OaiError> {
+    match format {
+        None | Some("url") => Ok(false),
+        Some("b64_json") => Ok(true),
+        Some(other) => Err(OaiError::bad_request(format!(
+            "response_format: '{other}' is neither 'url' nor 'b64_json'"
+        ))),
     }
 }
 

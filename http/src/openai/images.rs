@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::{
     Follow, command,
-    edit_form::read_edit_form,
+    edit_form::{read_edit_form, wants_b64},
     error::{OaiError, OpenAiErrorBody},
     key_tenant, new_request_id, parse_body, submit, terminal, unix_now,
 };
@@ -141,17 +141,6 @@ async fn images_answer(
         created: unix_now(),
         data,
     }))
-}
-
-/// `response_format`: whether images come back as base64.
-pub(super) fn wants_b64(format: Option<&str>) -> Result<bool, OaiError> {
-    match format {
-        None | Some("url") => Ok(false),
-        Some("b64_json") => Ok(true),
-        Some(other) => Err(OaiError::bad_request(format!(
-            "response_format: '{other}' is neither 'url' nor 'b64_json'"
-        ))),
-    }
 }
 
 #[utoipa::path(post, path = "/v1/images/edits", tag = "openai", security(("tenant" = [])), request_body(content = String, description = "multipart/form-data as OpenAI takes it: image (or image[], up to 10 files), mask (file), prompt, model, n, size, quality, response_format (url | b64_json), output_format, user", content_type = "multipart/form-data"), responses((status = 200, description = "the images", body = ImagesAnswer), (status = 400, description = "invalid request (a file that is not an image, no image, no prompt …)", body = OpenAiErrorBody), (status = 401, description = "missing or unknown tenant key", body = OpenAiErrorBody), (status = 429, description = "quota exceeded or rate limited", body = OpenAiErrorBody), (status = 502, description = "the provider failed", body = OpenAiErrorBody), (status = 503, description = "no provider, or the bus is down", body = OpenAiErrorBody)))]
