@@ -11,10 +11,12 @@
 mod in_process;
 mod over_nats;
 mod reload;
+mod stand_in;
 
 use in_process::{closed_loop, command, open_loop, rss_kib, run_one, start_engine, tempfile_dir};
 use over_nats::{bus_floor, nats_pipeline};
 use reload::reload_bench;
+use stand_in::stand_in;
 
 use std::{
     sync::Arc,
@@ -85,6 +87,10 @@ struct BenchArgs {
     /// then all of them), until the router uses the new configs.
     #[arg(long)]
     reload_instances: Option<i64>,
+    /// Instead: serve a stand-in OpenAI-compatible upstream on this address (e.g.
+    /// 127.0.0.1:18181) until stopped, for the HTTP benchmark (bench/http.sh).
+    #[arg(long)]
+    stand_in: Option<String>,
 }
 
 /// mimalloc, as in the product binary, so the figures are the product's.
@@ -109,6 +115,9 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(addr) = &args.stand_in {
+        return stand_in(addr).await;
+    }
     let dir = tempfile_dir()?;
     if let Some(url) = args.bus.clone() {
         let result = if args.floor {

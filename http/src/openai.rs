@@ -5,13 +5,14 @@
 //! `stream: true` as server-sent events) and `GET /v1/models`, authenticated by a
 //! tenant key (`Authorization: Bearer sy_…`, made with the admin API).
 //!
-//! Each call becomes a command of the key's tenant with a fresh `request_id` and goes
-//! through the bus like any other, so it gets the same routing, fallback, quotas,
-//! usage, task row and events. The handler answers when the terminal event arrives:
-//! on a private `reply_to` subject (one core subscription, no consumer on the event
-//! stream), or — for a streamed chat — by following the request's events. The request's `model` picks the instance: an
-//! instance name (`config_id`), else a provider type (`provider`), else a model
-//! (`route.model`); `auto` or none routes as usual.
+//! Each call becomes a command of the key's tenant with a fresh `request_id`. It runs
+//! on this process's engine as a synchronous call (no bus round trip, no row before
+//! the first provider byte): the same admission, routing, fallback and quotas as a
+//! bus command, and its task row, usage and events are written behind the answer
+//! (`switchyard_runtime::pipeline`, `call`). The handler answers at the terminal event,
+//! or — for a streamed chat — relays the chunks as they come. The request's `model`
+//! picks the instance: an instance name (`config_id`), else a provider type
+//! (`provider`), else a model (`route.model`); `auto` or none routes as usual.
 
 pub(crate) mod chat;
 pub(crate) mod edit_form;
@@ -27,7 +28,7 @@ use switchyard_core::{
     Command, CommandInput, ConfigRef, Event, Kind, ProviderSelector, ProviderType, RequestId,
     Route, Tenant,
 };
-use switchyard_runtime::facade::{EventFilter, Events, random_alphanumeric};
+use switchyard_runtime::facade::{Events, random_alphanumeric};
 use utoipa::ToSchema;
 
 use crate::{caller::Caller, state::OpenAiState};
@@ -77,44 +78,13 @@ fn route_for(state: &OpenAiState, model: Option<&str>) -> Result<Route, OaiError
     Ok(route)
 }
 
-/// How a call follows its request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Follow {
-    /// Every event (a stream of chunks): a subscription to the request's events.
-    Events,
-    /// Only the terminal event, sent to a private `reply_to` subject: one core
-    /// subscription, no consumer on the event stream.
-    Terminal,
-}
-
-/// Validates the command, subscribes to what `follow` asks for and publishes it.
-pub(super) async fn submit(
-    state: &OpenAiState,
-    mut command: Command,
-    follow: Follow,
-) -> Result<Events, OaiError> {
-    let inbox = format!("_INBOX.switchyard.{}", new_request_id());
-    if follow == Follow::Terminal {
-        command.reply_to = Some(inbox.clone());
-    }
+/// Validates the command and runs it on this process's engine: its events as they
+/// happen, ending with the terminal one.
+pub(super) async fn submit(state: &OpenAiState, command: Command) -> Result<Events, OaiError> {
     command
         .validate(None)
         .map_err(|e| OaiError::bad_request(e.to_string()))?;
-    let gateway = &state.gateway;
-    // Subscribed before publishing, so nothing can be missed.
-    let events: Events = match follow {
-        Follow::Events => {
-            gateway
-                .events(EventFilter::Request(
-                    command.tenant.clone(),
-                    command.request_id.clone(),
-                ))
-                .await?
-        }
-        Follow::Terminal => gateway.replies(&inbox).await?,
-    };
-    gateway.publish_command(&command).await?;
-    Ok(events)
+    Ok(state.gateway.call(command).await?)
 }
 
 /// Waits for the first event that `wanted` picks.

@@ -29,7 +29,7 @@ pub use crate::{
     artifact_urls::SignatureError,
     artifacts::{ArtifactError, ArtifactMeta, describe as describe_image},
     bus::{BusError, EventFilter, Events},
-    pipeline::{EnqueueError, Enqueued, Readiness},
+    pipeline::{CallError, EnqueueError, Enqueued, Readiness},
     plugins::InstallError,
     reloader::{InvalidConfig, ReloadError, ReloadReport},
     secrets::random_alphanumeric,

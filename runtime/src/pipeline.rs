@@ -13,6 +13,10 @@
 //!   quotas; per-tenant limits, `reply_to` rules and priority lanes go here).
 //! - [`run`]: the engine executes the request while its lifecycle events go out.
 //! - [`settle`]: the single terminal transition, then the terminal event.
+//! - `call`: a synchronous call (its client waits on the connection) runs on this
+//!   process's engine with no bus round trip and no row first; `write_behind` writes
+//!   its record after the answer.
+//! - `standby`: a delivery of a task another run holds waits for that run.
 //! - `give_up`: a command whose deliveries ran out (a long database outage) or whose
 //!   values the database refused for good still gets its one terminal event.
 //!
@@ -38,14 +42,20 @@
 //!   once the database answers.
 
 mod admit;
+mod call;
 mod enqueue;
 mod give_up;
 mod intake;
 mod persist;
 mod run;
 mod settle;
+mod standby;
+mod write_behind;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use switchyard_core::{Command, CommandEnvelope, LifecycleError, ReplyToPolicy};
 use switchyard_tasks::Tasks;
@@ -58,8 +68,10 @@ use crate::{
 };
 
 pub use admit::CACHE_MAX_AGE;
+pub use call::CallError;
 pub use enqueue::{EnqueueError, Enqueued};
 pub use intake::{Readiness, run_intake};
+pub use write_behind::ShuttingDown;
 
 impl Pipeline {
     /// The `<kind>` token of a command subject, as sent (`unknown` for another
@@ -124,7 +136,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 enum Disposition {
     Ack,
     Term,
-    /// Another process holds the task's claim: deliver again after this long.
+    /// Another run held the task's claim for as long as a delivery stands by: deliver
+    /// again after this long.
     Busy(Duration),
 }
 
@@ -151,8 +164,13 @@ pub struct Pipeline {
     max_deliveries: u64,
     /// The first redelivery's backoff.
     first_backoff: Duration,
-    /// Owns the background writes of given-up commands' failures.
+    /// The longest a delivery waits for another run of its task.
+    max_standby: Duration,
+    /// Owns the background writes of given-up commands' failures, synchronous calls
+    /// and the write-behind worker.
     tasks: Tasks,
+    /// The queue of synchronous calls' records, started with the first call.
+    write_behind: Arc<OnceLock<write_behind::WriteBehind>>,
 }
 
 impl Pipeline {
@@ -173,7 +191,9 @@ impl Pipeline {
             readiness: Readiness::default(),
             max_deliveries: MAX_DELIVERIES,
             first_backoff: FIRST_BACKOFF,
+            max_standby: standby::MAX_STANDBY,
             tasks: Tasks::new("pipeline"),
+            write_behind: Arc::default(),
         }
     }
 
@@ -190,6 +210,30 @@ impl Pipeline {
     pub fn with_first_backoff(mut self, backoff: Duration) -> Self {
         self.first_backoff = backoff;
         self
+    }
+
+    /// The longest a delivery of a task another run holds waits for that run (default
+    /// 10 min) before it is delivered again later.
+    pub fn with_max_standby(mut self, standby: Duration) -> Self {
+        self.max_standby = standby;
+        self
+    }
+
+    /// The write-behind queue of synchronous calls, its worker started on first use
+    /// (after the builders, so in the pipeline's final tasks).
+    fn write_behind(&self) -> &write_behind::WriteBehind {
+        self.write_behind
+            .get_or_init(|| write_behind::WriteBehind::start(self))
+    }
+
+    /// Waits, at most `grace`, until the record of every synchronous call answered so
+    /// far is written. Call it at shutdown once no new call can come, before the
+    /// pipeline's tasks stop. Returns whether all were written in time.
+    pub async fn drain_calls(&self, grace: Duration) -> bool {
+        match self.write_behind.get() {
+            Some(queue) => queue.drain(grace).await,
+            None => true,
+        }
     }
 
     /// Runs the pipeline's background work (recording given-up commands once the
@@ -317,7 +361,8 @@ impl Pipeline {
             Err(message) => return self.reject(&envelope, &kind_token, delivery, message).await,
         };
         // One process runs a task at a time: the same command delivered twice (no
-        // message id, or a redelivery while the first process still runs it) waits.
+        // message id, or a redelivery while the first process still runs it) stands
+        // by until that run ends or its lease lapses.
         // A new row is inserted already claimed by this run; an existing one is
         // claimed with a write of its own.
         let run = format!("{}-{}", self.owner, crate::secrets::random_alphanumeric(8));
@@ -349,8 +394,12 @@ impl Pipeline {
             self.replay(&task, &envelope).await?;
             return Ok(Disposition::Ack);
         }
-        if resumed && !self.writes.claim_task(self.claim(task.id, &run)).await? {
-            return Ok(Disposition::Busy(self.lease / 2));
+        if resumed
+            && !self.writes.claim_task(self.claim(task.id, &run)).await?
+            && let standby::Standby::Settled(settled) =
+                self.stand_by(&task, &run, &envelope).await?
+        {
+            return Ok(settled);
         }
         let renew = async {
             let mut every = tokio::time::interval(self.lease / 3);

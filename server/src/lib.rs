@@ -188,6 +188,7 @@ impl Serve for Runtime {
         );
         let control =
             switchyard_runtime::control::start(&bus, engine.clone(), reload.clone()).await?;
+        let calls = pipeline.clone();
         let intake = tasks.spawn_with_result(
             "intake",
             run_intake(
@@ -207,6 +208,10 @@ impl Serve for Runtime {
             Ok(Some(Ok(()))) => {}
         }
         let _ = http.await;
+        // No call can come now: the records of the answered ones are written.
+        if !calls.drain_calls(Duration::from_secs(30)).await {
+            tracing::error!("records of answered calls were still unwritten at shutdown");
+        }
         if let Some(control) = control {
             control.stop().await;
         }

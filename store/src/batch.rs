@@ -63,6 +63,9 @@ pub struct Failure {
     pub message: String,
     /// The terminal event, encoded once for the row and the wire.
     pub terminal_event: StoredJson,
+    /// What a provider was paid for although the request failed (an answer the
+    /// database could not keep), if anything.
+    pub usage: Option<UsageRecord>,
 }
 
 /// A claim on a task: `owner` runs it until `until_ms` (Unix ms), unless another

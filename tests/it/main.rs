@@ -17,6 +17,7 @@ mod abuse;
 mod architecture;
 mod artifacts;
 mod bus;
+mod calls;
 mod cli;
 mod cluster;
 mod connections;

@@ -195,8 +195,16 @@ async fn openai_clients_generate_images_and_chat_with_a_tenant_key() {
             "{answer}"
         );
     }
-    // The requests ran as the key's tenant and are counted there.
-    let (_, usage) = node.call("GET", "/v1/usage?tenant=acme", None);
+    // The requests ran as the key's tenant and are counted there (their records are
+    // written behind the answers).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let usage = loop {
+        let (_, usage) = node.call("GET", "/v1/usage?tenant=acme", None);
+        if usage["total"]["requests"] == 3 || std::time::Instant::now() > deadline {
+            break usage;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(usage["total"]["requests"], 3, "{usage}");
     assert!(
         usage["groups"]

@@ -403,7 +403,7 @@ async fn a_value_postgres_refuses_for_good_fails_the_command_at_once() {
 /// A provider's answer PostgreSQL refuses for good (a NUL in the text: a `text`
 /// column and `jsonb` refuse it) ends the request with one `failed` event in place of
 /// `completed`, `provider_error`, at the `seq` the `completed` had: the provider is
-/// called once, not again at every redelivery.
+/// called once, not again at every redelivery, and what it was paid for is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_answer_postgres_refuses_fails_the_request_once() {
     use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
@@ -445,6 +445,54 @@ async fn a_provider_answer_postgres_refuses_fails_the_request_once() {
     let task = rig.task_of("nul-answer").await.unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.error_code.as_deref(), Some("provider_error"));
+    // The provider answered and was paid: the answer counts as used.
+    let used = rig
+        .db
+        .store
+        .usage_totals(
+            "acme",
+            None,
+            chrono::Utc::now() - chrono::Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(used.requests, 1, "the paid answer is in the usage log");
+    rig.finish().await;
+}
+
+/// A duplicate of a running task stands by for the run that holds it instead of
+/// spending its deliveries on "busy": a database error it meets after waiting longer
+/// than its delivery limit would last does not give it up (which would end the
+/// request with a `failed` while the other run goes on). One terminal event,
+/// `completed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_stands_by_for_the_run_that_holds_its_task() {
+    let rig = Rig::start(
+        TestDb::sqlite().await,
+        true,
+        json!({"name": "mock-slow", "provider": "mock", "options": {"latency_ms": 2500}}),
+    )
+    .await;
+    let mut events = rig.events("standby-1").await;
+    // Two messages of one command (two message ids): the second finds the first's claim.
+    rig.publish(&text_command("standby-1"), "standby-a").await;
+    rig.publish(&text_command("standby-1"), "standby-b").await;
+    // Longer than the duplicate's deliveries would last, nak'ed every half lease.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    rig.db
+        .raw_execute("ALTER TABLE tasks RENAME TO tasks_away")
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.db
+        .raw_execute("ALTER TABLE tasks_away RENAME TO tasks")
+        .await;
+    let seen = until_terminal(&mut events, Duration::from_secs(4)).await;
+    let terminal: Vec<_> = seen
+        .iter()
+        .filter(|e| e.is_terminal())
+        .map(|e| e.event_type().as_str())
+        .collect();
+    assert_eq!(terminal, ["completed"], "{:#?}", types_and_seqs(&seen));
     rig.finish().await;
 }
 

@@ -49,6 +49,7 @@ fn failure(
         code,
         message: message.to_owned(),
         terminal_event: StoredJson::of(event),
+        usage: None,
     }
 }
 
@@ -1087,6 +1088,7 @@ async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
                             terminal_event: switchyard_runtime::store::StoredJson::of(
                                 &json!({"type": "failed"}),
                             ),
+                            usage: None,
                         })
                         .await
                         .unwrap()

@@ -20,7 +20,7 @@ use switchyard_runtime::facade::Events;
 use utoipa::ToSchema;
 
 use super::{
-    Follow, WAIT, command,
+    WAIT, command,
     error::{OaiError, OpenAiErrorBody},
     key_tenant, new_request_id, parse_body, submit, terminal, unix_now, wait_for,
 };
@@ -261,12 +261,7 @@ pub(crate) async fn chat_completions(
         input,
         ask.model.as_deref(),
     )?;
-    let follow = if ask.stream {
-        Follow::Events
-    } else {
-        Follow::Terminal
-    };
-    let mut events = submit(&state, command, follow).await?;
+    let mut events = submit(&state, command).await?;
     let id = format!("chatcmpl-{request_id}");
     let model = ask.model.unwrap_or_else(|| "auto".to_owned());
     if ask.stream {

@@ -9,7 +9,7 @@ use axum::{
 };
 use serde::Serialize;
 use switchyard_core::{ErrorCode, ErrorInfo};
-use switchyard_runtime::facade::{BusError, QueryError};
+use switchyard_runtime::facade::{BusError, CallError, QueryError};
 use utoipa::ToSchema;
 
 /// An error of the OpenAI-compatible API, as its response.
@@ -166,6 +166,27 @@ impl From<BusError> for OaiError {
     fn from(e: BusError) -> Self {
         tracing::warn!(error = %e, "OpenAI-compatible call not queued");
         Self::bus_unavailable(format!("the request could not be queued: {e}"))
+    }
+}
+
+/// A synchronous call that could not start: 503, logged.
+impl From<CallError> for OaiError {
+    fn from(e: CallError) -> Self {
+        tracing::warn!(error = %e, "OpenAI-compatible call not started");
+        match e {
+            CallError::ShuttingDown(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "shutting_down",
+                "the gateway is shutting down",
+            ),
+            CallError::Admission(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "store_unavailable",
+                "the database is unavailable",
+            ),
+        }
     }
 }
 

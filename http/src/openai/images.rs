@@ -11,7 +11,7 @@ use switchyard_runtime::facade::ArtifactError;
 use utoipa::ToSchema;
 
 use super::{
-    Follow, command,
+    command,
     edit_form::{read_edit_form, wants_b64},
     error::{OaiError, OpenAiErrorBody},
     key_tenant, new_request_id, parse_body, submit, terminal, unix_now,
@@ -107,7 +107,7 @@ async fn images_answer(
     command: Command,
     b64: bool,
 ) -> Result<Json<ImagesAnswer>, OaiError> {
-    let mut events = submit(state, command, Follow::Terminal).await?;
+    let mut events = submit(state, command).await?;
     let output = match terminal(&mut events).await?.body {
         EventBody::Completed { output, .. } => output,
         EventBody::Failed { error, .. } => return Err((&error).into()),

@@ -1,6 +1,7 @@
-//! Requests over the gateway: jobs handed to the pipeline (stored, then queued), and
-//! calls published on the bus straight away, each followed by its events or by the
-//! replies to its `reply_to` subject.
+//! Requests over the gateway: jobs handed to the pipeline (stored, then queued),
+//! synchronous calls run on this process's engine, and calls published on the bus
+//! straight away, each followed by its events or by the replies to its `reply_to`
+//! subject.
 
 use futures_util::StreamExt;
 use switchyard_core::{Command, Event, ReplyToPolicy};
@@ -8,7 +9,7 @@ use switchyard_core::{Command, Event, ReplyToPolicy};
 use super::Gateway;
 use crate::{
     bus::{BusError, EventFilter, Events},
-    pipeline::{EnqueueError, Enqueued},
+    pipeline::{CallError, EnqueueError, Enqueued},
     store::{QueryError, Task},
 };
 
@@ -63,5 +64,15 @@ impl Gateway {
     /// The bus's.
     pub async fn publish_command(&self, command: &Command) -> Result<bool, BusError> {
         self.parts.bus.publish_command(command).await
+    }
+
+    /// Runs a validated command on this process's engine for a caller that waits on
+    /// its connection: its events as they happen, ending with the terminal one (no
+    /// `accepted`). Its record is written behind the answer.
+    ///
+    /// # Errors
+    /// [`CallError`]: nothing ran.
+    pub async fn call(&self, command: Command) -> Result<Events, CallError> {
+        self.parts.pipeline.call(command).await
     }
 }

@@ -317,6 +317,7 @@ impl Pipeline {
                 code: ended.error.code,
                 message: ended.error.message.clone(),
                 terminal_event: ended.encoded.clone(),
+                usage: None,
             })
             .await?;
         Ok(())

@@ -58,6 +58,7 @@ impl Pipeline {
                 code: ErrorCode::InvalidRequest,
                 message: error_message(&event).to_owned(),
                 terminal_event: encoded.clone(),
+                usage: None,
             })
             .await?;
         if won {

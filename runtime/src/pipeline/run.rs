@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt as _;
 use switchyard_core::{Command, Event, EventBody, Lifecycle};
 use tokio::sync::mpsc;
 
-use super::{HandleError, Pipeline, admit::Admission};
+use super::{HandleError, Pipeline, admit::Admission, settle::Settled};
 use crate::{
     bus::BusError,
     engine::Submission,
-    store::{Start, StoredJson, Task, TaskStatus},
+    store::{Start, Task, TaskStatus},
 };
 
 impl Pipeline {
@@ -65,92 +66,29 @@ impl Pipeline {
             };
             engine.execute(submission, &mut emit).await
         };
-        let publish = async {
-            let mut pending = Vec::new();
-            let mut failure: Option<BusError> = None;
-            while let Some(event) = rx.recv().await {
-                if event.is_terminal() {
-                    continue;
-                }
-                if let EventBody::Started { attempt, provider } = &event.body
-                    && let Err(e) = self.writes.record_start(Start {
-                        id: task.id,
-                        config_id: provider.config_id,
-                        attempt: i64::from(*attempt),
-                        seq: i64::try_from(event.seq).unwrap_or(0),
-                    })
-                {
-                    tracing::warn!(error = %e, "cannot record the attempt start");
-                }
-                // Sent in order without waiting for each stream ack; the acks are
-                // awaited together before the terminal event is published.
-                match self.bus.send_event(&event).await {
-                    Ok(ack) => pending.push(ack),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "event not published");
-                        failure.get_or_insert(e);
-                    }
-                }
-            }
-            for ack in pending {
-                if let Err(e) = ack.wait().await {
-                    tracing::warn!(error = %e, "event not published");
-                    failure.get_or_insert(e);
-                }
-            }
-            failure.map_or(Ok(()), |e| Err(HandleError::from(e)))
-        };
+        let publish = self.publish_lifecycle(
+            task.id,
+            futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)),
+        );
         // The terminal row is written as soon as the engine is done, alongside the
         // publishing of the lifecycle events.
         let finish = async {
             let outcome = execute.await;
-            let mut terminal = outcome.terminal;
-            // Encoded once: the same bytes go to the row, the event stream and `reply_to`.
-            let mut encoded = StoredJson::encode(&terminal).map_err(BusError::Encode)?;
-            let written = self
-                .write_terminal(task.id, &command, &terminal, &encoded, outcome.raw_response)
-                .await;
-            let won = match written {
-                // The database refused the answer for good (#14): a run again would be
-                // refused again, after another provider call. It ends now, as a failure
-                // the database takes.
-                Err(HandleError::Writer(error))
-                    if let Some(refusal) = error.refusal()
-                        && let Some(replacement) =
-                            super::settle::unstorable(&terminal, &refusal) =>
-                {
-                    metrics::counter!("switchyard_commands_refused_by_database_total", "kind" => refusal.kind.as_str())
-                        .increment(1);
-                    tracing::warn!(%error, code = %refusal.code, request_id = %command.request_id,
-                        "the database refused the request's result for good; it fails instead");
-                    encoded = StoredJson::encode(&replacement).map_err(BusError::Encode)?;
-                    terminal = replacement;
-                    self.write_terminal(task.id, &command, &terminal, &encoded, None)
-                        .await?
-                }
-                other => other?,
-            };
-            Ok::<_, HandleError>((terminal, encoded, won))
+            self.settle_row(task.id, &command, outcome.terminal, outcome.raw_response)
+                .await
         };
         let (published, finished) = tokio::join!(publish, finish);
         // Lifecycle events that did not all go out: no terminal event now; the command
         // comes back, and its redelivery publishes the stored terminal event.
         published?;
-        let (terminal, encoded, won) = finished?;
+        let Settled {
+            terminal,
+            encoded,
+            won,
+            paid,
+        } = finished?;
         if won {
-            if let EventBody::Completed {
-                usage,
-                cached: false,
-                ..
-            } = &terminal.body
-            {
-                self.quotas.record(
-                    command.tenant.as_str(),
-                    command.user.as_deref(),
-                    i64::from(usage.images),
-                    usage.cost_usd,
-                );
-            }
+            self.charge(&command, &terminal, paid.as_ref());
             self.publish_terminal(&terminal, &encoded, reply_to.as_deref())
                 .await?;
         } else {
@@ -160,5 +98,47 @@ impl Pipeline {
             );
         }
         Ok(())
+    }
+
+    /// Publishes a request's lifecycle events (the terminal one is skipped: it goes
+    /// out after its row), in order, without waiting for each stream ack; the acks are
+    /// awaited together at the end. Each `started` is recorded in the task row.
+    pub(super) async fn publish_lifecycle(
+        &self,
+        task_id: i64,
+        events: impl futures_util::Stream<Item = Event>,
+    ) -> Result<(), HandleError> {
+        let mut events = std::pin::pin!(events);
+        let mut pending = Vec::new();
+        let mut failure: Option<BusError> = None;
+        while let Some(event) = events.next().await {
+            if event.is_terminal() {
+                continue;
+            }
+            if let EventBody::Started { attempt, provider } = &event.body
+                && let Err(e) = self.writes.record_start(Start {
+                    id: task_id,
+                    config_id: provider.config_id,
+                    attempt: i64::from(*attempt),
+                    seq: i64::try_from(event.seq).unwrap_or(0),
+                })
+            {
+                tracing::warn!(error = %e, "cannot record the attempt start");
+            }
+            match self.bus.send_event(&event).await {
+                Ok(ack) => pending.push(ack),
+                Err(e) => {
+                    tracing::warn!(error = %e, "event not published");
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        for ack in pending {
+            if let Err(e) = ack.wait().await {
+                tracing::warn!(error = %e, "event not published");
+                failure.get_or_insert(e);
+            }
+        }
+        failure.map_or(Ok(()), |e| Err(HandleError::from(e)))
     }
 }

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use switchyard_core::{
-    Command, CommandEnvelope, ErrorCode, ErrorInfo, Event, EventBody, Lifecycle,
+    Command, CommandEnvelope, ErrorCode, ErrorInfo, Event, EventBody, Lifecycle, ProviderRef, Usage,
 };
 
 use super::{HandleError, Pipeline};
@@ -12,6 +12,18 @@ use crate::{
     bus::BusError,
     store::{Completion, Failure, NewTaskResult, Refusal, StoredJson, Task, UsageRecord},
 };
+
+/// A terminal row written (see [`Pipeline::settle_row`]).
+pub(super) struct Settled {
+    /// The terminal event the row holds.
+    pub(super) terminal: Event,
+    /// Its encoding, for the stream and `reply_to`.
+    pub(super) encoded: StoredJson,
+    /// Whether this run's transition won (only the winner publishes).
+    pub(super) won: bool,
+    /// What a provider was paid for although the row holds a failure.
+    pub(super) paid: Option<UsageRecord>,
+}
 
 impl Pipeline {
     /// A duplicate of a finished command: runs nothing.
@@ -47,8 +59,86 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Writes the terminal row of `terminal`; when the database refuses the answer for
+    /// good (#14) — a run again would be refused again, after another provider call —
+    /// the failure standing in for it is written instead, and that is the terminal
+    /// event from then on.
+    pub(super) async fn settle_row(
+        &self,
+        task: i64,
+        command: &Command,
+        terminal: Event,
+        raw_response: Option<serde_json::Value>,
+    ) -> Result<Settled, HandleError> {
+        // Encoded once: the same bytes go to the row, the event stream and `reply_to`.
+        let encoded = StoredJson::encode(&terminal).map_err(BusError::Encode)?;
+        let written = self
+            .write_terminal(task, command, &terminal, &encoded, raw_response, None)
+            .await;
+        match written {
+            Ok(won) => Ok(Settled {
+                terminal,
+                encoded,
+                won,
+                paid: None,
+            }),
+            Err(HandleError::Writer(error))
+                if let Some(refusal) = error.refusal()
+                    && let Some(replacement) = unstorable(&terminal, &refusal) =>
+            {
+                metrics::counter!("switchyard_commands_refused_by_database_total", "kind" => refusal.kind.as_str())
+                    .increment(1);
+                tracing::warn!(%error, code = %refusal.code, request_id = %command.request_id,
+                    "the database refused the request's result for good; it fails instead");
+                // The provider answered, and was paid: its usage still counts.
+                let paid = match &terminal.body {
+                    EventBody::Completed {
+                        usage,
+                        provider,
+                        cached: false,
+                        ..
+                    } => Some(usage_row(task, command, provider, usage)),
+                    _ => None,
+                };
+                let encoded = StoredJson::encode(&replacement).map_err(BusError::Encode)?;
+                let won = self
+                    .write_terminal(task, command, &replacement, &encoded, None, paid.clone())
+                    .await?;
+                Ok(Settled {
+                    terminal: replacement,
+                    encoded,
+                    won,
+                    paid,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Counts what a provider was paid for towards `command`'s quotas: a fresh answer
+    /// in `terminal`, or `paid`, an answer the database could not keep.
+    pub(super) fn charge(&self, command: &Command, terminal: &Event, paid: Option<&UsageRecord>) {
+        let charged = match &terminal.body {
+            EventBody::Completed {
+                usage,
+                cached: false,
+                ..
+            } => Some((i64::from(usage.images), usage.cost_usd)),
+            _ => paid.map(|paid| (paid.images, paid.cost_usd)),
+        };
+        if let Some((images, cost_usd)) = charged {
+            self.quotas.record(
+                command.tenant.as_str(),
+                command.user.as_deref(),
+                images,
+                cost_usd,
+            );
+        }
+    }
+
     /// Writes the terminal row (with results and usage); true if this run's
-    /// transition won.
+    /// transition won. `paid` is the usage of a failure whose provider answered (and
+    /// was paid) all the same.
     pub(super) async fn write_terminal(
         &self,
         task: i64,
@@ -56,6 +146,7 @@ impl Pipeline {
         terminal: &Event,
         encoded: &StoredJson,
         raw_response: Option<serde_json::Value>,
+        paid: Option<UsageRecord>,
     ) -> Result<bool, HandleError> {
         let won = match &terminal.body {
             EventBody::Completed {
@@ -90,19 +181,6 @@ impl Pipeline {
                         ..NewTaskResult::default()
                     });
                 }
-                let usage_row = UsageRecord {
-                    task_id: Some(task),
-                    tenant: command.tenant.to_string(),
-                    user: command.user.clone(),
-                    config_id: Some(provider.config_id),
-                    provider: provider.provider_type.as_str().to_owned(),
-                    model: provider.model.clone(),
-                    kind: command.kind,
-                    images: i64::from(usage.images),
-                    input_tokens: i64::try_from(usage.input_tokens).unwrap_or(i64::MAX),
-                    output_tokens: i64::try_from(usage.output_tokens).unwrap_or(i64::MAX),
-                    cost_usd: usage.cost_usd,
-                };
                 self.writes
                     .complete_task(Completion {
                         id: task,
@@ -112,7 +190,7 @@ impl Pipeline {
                         results,
                         terminal_event: encoded.clone(),
                         // A cached answer used no provider: nothing to count.
-                        usage: (!cached).then_some(usage_row),
+                        usage: (!cached).then(|| usage_row(task, command, provider, usage)),
                     })
                     .await?
             }
@@ -127,6 +205,7 @@ impl Pipeline {
                         code: error.code,
                         message: error.message.clone(),
                         terminal_event: encoded.clone(),
+                        usage: paid,
                     })
                     .await?
             }
@@ -212,6 +291,28 @@ pub(super) fn unstorable(terminal: &Event, refusal: &Refusal) -> Option<Event> {
     )
     .next(body, terminal.time)
     .ok()
+}
+
+/// The usage row of task `task`'s answer by `provider`.
+pub(super) fn usage_row(
+    task: i64,
+    command: &Command,
+    provider: &ProviderRef,
+    usage: &Usage,
+) -> UsageRecord {
+    UsageRecord {
+        task_id: Some(task),
+        tenant: command.tenant.to_string(),
+        user: command.user.clone(),
+        config_id: Some(provider.config_id),
+        provider: provider.provider_type.as_str().to_owned(),
+        model: provider.model.clone(),
+        kind: command.kind,
+        images: i64::from(usage.images),
+        input_tokens: i64::try_from(usage.input_tokens).unwrap_or(i64::MAX),
+        output_tokens: i64::try_from(usage.output_tokens).unwrap_or(i64::MAX),
+        cost_usd: usage.cost_usd,
+    }
 }
 
 pub(super) fn error_message(event: &Event) -> &str {

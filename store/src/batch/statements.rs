@@ -304,20 +304,6 @@ impl Store {
                 }
                 query.execute(&mut *tx).await?;
             }
-            let usages: Vec<&UsageRecord> = won.iter().filter_map(|c| c.usage.as_ref()).collect();
-            for chunk in usages.chunks(per) {
-                let sql = format!(
-                    "INSERT INTO usage_log (task_id, tenant, user_id, provider_config_id, provider, \
-                     model, kind, images, input_tokens, output_tokens, cost_usd, created_at) \
-                     VALUES {}",
-                    values(chunk.len(), 12, "", postgres)
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for u in chunk {
-                    query = crate::usage::bind_usage(query, u, now);
-                }
-                query.execute(&mut *tx).await?;
-            }
 
             // Failures.
             let mut failed_ids = Vec::new();
@@ -344,6 +330,33 @@ impl Store {
                 }
                 failed_ids.extend(query.fetch_all(&mut *tx).await?);
             }
+
+            // The usage of the completions that won, and of the failures that won
+            // with a paid answer.
+            let usages: Vec<&UsageRecord> = won
+                .iter()
+                .filter_map(|c| c.usage.as_ref())
+                .chain(
+                    fails_in
+                        .iter()
+                        .filter(|f| failed_ids.contains(&f.id))
+                        .filter_map(|f| f.usage.as_ref()),
+                )
+                .collect();
+            for chunk in usages.chunks(per) {
+                let sql = format!(
+                    "INSERT INTO usage_log (task_id, tenant, user_id, provider_config_id, provider, \
+                     model, kind, images, input_tokens, output_tokens, cost_usd, created_at) \
+                     VALUES {}",
+                    values(chunk.len(), 12, "", postgres)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for u in chunk {
+                    query = crate::usage::bind_usage(query, u, now);
+                }
+                query.execute(&mut *tx).await?;
+            }
+
             tx.commit().await?;
             Ok(Ok(Outcome {
                 created,
