@@ -14,7 +14,7 @@ mod reload;
 mod stand_in;
 
 use in_process::{closed_loop, command, open_loop, rss_kib, run_one, start_engine, tempfile_dir};
-use over_nats::{bus_floor, nats_pipeline};
+use over_nats::{bus_floor, compare_floor, nats_pipeline};
 use reload::reload_bench;
 use stand_in::stand_in;
 
@@ -78,6 +78,11 @@ struct BenchArgs {
     /// the end-to-end number on this machine.
     #[arg(long, requires = "bus")]
     floor: bool,
+    /// With --bus: the bus floor and the pipeline alternately, three runs of each in
+    /// this one invocation, with the pipeline's throughput and latencies as ratios to
+    /// the floor's of the same round.
+    #[arg(long, requires = "bus", conflicts_with = "floor")]
+    compare_floor: bool,
     /// With --bus: read terminal events back from the event stream with an ordered
     /// consumer of every event (as a late subscriber does) instead of a core
     /// subscription to the terminal subjects (as a live subscriber does).
@@ -120,10 +125,12 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let dir = tempfile_dir()?;
     if let Some(url) = args.bus.clone() {
-        let result = if args.floor {
-            bus_floor(&args, &url, &dir).await
+        let result = if args.compare_floor {
+            compare_floor(&args, &url, &dir, 3).await
+        } else if args.floor {
+            bus_floor(&args, &url, &dir).await.map(drop)
         } else {
-            nats_pipeline(&args, &url, &dir).await
+            nats_pipeline(&args, &url, &dir).await.map(drop)
         };
         let _ = std::fs::remove_dir_all(&dir);
         return result;

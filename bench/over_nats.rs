@@ -10,19 +10,19 @@ pub(crate) async fn nats_pipeline(
     args: &BenchArgs,
     url: &str,
     dir: &std::path::Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Report> {
     use switchyard_runtime::Settings;
 
     let mut settings = Settings::default();
     settings.database.url = args
         .database
         .clone()
-        .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.display()));
+        .unwrap_or_else(|| format!("sqlite://{}/bench-{}.db", dir.display(), run_id()));
     if settings.database.url.starts_with("postgres") {
-        settings.database.schema = Some(format!("bench_{}", std::process::id()));
+        settings.database.schema = Some(format!("bench_{}_{}", std::process::id(), run_id()));
     }
     settings.bus.url = url.to_owned();
-    settings.bus.prefix = format!("bench{}", std::process::id());
+    settings.bus.prefix = format!("bench{}x{}", std::process::id(), run_id());
     settings.bus.concurrency = 512;
     settings.database.max_connections = if args.database.is_some() { 40 } else { 1 };
     settings.http.listen = "127.0.0.1:0".to_owned();
@@ -59,7 +59,7 @@ pub(crate) async fn nats_pipeline(
     {
         eprintln!("could not drop schema {schema}: {e}");
     }
-    Ok(())
+    Ok(report)
 }
 
 /// The bus alone: the same commands and the same JetStream traffic per command as the
@@ -70,7 +70,7 @@ pub(crate) async fn bus_floor(
     args: &BenchArgs,
     url: &str,
     dir: &std::path::Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Report> {
     use futures_util::StreamExt;
     use switchyard_runtime::bus::{Bus, NatsOptions};
 
@@ -91,7 +91,7 @@ pub(crate) async fn bus_floor(
     );
     let templates = Arc::new(templates);
 
-    let prefix = format!("floor{}", std::process::id());
+    let prefix = format!("floor{}x{}", std::process::id(), run_id());
     let bus = Bus::connect(url, &prefix, NatsOptions::default()).await?;
     let mut deliveries = bus.commands().await?;
     let consumer_bus = bus.clone();
@@ -132,6 +132,85 @@ pub(crate) async fn bus_floor(
     if let Err(e) = bus.delete_streams().await {
         eprintln!("could not delete the run's streams: {e}");
     }
+    Ok(report)
+}
+
+/// A number of this process's own for each run, so the runs of one invocation share
+/// no stream, database file or schema.
+fn run_id() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Report {
+    requests: usize,
+    rate: Option<u64>,
+    publish_rate: f64,
+    completed: usize,
+    failed: usize,
+    /// Completed commands per second, end to end.
+    pub(crate) throughput: f64,
+    /// Publish → terminal, µs.
+    pub(crate) p50: u32,
+    pub(crate) p99: u32,
+    max: u32,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} commands{}: published at {:.0}/s; {} completed, {} failed, {:.0} commands/s end to end; publish→terminal p50 {} µs, p99 {} µs, max {} µs",
+            self.requests,
+            self.rate.map(|r| format!(" at {r}/s")).unwrap_or_default(),
+            self.publish_rate,
+            self.completed,
+            self.failed,
+            self.throughput,
+            self.p50,
+            self.p99,
+            self.max
+        )
+    }
+}
+
+/// `--compare-floor`: the bus floor and the pipeline, alternately, `rounds` times
+/// each in this one invocation, with the pipeline's figures as ratios to the floor's
+/// of the same round.
+pub(crate) async fn compare_floor(
+    args: &BenchArgs,
+    url: &str,
+    dir: &std::path::Path,
+    rounds: u32,
+) -> anyhow::Result<()> {
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let floor = bus_floor(args, url, dir).await?;
+        let pipeline = nats_pipeline(args, url, dir).await?;
+        let ratio = pipeline.throughput / floor.throughput;
+        let p50 = f64::from(pipeline.p50) / f64::from(floor.p50.max(1));
+        let p99 = f64::from(pipeline.p99) / f64::from(floor.p99.max(1));
+        println!(
+            "round {round}: floor {:.0}/s, pipeline {:.0}/s: pipeline/floor {ratio:.2}; p50 {p50:.1}× and p99 {p99:.1}× the floor's",
+            floor.throughput, pipeline.throughput
+        );
+        ratios.push((ratio, p50, p99));
+    }
+    let range = |pick: fn(&(f64, f64, f64)) -> f64| {
+        let values: Vec<f64> = ratios.iter().map(pick).collect();
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{min:.2}–{max:.2}")
+    };
+    println!(
+        "pipeline/floor over {rounds} rounds: throughput {}; p50 {}×; p99 {}×",
+        range(|r| r.0),
+        range(|r| r.1),
+        range(|r| r.2)
+    );
     Ok(())
 }
 
@@ -141,7 +220,7 @@ pub(crate) async fn bus_floor(
 pub(crate) async fn drive(
     args: &BenchArgs,
     bus: &switchyard_runtime::bus::Bus,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Report> {
     use futures_util::{StreamExt, stream::FuturesUnordered};
     use std::sync::atomic::{AtomicU64, Ordering};
     use switchyard_runtime::bus::EventFilter;
@@ -256,16 +335,15 @@ pub(crate) async fn drive(
     latencies.sort_unstable();
     anyhow::ensure!(!latencies.is_empty(), "no command completed");
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
-    Ok(format!(
-        "{} commands{}: published at {:.0}/s; {} completed, {} failed, {:.0} commands/s end to end; publish→terminal p50 {} µs, p99 {} µs, max {} µs",
-        n,
-        args.rate.map(|r| format!(" at {r}/s")).unwrap_or_default(),
+    Ok(Report {
+        requests: n,
+        rate: args.rate,
         publish_rate,
-        latencies.len(),
+        completed: latencies.len(),
         failed,
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        pct(0.5),
-        pct(0.99),
-        latencies.last().copied().unwrap_or(0)
-    ))
+        throughput: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.5),
+        p99: pct(0.99),
+        max: latencies.last().copied().unwrap_or(0),
+    })
 }
