@@ -7,9 +7,12 @@
 #   bench/http.sh                          # memory:// bus, SQLite
 #   BUS=nats://127.0.0.1:14222 bench/http.sh
 #
+#   SOAK=600 bench/http.sh                 # soak: the gateway alone for 600 s, its RSS
+#                                          # after 60 s and at the end
+#
 # Needs wrk (Debian: apt-get install wrk). Settings: BIN (the release binaries' folder,
 # default $CARGO_TARGET_DIR/release or target/release), BUS, CONNS (32), THREADS (1),
-# DURATION (10s), ROUNDS (3), DATABASE (default a fresh SQLite file).
+# DURATION (10s), ROUNDS (3), DATABASE (default a fresh SQLite file), SOAK (seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${BIN:-${CARGO_TARGET_DIR:-target}/release}"
@@ -78,6 +81,22 @@ if errors:
 print(f"{rps:.0f} {float(p99.group(1)) * scale:.2f}")'
 }
 
+rss() { ps -o rss= -p "${pids[1]}" | tr -d ' '; }
+echo "gateway rss idle after start: $(rss) KiB"
+
+if [ -n "${SOAK:-}" ]; then
+  wrk -t"$THREADS" -c"$CONNS" -d"${SOAK}s" -s "$LUA" "http://$GATEWAY/v1/chat/completions" \
+    >"$work/soak.txt" &
+  soak=$!
+  sleep 60
+  at_1=$(rss)
+  wait "$soak"
+  at_end=$(rss)
+  grep -E "Requests/sec|Non-2xx" "$work/soak.txt" || true
+  python3 -c "print(f'soak ${SOAK} s: rss after 60 s {$at_1} KiB, at the end {$at_end} KiB: {$at_end / $at_1:.3f}x')"
+  exit 0
+fi
+
 measure 2s "$UPSTREAM" >/dev/null
 measure 2s "$GATEWAY" >/dev/null
 echo "bus $BUS, wrk -t$THREADS -c$CONNS -d$DURATION"
@@ -86,4 +105,4 @@ for round in $(seq 1 "$ROUNDS"); do
   read -r g_rps g_p99 < <(measure "$DURATION" "$GATEWAY")
   python3 -c "print(f'round $round: direct $d_rps rps p99 $d_p99 ms; gateway $g_rps rps p99 $g_p99 ms; gateway/direct {$g_rps / $d_rps:.3f}')"
 done
-echo "gateway rss after the load: $(ps -o rss= -p "${pids[1]}") KiB"
+echo "gateway rss after the load: $(rss) KiB"

@@ -43,6 +43,10 @@ pub struct ConnectionPolicy {
     /// The longest a keep-alive connection may sit between a response's end and the
     /// next request's first byte.
     pub idle_timeout: Duration,
+    /// The longest the server waits on the client in the middle of a request: for the
+    /// next bytes of a body it reads, or for room to write its response. Stops slow
+    /// bodies and clients that stopped reading.
+    pub stall_timeout: Duration,
     /// Connections open at once in this process; more are closed at once.
     pub max_connections: usize,
     /// Connections open at once from one client (an IPv4 address or an IPv6 /64).
@@ -57,6 +61,7 @@ impl Default for ConnectionPolicy {
         Self {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_connections_per_ip: 256,
             drain_grace: Duration::from_secs(10),
@@ -77,6 +82,7 @@ pub async fn serve(
     let timeouts = Timeouts {
         header_read: policy.header_read_timeout,
         idle: policy.idle_timeout,
+        stall: policy.stall_timeout,
     };
     let connections = Tasks::new("http");
     // Dropped before the drain ends (its owner stopped), the connections stop too.

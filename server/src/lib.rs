@@ -228,6 +228,7 @@ fn connection_policy(http: &HttpSettings) -> switchyard_http::ConnectionPolicy {
     switchyard_http::ConnectionPolicy {
         header_read_timeout: Duration::from_millis(http.header_read_timeout_ms),
         idle_timeout: Duration::from_millis(http.idle_timeout_ms),
+        stall_timeout: Duration::from_millis(http.stall_timeout_ms),
         max_connections: http.max_connections,
         max_connections_per_ip: http.max_connections_per_ip,
         drain_grace: Duration::from_millis(http.drain_grace_ms),

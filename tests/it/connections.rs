@@ -299,6 +299,50 @@ fn slow_mock() -> Value {
     json!([{"name": "mock-slow", "provider": "mock", "options": {"latency_ms": 1500}}])
 }
 
+/// A request body that stops coming is closed after the stall timeout (it held the
+/// connection, its handler and a permit for as long as the client liked before); a
+/// request whose handler itself takes longer than that is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_body_is_closed_after_the_stall_timeout() {
+    let db = TestDb::sqlite().await;
+    let node = node_with(&db, slow_mock(), |s| s.http.stall_timeout_ms = 300).await;
+    let mut stream = connect_from(FIRST, node.port).await;
+    let head = format!(
+        "POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"tenant\": \"acme\","
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut stream, WITHIN).await,
+        "a body that stopped held its connection"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed before the stall timeout"
+    );
+    assert!(
+        metric(
+            &node,
+            "switchyard_http_connections_timed_out_total{timeout=\"stall\"}"
+        )
+        .await
+            >= 1.0
+    );
+    // A synchronous call to the slow mock takes longer than the stall timeout: the
+    // handler's wait, not the client's.
+    let (_, made) = node.call("POST", "/v1/tenants/acme/keys", None);
+    let key = made["key"].as_str().unwrap().to_owned();
+    let ask = json!({"messages": [{"role": "user", "content": "hello"}]});
+    let port = node.port;
+    let (status, answer) = tokio::task::spawn_blocking(move || {
+        crate::reload::http(port, "POST", "/v1/chat/completions", Some(&key), Some(&ask))
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    node.stop().await;
+}
+
 /// Posts a slow job and opens its event stream (kept alive); answers the stream.
 async fn open_event_stream(node: &Node) -> TcpStream {
     let command = json!({"tenant": "acme", "kind": "image.generate",
@@ -340,6 +384,8 @@ async fn an_event_stream_is_not_cut_by_the_idle_timeout() {
     let node = node_with(&db, slow_mock(), |s| {
         s.http.idle_timeout_ms = 300;
         s.http.header_read_timeout_ms = 300;
+        // Waiting for the job's events is the handler's wait, not the client's.
+        s.http.stall_timeout_ms = 300;
     })
     .await;
     let mut stream = open_event_stream(&node).await;

@@ -13,8 +13,12 @@
 //!   connection gone — the request is over. A long response such as an event stream
 //!   is busy for its whole life, so the idle timeout never cuts it.
 //!
-//! Busy has no deadline here: a request's own limits bound it (an event stream's max
-//! age, a provider call's timeout).
+//! - [`WatchedRequestBody`] and the socket's writes: while a request is busy, a read
+//!   of its body that waits for the client's next bytes, or a write that waits for
+//!   the client to make room, is a stall, bounded by the stall timeout.
+//!
+//! Busy has no deadline of its own: a request's own limits bound it (an event stream's
+//! max age, a provider call's timeout); only a stall does.
 
 use std::{
     convert::Infallible,
@@ -66,6 +70,12 @@ pub(super) struct Activity {
     /// Requests whose response has not ended (one on HTTP/1.1, where a pipelined
     /// request waits for the one before).
     busy: AtomicUsize,
+    /// Since when a write to the socket has waited for room (the client not reading),
+    /// in µs after `opened` plus one; 0 when it does not wait.
+    write_waits_us: AtomicU64,
+    /// Since when a request body's read has waited for the client's next bytes, the
+    /// same way.
+    body_waits_us: AtomicU64,
 }
 
 impl Activity {
@@ -76,6 +86,8 @@ impl Activity {
             phase: AtomicU8::new(HEAD),
             since_us: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
+            write_waits_us: AtomicU64::new(0),
+            body_waits_us: AtomicU64::new(0),
         })
     }
 
@@ -91,6 +103,28 @@ impl Activity {
     /// When the current phase began.
     pub(super) fn since(&self) -> Instant {
         self.opened + Duration::from_micros(self.since_us.load(Ordering::Acquire))
+    }
+
+    /// Since when the request in flight has waited on the client (for room to write,
+    /// or for its body's next bytes), if it does.
+    pub(super) fn stalled_since(&self) -> Option<Instant> {
+        [&self.write_waits_us, &self.body_waits_us]
+            .into_iter()
+            .map(|slot| slot.load(Ordering::Acquire))
+            .filter(|&us| us > 0)
+            .min()
+            .map(|us| self.opened + Duration::from_micros(us - 1))
+    }
+
+    /// Records in `slot` whether the server now waits on the client (kept from the
+    /// first of a run of waits).
+    fn waits(&self, slot: &AtomicU64, waiting: bool) {
+        if !waiting {
+            slot.store(0, Ordering::Release);
+        } else if slot.load(Ordering::Acquire) == 0 {
+            let elapsed = u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX);
+            slot.store(elapsed.saturating_add(1), Ordering::Release);
+        }
     }
 
     fn enter(&self, phase: u8) {
@@ -115,6 +149,8 @@ impl Activity {
 
     fn end_request(&self) {
         if self.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.waits(&self.write_waits_us, false);
+            self.waits(&self.body_waits_us, false);
             self.enter(IDLE);
         }
     }
@@ -161,6 +197,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
     }
 }
 
+impl<T> WatchedIo<T> {
+    /// A write polled: bytes moved, or it waits for the client to make room.
+    fn wrote(&self, polled: &Poll<io::Result<usize>>) {
+        self.activity
+            .waits(&self.activity.write_waits_us, polled.is_pending());
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
+            self.activity.saw_bytes(false);
+        }
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -168,9 +215,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.saw_bytes(false);
-        }
+        self.wrote(&polled);
         polled
     }
 
@@ -180,9 +225,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.saw_bytes(false);
-        }
+        self.wrote(&polled);
         polled
     }
 
@@ -223,11 +266,52 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for RouterService {
 
     fn call(&self, request: Request<hyper::body::Incoming>) -> Self::Future {
         let busy = self.activity.begin_request();
-        let response = self.app.clone().oneshot(request.map(Body::new));
+        let activity = self.activity.clone();
+        let request = request.map(|body| Body::new(WatchedRequestBody { body, activity }));
+        let response = self.app.clone().oneshot(request);
         Box::pin(async move {
             let response = response.await?;
             Ok(response.map(|body| WatchedBody { body, _busy: busy }))
         })
+    }
+}
+
+// === impl WatchedRequestBody ===
+
+/// A request body that tells [`Activity`] while its read waits on the client.
+#[derive(Debug)]
+struct WatchedRequestBody {
+    body: hyper::body::Incoming,
+    activity: Arc<Activity>,
+}
+
+impl Drop for WatchedRequestBody {
+    fn drop(&mut self) {
+        // A handler that gave up on its body waits on the client no more.
+        self.activity.waits(&self.activity.body_waits_us, false);
+    }
+}
+
+impl HttpBody for WatchedRequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        self.activity
+            .waits(&self.activity.body_waits_us, polled.is_pending());
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -263,6 +347,33 @@ impl HttpBody for WatchedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_client_does_not_take_is_a_stall_until_it_moves() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let activity = Activity::new();
+        let (server, mut client) = tokio::io::duplex(64);
+        let mut io = WatchedIo::new(server, activity.clone());
+        let _busy = activity.begin_request();
+        io.write_all(&[0u8; 64]).await.unwrap();
+        assert_eq!(activity.stalled_since(), None, "room to write");
+        let blocked =
+            tokio::time::timeout(Duration::from_millis(10), io.write_all(&[1u8; 8])).await;
+        assert!(blocked.is_err(), "the pipe is full");
+        let since = activity
+            .stalled_since()
+            .expect("a write waits on the client");
+        tokio::time::advance(Duration::from_millis(5)).await;
+        assert_eq!(
+            activity.stalled_since(),
+            Some(since),
+            "kept from the first wait"
+        );
+        let mut taken = [0u8; 64];
+        client.read_exact(&mut taken).await.unwrap();
+        io.write_all(&[1u8; 8]).await.unwrap();
+        assert_eq!(activity.stalled_since(), None, "the client took it");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_is_busy_until_its_response_ends_then_idle_until_a_byte() {

@@ -4,8 +4,10 @@
 //! The connection's future and its deadline are polled together in one `poll_fn`, in
 //! the connection's own task: every phase change (see `activity`) happens while hyper
 //! is polled, so the deadline is recomputed right after, and a timer is armed only
-//! while the connection waits for a head or sits idle. Closing on a timeout drops the
-//! connection, which is safe exactly then: no request is in flight.
+//! while the connection waits for a head, sits idle, or waits on the client within a
+//! request. Closing on a timeout drops the connection; within a request that cancels
+//! its handler, which is safe: a handler stores nothing before it has read its body,
+//! and a synchronous call runs in a task of its own.
 
 use std::{
     future::{Future, poll_fn},
@@ -25,7 +27,7 @@ use super::{
     limits::Permit,
 };
 
-/// The two timeouts of a connection without a request in flight.
+/// The timeouts of a connection: two without a request in flight, one within.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Timeouts {
     /// From a connection's start, or the first byte after an idle spell, to the end of
@@ -33,6 +35,9 @@ pub(super) struct Timeouts {
     pub(super) header_read: Duration,
     /// From the end of a response to the next request's first byte.
     pub(super) idle: Duration,
+    /// In a request, while the server waits on the client (a body's next bytes, room
+    /// to write).
+    pub(super) stall: Duration,
 }
 
 /// How a connection ended.
@@ -45,6 +50,8 @@ enum Ended {
     HeadTimedOut,
     /// No new request within the idle timeout.
     IdleTimedOut,
+    /// A request in flight waited on the client longer than the stall timeout.
+    Stalled,
     /// The server is draining and nothing was in flight.
     Drained,
 }
@@ -103,6 +110,7 @@ pub(super) async fn serve(
         Ended::Served(Err(e)) => tracing::debug!(error = %e, "http connection failed"),
         Ended::HeadTimedOut => closed_on_timeout("header_read"),
         Ended::IdleTimedOut => closed_on_timeout("idle"),
+        Ended::Stalled => closed_on_timeout("stall"),
     }
     drop(permit);
 }
@@ -110,7 +118,9 @@ pub(super) async fn serve(
 /// When the connection closes unless something happens first, and why.
 fn deadline(activity: &Arc<Activity>, timeouts: Timeouts) -> Option<(tokio::time::Instant, Ended)> {
     match activity.phase() {
-        Phase::Busy => None,
+        Phase::Busy => activity
+            .stalled_since()
+            .map(|since| (since + timeouts.stall, Ended::Stalled)),
         Phase::Head => Some((activity.since() + timeouts.header_read, Ended::HeadTimedOut)),
         Phase::Idle => Some((activity.since() + timeouts.idle, Ended::IdleTimedOut)),
     }

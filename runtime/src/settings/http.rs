@@ -24,6 +24,11 @@ pub struct HttpSettings {
     /// response's end and the next request, in ms. A response being sent (an event
     /// stream) is not idle.
     pub idle_timeout_ms: u64,
+    /// The longest the server waits on a client in the middle of a request, in ms: for
+    /// the next bytes of a request body it reads, or for room to write the response
+    /// (a client that stopped reading); then the connection is closed. A handler's own
+    /// wait (a provider call, an event stream between events) is not a stall.
+    pub stall_timeout_ms: u64,
     /// Connections open at once in this process; a connection beyond them is closed at
     /// once, unread. Keep it below the process's file-descriptor limit.
     pub max_connections: usize,
@@ -44,6 +49,7 @@ impl Default for HttpSettings {
             public_url: None,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            stall_timeout_ms: 30_000,
             max_connections: 10_000,
             max_connections_per_ip: 256,
             drain_grace_ms: 10_000,
@@ -71,6 +77,7 @@ impl HttpSettings {
         for (key, value) in [
             ("http.header_read_timeout_ms", self.header_read_timeout_ms),
             ("http.idle_timeout_ms", self.idle_timeout_ms),
+            ("http.stall_timeout_ms", self.stall_timeout_ms),
             ("http.drain_grace_ms", self.drain_grace_ms),
             ("http.max_connections", self.max_connections as u64),
             (
