@@ -38,6 +38,19 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// The requests counted in `tenant`'s usage log over the last hour.
+    pub async fn usage_requests(&self, tenant: &str) -> i64 {
+        self.store
+            .usage_totals(
+                tenant,
+                None,
+                chrono::Utc::now() - chrono::Duration::hours(1),
+            )
+            .await
+            .unwrap()
+            .requests
+    }
+
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let options = ConnectOptions {
