@@ -15,7 +15,7 @@
 # DURATION (10s), ROUNDS (3), DATABASE (default a fresh SQLite file), SOAK (seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN="${BIN:-${CARGO_TARGET_DIR:-target}/release}"
+BIN="$(cd "${BIN:-${CARGO_TARGET_DIR:-target}/release}" && pwd)"
 BUS="${BUS:-memory://}"
 CONNS="${CONNS:-32}"
 THREADS="${THREADS:-1}"
@@ -52,9 +52,9 @@ name = "stand-in"
 provider = "openai_compatible"
 model = "stand-in"
 base_url = "http://$UPSTREAM/v1"
-rate_limit = { rpm = 100000000, burst = 1000000, max_concurrency = 4096 }
+rate_limit = { rpm = 1000000, burst = 100000, max_concurrency = 4096 }
 TOML
-(cd "$work" && exec "$OLDPWD/$BIN/switchyard" serve --config "$work/bench.toml") \
+(cd "$work" && exec "$BIN/switchyard" serve --config "$work/bench.toml") \
   >"$work/serve.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
