@@ -4,7 +4,6 @@
 //! property in the suite; a long run:
 //! `SWITCHYARD_FUZZ_CASES=200000 cargo test --release -p switchyard-providers --lib fuzzing`.
 
-use futures_util::FutureExt as _;
 use proptest::{prelude::*, sample::Index};
 use serde_json::{Value, json};
 
@@ -240,9 +239,7 @@ fn chunked(bytes: &[u8], size: usize) -> Vec<Vec<u8>> {
 }
 
 fn run_stream(reader: StreamReader, chunks: Vec<Vec<u8>>) -> Result<bool, String> {
-    stream_holds(reader, chunks)
-        .now_or_never()
-        .unwrap_or_else(|| Err("an in-memory stream waited".to_owned()))
+    stream_holds_now(reader, chunks)
 }
 
 #[test]
@@ -266,14 +263,10 @@ proptest! {
 
     #[test]
     fn arbitrary_answers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
-        if let Some((reader, body)) = answer_input(&data) {
-            let held = answer_holds(reader, body);
-            prop_assert!(held.is_ok(), "{:?}", held);
-        }
-        if let Some((provider, status, retry_after, body)) = error_input(&data) {
-            let held = classify_holds(provider, status, retry_after, body);
-            prop_assert!(held.is_ok(), "{:?}", held);
-        }
+        let held = answer_bytes_hold(&data);
+        prop_assert!(held.is_ok(), "{:?}", held);
+        let held = error_bytes_hold(&data);
+        prop_assert!(held.is_ok(), "{:?}", held);
     }
 
     #[test]
@@ -306,10 +299,8 @@ proptest! {
 
     #[test]
     fn arbitrary_streams_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
-        if let Some((reader, chunks)) = stream_input(&data) {
-            let held = run_stream(reader, chunks);
-            prop_assert!(held.is_ok(), "{:?}", held);
-        }
+        let held = stream_bytes_hold(&data);
+        prop_assert!(held.is_ok(), "{:?}", held);
     }
 
     #[test]
