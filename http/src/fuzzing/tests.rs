@@ -108,6 +108,21 @@ fn a_whole_form_is_read_into_a_command_the_bus_accepts() {
     assert_eq!(input.n, Some(2));
 }
 
+#[test]
+fn the_fuzz_seeds_are_whole_forms() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/edit_form");
+    let mut read = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let (content_type, chunks) = edit_form_input(&data).unwrap();
+        let command = run(content_type, chunks).unwrap();
+        assert!(command.is_some(), "{} is refused", path.display());
+        read += 1;
+    }
+    assert!(read > 0, "no seeds in {}", dir.display());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 

@@ -258,6 +258,50 @@ fn the_templates_are_accepted_whole() {
     }
 }
 
+/// The files of `fuzz/seeds/<target>/`.
+fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds")
+        .join(target);
+    let mut seeds: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            (path.display().to_string(), std::fs::read(&path).unwrap())
+        })
+        .collect();
+    seeds.sort();
+    assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
+    seeds
+}
+
+#[test]
+fn the_fuzz_seeds_are_read_as_the_providers_mean_them() {
+    for (name, data) in seeds("provider_answer") {
+        let (reader, body) = answer_input(&data).unwrap();
+        let refused = name.contains("blocked") || name.contains("failed");
+        assert_eq!(answer_holds(reader, body), Ok(!refused), "{name}");
+    }
+    for (name, data) in seeds("provider_error") {
+        let (provider, status, _, body) = error_input(&data).unwrap();
+        let error = account(provider).classify(
+            StatusCode::from_u16(status).unwrap(),
+            &HeaderMap::new(),
+            body,
+        );
+        assert!(!error.message.is_empty(), "{name}");
+        assert_eq!(error_bytes_hold(&data), Ok(()), "{name}");
+    }
+    for (name, data) in seeds("provider_stream") {
+        let (reader, chunks) = stream_input(&data).unwrap();
+        assert_eq!(
+            run_stream(reader, chunks),
+            Ok(!name.contains("error")),
+            "{name}"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 

@@ -72,6 +72,19 @@ fn cases() -> u32 {
         .unwrap_or(2000)
 }
 
+#[test]
+fn the_fuzz_seeds_are_accepted() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/command");
+    let mut read = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let body = std::fs::read(&path).unwrap();
+        assert_eq!(command_holds(&body), Ok(true), "{}", path.display());
+        read += 1;
+    }
+    assert!(read > 0, "no seeds in {}", dir.display());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 
