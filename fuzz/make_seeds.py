@@ -39,7 +39,7 @@ edit("one-image.form", b"X-BOUNDARY", [(b"image", b"a.png", png), (b"prompt", No
 edit("images-and-mask.form", b"----WebKitFormBoundary7MA4YWxkTrZu0gW", [(b"image[]", b"a.png", png), (b"image[]", b"b.png", png),
      (b"mask", b"mask.png", png), (b"prompt", None, b"inpaint the sky"), (b"quality", None, b"high"),
      (b"response_format", None, b"b64_json"), (b"output_format", None, b"png"), (b"user", None, b"u-42")], 6)
-edit("lf-small-chunks.form", b"abc", [(b"image", b"a.png", png), (b"prompt", None, b"p")], 0, end=b"\n")
+edit("one-byte-chunks.form", b"abc", [(b"image", b"a.png", png), (b"prompt", None, b"p"), (b"model", None, b"dall-e-2"), (b"response_format", None, b"url")], 0)
 
 # provider_answer: first byte = reader index (AnswerReader::ALL order), rest = body from provider-apis.md
 answers = [
