@@ -9,6 +9,7 @@
 //! - [`ids`]: newtypes for identifiers (`ConfigId`, `RequestId`, `Tenant`).
 //! - [`lifecycle`]: the request lifecycle as pure state: which event may come next,
 //!   its `seq`, one terminal event.
+//! - `fuzzing` (hidden from the docs): the command fuzz target's entry point.
 //!
 //! Invariants:
 //! - This crate performs no I/O and depends on no async runtime, database, HTTP or NATS
@@ -16,6 +17,8 @@
 //! - A [`provider::ProviderSpec`] only exists after [`provider::ProviderConfigDraft::validate`]
 //!   accepted every field.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod kind;
 pub mod lifecycle;

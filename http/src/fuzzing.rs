@@ -8,14 +8,16 @@
 //! [`edit_form_holds`] returns `Err` with a description when a property that holds for
 //! any form is broken (a panic is a finding of its own): no more files are stored than
 //! one command takes, and a command that validates here is accepted by the bus's
-//! intake. `fuzz/` (cargo-fuzz) and the proptest smoke tests in `fuzzing/tests.rs` call
-//! the same function.
+//! intake. [`edit_form_bytes_hold`] is one fuzz input through it: the `edit_form`
+//! target of `fuzz/` (cargo-fuzz) and the proptest smoke tests in `fuzzing/tests.rs` call
+//! the same functions.
 
 use axum::{
     body::{Body, Bytes},
     extract::{FromRequest, Multipart, Request},
     http::{HeaderValue, Method, header::CONTENT_TYPE},
 };
+use futures_util::FutureExt as _;
 use switchyard_core::{Command, ImageRef, Kind, MAX_EDIT_IMAGES, RequestId, Tenant};
 use switchyard_runtime::facade::describe_image;
 
@@ -78,6 +80,31 @@ pub async fn edit_form_holds(
     match Command::parse_and_validate(&sent, None) {
         Ok(_) => Ok(Some(command)),
         Err(e) => Err(format!("a valid edit command fails on the bus: {e}")),
+    }
+}
+
+/// [`edit_form_holds`] run to its end at once: an in-memory form never waits.
+///
+/// # Errors
+/// A description of the broken property, or that the form waited.
+pub fn edit_form_holds_now(
+    content_type: &[u8],
+    chunks: Vec<Vec<u8>>,
+) -> Result<Option<Command>, String> {
+    edit_form_holds(content_type, chunks)
+        .now_or_never()
+        .unwrap_or_else(|| Err("an in-memory form waited".to_owned()))
+}
+
+/// One fuzz input, split by [`edit_form_input`], through [`edit_form_holds_now`] (an
+/// input too short to split holds).
+///
+/// # Errors
+/// A description of the broken property.
+pub fn edit_form_bytes_hold(data: &[u8]) -> Result<(), String> {
+    match edit_form_input(data) {
+        Some((content_type, chunks)) => edit_form_holds_now(content_type, chunks).map(drop),
+        None => Ok(()),
     }
 }
 

@@ -11,11 +11,14 @@
 //! Each returns `Err` with a description when a property that holds for any input is
 //! broken (a panic is a finding of its own): an accepted image answer has an image, an
 //! accepted text answer has text, the chunks of a stream add up to its text, and no
-//! error message carries the account's key. `fuzz/` (cargo-fuzz) and the proptest smoke
-//! tests in `fuzzing/tests.rs` call the same functions.
+//! error message carries the account's key. [`answer_bytes_hold`], [`error_bytes_hold`]
+//! and [`stream_bytes_hold`] are one fuzz input through them: the `provider_answer`,
+//! `provider_error` and `provider_stream` targets of `fuzz/` (cargo-fuzz) and the
+//! proptest smoke tests in `fuzzing/tests.rs` call the same functions.
 
 use std::sync::Arc;
 
+use futures_util::FutureExt as _;
 use reqwest::{StatusCode, header::HeaderMap};
 use switchyard_core::{ApiKey, Command, CommandInput, Kind, ProviderType, RequestId, Tenant};
 
@@ -249,6 +252,16 @@ pub async fn stream_holds(reader: StreamReader, chunks: Vec<Vec<u8>>) -> Result<
     }
 }
 
+/// [`stream_holds`] run to its end at once: an in-memory stream never waits.
+///
+/// # Errors
+/// A description of the broken property, or that the stream waited.
+pub fn stream_holds_now(reader: StreamReader, chunks: Vec<Vec<u8>>) -> Result<bool, String> {
+    stream_holds(reader, chunks)
+        .now_or_never()
+        .unwrap_or_else(|| Err("an in-memory stream waited".to_owned()))
+}
+
 type StreamRun = (
     ProviderType,
     Result<AdapterOutput, AttemptError>,
@@ -329,6 +342,44 @@ pub fn stream_input(data: &[u8]) -> Option<(StreamReader, Vec<Vec<u8>>)> {
         .map(<[u8]>::to_vec)
         .collect();
     Some((reader, chunks))
+}
+
+/// One fuzz input, split by [`answer_input`], through [`answer_holds`] (an empty input
+/// holds).
+///
+/// # Errors
+/// A description of the broken property.
+pub fn answer_bytes_hold(data: &[u8]) -> Result<(), String> {
+    match answer_input(data) {
+        Some((reader, body)) => answer_holds(reader, body).map(drop),
+        None => Ok(()),
+    }
+}
+
+/// One fuzz input, split by [`error_input`], through [`classify_holds`] (an input too
+/// short to split holds).
+///
+/// # Errors
+/// A description of the broken property.
+pub fn error_bytes_hold(data: &[u8]) -> Result<(), String> {
+    match error_input(data) {
+        Some((provider, status, retry_after, body)) => {
+            classify_holds(provider, status, retry_after, body).map(drop)
+        }
+        None => Ok(()),
+    }
+}
+
+/// One fuzz input, split by [`stream_input`], through [`stream_holds_now`] (an input
+/// too short to split holds).
+///
+/// # Errors
+/// A description of the broken property.
+pub fn stream_bytes_hold(data: &[u8]) -> Result<(), String> {
+    match stream_input(data) {
+        Some((reader, chunks)) => stream_holds_now(reader, chunks).map(drop),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

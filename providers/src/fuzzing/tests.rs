@@ -4,7 +4,6 @@
 //! property in the suite; a long run:
 //! `SWITCHYARD_FUZZ_CASES=200000 cargo test --release -p switchyard-providers --lib fuzzing`.
 
-use futures_util::FutureExt as _;
 use proptest::{prelude::*, sample::Index};
 use serde_json::{Value, json};
 
@@ -240,9 +239,7 @@ fn chunked(bytes: &[u8], size: usize) -> Vec<Vec<u8>> {
 }
 
 fn run_stream(reader: StreamReader, chunks: Vec<Vec<u8>>) -> Result<bool, String> {
-    stream_holds(reader, chunks)
-        .now_or_never()
-        .unwrap_or_else(|| Err("an in-memory stream waited".to_owned()))
+    stream_holds_now(reader, chunks)
 }
 
 #[test]
@@ -261,19 +258,59 @@ fn the_templates_are_accepted_whole() {
     }
 }
 
+/// The files of `fuzz/seeds/<target>/`.
+fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds")
+        .join(target);
+    let mut seeds: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            (path.display().to_string(), std::fs::read(&path).unwrap())
+        })
+        .collect();
+    seeds.sort();
+    assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
+    seeds
+}
+
+#[test]
+fn the_fuzz_seeds_are_read_as_the_providers_mean_them() {
+    for (name, data) in seeds("provider_answer") {
+        let (reader, body) = answer_input(&data).unwrap();
+        let refused = name.contains("blocked") || name.contains("failed");
+        assert_eq!(answer_holds(reader, body), Ok(!refused), "{name}");
+    }
+    for (name, data) in seeds("provider_error") {
+        let (provider, status, _, body) = error_input(&data).unwrap();
+        let error = account(provider).classify(
+            StatusCode::from_u16(status).unwrap(),
+            &HeaderMap::new(),
+            body,
+        );
+        assert!(!error.message.is_empty(), "{name}");
+        assert_eq!(error_bytes_hold(&data), Ok(()), "{name}");
+    }
+    for (name, data) in seeds("provider_stream") {
+        let (reader, chunks) = stream_input(&data).unwrap();
+        assert_eq!(
+            run_stream(reader, chunks),
+            Ok(!name.contains("error")),
+            "{name}"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn arbitrary_answers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
-        if let Some((reader, body)) = answer_input(&data) {
-            let held = answer_holds(reader, body);
-            prop_assert!(held.is_ok(), "{:?}", held);
-        }
-        if let Some((provider, status, retry_after, body)) = error_input(&data) {
-            let held = classify_holds(provider, status, retry_after, body);
-            prop_assert!(held.is_ok(), "{:?}", held);
-        }
+        let held = answer_bytes_hold(&data);
+        prop_assert!(held.is_ok(), "{:?}", held);
+        let held = error_bytes_hold(&data);
+        prop_assert!(held.is_ok(), "{:?}", held);
     }
 
     #[test]
@@ -306,10 +343,8 @@ proptest! {
 
     #[test]
     fn arbitrary_streams_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
-        if let Some((reader, chunks)) = stream_input(&data) {
-            let held = run_stream(reader, chunks);
-            prop_assert!(held.is_ok(), "{:?}", held);
-        }
+        let held = stream_bytes_hold(&data);
+        prop_assert!(held.is_ok(), "{:?}", held);
     }
 
     #[test]
