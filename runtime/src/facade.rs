@@ -65,16 +65,19 @@ pub struct GatewayParts {
     pub artifacts: ArtifactStore,
 }
 
-/// The runtime's HTTP-facing surface. Cheap to clone: every part is a handle. Its
-/// parts are private: the HTTP crate reaches them only through the methods.
+/// The runtime's HTTP-facing surface. Cheap to clone: one reference count (the HTTP
+/// handlers take a clone per request). Its parts are private: the HTTP crate reaches
+/// them only through the methods.
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    parts: GatewayParts,
+    parts: std::sync::Arc<GatewayParts>,
 }
 
 impl Gateway {
     /// A gateway over these parts.
     pub fn new(parts: GatewayParts) -> Self {
-        Self { parts }
+        Self {
+            parts: std::sync::Arc::new(parts),
+        }
     }
 }

@@ -141,9 +141,24 @@ enum Disposition {
     Busy(Duration),
 }
 
-/// The pipeline, whatever bus the commands come on. Cheap to clone.
+/// The pipeline, whatever bus the commands come on. Cheap to clone: one reference
+/// count (every synchronous call and command run takes a clone).
 #[derive(Debug, Clone)]
 pub struct Pipeline {
+    parts: Arc<Parts>,
+}
+
+impl std::ops::Deref for Pipeline {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.parts
+    }
+}
+
+/// What a [`Pipeline`] holds.
+#[derive(Debug, Clone)]
+pub struct Parts {
     /// Reads (cached results).
     store: Store,
     /// Group commit of the task writes (one writer task per handler).
@@ -178,7 +193,7 @@ impl Pipeline {
     /// shared with the admin API, which tells it when quotas change). It starts the
     /// group-commit writer that every task write goes through.
     pub fn new(store: Store, engine: Engine, bus: Bus, quotas: Quotas) -> Self {
-        Self {
+        let parts = Parts {
             quotas,
             writes: GroupCommit::start(store.clone()),
             store,
@@ -194,28 +209,36 @@ impl Pipeline {
             max_standby: standby::MAX_STANDBY,
             tasks: Tasks::new("pipeline"),
             write_behind: Arc::default(),
+        };
+        Self {
+            parts: Arc::new(parts),
         }
+    }
+
+    /// Its parts, to set while it is built (copied if a clone shares them).
+    fn parts_mut(&mut self) -> &mut Parts {
+        Arc::make_mut(&mut self.parts)
     }
 
     /// Gives a command up after this many deliveries that failed (default 15): its
     /// `failed` event goes out and it goes to the DLQ. Keep it below the consumer's
     /// `max_deliver`, or the bus drops the command before the pipeline gives it up.
     pub fn with_max_deliveries(mut self, deliveries: u64) -> Self {
-        self.max_deliveries = deliveries.max(1);
+        self.parts_mut().max_deliveries = deliveries.max(1);
         self
     }
 
     /// The backoff before the first redelivery of a command that failed (default
     /// 250 ms); each later one doubles it.
     pub fn with_first_backoff(mut self, backoff: Duration) -> Self {
-        self.first_backoff = backoff;
+        self.parts_mut().first_backoff = backoff;
         self
     }
 
     /// The longest a delivery of a task another run holds waits for that run (default
     /// 10 min) before it is delivered again later.
     pub fn with_max_standby(mut self, standby: Duration) -> Self {
-        self.max_standby = standby;
+        self.parts_mut().max_standby = standby;
         self
     }
 
@@ -239,14 +262,14 @@ impl Pipeline {
     /// Runs the pipeline's background work (recording given-up commands once the
     /// database answers) as a child of `tasks`, so it stops when they shut down.
     pub fn with_tasks(mut self, tasks: &Tasks) -> Self {
-        self.tasks = tasks.child("pipeline");
+        self.parts_mut().tasks = tasks.child("pipeline");
         self
     }
 
     /// Reports database failures of the pipeline's writes to `readiness` (so `/readyz`
     /// answers 503 while the database is down and load balancers move traffic away).
     pub fn with_readiness(mut self, readiness: Readiness) -> Self {
-        self.readiness = readiness;
+        self.parts_mut().readiness = readiness;
         self
     }
 
@@ -255,14 +278,15 @@ impl Pipeline {
     /// redelivery that finds a live claim waits, one that finds a lapsed claim (the
     /// process is gone) resumes the task.
     pub fn with_lease(mut self, lease: Duration) -> Self {
-        self.lease = lease.max(Duration::from_millis(300));
+        self.parts_mut().lease = lease.max(Duration::from_millis(300));
         self
     }
 
     /// Lets commands reply to subjects matching these filters (NATS wildcards), besides
     /// `_INBOX.…` (PROTOCOL.md §2).
     pub fn with_reply_to_allow(mut self, allow: Vec<String>) -> Self {
-        self.reply_to = Arc::new(ReplyToPolicy::new(self.bus.subjects().prefix(), allow));
+        let policy = ReplyToPolicy::new(self.bus.subjects().prefix(), allow);
+        self.parts_mut().reply_to = Arc::new(policy);
         self
     }
 
@@ -274,7 +298,7 @@ impl Pipeline {
     /// Sends in-progress acks this often while a command runs (keep it well below the
     /// consumer's ack wait).
     pub fn with_progress_every(mut self, every: Duration) -> Self {
-        self.progress_every = every.max(Duration::from_millis(100));
+        self.parts_mut().progress_every = every.max(Duration::from_millis(100));
         self
     }
 
