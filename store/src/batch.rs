@@ -29,6 +29,26 @@ const fn rows_per_statement(postgres: bool) -> usize {
     if postgres { 20 } else { 64 }
 }
 
+/// `rows` in the chunks one multi-row statement each writes: the largest power of two
+/// that is left, at most `per` (37 rows: 32, 4, 1). Each row count is a statement text
+/// of its own that every connection prepares and caches; with any count from 1 to 64
+/// the connections' caches kept several hundred large statements each and grew for as
+/// long as new counts came (#15's soak), with powers of two there are seven a table.
+fn statement_chunks<T>(rows: &[T], per: usize) -> impl Iterator<Item = &[T]> {
+    let per = per.max(1);
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let most = rest.len().min(per);
+        let count = 1 << (usize::BITS - 1 - most.leading_zeros());
+        let (chunk, tail) = rest.split_at(count);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 /// A terminal success to write.
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -330,3 +350,32 @@ pub(super) struct Outcome {
 }
 
 mod statements;
+
+#[cfg(test)]
+mod tests {
+    use super::statement_chunks;
+
+    fn sizes(rows: usize, per: usize) -> Vec<usize> {
+        let rows: Vec<usize> = (0..rows).collect();
+        let chunks: Vec<&[usize]> = statement_chunks(&rows, per).collect();
+        // In order, every row once.
+        assert_eq!(chunks.concat(), rows);
+        chunks.iter().map(|c| c.len()).collect()
+    }
+
+    #[test]
+    fn a_batch_is_written_in_power_of_two_statements_of_at_most_per_rows() {
+        assert_eq!(sizes(0, 64), Vec::<usize>::new());
+        assert_eq!(sizes(1, 64), [1]);
+        assert_eq!(sizes(37, 64), [32, 4, 1]);
+        assert_eq!(sizes(64, 64), [64]);
+        assert_eq!(sizes(130, 64), [64, 64, 2]);
+        // PostgreSQL's 20 rows a statement: at most 16.
+        assert_eq!(sizes(45, 20), [16, 16, 8, 4, 1]);
+        // Over any batch size, seven row counts at most.
+        let mut counts: Vec<usize> = (1..=300).flat_map(|n| sizes(n, 64)).collect();
+        counts.sort_unstable();
+        counts.dedup();
+        assert_eq!(counts, [1, 2, 4, 8, 16, 32, 64]);
+    }
+}
