@@ -129,7 +129,7 @@ impl Store {
 
             // New tasks: one INSERT … ON CONFLICT DO NOTHING RETURNING per chunk.
             let mut rows: HashMap<(Tenant, RequestId), Task> = HashMap::new();
-            for chunk in statement_chunks(&creates, per) {
+            for chunk in statement_chunks(creates, per) {
                 let sql = format!(
                     "INSERT INTO tasks (request_id, tenant, user_id, kind, prompt, input_images, \
                      model, size, command, created_at, last_seq, cache_key, claimed_by, claim_until, \
