@@ -220,7 +220,7 @@ impl Store {
 /// text per table and row count (powers of two up to 64 rows: seven a table), and the
 /// store's own queries come on top; sqlx's default of 100 once made SQLite re-parse
 /// them over and over at full load. (PostgreSQL keeps sqlx's default: there the
-/// statements live in the server, per connection, and its batches use at most 16 rows.)
+/// statements live in the server, per connection, and its batches use at most 20 rows.)
 const STATEMENT_CACHE: usize = 1024;
 
 const MASTER_KEY_CHECK: &str = "master_key_check";

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use switchyard_core::{RequestId, Tenant};
 
-use super::{Claim, Completion, Failure, Outcome, Start, rows_per_statement, statement_chunks};
+use super::{Claim, Completion, Failure, Outcome, Start, statement_chunks};
 use crate::{
     NewTask, NewTaskResult, QueryError, Store, TaskInsert, UsageRecord, on_pool,
     tasks::{TASK_COLUMNS, Task},
@@ -122,14 +122,13 @@ impl Store {
             .map(|(s, _)| *s)
             .collect();
         let postgres = matches!(self.pool, crate::Pool::Postgres(_));
-        let per = rows_per_statement(postgres);
         let done: Result<Result<Outcome, QueryError>, sqlx::Error> = on_pool!(self, |pool| {
             async {
             let mut tx = pool.begin().await?;
 
             // New tasks: one INSERT … ON CONFLICT DO NOTHING RETURNING per chunk.
             let mut rows: HashMap<(Tenant, RequestId), Task> = HashMap::new();
-            for chunk in statement_chunks(creates, per) {
+            for chunk in statement_chunks(creates, postgres) {
                 let sql = format!(
                     "INSERT INTO tasks (request_id, tenant, user_id, kind, prompt, input_images, \
                      model, size, command, created_at, last_seq, cache_key, claimed_by, claim_until, \
@@ -205,7 +204,7 @@ impl Store {
                         .map(move |(name, value)| (id, name.as_str(), value.as_str()))
                 })
                 .collect();
-            for chunk in statement_chunks(&parameters, per) {
+            for chunk in statement_chunks(&parameters, postgres) {
                 let sql = format!(
                     "INSERT INTO task_parameters (task_id, name, value) VALUES {} \
                      ON CONFLICT (task_id, name) DO NOTHING",
@@ -239,7 +238,7 @@ impl Store {
 
             // Attempt starts.
             let mut started_ids = Vec::new();
-            for chunk in statement_chunks(&starts, per) {
+            for chunk in statement_chunks(&starts, postgres) {
                 let sql = format!(
                     "WITH v (vid, vconfig, vattempt, vstarted, vseq) AS (VALUES {}) \
                      UPDATE tasks SET status = 'processing', provider_config_id = v.vconfig, \
@@ -262,7 +261,7 @@ impl Store {
 
             // Completions, then the results and usage of those that won.
             let mut completed_ids = Vec::new();
-            for chunk in statement_chunks(&completes_in, per) {
+            for chunk in statement_chunks(&completes_in, postgres) {
                 let sql = format!(
                     "WITH v (vid, vconfig, vattempts, vraw, vterminal, vnow) AS (VALUES {}) \
                      UPDATE tasks SET status = 'completed', provider_config_id = v.vconfig, \
@@ -291,7 +290,7 @@ impl Store {
                 .iter()
                 .flat_map(|c| c.results.iter().map(move |r| (c.id, r)))
                 .collect();
-            for chunk in statement_chunks(&results, per) {
+            for chunk in statement_chunks(&results, postgres) {
                 let sql = format!(
                     "INSERT INTO task_results (task_id, artifact_id, url, content_type, bytes, \
                      width, height, sha256, model, seed, revised_prompt, text, created_at) \
@@ -307,7 +306,7 @@ impl Store {
 
             // Failures.
             let mut failed_ids = Vec::new();
-            for chunk in statement_chunks(&fails_in, per) {
+            for chunk in statement_chunks(&fails_in, postgres) {
                 let sql = format!(
                     "WITH v (vid, vconfig, vattempts, vcode, vmessage, vterminal, vnow) AS \
                      (VALUES {}) UPDATE tasks SET status = 'failed', \
@@ -343,7 +342,7 @@ impl Store {
                         .filter_map(|f| f.usage.as_ref()),
                 )
                 .collect();
-            for chunk in statement_chunks(&usages, per) {
+            for chunk in statement_chunks(&usages, postgres) {
                 let sql = format!(
                     "INSERT INTO usage_log (task_id, tenant, user_id, provider_config_id, provider, \
                      model, kind, images, input_tokens, output_tokens, cost_usd, created_at) \
