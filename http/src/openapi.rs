@@ -99,7 +99,7 @@ pub(crate) const FOREIGN: &[(&str, &str)] = &[
     ),
     (
         "Quota",
-        "{tenant, user, period: \"day\"|\"month\", max_requests, max_images, max_cost_usd}",
+        "{tenant, user, period: \"day\"|\"month\", max_requests, max_images, max_tokens, max_cost_usd}",
     ),
     (
         "PluginInfo",

@@ -1,5 +1,5 @@
 //! Quotas (admin token): `GET /v1/quotas?tenant=…` lists a tenant's quotas with what
-//! each has counted in its current period, `PUT /v1/quotas` creates or replaces one,
+//! each has counted in its current period, what running requests hold and what is left, `PUT /v1/quotas` creates or replaces one,
 //! `DELETE /v1/quotas?tenant=…&period=…[&user=…]` removes one. A write applies to
 //! requests admitted from then on (the gateway tells the pipeline's quota checker).
 
@@ -36,6 +36,9 @@ pub(crate) struct QuotaBody {
     /// Images at most, per period.
     #[serde(default)]
     max_images: Option<i64>,
+    /// Input plus output tokens at most, per period.
+    #[serde(default)]
+    max_tokens: Option<i64>,
     /// Spend at most, per period.
     #[serde(default)]
     max_cost_usd: Option<f64>,
@@ -46,9 +49,10 @@ pub(crate) struct QuotaBody {
 pub(crate) struct QuotaList {
     /// The tenant.
     tenant: String,
-    /// Each quota with what it counted since the start of its current period:
-    /// `{tenant, user, period, max_requests, max_images, max_cost_usd, since,
-    /// used: {requests, images, cost_usd}}`.
+    /// Each quota with what it counted since the start of its current period, what
+    /// requests still running hold of it, and what is left (`null`: no such limit):
+    /// `{tenant, user, period, max_requests, max_images, max_tokens, max_cost_usd,
+    /// since, used: {requests, images, tokens, cost_usd}, reserved: {…}, left: {…}}`.
     #[schema(value_type = Vec<Object>)]
     quotas: Vec<CountedQuota>,
 }
@@ -91,6 +95,7 @@ pub(super) async fn put_quota(
         period: period_of(&body.period)?,
         max_requests: body.max_requests,
         max_images: body.max_images,
+        max_tokens: body.max_tokens,
         max_cost_usd: body.max_cost_usd,
     };
     quota.check().map_err(ApiError::bad_request)?;

@@ -3,6 +3,8 @@
 //! event. Routing runs in the request's own task against the published routing table;
 //! attempts go straight to provider actors; fallback follows the route's rules.
 
+pub use estimate::Estimate;
+
 use std::{sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
@@ -293,6 +295,7 @@ impl Engine {
     }
 }
 
+mod estimate;
 mod run;
 #[cfg(test)]
 mod tests;

@@ -1,16 +1,19 @@
-//! Per-tenant quotas, enforced before a request runs.
+//! Per-tenant quotas, enforced at admission so that they cannot overshoot (#16).
 //!
 //! A quota (table `quotas`, admin API `/v1/quotas`) caps a tenant's — or one of its
-//! users' — requests, images or spend per UTC day or month, counted from the usage
-//! rows written with each completed request. A request that would go over gets one
-//! `failed` event with `quota_exceeded` (not retryable) and calls no provider.
+//! users' — requests, images, tokens or spend per UTC day or month. Admission
+//! reserves the request's estimate (images asked; tokens and cost estimated from the
+//! prompt, `max_tokens` and the price table) from every quota that applies, atomically
+//! in the database ([`Store::reserve`]); the terminal write settles the reservation
+//! with the actual usage, or releases it. A request that would go over gets one
+//! `failed` event with `quota_exceeded` (not retryable) and calls no provider. Several
+//! processes share the database's counters, so 60 requests against a limit of 10 give
+//! exactly 10, however they are spread.
 //!
-//! Checking must not cost a database round trip per command (that is what the group
-//! commit exists to avoid), so each process keeps, per tenant, its quotas and the
-//! usage they count, read again every [`REFRESH`] (by one caller, while the others go
-//! on with what is cached) and advanced by its own completions in between. The limit is therefore soft by what other processes finished in the
-//! last [`REFRESH`] and by the requests in flight at once; a tenant without quotas
-//! costs one cached lookup.
+//! What each process caches is only which quotas a tenant has (read again every
+//! [`REFRESH`], at once after a change made through this process), so a tenant without
+//! quotas costs one cached lookup and no database round trip. A quota created through
+//! another process applies here from the next refresh.
 
 use std::{
     collections::HashMap,
@@ -18,12 +21,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
-use crate::store::{CountedQuota, QueryError, QuotaPeriod, Store};
+use crate::store::{CountedQuota, HoldAsk, QueryError, QuotaPeriod, Store, StoredQuota};
 
-/// How old a tenant's cached quotas and usage may get.
+/// How old a tenant's cached quota definitions may get.
 pub const REFRESH: Duration = Duration::from_secs(2);
+
+/// How old a hold must be before [`Quotas::sweep`] may release it (its request's
+/// process died: no live claim, no task row, or an ended task). Longer than any
+/// request's deadline, so a hold is never released under a request still running.
+pub const STALE_HOLD: Duration = Duration::from_secs(60 * 60);
+
+/// How often [`Quotas::sweep`] looks for stale holds.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The quota checker of one process. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -36,17 +47,7 @@ pub struct Quotas {
 #[derive(Debug)]
 struct Tenant {
     read_at: Instant,
-    quotas: Vec<CountedQuota>,
-}
-
-impl Tenant {
-    /// The first quota `ask` would go over, as the message of its error.
-    fn verdict(&self, ask: Ask<'_>) -> Option<String> {
-        self.quotas
-            .iter()
-            .filter(|c| c.applies_to(ask.user))
-            .find_map(|c| over(c, ask.images))
-    }
+    quotas: Arc<[StoredQuota]>,
 }
 
 /// The asked request, as quotas see it.
@@ -56,8 +57,14 @@ pub struct Ask<'a> {
     pub tenant: &'a str,
     /// The end user, if given.
     pub user: Option<&'a str>,
+    /// The request's id: what its reservation is held under.
+    pub request_id: &'a str,
     /// Images asked for (0 for text).
     pub images: i64,
+    /// Tokens estimated, input plus output (0 for images).
+    pub tokens: i64,
+    /// Cost estimated from the price table (the dearest candidate's).
+    pub cost_usd: f64,
 }
 
 impl Quotas {
@@ -75,45 +82,100 @@ impl Quotas {
         }
     }
 
-    /// Why the request may not run, if it may not: the message of its
+    /// Reserves `ask` from the tenant's quotas: `None` if it may run (it holds its
+    /// reservation until its terminal row is written), else the message of its
     /// `quota_exceeded` error.
     ///
     /// # Errors
-    /// [`QueryError`] when the quotas or usage cannot be read.
-    pub async fn check(&self, ask: Ask<'_>) -> Result<Option<String>, QueryError> {
-        let now = Utc::now();
-        // Decided under the lock from what is cached, unless it must be read again.
-        let cached = self.tenants.lock().ok().and_then(|mut tenants| {
-            let t = tenants.get_mut(ask.tenant)?;
-            if rolled_over(t, now) {
-                return None;
-            }
-            if t.read_at.elapsed() >= self.refresh {
-                // One caller reads again; the others meanwhile count on what is here.
-                t.read_at = Instant::now();
-                return None;
-            }
-            Some(t.verdict(ask))
-        });
-        match cached {
-            Some(verdict) => Ok(verdict),
-            None => self.read(ask, now).await,
+    /// [`QueryError`] when the quotas cannot be read or reserved from.
+    pub async fn reserve(&self, ask: Ask<'_>) -> Result<Option<String>, QueryError> {
+        let quotas = self.definitions(ask.tenant).await?;
+        if !quotas.iter().any(|s| s.quota.applies_to(ask.user)) {
+            return Ok(None);
         }
+        let refused = self
+            .store
+            .reserve(
+                &quotas,
+                &HoldAsk {
+                    tenant: ask.tenant,
+                    user: ask.user,
+                    request_id: ask.request_id,
+                    images: ask.images,
+                    tokens: ask.tokens,
+                    cost_usd: ask.cost_usd,
+                    now: Utc::now(),
+                },
+            )
+            .await?;
+        Ok(refused.map(|quota| over(&quota, ask)))
     }
 
-    /// Counts a completed request of this process until the next read.
-    pub fn record(&self, tenant: &str, user: Option<&str>, images: i64, cost_usd: f64) {
-        if let Ok(mut tenants) = self.tenants.lock()
-            && let Some(t) = tenants.get_mut(tenant)
-        {
-            for c in &mut t.quotas {
-                if c.applies_to(user) {
-                    c.used.requests += 1;
-                    c.used.images += images;
-                    c.used.cost_usd += cost_usd;
+    /// Why `tenant` could not ask for `images` images now, judged from what its
+    /// tenant-wide quotas count and hold, without reserving: a check before a call
+    /// stores anything for the tenant (an edit's uploads). Admission still reserves.
+    ///
+    /// # Errors
+    /// [`QueryError`] when the quotas cannot be read.
+    pub async fn precheck(&self, tenant: &str, images: i64) -> Result<Option<String>, QueryError> {
+        let quotas = self.definitions(tenant).await?;
+        if !quotas.iter().any(|s| s.quota.applies_to(None)) {
+            return Ok(None);
+        }
+        let ask = Ask {
+            tenant,
+            user: None,
+            request_id: "",
+            images,
+            tokens: 0,
+            cost_usd: 0.0,
+        };
+        let counted = self.store.counted_quotas(tenant, Utc::now()).await?;
+        Ok(counted
+            .iter()
+            .filter(|c| c.applies_to(None) && would_go_over(c, ask))
+            .map(|c| over(c, ask))
+            .next())
+    }
+
+    /// Whether a request of `tenant` may hold a reservation, so that its terminal
+    /// write must settle it: the tenant has quotas, or this process does not know.
+    pub fn may_hold(&self, tenant: &str) -> bool {
+        self.tenants
+            .lock()
+            .ok()
+            .and_then(|tenants| tenants.get(tenant).map(|t| !t.quotas.is_empty()))
+            .unwrap_or(true)
+    }
+
+    /// Releases, every minute until `tasks` shut down, the holds of requests whose
+    /// process died before they ended (older than [`STALE_HOLD`]).
+    pub fn sweep(&self, tasks: &switchyard_tasks::Tasks) {
+        let store = self.store.clone();
+        tasks.spawn("quota-sweep", async move {
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let now = Utc::now();
+                let before = now - chrono::TimeDelta::from_std(STALE_HOLD).unwrap_or_default();
+                match store
+                    .release_stale_holds(before, now.timestamp_millis())
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(released) => {
+                        tracing::warn!(
+                            released,
+                            "released the quota holds of requests whose process died"
+                        );
+                        metrics::counter!("switchyard_quota_holds_released_total")
+                            .increment(released);
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot release stale quota holds"),
                 }
             }
-        }
+        });
     }
 
     /// Forgets a tenant's cached quotas (they changed in this process).
@@ -123,29 +185,52 @@ impl Quotas {
         }
     }
 
-    /// Reads the tenant's quotas and usage, caches them, and decides `ask` by them.
-    async fn read(&self, ask: Ask<'_>, now: DateTime<Utc>) -> Result<Option<String>, QueryError> {
-        let tenant = Tenant {
-            read_at: Instant::now(),
-            quotas: self.store.counted_quotas(ask.tenant, now).await?,
-        };
-        let verdict = tenant.verdict(ask);
-        if let Ok(mut tenants) = self.tenants.lock() {
-            tenants.insert(ask.tenant.to_owned(), tenant);
+    /// The tenant's quota definitions: cached, or read again once [`REFRESH`] old (by
+    /// one caller, while the others go on with what is cached).
+    async fn definitions(&self, tenant: &str) -> Result<Arc<[StoredQuota]>, QueryError> {
+        let cached = self.tenants.lock().ok().and_then(|mut tenants| {
+            let t = tenants.get_mut(tenant)?;
+            if t.read_at.elapsed() >= self.refresh {
+                t.read_at = Instant::now();
+                return None;
+            }
+            Some(t.quotas.clone())
+        });
+        if let Some(quotas) = cached {
+            return Ok(quotas);
         }
-        Ok(verdict)
+        let quotas: Arc<[StoredQuota]> = self.store.stored_quotas(tenant).await?.into();
+        if let Ok(mut tenants) = self.tenants.lock() {
+            tenants.insert(
+                tenant.to_owned(),
+                Tenant {
+                    read_at: Instant::now(),
+                    quotas: quotas.clone(),
+                },
+            );
+        }
+        Ok(quotas)
     }
 }
 
-/// A counted period ended: its usage starts again from zero.
-fn rolled_over(tenant: &Tenant, now: DateTime<Utc>) -> bool {
-    tenant
-        .quotas
-        .iter()
-        .any(|c| c.quota.period.start(now) != c.since)
+/// Whether `ask` would take `c` past one of its limits (as [`Store::reserve`] decides).
+fn would_go_over(c: &CountedQuota, ask: Ask<'_>) -> bool {
+    let (used, held) = (&c.used, &c.reserved);
+    let q = &c.quota;
+    q.max_requests
+        .is_some_and(|m| used.requests + held.requests + 1 > m)
+        || q.max_images
+            .is_some_and(|m| used.images + held.images + ask.images > m)
+        || q.max_tokens
+            .is_some_and(|m| used.tokens + held.tokens + ask.tokens > m)
+        || q.max_cost_usd.is_some_and(|m| {
+            let spent = used.cost_usd + held.cost_usd;
+            spent >= m || spent + ask.cost_usd > m
+        })
 }
 
-fn over(c: &CountedQuota, images: i64) -> Option<String> {
+/// The message of the `quota_exceeded` error of `ask`, refused by `c` as it stood.
+fn over(c: &CountedQuota, ask: Ask<'_>) -> String {
     let whom = match &c.quota.user {
         Some(user) => format!("user '{user}' of tenant '{}'", c.quota.tenant),
         None => format!("tenant '{}'", c.quota.tenant),
@@ -154,31 +239,74 @@ fn over(c: &CountedQuota, images: i64) -> Option<String> {
         QuotaPeriod::Day => "daily",
         QuotaPeriod::Month => "monthly",
     };
+    let (used, held) = (&c.used, &c.reserved);
+    let counted = |used: String, held: String, zero: bool| {
+        if zero {
+            format!("{used} used")
+        } else {
+            format!("{used} used, {held} held by requests running")
+        }
+    };
     if let Some(max) = c.quota.max_requests
-        && c.used.requests + 1 > max
+        && used.requests + held.requests + 1 > max
     {
-        return Some(format!(
-            "{whom} is at its {period} quota of {max} requests ({} used)",
-            c.used.requests
-        ));
+        return format!(
+            "{whom} is at its {period} quota of {max} requests ({})",
+            counted(
+                used.requests.to_string(),
+                held.requests.to_string(),
+                held.requests == 0
+            )
+        );
     }
     if let Some(max) = c.quota.max_images
-        && c.used.images + images > max
+        && used.images + held.images + ask.images > max
     {
-        return Some(format!(
-            "{whom} would go over its {period} quota of {max} images ({} used, {images} asked)",
-            c.used.images
-        ));
+        return format!(
+            "{whom} would go over its {period} quota of {max} images ({}, {} asked)",
+            counted(
+                used.images.to_string(),
+                held.images.to_string(),
+                held.images == 0
+            ),
+            ask.images
+        );
     }
-    if let Some(max) = c.quota.max_cost_usd
-        && c.used.cost_usd >= max
+    if let Some(max) = c.quota.max_tokens
+        && used.tokens + held.tokens + ask.tokens > max
     {
-        return Some(format!(
-            "{whom} is at its {period} spending quota of ${max} (${:.4} used)",
-            c.used.cost_usd
-        ));
+        return format!(
+            "{whom} would go over its {period} quota of {max} tokens ({}, about {} asked)",
+            counted(
+                used.tokens.to_string(),
+                held.tokens.to_string(),
+                held.tokens == 0
+            ),
+            ask.tokens
+        );
     }
-    None
+    let spent = used.cost_usd + held.cost_usd;
+    match c.quota.max_cost_usd {
+        Some(max) if spent >= max => format!(
+            "{whom} is at its {period} spending quota of ${max} ({})",
+            counted(
+                format!("${:.4}", used.cost_usd),
+                format!("${:.4}", held.cost_usd),
+                held.cost_usd == 0.0
+            )
+        ),
+        Some(max) => format!(
+            "{whom} would go over its {period} spending quota of ${max} ({}, about ${:.4} asked)",
+            counted(
+                format!("${:.4}", used.cost_usd),
+                format!("${:.4}", held.cost_usd),
+                held.cost_usd == 0.0
+            ),
+            ask.cost_usd
+        ),
+        // The quota changed between the refusal and its reading.
+        None => format!("{whom} is at its {period} quota"),
+    }
 }
 
 #[cfg(test)]
@@ -186,72 +314,103 @@ mod tests {
     use super::*;
     use crate::store::{Quota, UsageTotals};
 
-    fn counted(quota: Quota, used: UsageTotals) -> CountedQuota {
-        CountedQuota {
-            since: quota.period.start(Utc::now()),
-            quota,
-            used,
-        }
+    fn counted(quota: Quota, used: UsageTotals, held: UsageTotals) -> CountedQuota {
+        let since = quota.period.start(Utc::now());
+        CountedQuota::new(quota, since, used, held)
     }
 
-    fn quota() -> Quota {
-        Quota {
-            tenant: "acme".into(),
+    fn ask(images: i64, tokens: i64, cost_usd: f64) -> Ask<'static> {
+        Ask {
+            tenant: "acme",
             user: None,
-            period: QuotaPeriod::Day,
-            max_requests: None,
-            max_images: None,
-            max_cost_usd: None,
+            request_id: "r-1",
+            images,
+            tokens,
+            cost_usd,
         }
     }
 
     #[test]
-    fn each_limit_refuses_only_past_it() {
+    fn the_message_names_the_limit_that_would_go_over_and_what_holds_it() {
         let used = UsageTotals {
-            requests: 9,
+            requests: 7,
             images: 8,
+            tokens: 900,
             cost_usd: 0.5,
+        };
+        let held = UsageTotals {
+            requests: 3,
+            images: 1,
+            tokens: 50,
+            cost_usd: 0.0,
         };
         let requests = counted(
             Quota {
                 max_requests: Some(10),
-                ..quota()
+                ..Quota::new("acme", QuotaPeriod::Day)
             },
             used,
+            held,
         );
-        assert_eq!(over(&requests, 1), None, "the 10th request may run");
-        let at_limit = CountedQuota {
-            used: UsageTotals {
-                requests: 10,
-                ..used
-            },
-            ..requests
-        };
-        assert!(over(&at_limit, 1).is_some_and(|m| m.contains("10 requests")));
-
+        assert_eq!(
+            over(&requests, ask(1, 0, 0.0)),
+            "tenant 'acme' is at its daily quota of 10 requests (7 used, 3 held by requests running)"
+        );
         let images = counted(
             Quota {
                 max_images: Some(10),
-                ..quota()
+                ..Quota::new("acme", QuotaPeriod::Month)
             },
             used,
+            UsageTotals::default(),
         );
-        assert_eq!(over(&images, 2), None);
-        assert!(over(&images, 3).is_some_and(|m| m.contains("3 asked")));
-
+        assert!(over(&images, ask(3, 0, 0.0)).contains("quota of 10 images (8 used, 3 asked)"));
+        let tokens = counted(
+            Quota {
+                max_tokens: Some(1000),
+                ..Quota::new("acme", QuotaPeriod::Month)
+            },
+            used,
+            held,
+        );
+        assert!(over(&tokens, ask(0, 100, 0.0)).contains("quota of 1000 tokens"));
         let cost = counted(
             Quota {
                 max_cost_usd: Some(0.5),
-                ..quota()
+                ..Quota::new("acme", QuotaPeriod::Day)
             },
             used,
+            held,
         );
-        assert!(over(&cost, 0).is_some_and(|m| m.contains("spending")));
+        assert!(over(&cost, ask(0, 0, 0.0)).contains("spending quota of $0.5"));
+    }
+
+    #[test]
+    fn left_is_the_limit_less_used_and_reserved_never_below_zero() {
+        let c = counted(
+            Quota {
+                max_requests: Some(10),
+                max_images: Some(4),
+                ..Quota::new("acme", QuotaPeriod::Day)
+            },
+            UsageTotals {
+                requests: 6,
+                images: 5,
+                ..UsageTotals::default()
+            },
+            UsageTotals {
+                requests: 2,
+                ..UsageTotals::default()
+            },
+        );
+        assert_eq!(c.left.requests, Some(2));
+        assert_eq!(c.left.images, Some(0));
+        assert_eq!(c.left.tokens, None, "no token limit");
     }
 
     #[test]
     fn periods_start_at_utc_midnight_and_the_first_of_the_month() {
-        let now = DateTime::parse_from_rfc3339("2026-12-15T13:45:00Z")
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-15T13:45:00Z")
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(

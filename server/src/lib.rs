@@ -141,6 +141,7 @@ impl Serve for Runtime {
             None
         };
         let quotas = switchyard_runtime::quota::Quotas::new(runtime.store.clone());
+        quotas.sweep(&tasks);
         let pipeline = Pipeline::new(
             runtime.store.clone(),
             engine.clone(),

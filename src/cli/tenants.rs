@@ -57,6 +57,9 @@ pub struct QuotaArgs {
     /// Images at most.
     #[arg(long)]
     max_images: Option<i64>,
+    /// Input plus output tokens at most.
+    #[arg(long)]
+    max_tokens: Option<i64>,
     /// Spend at most, in USD.
     #[arg(long)]
     max_cost_usd: Option<f64>,
@@ -116,6 +119,7 @@ fn quota(args: QuotaArgs) -> anyhow::Result<Quota> {
         user: args.user,
         max_requests: args.max_requests,
         max_images: args.max_images,
+        max_tokens: args.max_tokens,
         max_cost_usd: args.max_cost_usd,
     };
     quota.check().map_err(|e| anyhow::anyhow!(e))?;
@@ -135,22 +139,28 @@ fn print_key(key: &Value) {
     );
 }
 
+/// One quota as a line: per limit `used/max`, with `(+n held)` for what running
+/// requests hold.
 fn print_quota(quota: &Value) {
-    let limit = |name: &str| {
-        quota[name]
+    let limit = |name: &str, max: &str| {
+        let held = &quota["reserved"][name];
+        let held = match held.as_f64() {
+            Some(h) if h > 0.0 => format!(" (+{held} held)"),
+            _ => String::new(),
+        };
+        let max = quota[max]
             .as_f64()
-            .map_or("-".to_owned(), |v| v.to_string())
+            .map_or("-".to_owned(), |v| v.to_string());
+        format!("{name} {}/{max}{held}", quota["used"][name])
     };
     println!(
-        "{:<6} {:<12} requests {}/{}  images {}/{}  cost {}/{}",
+        "{:<6} {:<12} {}  {}  {}  {}",
         quota["period"].as_str().unwrap_or_default(),
         quota["user"].as_str().unwrap_or("(tenant)"),
-        quota["used"]["requests"],
-        limit("max_requests"),
-        quota["used"]["images"],
-        limit("max_images"),
-        quota["used"]["cost_usd"],
-        limit("max_cost_usd"),
+        limit("requests", "max_requests"),
+        limit("images", "max_images"),
+        limit("tokens", "max_tokens"),
+        limit("cost_usd", "max_cost_usd"),
     );
 }
 
@@ -274,7 +284,7 @@ pub async fn quotas_remote(remote: &Remote, command: QuotasCommand) -> anyhow::R
                         "tenant": quota.tenant, "user": quota.user,
                         "period": quota.period.as_str(),
                         "max_requests": quota.max_requests, "max_images": quota.max_images,
-                        "max_cost_usd": quota.max_cost_usd,
+                        "max_tokens": quota.max_tokens, "max_cost_usd": quota.max_cost_usd,
                     })),
                 )
                 .await?;

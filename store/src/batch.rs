@@ -73,6 +73,9 @@ pub struct Completion {
     pub terminal_event: StoredJson,
     /// The usage row.
     pub usage: Option<UsageRecord>,
+    /// Whether the request may hold quota reservations (its tenant has quotas): the
+    /// write settles them.
+    pub held: bool,
 }
 
 /// A terminal failure to write.
@@ -93,6 +96,9 @@ pub struct Failure {
     /// What a provider was paid for although the request failed (an answer the
     /// database could not keep), if anything.
     pub usage: Option<UsageRecord>,
+    /// Whether the request may hold quota reservations (its tenant has quotas): the
+    /// write releases them (settles them with `usage`, if any).
+    pub held: bool,
 }
 
 /// A claim on a task: `owner` runs it until `until_ms` (Unix ms), unless another

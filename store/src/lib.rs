@@ -23,6 +23,8 @@ mod errors;
 mod keys;
 mod plugins;
 mod providers;
+mod quota_holds;
+mod quotas;
 mod refusal;
 pub mod secrets;
 mod seed;
@@ -45,12 +47,14 @@ pub use plugins::{Installed, PluginInfo, PluginWriteError};
 pub use providers::{
     ConfigChange, ConfigListener, ConfigReadError, ConfigWriteError, ProviderFilter, ProviderRecord,
 };
+pub use quota_holds::HoldAsk;
+pub use quotas::{CountedQuota, Left, Quota, QuotaPeriod, StoredQuota};
 pub use refusal::{Refusal, RefusalKind};
 pub use seed::SeedReport;
 pub use tasks::{
     NewTask, NewTaskResult, StoredJson, Task, TaskInsert, TaskResult, TaskStatus, cache_key,
 };
-pub use usage::{CountedQuota, Quota, QuotaPeriod, UsageRecord, UsageSummaryRow, UsageTotals};
+pub use usage::{UsageRecord, UsageSummaryRow, UsageTotals};
 
 /// Runs `$body` with `$pool` bound to the concrete pool of whichever database is in use.
 macro_rules! on_pool {

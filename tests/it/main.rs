@@ -28,6 +28,7 @@ mod outage;
 mod plugins;
 mod protocol;
 mod providers;
+mod quotas;
 mod reload;
 mod schema;
 mod secrets;

@@ -8,8 +8,8 @@ use switchyard_core::{
 use switchyard_runtime::{
     MasterKey, OpenError,
     store::{
-        Completion, ConfigWriteError, Failure, NewTask, NewTaskResult, ProviderFilter, Quota,
-        QuotaPeriod, Start, StoredJson, TaskInsert, TaskStatus, UsageRecord,
+        Completion, ConfigWriteError, Failure, NewTask, NewTaskResult, ProviderFilter, Start,
+        StoredJson, TaskInsert, TaskStatus, UsageRecord,
     },
 };
 
@@ -31,6 +31,7 @@ fn completion(
         results: results.to_vec(),
         terminal_event: StoredJson::of(event),
         usage: None,
+        held: false,
     }
 }
 
@@ -50,6 +51,7 @@ fn failure(
         message: message.to_owned(),
         terminal_event: StoredJson::of(event),
         usage: None,
+        held: false,
     }
 }
 
@@ -100,9 +102,7 @@ on_both_databases!(
     task_reaches_a_terminal_status_once,
     task_results_and_parameters_are_stored,
     usage_is_summed_per_provider_model_and_kind,
-    quotas_are_upserted,
     usage_totals_count_a_tenant_or_one_user_since_a_time,
-    quota_checks_see_other_processes_within_the_refresh_and_their_own_at_once,
     seeding_never_overwrites_operator_edits,
     usage_is_written_with_the_terminal_row_and_only_once,
     group_commit_keeps_every_answer_of_the_single_writes,
@@ -765,46 +765,6 @@ async fn usage_is_summed_per_provider_model_and_kind(db: &TestDb) {
     assert!(empty.is_empty());
 }
 
-async fn quotas_are_upserted(db: &TestDb) {
-    let store = &db.store;
-    let mut quota = Quota {
-        tenant: "acme".into(),
-        user: None,
-        period: QuotaPeriod::Month,
-        max_requests: Some(1000),
-        max_images: None,
-        max_cost_usd: Some(50.0),
-    };
-    store.set_quota(&quota).await.unwrap();
-    quota.max_requests = Some(2000);
-    store.set_quota(&quota).await.unwrap();
-    let per_user = Quota {
-        user: Some("u-42".into()),
-        period: QuotaPeriod::Day,
-        ..quota.clone()
-    };
-    store.set_quota(&per_user).await.unwrap();
-    assert_eq!(
-        store.quotas("acme").await.unwrap(),
-        [quota.clone(), per_user.clone()]
-    );
-    assert!(
-        store
-            .delete_quota("acme", Some("u-42"), QuotaPeriod::Day)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .delete_quota("acme", Some("u-42"), QuotaPeriod::Day)
-            .await
-            .unwrap(),
-        "gone already"
-    );
-    assert_eq!(store.quotas("acme").await.unwrap(), [quota]);
-}
-
-/// A usage row of tenant `acme` for an image request.
 fn usage_row(user: Option<&str>, images: i64, cost_usd: f64) -> UsageRecord {
     UsageRecord {
         task_id: None,
@@ -1074,6 +1034,7 @@ async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
                                 &json!({"type": "completed"}),
                             ),
                             usage: Some(usage(id)),
+                            held: false,
                         })
                         .await
                         .unwrap()
@@ -1089,6 +1050,7 @@ async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
                                 &json!({"type": "failed"}),
                             ),
                             usage: None,
+                            held: false,
                         })
                         .await
                         .unwrap()
@@ -1157,63 +1119,4 @@ async fn sqlite_wal_is_checkpointed_in_the_background() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-}
-
-/// The quota checker of one process: its own completions count at once; usage that
-/// another process wrote counts from the next refresh; a quota changed elsewhere
-/// applies from the next refresh too, or at once when invalidated.
-async fn quota_checks_see_other_processes_within_the_refresh_and_their_own_at_once(db: &TestDb) {
-    use switchyard_runtime::quota::{Ask, Quotas};
-    let store = &db.store;
-    let refresh = std::time::Duration::from_millis(300);
-    let quotas = Quotas::with_refresh(store.clone(), refresh);
-    let ask = Ask {
-        tenant: "acme",
-        user: None,
-        images: 1,
-    };
-    assert_eq!(quotas.check(ask).await.unwrap(), None, "no quota yet");
-    store
-        .set_quota(&Quota {
-            tenant: "acme".into(),
-            user: None,
-            period: QuotaPeriod::Day,
-            max_requests: Some(3),
-            max_images: None,
-            max_cost_usd: None,
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        quotas.check(ask).await.unwrap(),
-        None,
-        "the cached 'no quota' stands until the refresh"
-    );
-    quotas.invalidate("acme");
-    assert_eq!(quotas.check(ask).await.unwrap(), None, "0 of 3 used");
-    // This process finishes two requests: counted at once.
-    quotas.record("acme", None, 1, 0.01);
-    quotas.record("acme", None, 1, 0.01);
-    assert_eq!(quotas.check(ask).await.unwrap(), None, "2 of 3 used");
-    // Other processes finish three (usage rows this checker has not read).
-    for _ in 0..3 {
-        store.record_usage(&usage_row(None, 1, 0.01)).await.unwrap();
-    }
-    tokio::time::sleep(refresh + std::time::Duration::from_millis(50)).await;
-    let refused = quotas.check(ask).await.unwrap();
-    assert!(
-        refused.as_deref().is_some_and(|m| m.contains("3 requests")),
-        "after the refresh the store's 3 rows count: {refused:?}"
-    );
-    assert_eq!(
-        quotas
-            .check(Ask {
-                tenant: "other",
-                ..ask
-            })
-            .await
-            .unwrap(),
-        None,
-        "other tenants are untouched"
-    );
 }

@@ -205,7 +205,7 @@ impl Run<'_> {
         let table = inner.table.load_full();
         let command = self.command.clone();
         let route = &command.route;
-        let estimated_tokens = estimate_tokens(&command);
+        let estimated_tokens = super::estimate::tokens(&command);
         let request = RouteRequest {
             kind: command.kind,
             route,
@@ -503,21 +503,4 @@ fn provider_ref(config: &ProviderConfig) -> ProviderRef {
         provider_type: config.spec.provider,
         model: config.spec.model.clone(),
     }
-}
-
-fn estimate_tokens(command: &Command) -> u64 {
-    let input = &command.input;
-    let chars: usize = input
-        .messages
-        .as_deref()
-        .unwrap_or(&[])
-        .iter()
-        .map(|m| m.content.len())
-        .sum::<usize>()
-        + input.system.as_deref().map_or(0, str::len);
-    (chars as u64).div_ceil(4)
-        + input
-            .max_tokens
-            .and_then(|m| u64::try_from(m).ok())
-            .unwrap_or(256)
 }

@@ -131,13 +131,6 @@ impl Gateway {
         tenant: &switchyard_core::Tenant,
         images: i64,
     ) -> Result<Option<String>, QueryError> {
-        self.parts
-            .quotas
-            .check(crate::quota::Ask {
-                tenant: tenant.as_str(),
-                user: None,
-                images,
-            })
-            .await
+        self.parts.quotas.precheck(tenant.as_str(), images).await
     }
 }

@@ -1,6 +1,7 @@
 //! `admit`: the tenant policy a request passes before its first attempt. This is the
 //! one seam where that policy lives: today a `cache: true` command may be answered
-//! from an identical earlier request, and otherwise its tenant's quotas are checked;
+//! from an identical earlier request, and otherwise it reserves its estimate from its
+//! tenant's quotas (settled when its terminal row is written);
 //! input images named by `artifact_id` must be the tenant's own. (`reply_to` is
 //! checked at intake, before the task row, so a refused one is never replied to.)
 //! Per-tenant limits and priority lanes belong here too.
@@ -50,12 +51,17 @@ impl Pipeline {
                 });
             }
         }
+        // The quota reservation last: a refused or cached request holds nothing.
+        let estimate = self.engine.estimate(command);
         let refuse = self
             .quotas
-            .check(Ask {
+            .reserve(Ask {
                 tenant: command.tenant.as_str(),
                 user: command.user.as_deref(),
+                request_id: command.request_id.as_str(),
                 images: command.images_asked(),
+                tokens: estimate.tokens,
+                cost_usd: estimate.cost_usd,
             })
             .await?
             .map(|message| ErrorInfo::new(ErrorCode::QuotaExceeded, message));

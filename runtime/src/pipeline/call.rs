@@ -6,13 +6,13 @@
 //! byte.
 //!
 //! ```text
-//! reserve a write-behind place → admit → run (events to the caller) → charge →
+//! reserve a write-behind place → admit → run (events to the caller) →
 //! terminal to the caller → record (write_behind)
 //! ```
 //!
 //! - Admission is the same seam (`admit`): quotas, cached answers, input ownership.
-//!   The quota is charged in process before the caller sees the terminal event, so the
-//!   next call of the tenant is checked against it.
+//!   The quota reservation admission took is held until the record is written, which
+//!   settles it, so the next call of the tenant is checked against it meanwhile.
 //! - The caller gets every event as the engine makes it. `accepted` is not among them:
 //!   its task id is the row's, known only once the record is written; the engine's
 //!   events start at `seq` 2, and the record's `accepted` takes `seq` 1.
@@ -80,7 +80,6 @@ impl Pipeline {
                 }
             };
             let outcome = pipeline.engine.execute(submission, &mut emit).await;
-            pipeline.charge(&command, &outcome.terminal, None);
             let _ = tx.send(outcome.terminal.clone());
             place.send(Record {
                 command,

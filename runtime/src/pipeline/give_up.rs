@@ -318,6 +318,8 @@ impl Pipeline {
                 message: ended.error.message.clone(),
                 terminal_event: ended.encoded.clone(),
                 usage: None,
+                // An earlier delivery may have been admitted: release what it holds.
+                held: true,
             })
             .await?;
         Ok(())

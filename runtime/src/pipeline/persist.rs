@@ -59,6 +59,8 @@ impl Pipeline {
                 message: error_message(&event).to_owned(),
                 terminal_event: encoded.clone(),
                 usage: None,
+                // Refused before admission: it holds nothing.
+                held: false,
             })
             .await?;
         if won {

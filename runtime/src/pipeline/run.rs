@@ -85,10 +85,9 @@ impl Pipeline {
             terminal,
             encoded,
             won,
-            paid,
+            ..
         } = finished?;
         if won {
-            self.charge(&command, &terminal, paid.as_ref());
             self.publish_terminal(&terminal, &encoded, reply_to.as_deref())
                 .await?;
         } else {

@@ -21,8 +21,6 @@ pub(super) struct Settled {
     pub(super) encoded: StoredJson,
     /// Whether this run's transition won (only the winner publishes).
     pub(super) won: bool,
-    /// What a provider was paid for although the row holds a failure.
-    pub(super) paid: Option<UsageRecord>,
 }
 
 impl Pipeline {
@@ -80,7 +78,6 @@ impl Pipeline {
                 terminal,
                 encoded,
                 won,
-                paid: None,
             }),
             Err(HandleError::Writer(error))
                 if let Some(refusal) = error.refusal()
@@ -102,37 +99,15 @@ impl Pipeline {
                 };
                 let encoded = StoredJson::encode(&replacement).map_err(BusError::Encode)?;
                 let won = self
-                    .write_terminal(task, command, &replacement, &encoded, None, paid.clone())
+                    .write_terminal(task, command, &replacement, &encoded, None, paid)
                     .await?;
                 Ok(Settled {
                     terminal: replacement,
                     encoded,
                     won,
-                    paid,
                 })
             }
             Err(e) => Err(e),
-        }
-    }
-
-    /// Counts what a provider was paid for towards `command`'s quotas: a fresh answer
-    /// in `terminal`, or `paid`, an answer the database could not keep.
-    pub(super) fn charge(&self, command: &Command, terminal: &Event, paid: Option<&UsageRecord>) {
-        let charged = match &terminal.body {
-            EventBody::Completed {
-                usage,
-                cached: false,
-                ..
-            } => Some((i64::from(usage.images), usage.cost_usd)),
-            _ => paid.map(|paid| (paid.images, paid.cost_usd)),
-        };
-        if let Some((images, cost_usd)) = charged {
-            self.quotas.record(
-                command.tenant.as_str(),
-                command.user.as_deref(),
-                images,
-                cost_usd,
-            );
         }
     }
 
@@ -191,6 +166,7 @@ impl Pipeline {
                         terminal_event: encoded.clone(),
                         // A cached answer used no provider: nothing to count.
                         usage: (!cached).then(|| usage_row(task, command, provider, usage)),
+                        held: self.quotas.may_hold(command.tenant.as_str()),
                     })
                     .await?
             }
@@ -206,6 +182,7 @@ impl Pipeline {
                         message: error.message.clone(),
                         terminal_event: encoded.clone(),
                         usage: paid,
+                        held: self.quotas.may_hold(command.tenant.as_str()),
                     })
                     .await?
             }

@@ -231,7 +231,6 @@ impl Pipeline {
             terminal,
             encoded,
             won,
-            paid: _,
         } = self
             .settle_row(
                 task.id,

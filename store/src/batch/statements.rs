@@ -356,6 +356,42 @@ impl Store {
                 query.execute(&mut *tx).await?;
             }
 
+            // The quota holds of the requests that ended: settled with what they used.
+            let settled: Vec<(i64, Option<&UsageRecord>)> = won
+                .iter()
+                .filter(|c| c.held)
+                .map(|c| (c.id, c.usage.as_ref()))
+                .chain(
+                    fails_in
+                        .iter()
+                        .filter(|f| f.held && failed_ids.contains(&f.id))
+                        .map(|f| (f.id, f.usage.as_ref())),
+                )
+                .collect();
+            for chunk in statement_chunks(&settled, postgres) {
+                let ids = (1..=chunk.len())
+                    .map(|i| if postgres { format!("${i}") } else { "?".to_owned() })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let (update, delete) =
+                    crate::quota_holds::settle_sql(&values(chunk.len(), 5, "", postgres), &ids);
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(update));
+                for (id, usage) in chunk {
+                    query = query
+                        .bind(*id)
+                        .bind(i64::from(usage.is_some()))
+                        .bind(usage.map_or(0, |u| u.images))
+                        .bind(usage.map_or(0, |u| u.input_tokens.saturating_add(u.output_tokens)))
+                        .bind(usage.map_or(0.0, |u| u.cost_usd));
+                }
+                query.execute(&mut *tx).await?;
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(delete));
+                for (id, _) in chunk {
+                    query = query.bind(*id);
+                }
+                query.execute(&mut *tx).await?;
+            }
+
             tx.commit().await?;
             Ok(Ok(Outcome {
                 created,
