@@ -2,10 +2,12 @@
 
 mod client;
 mod demo;
+mod limits;
 mod plugins;
 mod providers;
 mod remote;
 mod tenants;
+mod usage;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -21,7 +23,7 @@ pub struct Cli {
     /// Config file (default: config/switchyard.toml if it exists, else built-in defaults).
     #[arg(long, global = true, env = "SWITCHYARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// `providers`, `plugins`, `keys` and `quotas` against this running server's admin API (e.g. http://127.0.0.1:8080)
+    /// `providers`, `plugins`, `keys`, `quotas`, `limits` and `usage` against this running server's admin API (e.g. http://127.0.0.1:8080)
     /// instead of the database.
     #[arg(long, global = true, env = "SWITCHYARD_SERVER", value_name = "URL")]
     server: Option<String>,
@@ -58,6 +60,12 @@ enum Command {
     /// Manage tenant quotas (set, list, remove).
     #[command(subcommand)]
     Quotas(tenants::QuotasCommand),
+    /// A tenant's usage report: day, week or month buckets, grouped by provider, model,
+    /// kind and config (and user), with failures; a table or --json.
+    Usage(usage::UsageArgs),
+    /// Manage tenants' limits at intake: requests per minute and at once (set, show, remove).
+    #[command(subcommand)]
+    Limits(limits::LimitsCommand),
     /// Run the runtime on the embedded defaults, send sample commands through the bus,
     /// print their events and where the images went, and exit.
     Demo(demo::DemoArgs),
@@ -122,6 +130,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quotas(command) if cli.server.is_some() => {
             let remote = remote::Remote::new(cli.server.as_deref().unwrap_or_default(), cli.token)?;
             tenants::quotas_remote(&remote, command).await
+        }
+        Command::Usage(args) if cli.server.is_some() => {
+            let remote = remote::Remote::new(cli.server.as_deref().unwrap_or_default(), cli.token)?;
+            usage::run_remote(&remote, args).await
+        }
+        Command::Usage(args) => {
+            let store = open_store(cli.config.as_deref()).await?;
+            let result = usage::run(&store, args).await;
+            store.close().await;
+            result
+        }
+        Command::Limits(command) if cli.server.is_some() => {
+            let remote = remote::Remote::new(cli.server.as_deref().unwrap_or_default(), cli.token)?;
+            limits::run_remote(&remote, command).await
+        }
+        Command::Limits(command) => {
+            let settings = load_settings(cli.config.as_deref())?;
+            let store = switchyard_runtime::open_store(&settings)
+                .await
+                .context("cannot open the database")?;
+            let result = limits::run(&store, settings.tenants.defaults(), command).await;
+            store.close().await;
+            result
         }
         Command::Keys(command) => {
             let store = open_store(cli.config.as_deref()).await?;

@@ -77,7 +77,7 @@ pub(crate) struct KeyList {
     items: Vec<KeyInfo>,
 }
 
-fn tenant_path(tenant: &str) -> Result<Tenant, ApiError> {
+pub(crate) fn tenant_path(tenant: &str) -> Result<Tenant, ApiError> {
     Tenant::new(tenant).map_err(|e| ApiError::bad_request(format!("tenant: {e}")))
 }
 

@@ -29,6 +29,7 @@ mod headers;
 mod jobs;
 mod key_cache;
 mod keys;
+mod limits;
 mod openai;
 mod openapi;
 mod operations;
@@ -38,6 +39,7 @@ mod quotas;
 mod serve;
 mod state;
 mod usage;
+mod usage_report;
 
 use axum::{
     Json, Router,
@@ -127,6 +129,7 @@ fn routes(state: HttpState) -> Router {
         )
         .route("/v1/providers/{id}/test", post(providers::test_provider))
         .route("/v1/usage", get(usage::usage))
+        .route("/v1/usage/report", get(usage_report::usage_report))
         .route(
             "/v1/quotas",
             get(quotas::list_quotas)
@@ -138,6 +141,12 @@ fn routes(state: HttpState) -> Router {
             get(keys::list_keys).post(keys::create_key),
         )
         .route("/v1/tenants/{tenant}/keys/{id}", delete(keys::revoke_key))
+        .route(
+            "/v1/tenants/{tenant}/limits",
+            get(limits::get_limits)
+                .put(limits::put_limits)
+                .delete(limits::delete_limits),
+        )
         .route("/v1/plugins", get(plugins::list_plugins))
         .route(
             "/v1/plugins/{name}",

@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// How far back `GET /v1/usage` looks without `from`.
-const USAGE_DEFAULT_DAYS: i64 = 30;
+pub(crate) const USAGE_DEFAULT_DAYS: i64 = 30;
 
 /// Query of `GET /v1/usage`.
 #[derive(Debug, Deserialize)]
@@ -108,7 +108,7 @@ impl UsageTotal {
 }
 
 /// The required `tenant` query parameter, checked.
-pub(super) fn tenant_query(tenant: Option<&str>) -> Result<&str, ApiError> {
+pub(crate) fn tenant_query(tenant: Option<&str>) -> Result<&str, ApiError> {
     let tenant =
         tenant.ok_or_else(|| ApiError::bad_request("the tenant query parameter is required"))?;
     switchyard_core::Tenant::new(tenant)
@@ -116,7 +116,10 @@ pub(super) fn tenant_query(tenant: Option<&str>) -> Result<&str, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("tenant: {e}")))
 }
 
-fn parse_time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+pub(crate) fn parse_time(
+    name: &str,
+    value: Option<&str>,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
     value
         .map(|text| {
             DateTime::parse_from_rfc3339(text)

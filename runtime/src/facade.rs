@@ -15,6 +15,7 @@
 
 mod artifacts;
 mod jobs;
+mod limits;
 mod plugins;
 mod providers;
 mod tenants;
@@ -29,6 +30,7 @@ pub use crate::{
     artifact_urls::SignatureError,
     artifacts::{ArtifactError, ArtifactMeta, describe as describe_image},
     bus::{BusError, EventFilter, Events},
+    limits::Limited,
     pipeline::{CallError, EnqueueError, Enqueued, Readiness},
     plugins::InstallError,
     reloader::{InvalidConfig, ReloadError, ReloadReport},
@@ -36,10 +38,12 @@ pub use crate::{
     settings::Secret,
     store::{
         ConfigReadError, ConfigWriteError, CountedQuota, GroupCommitError, PluginInfo,
-        PluginWriteError, ProviderFilter, ProviderRecord, QueryError, Quota, QuotaPeriod, Task,
-        TaskStatus, TenantKey, UsageSummaryRow,
+        PluginWriteError, ProviderFilter, ProviderRecord, QueryError, Quota, QuotaPeriod,
+        ReportScope, Task, TaskStatus, TenantKey, TenantLimits, UsageSummaryRow,
     },
+    usage_report::{Bucket, UsageReport as UsageBuckets},
 };
+pub use limits::LimitsView;
 pub use plugins::PluginInstallError;
 pub use providers::{ProviderCheck, ProviderStatus};
 pub use tenants::TenantKeys;

@@ -43,6 +43,7 @@ pub mod control;
 pub mod engine;
 pub mod facade;
 pub mod inputs;
+pub mod limits;
 pub mod pipeline;
 pub mod plugins;
 pub mod quota;
@@ -51,6 +52,7 @@ pub mod replicas;
 pub mod serve;
 pub mod settings;
 pub mod telemetry;
+pub mod usage_report;
 
 pub use switchyard_guard as guard;
 pub use switchyard_providers as providers;

@@ -44,6 +44,7 @@
 mod admit;
 mod call;
 mod enqueue;
+mod fair;
 mod give_up;
 mod intake;
 mod persist;
@@ -57,14 +58,18 @@ use std::{
     time::Duration,
 };
 
-use switchyard_core::{Command, CommandEnvelope, LifecycleError, ReplyToPolicy};
+use switchyard_core::{
+    Command, CommandEnvelope, ErrorCode, ErrorInfo, LifecycleError, ReplyToPolicy,
+};
 use switchyard_tasks::Tasks;
 
 use crate::{
     bus::{Bus, BusError, Delivery},
     engine::Engine,
+    limits::Limits,
     quota::Quotas,
-    store::{GroupCommit, GroupCommitError, NewTask, QueryError, Store, TaskInsert},
+    settings::OverLimit,
+    store::{GroupCommit, GroupCommitError, NewTask, QueryError, Store, TaskInsert, TenantLimits},
 };
 
 pub use admit::CACHE_MAX_AGE;
@@ -164,6 +169,12 @@ pub struct Parts {
     /// Group commit of the task writes (one writer task per handler).
     writes: GroupCommit,
     quotas: Quotas,
+    /// Per-tenant limits at intake and on synchronous calls.
+    limits: Limits,
+    /// What a bus command over its tenant's limits does.
+    over_limit: OverLimit,
+    /// The longest a bus command waits for its tenant's turn.
+    max_wait: Duration,
     engine: Engine,
     bus: Bus,
     progress_every: Duration,
@@ -193,8 +204,12 @@ impl Pipeline {
     /// shared with the admin API, which tells it when quotas change). It starts the
     /// group-commit writer that every task write goes through.
     pub fn new(store: Store, engine: Engine, bus: Bus, quotas: Quotas) -> Self {
+        let limits = Limits::new(store.clone(), TenantLimits::default(), engine.clock());
         let parts = Parts {
             quotas,
+            limits,
+            over_limit: OverLimit::default(),
+            max_wait: Duration::from_secs(30),
             writes: GroupCommit::start(store.clone()),
             store,
             engine,
@@ -218,6 +233,22 @@ impl Pipeline {
     /// Its parts, to set while it is built (copied if a clone shares them).
     fn parts_mut(&mut self) -> &mut Parts {
         Arc::make_mut(&mut self.parts)
+    }
+
+    /// Holds tenants to `limits` (default: none): bus commands at intake, where one
+    /// over them waits at most `max_wait` or fails at once (`over_limit`), and
+    /// synchronous calls, which are refused at once.
+    pub fn with_limits(
+        mut self,
+        limits: Limits,
+        over_limit: OverLimit,
+        max_wait: Duration,
+    ) -> Self {
+        let parts = self.parts_mut();
+        parts.limits = limits;
+        parts.over_limit = over_limit;
+        parts.max_wait = max_wait;
+        self
     }
 
     /// Gives a command up after this many deliveries that failed (default 15): its
@@ -290,6 +321,11 @@ impl Pipeline {
         self
     }
 
+    /// The per-tenant limiter (told by the admin API when limits change).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// The `reply_to` rules commands are held to.
     pub fn reply_to_policy(&self) -> &ReplyToPolicy {
         &self.reply_to
@@ -304,8 +340,19 @@ impl Pipeline {
 
     /// Handles one delivery and acknowledges it (ack, term, or nak on failure).
     pub async fn handle(&self, delivery: Delivery) {
+        self.handle_with(delivery, None).await;
+    }
+
+    /// Handles a delivery over its tenant's limits: it fails with `rate_limited`
+    /// (through the whole pipeline: its row, its one `failed` event, its ack).
+    pub(super) async fn handle_limited(&self, delivery: Delivery, message: String) {
+        let refuse = ErrorInfo::new(ErrorCode::RateLimited, message);
+        self.handle_with(delivery, Some(refuse)).await;
+    }
+
+    async fn handle_with(&self, delivery: Delivery, refuse: Option<ErrorInfo>) {
         let result = {
-            let work = self.process(&delivery);
+            let work = self.process(&delivery, refuse);
             tokio::pin!(work);
             let mut ticker = tokio::time::interval(self.progress_every);
             ticker.tick().await;
@@ -345,7 +392,12 @@ impl Pipeline {
         }
     }
 
-    async fn process(&self, delivery: &Delivery) -> Result<Disposition, HandleError> {
+    /// `refuse`: intake refused the command already (its tenant is over a limit).
+    async fn process(
+        &self,
+        delivery: &Delivery,
+        refuse: Option<ErrorInfo>,
+    ) -> Result<Disposition, HandleError> {
         let envelope = match CommandEnvelope::parse(&delivery.payload) {
             Ok(envelope) => envelope,
             Err(reason) => {
@@ -440,7 +492,7 @@ impl Pipeline {
             }
         };
         tokio::select! {
-            ran = self.run(&task, command, resumed, cache_key.as_deref()) => ran?,
+            ran = self.run(&task, command, resumed, cache_key.as_deref(), refuse) => ran?,
             () = renew => {}
         }
         Ok(Disposition::Ack)

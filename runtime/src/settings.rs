@@ -17,9 +17,11 @@ use switchyard_core::{FieldError, ProviderConfigDraft, ValidationError, redact_u
 
 mod http;
 mod outbound;
+mod tenants;
 
 pub use http::HttpSettings;
 pub use outbound::OutboundSettings;
+pub use tenants::{OverLimit, TenantSettings};
 
 /// The default config file, relative to the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "config/switchyard.toml";
@@ -52,6 +54,9 @@ pub struct Settings {
     /// `[outbound]`.
     #[serde(default)]
     pub outbound: OutboundSettings,
+    /// `[tenants]`.
+    #[serde(default)]
+    pub tenants: TenantSettings,
     /// `[[providers]]`: seeds for the database, applied once per name.
     #[serde(default)]
     pub providers: Vec<ProviderConfigDraft>,
@@ -472,6 +477,7 @@ impl Settings {
             ));
         }
         self.outbound.check(&mut errors);
+        self.tenants.check(&mut errors);
         if self.artifacts.url_ttl_ms == 0 {
             errors.push(FieldError::new("artifacts.url_ttl_ms", "must be > 0"));
         }

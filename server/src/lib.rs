@@ -152,6 +152,16 @@ impl Serve for Runtime {
         .with_reply_to_allow(runtime.settings.bus.reply_to_allow.clone())
         .with_lease(Duration::from_millis(runtime.settings.bus.ack_wait_ms))
         .with_readiness(readiness.clone())
+        .with_limits(
+            switchyard_runtime::limits::Limits::new(
+                runtime.store.clone(),
+                runtime.settings.tenants.defaults(),
+                engine.clock(),
+            )
+            .with_membership(membership.clone()),
+            runtime.settings.tenants.over_limit,
+            Duration::from_millis(runtime.settings.tenants.max_wait_ms),
+        )
         .with_tasks(&tasks);
         let gateway = Gateway::new(GatewayParts {
             store: runtime.store.clone(),

@@ -90,7 +90,7 @@ pub enum QuotasCommand {
 }
 
 /// `value` as a URL query value.
-fn encode(value: &str) -> String {
+pub(super) fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
@@ -106,7 +106,7 @@ fn period(name: &str) -> anyhow::Result<QuotaPeriod> {
     QuotaPeriod::parse(name).map_err(|e| anyhow::anyhow!("--period: {e}"))
 }
 
-fn tenant(name: &str) -> anyhow::Result<()> {
+pub(super) fn tenant(name: &str) -> anyhow::Result<()> {
     switchyard_core::Tenant::new(name)
         .map(|_| ())
         .map_err(|e| anyhow::anyhow!("--tenant: {e}"))

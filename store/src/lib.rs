@@ -21,6 +21,7 @@ mod artifacts;
 mod batch;
 mod errors;
 mod keys;
+mod limits;
 mod plugins;
 mod providers;
 mod quota_holds;
@@ -30,6 +31,7 @@ pub mod secrets;
 mod seed;
 mod tasks;
 mod usage;
+mod usage_report;
 
 use std::{str::FromStr, time::Duration};
 
@@ -43,6 +45,7 @@ use sqlx::{
 pub use batch::{Claim, Completion, Failure, GroupCommit, GroupCommitError, MAX_BATCH, Start};
 pub use errors::QueryError;
 pub use keys::TenantKey;
+pub use limits::TenantLimits;
 pub use plugins::{Installed, PluginInfo, PluginWriteError};
 pub use providers::{
     ConfigChange, ConfigListener, ConfigReadError, ConfigWriteError, ProviderFilter, ProviderRecord,
@@ -55,6 +58,7 @@ pub use tasks::{
     NewTask, NewTaskResult, StoredJson, Task, TaskInsert, TaskResult, TaskStatus, cache_key,
 };
 pub use usage::{UsageRecord, UsageSummaryRow, UsageTotals};
+pub use usage_report::{FailureDayRow, ReportScope, UsageDayRow, parse_day};
 
 /// Runs `$body` with `$pool` bound to the concrete pool of whichever database is in use.
 macro_rules! on_pool {

@@ -10,15 +10,15 @@ use std::{
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const BENCH_BIN: &str = env!("CARGO_BIN_EXE_switchyard-bench");
 
-struct Env {
+pub(crate) struct Env {
     dir: tempfile::TempDir,
 }
 
 impl Env {
-    fn new(extra: &str) -> Self {
+    pub(crate) fn new(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
         let config = format!(
@@ -55,11 +55,11 @@ token_file = "{d}/data/admin.token"
         command
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.command().args(args).output().unwrap()
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -71,7 +71,7 @@ token_file = "{d}/data/admin.token"
     }
 
     /// `serve` with this admin token, once it listens; returns it and its URL.
-    fn serve(&self, token: &str) -> (crate::support::Served, String) {
+    pub(crate) fn serve(&self, token: &str) -> (crate::support::Served, String) {
         let port = crate::support::free_port();
         let serve = self
             .command()
@@ -98,7 +98,7 @@ token_file = "{d}/data/admin.token"
     }
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 

@@ -24,6 +24,8 @@ pub(crate) struct OaiError {
     code: &'static str,
     /// What went wrong, for the caller.
     message: String,
+    /// When to try again (`Retry-After`), for a 429 over a limit.
+    retry_after: Option<std::time::Duration>,
 }
 
 impl OaiError {
@@ -39,6 +41,7 @@ impl OaiError {
             kind,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -115,6 +118,13 @@ impl IntoResponse for OaiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(after) = self.retry_after {
+            // Whole seconds, rounded up: a client that waits that long gets a slot.
+            let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -169,23 +179,41 @@ impl From<BusError> for OaiError {
     }
 }
 
-/// A synchronous call that could not start: 503, logged.
+/// A synchronous call that could not start: 429 with `Retry-After` over a tenant's
+/// limits, else 503, logged.
 impl From<CallError> for OaiError {
     fn from(e: CallError) -> Self {
-        tracing::warn!(error = %e, "OpenAI-compatible call not started");
         match e {
-            CallError::ShuttingDown(_) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "shutting_down",
-                "the gateway is shutting down",
-            ),
-            CallError::Admission(_) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "store_unavailable",
-                "the database is unavailable",
-            ),
+            CallError::RateLimited(limited) => {
+                metrics::counter!("switchyard_calls_rate_limited_total").increment(1);
+                Self {
+                    retry_after: Some(limited.retry_after),
+                    ..Self::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limit_error",
+                        ErrorCode::RateLimited.as_str(),
+                        limited.message,
+                    )
+                }
+            }
+            CallError::ShuttingDown(_) => {
+                tracing::warn!(error = %e, "OpenAI-compatible call not started");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "shutting_down",
+                    "the gateway is shutting down",
+                )
+            }
+            CallError::Admission(_) => {
+                tracing::warn!(error = %e, "OpenAI-compatible call not started");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "store_unavailable",
+                    "the database is unavailable",
+                )
+            }
         }
     }
 }

@@ -79,6 +79,18 @@ impl Gateway {
         self.parts.store.usage_summary(tenant, from, to).await
     }
 
+    /// The usage report of `scope` in `bucket`s (day, week or month), with failures.
+    ///
+    /// # Errors
+    /// The store's.
+    pub async fn usage_report(
+        &self,
+        scope: &crate::store::ReportScope<'_>,
+        bucket: crate::usage_report::Bucket,
+    ) -> Result<crate::usage_report::UsageReport, QueryError> {
+        crate::usage_report::report(&self.parts.store, scope, bucket).await
+    }
+
     /// `tenant`'s quotas, each with what it counted since the start of its period
     /// that `now` is in.
     ///

@@ -6,7 +6,7 @@
 //! byte.
 //!
 //! ```text
-//! reserve a write-behind place → admit → run (events to the caller) →
+//! tenant limits → reserve a write-behind place → admit → run (events to the caller) →
 //! terminal to the caller → record (write_behind)
 //! ```
 //!
@@ -44,6 +44,10 @@ pub enum CallError {
     /// Admission could not decide (the database failed).
     #[error("admission failed: {0}")]
     Admission(#[source] HandleError),
+    /// The tenant (or its user) is over a limit at intake: try again after
+    /// `retry_after`.
+    #[error("{}", .0.message)]
+    RateLimited(crate::limits::Limited),
 }
 
 impl Pipeline {
@@ -53,6 +57,12 @@ impl Pipeline {
     /// # Errors
     /// [`CallError`]; nothing ran then.
     pub async fn call(&self, command: Command) -> Result<Events, CallError> {
+        let permit = self
+            .limits
+            .try_take(command.tenant.as_str(), command.user.as_deref())
+            .await
+            .map_err(|e| CallError::Admission(e.into()))?
+            .map_err(CallError::RateLimited)?;
         let place = self.write_behind().reserve().await?;
         let accepted_at = chrono::Utc::now();
         let key = command.cache.then(|| cache_key(&command));
@@ -80,6 +90,8 @@ impl Pipeline {
                 }
             };
             let outcome = pipeline.engine.execute(submission, &mut emit).await;
+            // The tenant's slot is free once the provider answered.
+            drop(permit);
             let _ = tx.send(outcome.terminal.clone());
             place.send(Record {
                 command,

@@ -1,7 +1,9 @@
 //! `intake`: pulls commands from the bus and hands each to the pipeline, up to a
-//! concurrency limit, until shutdown; then hands back what was pulled but not started.
+//! concurrency limit, tenants in turn and each within its limits, until shutdown;
+//! then hands back what was pulled but not started.
 
 use std::{
+    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -10,10 +12,13 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
-use super::Pipeline;
-use crate::bus::BusError;
+use super::{
+    Pipeline,
+    fair::{FairQueue, Turn},
+};
+use crate::bus::{BusError, Delivery};
 
 /// Whether this process can take traffic (for `/readyz`): the command consumer is
 /// live and the database answers the pipeline's writes.
@@ -59,9 +64,36 @@ impl Readiness {
     }
 }
 
+/// A delivery pulled but not started.
+struct Held {
+    delivery: Delivery,
+    user: Option<String>,
+    since: tokio::time::Instant,
+}
+
+/// Who a command is from, read ahead of its full parse to queue it by tenant.
+#[derive(serde::Deserialize)]
+struct Who<'a> {
+    #[serde(borrow)]
+    tenant: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    user: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// How long an overflowing delivery (its tenant holds its whole share of the queue
+/// while every slot is busy) is handed back before it comes again.
+const OVERFLOW_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Pulls commands and handles up to `concurrency` at once until `shutdown` turns true;
 /// then stops pulling, naks what was pulled but not started, and waits for running
 /// commands to finish.
+///
+/// Pulled commands wait in a [`FairQueue`] (at most `concurrency` of them) for a slot
+/// and for their tenant's limits ([`crate::limits`]); tenants take turns, so one
+/// tenant's backlog does not starve another's commands. A tenant that holds its share
+/// of the queue while every slot is busy has its further commands handed back for a
+/// while. A command over its tenant's limits waits (at most the pipeline's
+/// `max_wait`) or fails at once with `rate_limited`, as `[tenants] over_limit` says.
 ///
 /// # Errors
 /// [`BusError`] when the consumer cannot be created.
@@ -73,44 +105,230 @@ pub async fn run_intake(
 ) -> Result<(), BusError> {
     let mut deliveries = handler.bus.commands().await?;
     readiness.set(true);
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut running = tokio::task::JoinSet::new();
+    let concurrency = concurrency.max(1);
+    let mut intake = Intake {
+        handler,
+        concurrency,
+        queue: FairQueue::default(),
+        running: tokio::task::JoinSet::new(),
+        blocked: HashMap::new(),
+    };
+    let mut keep_alive = tokio::time::interval(intake.handler.progress_every);
+    keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    keep_alive.tick().await;
+    let stopping = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stopping);
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let delivery = tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => break,
-            delivery = deliveries.next() => match delivery {
-                Some(delivery) => delivery,
+        intake.dispatch();
+        let wake = intake.next_wake();
+        tokio::select! {
+            biased;
+            () = &mut stopping => break,
+            Some(joined) = intake.running.join_next(), if !intake.running.is_empty() => {
+                note_panic(joined);
+                intake.slot_freed();
+            }
+            delivery = deliveries.next(), if intake.queue.len() < concurrency => match delivery {
+                Some(delivery) => intake.arrive(delivery).await,
                 None => break,
             },
-        };
-        let handler = handler.clone();
-        running.spawn(async move {
-            handler.handle(delivery).await;
-            drop(permit);
-        });
-        while let Some(joined) = running.try_join_next() {
-            note_panic(joined);
+            () = sleep_until(wake), if wake.is_some() => {}
+            _ = keep_alive.tick() => intake.keep_alive().await,
         }
     }
     readiness.set(false);
-    // Pulled but not started: hand back for redelivery. Only what is already buffered
-    // (a short window), and with a delay, so the handed-back commands cannot come
-    // straight back to this stopping consumer.
+    // Pulled but not started: hand back for redelivery, with a delay, so the
+    // handed-back commands cannot come straight back to this stopping consumer. Then
+    // what is already buffered (a short window).
+    for held in intake.queue.drain_all() {
+        held.delivery.nak(Some(Duration::from_secs(1))).await;
+    }
     let window = tokio::time::Instant::now() + Duration::from_millis(200);
     while let Ok(Some(delivery)) = tokio::time::timeout_at(window, deliveries.next()).await {
         delivery.nak(Some(Duration::from_secs(1))).await;
     }
-    while let Some(joined) = running.join_next().await {
+    while let Some(joined) = intake.running.join_next().await {
         note_panic(joined);
     }
     Ok(())
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A tenant over one of its limits, as intake last found it.
+#[derive(Debug, Clone, Copy)]
+struct Blocked {
+    until: tokio::time::Instant,
+    at_once: bool,
+}
+
+/// Intake's state between pulls.
+struct Intake {
+    handler: Pipeline,
+    concurrency: usize,
+    queue: FairQueue<Held>,
+    running: tokio::task::JoinSet<()>,
+    /// Tenants over a limit: until when, and whether for requests at once (then a
+    /// finished command may have freed their slot sooner).
+    blocked: HashMap<String, Blocked>,
+}
+
+impl Intake {
+    fn saturated(&self) -> bool {
+        self.running.len() >= self.concurrency
+    }
+
+    /// A command ended: tenants refused for requests at once may have a slot again.
+    fn slot_freed(&mut self) {
+        self.blocked.retain(|_, blocked| !blocked.at_once);
+    }
+
+    /// A delivery just pulled: queued by tenant, or handed back while its tenant holds
+    /// its whole share of the queue and cannot start more (every slot is busy, or it
+    /// is over its own limits), so that it cannot fill the queue and keep other
+    /// tenants' commands from being pulled.
+    async fn arrive(&mut self, delivery: Delivery) {
+        let (tenant, user) = match serde_json::from_slice::<Who<'_>>(&delivery.payload) {
+            Ok(Who {
+                tenant: Some(tenant),
+                user,
+            }) => (tenant.into_owned(), user.map(std::borrow::Cow::into_owned)),
+            // Not a command: the pipeline sends it to the DLQ or fails it.
+            _ => (String::new(), None),
+        };
+        if !tenant.is_empty()
+            && let Err(error) = self.handler.limits.prepare(&tenant).await
+        {
+            // The database is down: the pipeline's own handling (nak, readiness)
+            // follows when the command runs.
+            tracing::warn!(%error, "cannot read the tenant's limits");
+        }
+        let share = (self.concurrency / (self.queue.tenants() + 1)).max(1);
+        let stuck = self.saturated() || self.blocked.contains_key(&tenant);
+        if stuck && !tenant.is_empty() && self.queue.queued(&tenant) >= share {
+            if delivery.delivered + 1 >= self.handler.max_deliveries {
+                let message = format!(
+                    "tenant '{tenant}' had no free slot in the gateway for all of this command's deliveries"
+                );
+                self.start_limited(delivery, message);
+            } else {
+                metrics::counter!("switchyard_commands_handed_back_total").increment(1);
+                delivery.nak(Some(OVERFLOW_BACKOFF)).await;
+            }
+            return;
+        }
+        self.queue.push(
+            &tenant,
+            Held {
+                delivery,
+                user,
+                since: tokio::time::Instant::now(),
+            },
+        );
+    }
+
+    /// Starts queued commands while slots are free, tenants in turn; fails those of
+    /// tenants over their limits that waited too long, or at once if the setting says
+    /// so. (A command waiting only for a free slot waits as long as it takes, as it
+    /// would on the bus.)
+    fn dispatch(&mut self) {
+        let now = tokio::time::Instant::now();
+        let max_wait = self.handler.max_wait;
+        let blocked = &self.blocked;
+        let expired = self.queue.drain_where(|tenant, held| {
+            blocked.contains_key(tenant) && now.duration_since(held.since) >= max_wait
+        });
+        self.blocked.retain(|_, blocked| blocked.until > now);
+        for held in expired {
+            let message = format!("waited {} ms for its tenant's turn", max_wait.as_millis());
+            self.start_limited(held.delivery, message);
+        }
+        let fail_over_limit = self.handler.over_limit == crate::settings::OverLimit::Fail;
+        while !self.saturated() && !self.queue.is_empty() {
+            let limits = &self.handler.limits;
+            let blocked = &mut self.blocked;
+            let mut permit = None;
+            let mut refused = None;
+            let taken = self.queue.take(|tenant, held| {
+                if tenant.is_empty() {
+                    return Turn::Take;
+                }
+                // Known to be over a limit: skipped without asking (to fail, it is
+                // asked again for the message).
+                if !fail_over_limit && blocked.contains_key(tenant) {
+                    return Turn::Skip;
+                }
+                match limits.try_take_now(tenant, held.user.as_deref()) {
+                    Ok(p) => {
+                        permit = p;
+                        Turn::Take
+                    }
+                    Err(limited) => {
+                        let until = now + limited.retry_after;
+                        let at_once = limited.at_once;
+                        blocked.insert(tenant.to_owned(), Blocked { until, at_once });
+                        if fail_over_limit {
+                            refused = Some(limited.message);
+                            Turn::Take
+                        } else {
+                            Turn::Skip
+                        }
+                    }
+                }
+            });
+            let Some(held) = taken else { break };
+            match refused {
+                Some(message) => self.start_limited(held.delivery, message),
+                None => {
+                    let handler = self.handler.clone();
+                    self.running.spawn(async move {
+                        handler.handle(held.delivery).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+
+    /// Fails a delivery with `rate_limited` (in the background, like any command).
+    fn start_limited(&mut self, delivery: Delivery, message: String) {
+        metrics::counter!("switchyard_commands_rate_limited_total").increment(1);
+        let handler = self.handler.clone();
+        self.running.spawn(async move {
+            handler.handle_limited(delivery, message).await;
+        });
+    }
+
+    /// When to look at the queue again without a new delivery or a finished command:
+    /// the first blocked tenant's end, or the first wait's end.
+    fn next_wake(&mut self) -> Option<tokio::time::Instant> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        let unblock = self.blocked.values().map(|b| b.until).min();
+        let max_wait = self.handler.max_wait;
+        let expiry = self
+            .queue
+            .iter_mut()
+            .map(|held| held.since + max_wait)
+            .min()
+            .filter(|_| !self.blocked.is_empty());
+        unblock.into_iter().chain(expiry).min()
+    }
+
+    /// Tells the bus that queued deliveries are still being worked on.
+    async fn keep_alive(&mut self) {
+        for held in self.queue.iter_mut() {
+            held.delivery.progress().await;
+        }
+    }
 }
 
 /// A command's task that panicked is logged and counted (its delivery is redelivered

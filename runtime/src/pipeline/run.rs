@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
-use switchyard_core::{Command, Event, EventBody, Lifecycle};
+use switchyard_core::{Command, ErrorInfo, Event, EventBody, Lifecycle};
 use tokio::sync::mpsc;
 
 use super::{HandleError, Pipeline, admit::Admission, settle::Settled};
@@ -19,13 +19,15 @@ impl Pipeline {
     /// written as soon as the engine is done, while the stream acks of the lifecycle
     /// events are still coming; the terminal event goes out once both are in.
     ///
-    /// `cache_key` is the command's [`crate::store::cache_key`] when it has `cache: true`.
+    /// `cache_key` is the command's [`crate::store::cache_key`] when it has `cache: true`;
+    /// `refuse`, intake's refusal (a tenant over its limits), stands in for admission.
     pub(super) async fn run(
         &self,
         task: &Task,
         command: Command,
         resumed: bool,
         cache_key: Option<&str>,
+        refuse: Option<ErrorInfo>,
     ) -> Result<(), HandleError> {
         let command = Arc::new(command);
         let reply_to = command.reply_to.clone();
@@ -46,10 +48,13 @@ impl Pipeline {
         // Before a request's first attempt (a new task, or one stored but never
         // started: a job posted over HTTP, or a crash before the first attempt) it is
         // admitted; a task resumed mid-flight was admitted already.
-        let Admission { refuse, cached } = if task.status == TaskStatus::Pending {
-            self.admit(&command, cache_key).await?
-        } else {
-            Admission::default()
+        let Admission { refuse, cached } = match refuse {
+            _ if task.status != TaskStatus::Pending => Admission::default(),
+            Some(refuse) => Admission {
+                refuse: Some(refuse),
+                cached: None,
+            },
+            None => self.admit(&command, cache_key).await?,
         };
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
         let submission = Submission {

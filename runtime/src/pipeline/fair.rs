@@ -1,0 +1,189 @@
+//! The fair queue of intake (#16): deliveries pulled but not yet started, one queue per
+//! tenant, taken round-robin, so that one tenant's backlog does not starve another's
+//! commands once every slot of the process is busy.
+//!
+//! Pure bookkeeping: intake decides, per head, whether its tenant may start it now.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Per-tenant queues taken in turn.
+#[derive(Debug)]
+pub(super) struct FairQueue<T> {
+    queues: HashMap<String, VecDeque<T>>,
+    /// Tenants with something queued, in the order of their next turn.
+    ring: VecDeque<String>,
+    len: usize,
+}
+
+impl<T> Default for FairQueue<T> {
+    fn default() -> Self {
+        Self {
+            queues: HashMap::new(),
+            ring: VecDeque::new(),
+            len: 0,
+        }
+    }
+}
+
+/// What to do with the head of a tenant's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Turn {
+    /// Take it: the tenant goes to the back of the ring.
+    Take,
+    /// Leave it (the tenant is at a limit); try the next tenant.
+    Skip,
+}
+
+impl<T> FairQueue<T> {
+    /// Items queued.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is queued.
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Tenants with something queued.
+    pub(super) fn tenants(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Items `tenant` has queued.
+    pub(super) fn queued(&self, tenant: &str) -> usize {
+        self.queues.get(tenant).map_or(0, VecDeque::len)
+    }
+
+    /// Queues `item` at the back of `tenant`'s queue.
+    pub(super) fn push(&mut self, tenant: &str, item: T) {
+        let queue = self.queues.entry(tenant.to_owned()).or_default();
+        if queue.is_empty() {
+            self.ring.push_back(tenant.to_owned());
+        }
+        queue.push_back(item);
+        self.len += 1;
+    }
+
+    /// Offers each tenant's head in turn, from the tenant whose turn it is, until
+    /// `decide` takes one: that item, and its tenant goes to the back of the ring. Each
+    /// tenant is offered once; `None` if none was taken.
+    pub(super) fn take(&mut self, mut decide: impl FnMut(&str, &T) -> Turn) -> Option<T> {
+        for _ in 0..self.ring.len() {
+            let tenant = self.ring.pop_front()?;
+            let queue = self.queues.get_mut(&tenant)?;
+            let turn = queue
+                .front()
+                .map_or(Turn::Skip, |head| decide(&tenant, head));
+            if turn == Turn::Skip {
+                self.ring.push_back(tenant);
+                continue;
+            }
+            let item = queue.pop_front();
+            if queue.is_empty() {
+                self.queues.remove(&tenant);
+            } else {
+                self.ring.push_back(tenant);
+            }
+            if item.is_some() {
+                self.len -= 1;
+            }
+            return item;
+        }
+        None
+    }
+
+    /// Removes and returns every item `expired` (given its tenant) says must leave the
+    /// queue now.
+    pub(super) fn drain_where(&mut self, mut expired: impl FnMut(&str, &T) -> bool) -> Vec<T> {
+        let mut out = Vec::new();
+        for (tenant, queue) in &mut self.queues {
+            let mut kept = VecDeque::with_capacity(queue.len());
+            for item in queue.drain(..) {
+                if expired(tenant, &item) {
+                    out.push(item);
+                } else {
+                    kept.push_back(item);
+                }
+            }
+            *queue = kept;
+        }
+        self.queues.retain(|_, q| !q.is_empty());
+        let queues = &self.queues;
+        self.ring.retain(|t| queues.contains_key(t));
+        self.len -= out.len();
+        out
+    }
+
+    /// Every item, mutably (to keep their deliveries alive).
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.queues.values_mut().flat_map(|q| q.iter_mut())
+    }
+
+    /// Empties the queue.
+    pub(super) fn drain_all(&mut self) -> Vec<T> {
+        self.drain_where(|_, _| true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_take_turns_whatever_their_backlog() {
+        let mut queue = FairQueue::default();
+        for i in 0..100 {
+            queue.push("flood", format!("f{i}"));
+        }
+        queue.push("calm", "c0".to_owned());
+        queue.push("calm", "c1".to_owned());
+        let taken: Vec<String> = std::iter::from_fn(|| queue.take(|_, _| Turn::Take))
+            .take(5)
+            .collect();
+        assert_eq!(taken, ["f0", "c0", "f1", "c1", "f2"]);
+        assert_eq!(queue.len(), 97);
+        assert_eq!(
+            queue.tenants(),
+            1,
+            "calm's queue is empty and left the ring"
+        );
+    }
+
+    #[test]
+    fn a_tenant_at_its_limit_is_skipped_and_keeps_its_turn_order() {
+        let mut queue = FairQueue::default();
+        queue.push("a", 1);
+        queue.push("a", 2);
+        queue.push("b", 3);
+        let blocked = |tenant: &str, _: &i32| {
+            if tenant == "a" {
+                Turn::Skip
+            } else {
+                Turn::Take
+            }
+        };
+        assert_eq!(queue.take(blocked), Some(3));
+        assert_eq!(
+            queue.take(blocked),
+            None,
+            "only a is left, and it is blocked"
+        );
+        assert_eq!(queue.queued("a"), 2);
+        assert_eq!(queue.take(|_, _| Turn::Take), Some(1));
+    }
+
+    #[test]
+    fn expired_items_leave_and_the_counts_follow() {
+        let mut queue = FairQueue::default();
+        for i in 0..6 {
+            queue.push(if i % 2 == 0 { "a" } else { "b" }, i);
+        }
+        let expired = queue.drain_where(|_, i| *i < 3);
+        assert_eq!(expired.len(), 3);
+        assert_eq!(queue.len(), 3);
+        assert_eq!(queue.drain_all().len(), 3);
+        assert!(queue.is_empty());
+        assert_eq!(queue.tenants(), 0);
+    }
+}

@@ -1,0 +1,157 @@
+//! `switchyard limits …` and `switchyard usage`, against the database and through a
+//! running server (`--server`).
+
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+use crate::cli::{BIN, Env, stderr};
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn limits_commands_work_locally_and_through_a_server() {
+    let env = Env::new("[tenants]\nrpm = 30\n");
+    let shown = env.ok(&["limits", "show", "--tenant", "acme"]);
+    assert!(shown.contains("rpm 30 (default)"), "{shown}");
+    assert!(shown.contains("concurrency unlimited"), "{shown}");
+    let set = env.ok(&[
+        "limits",
+        "set",
+        "--tenant",
+        "acme",
+        "--concurrency",
+        "3",
+        "--user-rpm",
+        "10",
+    ]);
+    assert!(
+        set.contains("concurrency 3") && set.contains("user_rpm 10"),
+        "{set}"
+    );
+    for (args, needle) in [
+        (
+            vec!["limits", "set", "--tenant", "acme", "--rpm", "0"],
+            "rpm: must be at least 1",
+        ),
+        (
+            vec!["limits", "set", "--tenant", "a b", "--rpm", "1"],
+            "tenant",
+        ),
+        (
+            vec!["limits", "remove", "--tenant", "globex"],
+            "no limits of its own",
+        ),
+    ] {
+        let out = env.run(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+
+    let (mut serve, server) = env.serve("cli-limits-admin-token");
+    let remote = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["--server", &server, "--token", "cli-limits-admin-token"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = remote(&["limits", "show", "--tenant", "acme"]);
+    assert!(
+        stdout(&out).contains("concurrency 3") && stdout(&out).contains("rpm 30 (default)"),
+        "the server shows what the CLI stored: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let out = remote(&["limits", "set", "--tenant", "acme", "--rpm", "5"]);
+    assert!(
+        stdout(&out).contains("rpm 5,"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let out = remote(&["limits", "remove", "--tenant", "acme"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remote(&["limits", "remove", "--tenant", "acme"]);
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+    let _ = Command::new("kill")
+        .args(["-INT", &serve.id().to_string()])
+        .status();
+    let _ = serve.wait();
+}
+
+/// A chat call through a running server, then `usage` as a table and as JSON, locally
+/// and through the server.
+#[test]
+fn usage_reports_a_call_as_a_table_and_as_json() {
+    let env = Env::new("[[providers]]\nname = \"mock-a\"\nprovider = \"mock\"\n");
+    let empty = env.ok(&["usage", "--tenant", "acme", "--json"]);
+    let empty: Value = serde_json::from_str(&empty).unwrap();
+    assert_eq!(empty["total"]["requests"], 0, "{empty}");
+
+    let (mut serve, server) = env.serve("cli-usage-admin-token");
+    let port: u16 = server.rsplit(':').next().unwrap().parse().unwrap();
+    let token = Some("cli-usage-admin-token");
+    let (status, made) = crate::reload::http(port, "POST", "/v1/tenants/acme/keys", token, None);
+    assert_eq!(status, 201, "{made}");
+    let key = made["key"].as_str().unwrap().to_owned();
+    let ask = json!({"model": "auto", "user": "bob",
+                     "messages": [{"role": "user", "content": "hi"}]});
+    let (status, answer) =
+        crate::reload::http(port, "POST", "/v1/chat/completions", Some(&key), Some(&ask));
+    assert_eq!(status, 200, "{answer}");
+
+    let remote = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["--server", &server, "--token", "cli-usage-admin-token"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // The call's record is written behind its answer: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let report = loop {
+        let out = remote(&[
+            "usage",
+            "--tenant",
+            "acme",
+            "--bucket",
+            "month",
+            "--by-user",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        if report["total"]["requests"] == 1 {
+            break report;
+        }
+        assert!(std::time::Instant::now() < deadline, "no usage: {report}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let group = &report["buckets"][0]["groups"][0];
+    assert_eq!(group["user"], "bob", "{report}");
+    assert_eq!(group["provider"], "mock", "{report}");
+    assert_eq!(group["kind"], "text.generate", "{report}");
+    let _ = Command::new("kill")
+        .args(["-INT", &serve.id().to_string()])
+        .status();
+    let _ = serve.wait();
+
+    let table = env.ok(&["usage", "--tenant", "acme", "--bucket", "week"]);
+    assert!(
+        table.contains("text.generate") && table.contains("mock"),
+        "{table}"
+    );
+    assert!(table.contains("total: 1 requests"), "{table}");
+    let out = env.run(&["usage", "--tenant", "acme", "--bucket", "year"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--bucket"), "{}", stderr(&out));
+    let out = env.run(&["usage", "--tenant", "acme", "--from", "yesterday"]);
+    assert!(
+        stderr(&out).contains("--from 'yesterday'"),
+        "{}",
+        stderr(&out)
+    );
+}
