@@ -10,6 +10,7 @@
 
 mod in_process;
 mod over_nats;
+mod priority;
 mod reload;
 mod stand_in;
 
@@ -88,6 +89,11 @@ struct BenchArgs {
     /// subscription to the terminal subjects (as a live subscriber does).
     #[arg(long, requires = "bus")]
     from_stream: bool,
+    /// With --bus: an urgent command (priority 1) published behind this many background
+    /// ones (priority 10), against the same command at background priority, three
+    /// rounds on fresh streams: how long each waited to end.
+    #[arg(long, requires = "bus", conflicts_with_all = ["floor", "compare_floor"])]
+    urgent_behind: Option<u64>,
     /// Instead: measure hot reload among this many live instances (one config changed,
     /// then all of them), until the router uses the new configs.
     #[arg(long)]
@@ -125,7 +131,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let dir = tempfile_dir()?;
     if let Some(url) = args.bus.clone() {
-        let result = if args.compare_floor {
+        let result = if let Some(backlog) = args.urgent_behind {
+            priority::urgent_behind(&args, &url, &dir, backlog).await
+        } else if args.compare_floor {
             compare_floor(&args, &url, &dir, 3).await
         } else if args.floor {
             bus_floor(&args, &url, &dir).await.map(drop)

@@ -11,55 +11,88 @@ pub(crate) async fn nats_pipeline(
     url: &str,
     dir: &std::path::Path,
 ) -> anyhow::Result<Report> {
-    use switchyard_runtime::Settings;
-
-    let mut settings = Settings::default();
-    settings.database.url = args
-        .database
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}/bench-{}.db", dir.display(), run_id()));
-    if settings.database.url.starts_with("postgres") {
-        settings.database.schema = Some(format!("bench_{}_{}", std::process::id(), run_id()));
-    }
-    settings.bus.url = url.to_owned();
-    settings.bus.prefix = format!("bench{}x{}", std::process::id(), run_id());
-    settings.bus.concurrency = 512;
-    settings.database.max_connections = if args.database.is_some() { 40 } else { 1 };
-    settings.http.listen = "127.0.0.1:0".to_owned();
-    settings.artifacts.url = format!("file://{}/artifacts", dir.display());
-    settings.secrets.master_key_file = dir.join("master.key");
-    settings.admin.token_file = dir.join("admin.token");
-    settings.providers = (1..=args.instances)
-        .map(|i| {
-            serde_json::from_value(json!({
-                "name": format!("bench-{i}"), "provider": "mock",
-                "rate_limit": {"rpm": 1_000_000, "burst": 100_000, "max_concurrency": 100_000},
-            }))
-        })
-        .collect::<Result<_, _>>()?;
-    let schema = settings
-        .database
-        .schema
-        .clone()
-        .map(|schema| (settings.database.url.clone(), schema));
-    let (runtime, _) = switchyard_runtime::prepare(settings).await?;
-    let store = runtime.store.clone();
-    let bus = runtime.connect_bus().await?;
-    let server = runtime.spawn_with_bus(bus.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let report = drive(args, &bus).await?;
+    let running = Pipeline::start(args, url, dir, 0, 512).await?;
+    let report = drive(args, &running.bus).await?;
     println!("nats pipeline, {} instances, {report}", args.instances);
-    server.stop().await?;
-    store.close().await;
-    if let Err(e) = bus.delete_streams().await {
-        eprintln!("could not delete the run's streams: {e}");
-    }
-    if let Some((url, schema)) = schema
-        && let Err(e) = switchyard_runtime::store::drop_schema(&url, &schema).await
-    {
-        eprintln!("could not drop schema {schema}: {e}");
-    }
+    running.stop().await?;
     Ok(report)
+}
+
+/// A serving runtime in this process over its own streams and database, with `mock`
+/// instances answering after `latency_ms`.
+pub(crate) struct Pipeline {
+    pub(crate) bus: switchyard_runtime::bus::Bus,
+    server: switchyard_server::Running,
+    store: switchyard_runtime::store::Store,
+    schema: Option<(String, String)>,
+}
+
+impl Pipeline {
+    pub(crate) async fn start(
+        args: &BenchArgs,
+        url: &str,
+        dir: &std::path::Path,
+        latency_ms: u64,
+        concurrency: usize,
+    ) -> anyhow::Result<Self> {
+        use switchyard_runtime::Settings;
+
+        let mut settings = Settings::default();
+        settings.database.url = args
+            .database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/bench-{}.db", dir.display(), run_id()));
+        if settings.database.url.starts_with("postgres") {
+            settings.database.schema = Some(format!("bench_{}_{}", std::process::id(), run_id()));
+        }
+        settings.bus.url = url.to_owned();
+        settings.bus.prefix = format!("bench{}x{}", std::process::id(), run_id());
+        settings.bus.concurrency = concurrency;
+        settings.database.max_connections = if args.database.is_some() { 40 } else { 1 };
+        settings.http.listen = "127.0.0.1:0".to_owned();
+        settings.artifacts.url = format!("file://{}/artifacts", dir.display());
+        settings.secrets.master_key_file = dir.join("master.key");
+        settings.admin.token_file = dir.join("admin.token");
+        settings.providers = (1..=args.instances)
+            .map(|i| {
+                serde_json::from_value(json!({
+                    "name": format!("bench-{i}"), "provider": "mock",
+                    "options": {"latency_ms": latency_ms},
+                    "rate_limit": {"rpm": 1_000_000, "burst": 100_000, "max_concurrency": 100_000},
+                }))
+            })
+            .collect::<Result<_, _>>()?;
+        let schema = settings
+            .database
+            .schema
+            .clone()
+            .map(|schema| (settings.database.url.clone(), schema));
+        let (runtime, _) = switchyard_runtime::prepare(settings).await?;
+        let store = runtime.store.clone();
+        let bus = runtime.connect_bus().await?;
+        let server = runtime.spawn_with_bus(bus.clone());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(Self {
+            bus,
+            server,
+            store,
+            schema,
+        })
+    }
+
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        self.server.stop().await?;
+        self.store.close().await;
+        if let Err(e) = self.bus.delete_streams().await {
+            eprintln!("could not delete the run's streams: {e}");
+        }
+        if let Some((url, schema)) = self.schema
+            && let Err(e) = switchyard_runtime::store::drop_schema(&url, &schema).await
+        {
+            eprintln!("could not drop schema {schema}: {e}");
+        }
+        Ok(())
+    }
 }
 
 /// The bus alone: the same commands and the same JetStream traffic per command as the

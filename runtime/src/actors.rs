@@ -11,6 +11,7 @@
 //! one instance's actor can know at once (breaker, cool-down, in-flight, queued) it
 //! publishes through atomics that only it writes. See `docs/benchmarks.md`.
 
+mod call;
 mod instance_state;
 mod observation;
 mod provider;

@@ -73,6 +73,26 @@ use crate::{
 };
 
 pub use admit::CACHE_MAX_AGE;
+
+/// How far intake pulls ahead of the commands running: the commands it holds, pulled
+/// but not started, are ordered by priority (then tenants in turn), so an urgent
+/// command behind up to this many starts at the next free slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntakeWindow {
+    /// Commands held at most.
+    pub count: usize,
+    /// Their bytes at most.
+    pub bytes: usize,
+}
+
+impl Default for IntakeWindow {
+    fn default() -> Self {
+        Self {
+            count: 8192,
+            bytes: 64 << 20,
+        }
+    }
+}
 pub use call::CallError;
 pub use enqueue::{EnqueueError, Enqueued};
 pub use intake::{Readiness, run_intake};
@@ -175,6 +195,8 @@ pub struct Parts {
     over_limit: OverLimit,
     /// The longest a bus command waits for its tenant's turn.
     max_wait: Duration,
+    /// How much intake pulls ahead of what runs.
+    intake_window: IntakeWindow,
     engine: Engine,
     bus: Bus,
     progress_every: Duration,
@@ -210,6 +232,7 @@ impl Pipeline {
             limits,
             over_limit: OverLimit::default(),
             max_wait: Duration::from_secs(30),
+            intake_window: IntakeWindow::default(),
             writes: GroupCommit::start(store.clone()),
             store,
             engine,
@@ -248,6 +271,13 @@ impl Pipeline {
         parts.limits = limits;
         parts.over_limit = over_limit;
         parts.max_wait = max_wait;
+        self
+    }
+
+    /// Lets intake pull up to `window` commands ahead of those running (default 8,192
+    /// and 64 MiB), so that an urgent one behind that many starts next.
+    pub fn with_intake_window(mut self, window: IntakeWindow) -> Self {
+        self.parts_mut().intake_window = window;
         self
     }
 

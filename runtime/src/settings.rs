@@ -107,6 +107,11 @@ pub struct BusSettings {
     pub event_max_age_ms: u64,
     /// Commands handled at once per process.
     pub concurrency: usize,
+    /// Commands a process pulls ahead of those it runs, ordered by priority: an urgent
+    /// command behind this many starts at the next free slot.
+    pub intake_window: usize,
+    /// The most bytes of commands pulled ahead.
+    pub intake_window_bytes: usize,
     /// Subjects a command's `reply_to` may name besides `_INBOX.…` (NATS filters with
     /// `*` and `>`); never the gateway's own prefix or `$…` (PROTOCOL.md §2).
     pub reply_to_allow: Vec<String>,
@@ -141,6 +146,8 @@ impl Default for BusSettings {
             max_deliver: 20,
             event_max_age_ms: 24 * 3600 * 1000,
             concurrency: 256,
+            intake_window: 8192,
+            intake_window_bytes: 64 << 20,
             reply_to_allow: Vec::new(),
             token: None,
             user: None,
@@ -163,7 +170,8 @@ impl BusSettings {
             event_max_age: std::time::Duration::from_millis(self.event_max_age_ms),
             ack_wait: std::time::Duration::from_millis(self.ack_wait_ms),
             max_deliver: self.max_deliver,
-            max_ack_pending: i64::try_from(self.concurrency.max(1) * 4).unwrap_or(1024),
+            max_ack_pending: i64::try_from(self.concurrency.max(1) * 4 + self.intake_window)
+                .unwrap_or(i64::MAX),
             token: self.token.as_ref().map(|t| t.expose().to_owned()),
             user_password: match (&self.user, &self.password) {
                 (Some(user), Some(password)) => Some((user.clone(), password.expose().to_owned())),
@@ -401,6 +409,12 @@ impl Settings {
         }
         if self.bus.max_deliver < 1 {
             errors.push(FieldError::new("bus.max_deliver", "must be > 0"));
+        }
+        if self.bus.intake_window == 0 || self.bus.intake_window_bytes == 0 {
+            errors.push(FieldError::new(
+                "bus.intake_window",
+                "bus.intake_window and bus.intake_window_bytes must be > 0",
+            ));
         }
         if self.bus.concurrency == 0 {
             errors.push(FieldError::new("bus.concurrency", "must be > 0"));

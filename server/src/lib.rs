@@ -162,6 +162,10 @@ impl Serve for Runtime {
             runtime.settings.tenants.over_limit,
             Duration::from_millis(runtime.settings.tenants.max_wait_ms),
         )
+        .with_intake_window(switchyard_runtime::pipeline::IntakeWindow {
+            count: runtime.settings.bus.intake_window,
+            bytes: runtime.settings.bus.intake_window_bytes,
+        })
         .with_tasks(&tasks);
         let gateway = Gateway::new(GatewayParts {
             store: runtime.store.clone(),

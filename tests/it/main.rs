@@ -28,6 +28,7 @@ mod limits;
 mod openai;
 mod outage;
 mod plugins;
+mod priority;
 mod protocol;
 mod providers;
 mod quotas;

@@ -3,8 +3,7 @@
 //! task, and learns from the outcome. A handler never awaits the network.
 
 use std::{
-    cmp::Ordering as CmpOrdering, collections::BinaryHeap, num::NonZeroU32,
-    panic::AssertUnwindSafe, sync::Arc, time::Duration,
+    collections::BinaryHeap, num::NonZeroU32, panic::AssertUnwindSafe, sync::Arc, time::Duration,
 };
 
 use futures_util::FutureExt;
@@ -16,11 +15,12 @@ use governor::{
 use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef};
 use switchyard_core::{
     ErrorCode, ProviderConfig, SkipReason,
-    resilience::{Breaker, BreakerState, CallOutcome},
+    resilience::{Breaker, BreakerState, CallOutcome, TokenBudget},
 };
-use tokio::sync::oneshot;
 
+pub use super::call::{Admission, CallRequest, Finished, ProviderMsg};
 use super::{
+    call::Waiter,
     instance_state::InstanceState,
     observation::{BreakerOpened, Observation},
 };
@@ -28,7 +28,7 @@ use switchyard_tasks::Tasks;
 
 use crate::{
     clock::Clock,
-    providers::{AdapterOutput, AdapterRequest, AttemptError, ProviderAdapter},
+    providers::{AttemptError, ProviderAdapter},
 };
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<Duration>>;
@@ -59,55 +59,6 @@ pub struct ProviderArgs {
     pub calls: Tasks,
 }
 
-/// One call offered to an instance.
-#[derive(Debug)]
-pub struct CallRequest {
-    /// The attempt's input.
-    pub request: AdapterRequest,
-    /// 1 = urgent … 10 = background: order in the wait queue.
-    pub priority: u8,
-    /// Whether to queue when the limiter or the concurrency cap is full (else reject).
-    pub may_wait: bool,
-    /// Give up waiting at this instant.
-    pub wait_until: tokio::time::Instant,
-    /// Answered once: admitted, or rejected with the reason.
-    pub admission: oneshot::Sender<Admission>,
-    /// Answered with the outcome once an admitted call ends.
-    pub result: oneshot::Sender<Result<AdapterOutput, AttemptError>>,
-}
-
-/// The admission decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// The call is running.
-    Admitted,
-    /// The call was not started.
-    Rejected {
-        /// Why.
-        reason: SkipReason,
-        /// When the instance may be free (Unix ms), if known.
-        until_ms: Option<u64>,
-    },
-}
-
-/// Messages of the provider actor.
-#[derive(Debug)]
-pub enum ProviderMsg {
-    /// Offer a call.
-    Call(Box<CallRequest>),
-    /// A call task ended.
-    Finished(Finished),
-    /// Re-examine the wait queue (timer).
-    Wake,
-    /// Retired by a reload: finish in-flight and queued calls (and any offered during
-    /// a short grace period by requests routed on the old table), then stop.
-    Drain,
-    /// The number of live replicas changed: take 1/n of the account's limits.
-    SetShare(u32),
-    /// Tell the router the latencies gathered since the last report (timer).
-    Report,
-}
-
 /// Latencies are told to the router in batches: at most this many wait…
 const REPORT_BATCH: usize = 64;
 /// …and none longer than this. One router message per call would cost every call a
@@ -117,45 +68,12 @@ const REPORT_EVERY: Duration = Duration::from_millis(50);
 /// How long a retired actor keeps accepting calls routed on an older table snapshot.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
-/// The outcome summary a call task reports back.
-#[derive(Debug, Clone, Copy)]
-pub struct Finished {
-    code: Option<ErrorCode>,
-    retry_after_ms: Option<u64>,
-    latency_ms: u64,
-}
-
-struct Waiter {
-    priority: u8,
-    seq: u64,
-    call: Box<CallRequest>,
-}
-
-impl PartialEq for Waiter {
-    fn eq(&self, other: &Self) -> bool {
-        self.priority == other.priority && self.seq == other.seq
-    }
-}
-impl Eq for Waiter {}
-impl PartialOrd for Waiter {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Waiter {
-    /// The max-heap pops the most urgent (lowest priority number), then the oldest.
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        other
-            .priority
-            .cmp(&self.priority)
-            .then(other.seq.cmp(&self.seq))
-    }
-}
-
 /// The actor's private state.
 pub struct ProviderState {
     args: ProviderArgs,
     limiter: Limiter,
+    /// `rate_limit.tpm`, this process's part.
+    budget: Option<TokenBudget>,
     breaker: Breaker,
     in_flight: u32,
     waiting: BinaryHeap<Waiter>,
@@ -173,6 +91,14 @@ pub struct ProviderState {
 /// This process's part of an account's limit shared by `share` replicas (at least 1).
 fn part(limit: u32, share: u32) -> u32 {
     (limit / share.max(1)).max(1)
+}
+
+fn budget_for(config: &ProviderConfig, clock: Clock, share: u32) -> Option<TokenBudget> {
+    config
+        .spec
+        .rate_limit
+        .tpm
+        .map(|tpm| TokenBudget::new(u64::from(part(tpm, share)), clock.now_ms()))
 }
 
 fn limiter_for(config: &ProviderConfig, clock: Clock, share: u32) -> Limiter {
@@ -193,12 +119,14 @@ impl Actor for ProviderActor {
         args: ProviderArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let limiter = limiter_for(&args.config, args.clock, args.share);
+        let budget = budget_for(&args.config, args.clock, args.share);
         let breaker = Breaker::new(args.config.spec.breaker);
         args.state.set_breaker(None, false);
         args.state.set_in_flight(0, 0);
         Ok(ProviderState {
             args,
             limiter,
+            budget,
             breaker,
             in_flight: 0,
             waiting: BinaryHeap::new(),
@@ -233,6 +161,7 @@ impl Actor for ProviderActor {
                 if share != state.args.share {
                     state.args.share = share;
                     state.limiter = limiter_for(&state.args.config, state.args.clock, share);
+                    state.budget = budget_for(&state.args.config, state.args.clock, share);
                     state.drain(&myself);
                 }
             }
@@ -353,12 +282,27 @@ impl ProviderState {
             // Half-open with every probe out: behave like a busy slot.
             return Err((call, Busy::Concurrency));
         }
+        let reserved = match self
+            .budget
+            .as_mut()
+            .map(|b| b.try_reserve(call.tokens, now))
+        {
+            None => 0,
+            Some(Ok(reserved)) => reserved,
+            Some(Err(wait_ms)) => {
+                self.breaker.record(now, CallOutcome::Ignored, 0);
+                return Err((call, Busy::Limiter(Duration::from_millis(wait_ms))));
+            }
+        };
         if let Err(not_until) = self.limiter.check() {
             self.breaker.record(now, CallOutcome::Ignored, 0);
+            if let Some(budget) = &mut self.budget {
+                budget.settle(reserved, 0, now);
+            }
             let wait = not_until.wait_time_from(governor::clock::Clock::now(&self.args.clock));
             return Err((call, Busy::Limiter(wait)));
         }
-        self.start(myself, call);
+        self.start(myself, call, reserved);
         Ok(())
     }
 
@@ -366,7 +310,7 @@ impl ProviderState {
         clippy::boxed_local,
         reason = "calls travel boxed through the mailbox and the queue"
     )]
-    fn start(&mut self, myself: &ActorRef<ProviderMsg>, call: Box<CallRequest>) {
+    fn start(&mut self, myself: &ActorRef<ProviderMsg>, call: Box<CallRequest>, reserved: u64) {
         let CallRequest {
             request,
             admission,
@@ -375,7 +319,11 @@ impl ProviderState {
         } = *call;
         if admission.send(Admission::Admitted).is_err() {
             // The router gave up (deadline) before we could start: free the token's slot.
-            self.breaker.record(self.now_ms(), CallOutcome::Ignored, 0);
+            let now = self.now_ms();
+            self.breaker.record(now, CallOutcome::Ignored, 0);
+            if let Some(budget) = &mut self.budget {
+                budget.settle(reserved, 0, now);
+            }
             return;
         }
         self.in_flight += 1;
@@ -403,10 +351,15 @@ impl ProviderState {
                     format!("no answer within {} ms", timeout.as_millis()),
                 )),
             };
+            // A failed call is taken to have used nothing (providers bill answers).
+            let used = outcome
+                .as_ref()
+                .map_or(0, |o| o.input_tokens.saturating_add(o.output_tokens));
             let finished = Finished {
                 code: outcome.as_ref().err().map(|e| e.code),
                 retry_after_ms: outcome.as_ref().err().and_then(|e| e.retry_after_ms),
                 latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                tokens: (reserved, used),
             };
             let message = outcome.as_ref().err().map(|e| e.message.clone());
             let _ = result.send(outcome);
@@ -443,6 +396,10 @@ impl ProviderState {
     fn finish(&mut self, finished: Finished) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let now = self.now_ms();
+        if let Some(budget) = &mut self.budget {
+            let (reserved, used) = finished.tokens;
+            budget.settle(reserved, used, now);
+        }
         let outcome = match finished.code {
             None => CallOutcome::Success,
             Some(code) if code.counts_against_breaker() => CallOutcome::Failure,

@@ -348,6 +348,11 @@ impl Run<'_> {
                 updates: Some(updates_tx),
             },
             priority: u8::try_from(self.command.priority.clamp(1, 10)).unwrap_or(5),
+            tokens: if self.command.kind.is_image() {
+                0
+            } else {
+                super::estimate::tokens(&self.command)
+            },
             may_wait,
             wait_until,
             admission: admission_tx,

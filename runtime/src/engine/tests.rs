@@ -434,6 +434,52 @@ async fn limiter_holds_the_configured_rpm() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn tpm_reserves_the_estimate_and_settles_what_a_call_used() {
+    // 600 tokens a minute; each call is estimated at 258 ("hello" and the default 256
+    // tokens of answer) and uses 13. Two fit at once; the third starts as soon as the
+    // first settles (its unused 245 tokens come back), not after the 17 s the budget
+    // would need to refill the estimate.
+    let h = harness(vec![config(
+        1,
+        json!({"rate_limit": {"rpm": 6000, "burst": 100, "max_concurrency": 100, "tpm": 600},
+               "options": {"latency_ms": 100, "jitter_ms": 0}}),
+    )])
+    .await;
+    let start = tokio::time::Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..3 {
+        let engine = h.engine.clone();
+        handles.push(tokio::spawn(async move {
+            let mut rx = engine.submit(Submission::new(
+                text_command(&format!("t{i}"), json!({})),
+                i,
+            ));
+            let mut last = None;
+            while let Some(e) = rx.recv().await {
+                last = Some(e);
+            }
+            (last.unwrap(), start.elapsed())
+        }));
+    }
+    let mut finished = Vec::new();
+    for handle in handles {
+        let (event, at) = handle.await.unwrap();
+        assert!(
+            matches!(event.body, EventBody::Completed { .. }),
+            "{event:?}"
+        );
+        finished.push(at.as_millis());
+    }
+    finished.sort_unstable();
+    assert_eq!(finished[..2], [100, 100], "two fit in the budget at once");
+    assert!(
+        (200..1_000).contains(&finished[2]),
+        "the third waited for the first to settle, not for a refill: {finished:?}"
+    );
+    assert_eq!(h.engine.status()[0].limiter_waits, 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn limiter_wait_is_bounded_by_the_deadline() {
     let h = harness(vec![config(
         1,

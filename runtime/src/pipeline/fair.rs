@@ -45,16 +45,6 @@ impl<T> FairQueue<T> {
         self.len == 0
     }
 
-    /// Tenants with something queued.
-    pub(super) fn tenants(&self) -> usize {
-        self.ring.len()
-    }
-
-    /// Items `tenant` has queued.
-    pub(super) fn queued(&self, tenant: &str) -> usize {
-        self.queues.get(tenant).map_or(0, VecDeque::len)
-    }
-
     /// Queues `item` at the back of `tenant`'s queue.
     pub(super) fn push(&mut self, tenant: &str, item: T) {
         let queue = self.queues.entry(tenant.to_owned()).or_default();
@@ -126,9 +116,170 @@ impl<T> FairQueue<T> {
     }
 }
 
+/// The protocol's priorities, 1 (urgent) to 10 (background).
+pub(super) const PRIORITIES: usize = 10;
+
+/// One [`FairQueue`] per priority: a take offers the most urgent priority's tenants
+/// first, in turn, and goes on to the next priority only when none of them is taken.
+#[derive(Debug)]
+pub(super) struct Banded<T> {
+    bands: [FairQueue<T>; PRIORITIES],
+    /// Items each tenant has queued, over every priority.
+    per_tenant: HashMap<String, usize>,
+}
+
+impl<T> Default for Banded<T> {
+    fn default() -> Self {
+        Self {
+            bands: std::array::from_fn(|_| FairQueue::default()),
+            per_tenant: HashMap::new(),
+        }
+    }
+}
+
+/// A command's priority (PROTOCOL §2: 1 urgent … 10 background; anything else, which
+/// validation refuses later, as the default 5) as its band.
+pub(super) fn band(priority: Option<i64>) -> usize {
+    match priority {
+        Some(p @ 1..=10) => usize::try_from(p - 1).unwrap_or(4),
+        _ => 4,
+    }
+}
+
+impl<T> Banded<T> {
+    /// Items queued.
+    pub(super) fn len(&self) -> usize {
+        self.bands.iter().map(FairQueue::len).sum()
+    }
+
+    /// Whether nothing is queued.
+    pub(super) fn is_empty(&self) -> bool {
+        self.bands.iter().all(FairQueue::is_empty)
+    }
+
+    /// Tenants with something queued.
+    pub(super) fn tenants(&self) -> usize {
+        self.per_tenant.len()
+    }
+
+    /// Items `tenant` has queued.
+    pub(super) fn queued(&self, tenant: &str) -> usize {
+        self.per_tenant.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Queues `item` of `tenant` in `band` (0: most urgent).
+    pub(super) fn push(&mut self, band: usize, tenant: &str, item: T) {
+        let band = band.min(PRIORITIES - 1);
+        self.bands[band].push(tenant, item);
+        *self.per_tenant.entry(tenant.to_owned()).or_default() += 1;
+    }
+
+    /// [`FairQueue::take`] over the bands, most urgent first.
+    pub(super) fn take(&mut self, mut decide: impl FnMut(&str, &T) -> Turn) -> Option<T> {
+        let mut tenant_of = None;
+        let taken = self.bands.iter_mut().find_map(|band| {
+            band.take(|tenant, item| {
+                let turn = decide(tenant, item);
+                if turn == Turn::Take {
+                    tenant_of = Some(tenant.to_owned());
+                }
+                turn
+            })
+        });
+        if let Some(tenant) = tenant_of {
+            self.forget(&tenant, 1);
+        }
+        taken
+    }
+
+    fn forget(&mut self, tenant: &str, count: usize) {
+        if let Some(queued) = self.per_tenant.get_mut(tenant) {
+            *queued = queued.saturating_sub(count);
+            if *queued == 0 {
+                self.per_tenant.remove(tenant);
+            }
+        }
+    }
+
+    /// [`FairQueue::drain_where`] over the bands.
+    pub(super) fn drain_where(&mut self, mut expired: impl FnMut(&str, &T) -> bool) -> Vec<T> {
+        let mut out = Vec::new();
+        let mut gone: Vec<String> = Vec::new();
+        for band in &mut self.bands {
+            out.extend(band.drain_where(|tenant, item| {
+                let leave = expired(tenant, item);
+                if leave {
+                    gone.push(tenant.to_owned());
+                }
+                leave
+            }));
+        }
+        for tenant in gone {
+            self.forget(&tenant, 1);
+        }
+        out
+    }
+
+    /// Every item, mutably.
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.bands.iter_mut().flat_map(FairQueue::iter_mut)
+    }
+
+    /// Empties the queue.
+    pub(super) fn drain_all(&mut self) -> Vec<T> {
+        self.per_tenant.clear();
+        self.bands
+            .iter_mut()
+            .flat_map(FairQueue::drain_all)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_most_urgent_priority_goes_first_and_tenants_take_turns_within_it() {
+        let mut queue = Banded::default();
+        for i in 0..50 {
+            queue.push(band(Some(10)), "flood", format!("bg{i}"));
+        }
+        queue.push(band(Some(5)), "calm", "normal".to_owned());
+        queue.push(band(Some(1)), "flood", "urgent-f".to_owned());
+        queue.push(band(Some(1)), "calm", "urgent-c".to_owned());
+        assert_eq!(queue.len(), 53);
+        assert_eq!(queue.queued("flood"), 51);
+        let taken: Vec<String> = std::iter::from_fn(|| queue.take(|_, _| Turn::Take))
+            .take(4)
+            .collect();
+        assert_eq!(taken, ["urgent-f", "urgent-c", "normal", "bg0"]);
+        assert_eq!(queue.queued("calm"), 0);
+        assert_eq!(queue.tenants(), 1);
+        // A tenant skipped in the urgent band leaves the next band its turn.
+        queue.push(band(Some(1)), "blocked", "u".to_owned());
+        let next = queue.take(|tenant, _| {
+            if tenant == "blocked" {
+                Turn::Skip
+            } else {
+                Turn::Take
+            }
+        });
+        assert_eq!(next.as_deref(), Some("bg1"));
+        assert_eq!(queue.drain_where(|t, _| t == "blocked").len(), 1);
+        assert_eq!(queue.queued("blocked"), 0);
+        assert_eq!(queue.drain_all().len(), 48);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn priorities_map_to_bands_and_bad_ones_to_the_default() {
+        assert_eq!(band(Some(1)), 0);
+        assert_eq!(band(Some(10)), 9);
+        assert_eq!(band(None), 4);
+        assert_eq!(band(Some(0)), 4);
+        assert_eq!(band(Some(99)), 4);
+    }
 
     #[test]
     fn tenants_take_turns_whatever_their_backlog() {
@@ -144,7 +295,7 @@ mod tests {
         assert_eq!(taken, ["f0", "c0", "f1", "c1", "f2"]);
         assert_eq!(queue.len(), 97);
         assert_eq!(
-            queue.tenants(),
+            queue.ring.len(),
             1,
             "calm's queue is empty and left the ring"
         );
@@ -169,7 +320,7 @@ mod tests {
             None,
             "only a is left, and it is blocked"
         );
-        assert_eq!(queue.queued("a"), 2);
+        assert_eq!(queue.queues["a"].len(), 2);
         assert_eq!(queue.take(|_, _| Turn::Take), Some(1));
     }
 
@@ -184,6 +335,6 @@ mod tests {
         assert_eq!(queue.len(), 3);
         assert_eq!(queue.drain_all().len(), 3);
         assert!(queue.is_empty());
-        assert_eq!(queue.tenants(), 0);
+        assert!(queue.ring.is_empty());
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::{
     Pipeline,
-    fair::{FairQueue, Turn},
+    fair::{Banded, Turn, band},
 };
 use crate::bus::{BusError, Delivery};
 
@@ -71,13 +71,22 @@ struct Held {
     since: tokio::time::Instant,
 }
 
-/// Who a command is from, read ahead of its full parse to queue it by tenant.
+/// Who a command is from and how urgent it is, read ahead of its full parse to queue
+/// it by priority and tenant.
 #[derive(serde::Deserialize)]
 struct Who<'a> {
     #[serde(borrow)]
     tenant: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     user: Option<std::borrow::Cow<'a, str>>,
+    /// Any JSON: one that is no integer is refused by validation later.
+    #[serde(default, deserialize_with = "lenient_priority")]
+    priority: Option<i64>,
+}
+
+fn lenient_priority<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::Deserialize as _;
+    Ok(serde_json::Value::deserialize(d)?.as_i64())
 }
 
 /// How long an overflowing delivery (its tenant holds its whole share of the queue
@@ -88,9 +97,11 @@ const OVERFLOW_BACKOFF: Duration = Duration::from_secs(1);
 /// then stops pulling, naks what was pulled but not started, and waits for running
 /// commands to finish.
 ///
-/// Pulled commands wait in a [`FairQueue`] (at most `concurrency` of them) for a slot
-/// and for their tenant's limits ([`crate::limits`]); tenants take turns, so one
-/// tenant's backlog does not starve another's commands. A tenant that holds its share
+/// Pulled commands wait in a queue per priority ([`Banded`]; at most the pipeline's
+/// intake window of them, in count and bytes) for a slot and for their tenant's limits
+/// ([`crate::limits`]): the most urgent priority starts first, so an urgent command
+/// pulled behind a backlog does not wait for it, and within a priority tenants take
+/// turns, so one tenant's backlog does not starve another's commands. A tenant that holds its share
 /// of the queue while every slot is busy has its further commands handed back for a
 /// while. A command over its tenant's limits waits (at most the pipeline's
 /// `max_wait`) or fails at once with `rate_limited`, as `[tenants] over_limit` says.
@@ -109,7 +120,8 @@ pub async fn run_intake(
     let mut intake = Intake {
         handler,
         concurrency,
-        queue: FairQueue::default(),
+        queue: Banded::default(),
+        queued_bytes: 0,
         running: tokio::task::JoinSet::new(),
         blocked: HashMap::new(),
     };
@@ -130,7 +142,7 @@ pub async fn run_intake(
                 note_panic(joined);
                 intake.slot_freed();
             }
-            delivery = deliveries.next(), if intake.queue.len() < concurrency => match delivery {
+            delivery = deliveries.next(), if intake.has_room() => match delivery {
                 Some(delivery) => intake.arrive(delivery).await,
                 None => break,
             },
@@ -173,7 +185,9 @@ struct Blocked {
 struct Intake {
     handler: Pipeline,
     concurrency: usize,
-    queue: FairQueue<Held>,
+    queue: Banded<Held>,
+    /// The payload bytes of what `queue` holds.
+    queued_bytes: usize,
     running: tokio::task::JoinSet<()>,
     /// Tenants over a limit: until when, and whether for requests at once (then a
     /// finished command may have freed their slot sooner).
@@ -183,6 +197,19 @@ struct Intake {
 impl Intake {
     fn saturated(&self) -> bool {
         self.running.len() >= self.concurrency
+    }
+
+    /// Whether another delivery may be pulled: the queue is within the window.
+    fn has_room(&self) -> bool {
+        self.queue.len() < self.handler.intake_window.count
+            && self.queued_bytes < self.handler.intake_window.bytes
+    }
+
+    /// Takes `held` out of the byte count.
+    fn unqueued(&mut self, held: &Held) {
+        self.queued_bytes = self
+            .queued_bytes
+            .saturating_sub(held.delivery.payload.len());
     }
 
     /// A command ended: tenants refused for requests at once may have a slot again.
@@ -195,13 +222,18 @@ impl Intake {
     /// is over its own limits), so that it cannot fill the queue and keep other
     /// tenants' commands from being pulled.
     async fn arrive(&mut self, delivery: Delivery) {
-        let (tenant, user) = match serde_json::from_slice::<Who<'_>>(&delivery.payload) {
+        let (tenant, user, priority) = match serde_json::from_slice::<Who<'_>>(&delivery.payload) {
             Ok(Who {
                 tenant: Some(tenant),
                 user,
-            }) => (tenant.into_owned(), user.map(std::borrow::Cow::into_owned)),
+                priority,
+            }) => (
+                tenant.into_owned(),
+                user.map(std::borrow::Cow::into_owned),
+                priority,
+            ),
             // Not a command: the pipeline sends it to the DLQ or fails it.
-            _ => (String::new(), None),
+            _ => (String::new(), None, None),
         };
         if !tenant.is_empty()
             && let Err(error) = self.handler.limits.prepare(&tenant).await
@@ -210,7 +242,7 @@ impl Intake {
             // follows when the command runs.
             tracing::warn!(%error, "cannot read the tenant's limits");
         }
-        let share = (self.concurrency / (self.queue.tenants() + 1)).max(1);
+        let share = (self.handler.intake_window.count / (self.queue.tenants() + 1)).max(1);
         let stuck = self.saturated() || self.blocked.contains_key(&tenant);
         if stuck && !tenant.is_empty() && self.queue.queued(&tenant) >= share {
             if delivery.delivered + 1 >= self.handler.max_deliveries {
@@ -224,7 +256,9 @@ impl Intake {
             }
             return;
         }
+        self.queued_bytes += delivery.payload.len();
         self.queue.push(
+            band(priority),
             &tenant,
             Held {
                 delivery,
@@ -247,6 +281,7 @@ impl Intake {
         });
         self.blocked.retain(|_, blocked| blocked.until > now);
         for held in expired {
+            self.unqueued(&held);
             let message = format!("waited {} ms for its tenant's turn", max_wait.as_millis());
             self.start_limited(held.delivery, message);
         }
@@ -284,6 +319,7 @@ impl Intake {
                 }
             });
             let Some(held) = taken else { break };
+            self.unqueued(&held);
             match refused {
                 Some(message) => self.start_limited(held.delivery, message),
                 None => {
