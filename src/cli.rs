@@ -3,6 +3,7 @@
 mod client;
 mod demo;
 mod limits;
+mod plans;
 mod plugins;
 mod providers;
 mod remote;
@@ -23,7 +24,7 @@ pub struct Cli {
     /// Config file (default: config/switchyard.toml if it exists, else built-in defaults).
     #[arg(long, global = true, env = "SWITCHYARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// `providers`, `plugins`, `keys`, `quotas`, `limits` and `usage` against this running server's admin API (e.g. http://127.0.0.1:8080)
+    /// `providers`, `plugins`, `keys`, `quotas`, `plans`, `limits` and `usage` against this running server's admin API (e.g. http://127.0.0.1:8080)
     /// instead of the database.
     #[arg(long, global = true, env = "SWITCHYARD_SERVER", value_name = "URL")]
     server: Option<String>,
@@ -60,6 +61,9 @@ enum Command {
     /// Manage tenant quotas (set, list, remove).
     #[command(subcommand)]
     Quotas(tenants::QuotasCommand),
+    /// Manage plans (named tenant-wide quotas) and assign them to tenants.
+    #[command(subcommand)]
+    Plans(plans::PlansCommand),
     /// A tenant's usage report: day, week or month buckets, grouped by provider, model,
     /// kind and config (and user), with failures; a table or --json.
     Usage(usage::UsageArgs),
@@ -130,6 +134,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quotas(command) if cli.server.is_some() => {
             let remote = remote::Remote::new(cli.server.as_deref().unwrap_or_default(), cli.token)?;
             tenants::quotas_remote(&remote, command).await
+        }
+        Command::Plans(command) if cli.server.is_some() => {
+            let remote = remote::Remote::new(cli.server.as_deref().unwrap_or_default(), cli.token)?;
+            plans::run_remote(&remote, command).await
+        }
+        Command::Plans(command) => {
+            let store = open_store(cli.config.as_deref()).await?;
+            let result = plans::run(&store, command).await;
+            store.close().await;
+            result
         }
         Command::Usage(args) if cli.server.is_some() => {
             let remote = remote::Remote::new(cli.server.as_deref().unwrap_or_default(), cli.token)?;

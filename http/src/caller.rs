@@ -113,20 +113,41 @@ impl Authenticator {
         if scope == Scope::Admin || given.is_empty() {
             return Err(Refusal::Unknown);
         }
-        let now = std::time::Instant::now();
-        let tenant = match self.cache.get(given, now) {
-            Cached::Answer(tenant) => tenant,
-            Cached::Throttled => None,
-            Cached::LookUp => {
-                let tenant = self.keys.tenant_of(given).await.map_err(Refusal::Store)?;
-                self.cache.put(given, tenant.clone(), now);
-                tenant
-            }
-        }
-        .ok_or(Refusal::Unknown)?;
+        let tenant = self.tenant_of(given).await?.ok_or(Refusal::Unknown)?;
         Tenant::new(tenant)
             .map(Caller::Tenant)
             .map_err(|_| Refusal::Unknown)
+    }
+}
+
+impl Authenticator {
+    /// The tenant of the key `given` (none: unknown, or throttled): from the cache, by
+    /// waiting for a lookup of the same key already under way (a few rounds at most,
+    /// each bounded), or by looking it up.
+    async fn tenant_of(&self, given: &str) -> Result<Option<String>, Refusal> {
+        for _ in 0..3 {
+            let now = std::time::Instant::now();
+            match self.cache.get(given, now) {
+                Cached::Answer(tenant) => return Ok(tenant),
+                Cached::Throttled => return Ok(None),
+                Cached::Pending(mut done) => {
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        done.wait_for(|done| *done),
+                    )
+                    .await;
+                }
+                Cached::LookUp => {
+                    // Whatever ends this lookup (an answer, an error, or the request
+                    // dropped mid-way), the requests waiting on it are let go.
+                    let lookup = crate::key_cache::Lookup::new(&self.cache, given);
+                    let tenant = self.keys.tenant_of(given).await.map_err(Refusal::Store)?;
+                    lookup.answer(tenant.clone(), now);
+                    return Ok(tenant);
+                }
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -2,7 +2,9 @@
 //! flood of made-up bearer tokens costs the database at most [`LOOKUPS_PER_SECOND`]
 //! queries a second instead of one each (the pool the pipeline writes through). A
 //! known key's answer is kept [`HIT_TTL`] (so a revoked key stops working within that
-//! long), an unknown key's [`MISS_TTL`].
+//! long), an unknown key's [`MISS_TTL`]. Requests that arrive with the same key while
+//! it is being looked up wait for that one lookup instead of making (and being
+//! throttled for) their own, so a burst on a new key costs one query.
 
 use std::{
     collections::HashMap,
@@ -38,10 +40,12 @@ struct State {
     entries: HashMap<String, (Option<String>, Instant)>,
     /// The current one-second window of lookups, and how many it had.
     window: Option<(Instant, u32)>,
+    /// Keys being looked up now: their lookup says `true` when its answer is in.
+    pending: HashMap<String, tokio::sync::watch::Sender<bool>>,
 }
 
 /// What the cache says of a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Cached {
     /// Known: this tenant's key, or no key at all.
     Answer(Option<String>),
@@ -49,6 +53,20 @@ pub(crate) enum Cached {
     LookUp,
     /// Not known, and the lookups of this second are used up: refuse without asking.
     Throttled,
+    /// Being looked up by another request: wait for it, then ask again.
+    Pending(tokio::sync::watch::Receiver<bool>),
+}
+
+impl PartialEq for Cached {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Answer(a), Self::Answer(b)) => a == b,
+            (Self::LookUp, Self::LookUp)
+            | (Self::Throttled, Self::Throttled)
+            | (Self::Pending(_), Self::Pending(_)) => true,
+            _ => false,
+        }
+    }
 }
 
 impl KeyCache {
@@ -62,6 +80,9 @@ impl KeyCache {
         {
             return Cached::Answer(answer.clone());
         }
+        if let Some(lookup) = state.pending.get(key) {
+            return Cached::Pending(lookup.subscribe());
+        }
         let (start, used) = match state.window {
             Some((start, used)) if now.duration_since(start) < Duration::from_secs(1) => {
                 (start, used)
@@ -73,7 +94,20 @@ impl KeyCache {
             return Cached::Throttled;
         }
         state.window = Some((start, used + 1));
+        state
+            .pending
+            .insert(key.to_owned(), tokio::sync::watch::Sender::new(false));
         Cached::LookUp
+    }
+
+    /// A lookup of `key` that got [`Cached::LookUp`] failed: the requests waiting on it
+    /// ask again.
+    pub(crate) fn abandon(&self, key: &str) {
+        if let Ok(mut state) = self.state.lock()
+            && let Some(lookup) = state.pending.remove(key)
+        {
+            lookup.send_replace(true);
+        }
     }
 
     /// Forgets every answer (a key was revoked: it stops working here at once).
@@ -96,6 +130,40 @@ impl KeyCache {
         }
         let ttl = if answer.is_some() { HIT_TTL } else { MISS_TTL };
         state.entries.insert(key.to_owned(), (answer, now + ttl));
+        if let Some(lookup) = state.pending.remove(key) {
+            lookup.send_replace(true);
+        }
+    }
+}
+
+/// A lookup under way (after [`Cached::LookUp`]): answered, or abandoned on drop.
+pub(crate) struct Lookup<'a> {
+    cache: &'a KeyCache,
+    key: &'a str,
+    answered: bool,
+}
+
+impl<'a> Lookup<'a> {
+    pub(crate) fn new(cache: &'a KeyCache, key: &'a str) -> Self {
+        Self {
+            cache,
+            key,
+            answered: false,
+        }
+    }
+
+    /// The database's answer: remembered, and told to those waiting.
+    pub(crate) fn answer(mut self, tenant: Option<String>, now: Instant) {
+        self.cache.put(self.key, tenant, now);
+        self.answered = true;
+    }
+}
+
+impl Drop for Lookup<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.cache.abandon(self.key);
+        }
     }
 }
 
@@ -132,5 +200,32 @@ mod tests {
             cache.get("sy_new", later + Duration::from_secs(1)),
             Cached::LookUp
         );
+    }
+
+    #[test]
+    fn a_burst_on_one_key_waits_for_its_one_lookup() {
+        let cache = KeyCache::default();
+        let t0 = Instant::now();
+        assert_eq!(cache.get("sy_burst", t0), Cached::LookUp);
+        // Everyone else with the same key waits for that lookup, taking no slot.
+        let waiting: Vec<_> = (0..2 * LOOKUPS_PER_SECOND)
+            .map(|_| cache.get("sy_burst", t0))
+            .collect();
+        assert!(waiting.iter().all(|c| matches!(c, Cached::Pending(_))));
+        assert_eq!(cache.get("sy_other", t0), Cached::LookUp, "slots are left");
+        cache.put("sy_burst", Some("acme".into()), t0);
+        for cached in waiting {
+            let Cached::Pending(done) = cached else {
+                unreachable!()
+            };
+            assert!(*done.borrow(), "told the answer is in");
+        }
+        assert_eq!(
+            cache.get("sy_burst", t0),
+            Cached::Answer(Some("acme".into()))
+        );
+        // A failed lookup lets the next request look up again.
+        cache.abandon("sy_other");
+        assert_eq!(cache.get("sy_other", t0), Cached::LookUp);
     }
 }

@@ -33,6 +33,7 @@ mod limits;
 mod openai;
 mod openapi;
 mod operations;
+mod plans;
 mod plugins;
 mod providers;
 mod quotas;
@@ -146,6 +147,17 @@ fn routes(state: HttpState) -> Router {
             get(limits::get_limits)
                 .put(limits::put_limits)
                 .delete(limits::delete_limits),
+        )
+        .route("/v1/plans", get(plans::list_plans))
+        .route(
+            "/v1/plans/{name}",
+            axum::routing::put(plans::put_plan).delete(plans::delete_plan),
+        )
+        .route(
+            "/v1/tenants/{tenant}/plan",
+            get(plans::get_tenant_plan)
+                .put(plans::put_tenant_plan)
+                .delete(plans::delete_tenant_plan),
         )
         .route("/v1/plugins", get(plugins::list_plugins))
         .route(

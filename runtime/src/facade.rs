@@ -16,6 +16,7 @@
 mod artifacts;
 mod jobs;
 mod limits;
+mod plans;
 mod plugins;
 mod providers;
 mod tenants;
@@ -37,9 +38,9 @@ pub use crate::{
     secrets::random_alphanumeric,
     settings::Secret,
     store::{
-        ConfigReadError, ConfigWriteError, CountedQuota, GroupCommitError, PluginInfo,
-        PluginWriteError, ProviderFilter, ProviderRecord, QueryError, Quota, QuotaPeriod,
-        ReportScope, Task, TaskStatus, TenantKey, TenantLimits, UsageSummaryRow,
+        ConfigReadError, ConfigWriteError, CountedQuota, GroupCommitError, Plan, PlanError,
+        PluginInfo, PluginWriteError, ProviderFilter, ProviderRecord, QueryError, Quota,
+        QuotaPeriod, ReportScope, Task, TaskStatus, TenantKey, TenantLimits, UsageSummaryRow,
     },
     usage_report::{Bucket, UsageReport as UsageBuckets},
 };

@@ -22,6 +22,7 @@ mod batch;
 mod errors;
 mod keys;
 mod limits;
+mod plans;
 mod plugins;
 mod providers;
 mod quota_holds;
@@ -46,6 +47,7 @@ pub use batch::{Claim, Completion, Failure, GroupCommit, GroupCommitError, MAX_B
 pub use errors::QueryError;
 pub use keys::TenantKey;
 pub use limits::TenantLimits;
+pub use plans::{Plan, PlanError};
 pub use plugins::{Installed, PluginInfo, PluginWriteError};
 pub use providers::{
     ConfigChange, ConfigListener, ConfigReadError, ConfigWriteError, ProviderFilter, ProviderRecord,

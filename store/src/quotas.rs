@@ -132,6 +132,8 @@ pub struct StoredQuota {
     pub id: i64,
     /// The quota.
     pub quota: Quota,
+    /// The plan it comes from (`None`: the tenant's own).
+    pub plan: Option<String>,
 }
 
 /// What a quota leaves in its current period, per limit (`None`: no such limit).
@@ -162,6 +164,8 @@ pub struct CountedQuota {
     pub reserved: UsageTotals,
     /// What is left for new requests: the limit less `used` and `reserved`.
     pub left: Left,
+    /// The plan it comes from (`null`: the tenant's own).
+    pub plan: Option<String>,
 }
 
 impl CountedQuota {
@@ -192,6 +196,7 @@ impl CountedQuota {
             used,
             reserved,
             left,
+            plan: None,
         }
     }
 
@@ -211,6 +216,7 @@ struct QuotaRow {
     max_images: Option<i64>,
     max_tokens: Option<i64>,
     max_cost_usd: Option<f64>,
+    plan: Option<String>,
 }
 
 impl QuotaRow {
@@ -221,6 +227,7 @@ impl QuotaRow {
         })?;
         Ok(StoredQuota {
             id: self.id,
+            plan: self.plan,
             quota: Quota {
                 tenant: self.tenant,
                 user: Some(self.user_id).filter(|u| !u.is_empty()),
@@ -257,12 +264,16 @@ impl Store {
                     UsageTotals::default(),
                 ),
             };
-            counted.push(CountedQuota::new(stored.quota, since, used, reserved));
+            let mut quota = CountedQuota::new(stored.quota, since, used, reserved);
+            quota.plan = stored.plan;
+            counted.push(quota);
         }
         Ok(counted)
     }
 
-    /// Removes a quota (its counters and holds with it); false if there was none.
+    /// Removes a quota (its counters and holds with it); false if there was none. A
+    /// tenant-wide one of the tenant's own gives way to its plan's, if it has a plan for
+    /// that period.
     ///
     /// # Errors
     /// [`QueryError::Database`].
@@ -281,11 +292,15 @@ impl Store {
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;
+        if affected > 0 && user.is_none() {
+            self.restore_plan_quota(tenant).await?;
+        }
         Ok(affected > 0)
     }
 
-    /// Creates or replaces a quota. A replaced quota keeps its counters: the new limits
-    /// apply to what it counted so far.
+    /// Creates or replaces a quota of the tenant's own (it takes the place of its plan's
+    /// for that period). A replaced quota keeps its counters: the new limits apply to
+    /// what it counted so far.
     ///
     /// # Errors
     /// [`QueryError::Database`].
@@ -297,7 +312,7 @@ impl Store {
              ON CONFLICT (tenant, user_id, period) DO UPDATE SET \
              max_requests = excluded.max_requests, max_images = excluded.max_images, \
              max_tokens = excluded.max_tokens, max_cost_usd = excluded.max_cost_usd, \
-             updated_at = excluded.updated_at"
+             updated_at = excluded.updated_at, plan = NULL"
         )
         .bind(&quota.tenant)
         .bind(quota.user.as_deref().unwrap_or(""))
@@ -333,7 +348,7 @@ impl Store {
     pub async fn stored_quotas(&self, tenant: &str) -> Result<Vec<StoredQuota>, QueryError> {
         let rows: Vec<QuotaRow> = on_pool!(self, |pool| sqlx::query_as(
             "SELECT id, tenant, user_id, period, max_requests, max_images, max_tokens, \
-             max_cost_usd FROM quotas WHERE tenant = $1 ORDER BY user_id, period"
+             max_cost_usd, plan FROM quotas WHERE tenant = $1 ORDER BY user_id, period"
         )
         .bind(tenant)
         .fetch_all(pool)

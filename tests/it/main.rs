@@ -27,6 +27,7 @@ mod jobs;
 mod limits;
 mod openai;
 mod outage;
+mod plans;
 mod plugins;
 mod priority;
 mod protocol;
