@@ -12,7 +12,7 @@ use crate::over_nats::Pipeline;
 
 /// The mock's latency and the slots: the backlog drains in about
 /// `N × LATENCY_MS / SLOTS` ms.
-const LATENCY_MS: u64 = 20;
+const LATENCY_MS: u64 = 200;
 const SLOTS: usize = 64;
 
 fn command(request_id: &str, priority: i64) -> anyhow::Result<Command> {

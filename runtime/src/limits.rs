@@ -64,6 +64,8 @@ struct Inner {
     refresh: Duration,
     replicas: AtomicU32,
     membership: Option<crate::replicas::Membership>,
+    /// Owns the background reads of tenants' limits.
+    tasks: switchyard_tasks::Tasks,
     tenants: Mutex<HashMap<String, Arc<Tenant>>>,
 }
 
@@ -72,6 +74,8 @@ struct Tenant {
     read_at: Mutex<Instant>,
     /// Changed through this process: read again at the next request.
     stale: std::sync::atomic::AtomicBool,
+    /// A background read of its limits is under way.
+    refreshing: std::sync::atomic::AtomicBool,
     /// Its limits as stored (for the next read to compare).
     limits: TenantLimits,
     share: u32,
@@ -162,9 +166,19 @@ impl Limits {
                 refresh,
                 replicas: AtomicU32::new(1),
                 membership: None,
+                tasks: switchyard_tasks::Tasks::new("tenant-limits"),
                 tenants: Mutex::default(),
             }),
         }
+    }
+
+    /// Runs the background reads of tenants' limits under `tasks` (cancelled with it).
+    #[must_use]
+    pub fn with_tasks(mut self, tasks: &switchyard_tasks::Tasks) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.tasks = tasks.child("tenant-limits");
+        }
+        self
     }
 
     /// Shares every tenant's limits among the replicas `membership` counts.
@@ -333,26 +347,51 @@ impl Limits {
         Ok(permit)
     }
 
-    /// The tenant's limiter state: cached, or built again from its limits once
-    /// [`REFRESH`] old or when the share changed (its running counts carry over).
-    async fn tenant(&self, tenant: &str) -> Result<Arc<Tenant>, QueryError> {
-        let share = self.share();
-        let cached = self
-            .inner
+    fn cached(&self, tenant: &str) -> Option<Arc<Tenant>> {
+        self.inner
             .tenants
             .lock()
             .ok()
-            .and_then(|tenants| tenants.get(tenant).cloned());
-        if let Some(state) = &cached
+            .and_then(|tenants| tenants.get(tenant).cloned())
+    }
+
+    /// The tenant's limiter state: cached; read again once [`REFRESH`] old (in the
+    /// background: the cached state serves meanwhile, so no request, and not intake's
+    /// loop, waits on the database for it); read before answering the first time, after
+    /// a change made through this process, or when the share changed.
+    async fn tenant(&self, tenant: &str) -> Result<Arc<Tenant>, QueryError> {
+        let share = self.share();
+        if let Some(state) = self.cached(tenant)
             && !state.stale.load(Ordering::Relaxed)
-            && state
-                .read_at
-                .lock()
-                .is_ok_and(|at| at.elapsed() < self.inner.refresh)
             && state.share == share
         {
-            return Ok(state.clone());
+            let old = !state
+                .read_at
+                .lock()
+                .is_ok_and(|at| at.elapsed() < self.inner.refresh);
+            if old && !state.refreshing.swap(true, Ordering::AcqRel) {
+                let (limits, tenant) = (self.clone(), tenant.to_owned());
+                self.inner
+                    .tasks
+                    .spawn_bounded("tenant-limits-refresh", async move {
+                        if let Err(error) = limits.read(&tenant).await {
+                            tracing::warn!(%error, "cannot read the tenant's limits");
+                        }
+                        if let Some(state) = limits.cached(&tenant) {
+                            state.refreshing.store(false, Ordering::Release);
+                        }
+                    });
+            }
+            return Ok(state);
         }
+        self.read(tenant).await
+    }
+
+    /// Reads the tenant's limits and builds its state again if they (or the share)
+    /// changed; its running counts carry over.
+    async fn read(&self, tenant: &str) -> Result<Arc<Tenant>, QueryError> {
+        let share = self.share();
+        let cached = self.cached(tenant);
         let limits = self
             .inner
             .store
@@ -397,6 +436,7 @@ impl Limits {
         Tenant {
             read_at: Mutex::new(Instant::now()),
             stale: std::sync::atomic::AtomicBool::new(false),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
             limits,
             share,
             rate: self.direct(limits.rpm, share),

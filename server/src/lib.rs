@@ -158,7 +158,8 @@ impl Serve for Runtime {
                 runtime.settings.tenants.defaults(),
                 engine.clock(),
             )
-            .with_membership(membership.clone()),
+            .with_membership(membership.clone())
+            .with_tasks(&tasks),
             runtime.settings.tenants.over_limit,
             Duration::from_millis(runtime.settings.tenants.max_wait_ms),
         )

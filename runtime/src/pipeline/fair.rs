@@ -83,6 +83,47 @@ impl<T> FairQueue<T> {
         None
     }
 
+    /// The newest item `tenant` has queued, taken out.
+    pub(super) fn pop_newest(&mut self, tenant: &str) -> Option<T> {
+        let queue = self.queues.get_mut(tenant)?;
+        let item = queue.pop_back();
+        if queue.is_empty() {
+            self.queues.remove(tenant);
+            self.ring.retain(|t| t != tenant);
+        }
+        if item.is_some() {
+            self.len -= 1;
+        }
+        item
+    }
+
+    /// The oldest item `tenant` has queued.
+    pub(super) fn front_of(&self, tenant: &str) -> Option<&T> {
+        self.queues.get(tenant).and_then(VecDeque::front)
+    }
+
+    /// Removes `tenant`'s oldest items while `expired` says so (they are queued in
+    /// arrival order, so the expired ones come first).
+    pub(super) fn pop_expired(
+        &mut self,
+        tenant: &str,
+        mut expired: impl FnMut(&T) -> bool,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        let Some(queue) = self.queues.get_mut(tenant) else {
+            return out;
+        };
+        while queue.front().is_some_and(&mut expired) {
+            out.extend(queue.pop_front());
+        }
+        if queue.is_empty() {
+            self.queues.remove(tenant);
+            self.ring.retain(|t| t != tenant);
+        }
+        self.len -= out.len();
+        out
+    }
+
     /// Removes and returns every item `expired` (given its tenant) says must leave the
     /// queue now.
     pub(super) fn drain_where(&mut self, mut expired: impl FnMut(&str, &T) -> bool) -> Vec<T> {
@@ -201,23 +242,42 @@ impl<T> Banded<T> {
         }
     }
 
-    /// [`FairQueue::drain_where`] over the bands.
-    pub(super) fn drain_where(&mut self, mut expired: impl FnMut(&str, &T) -> bool) -> Vec<T> {
+    /// [`FairQueue::pop_expired`] over the bands: `tenant`'s items that waited too
+    /// long, without looking at anyone else's.
+    pub(super) fn pop_expired(
+        &mut self,
+        tenant: &str,
+        mut expired: impl FnMut(&T) -> bool,
+    ) -> Vec<T> {
         let mut out = Vec::new();
-        let mut gone: Vec<String> = Vec::new();
         for band in &mut self.bands {
-            out.extend(band.drain_where(|tenant, item| {
-                let leave = expired(tenant, item);
-                if leave {
-                    gone.push(tenant.to_owned());
-                }
-                leave
-            }));
+            out.extend(band.pop_expired(tenant, &mut expired));
         }
-        for tenant in gone {
-            self.forget(&tenant, 1);
-        }
+        self.forget(tenant, out.len());
         out
+    }
+
+    /// Takes out `tenant`'s newest item of its least urgent band, if that band is less
+    /// urgent than `than` (0: most urgent).
+    pub(super) fn pop_least_urgent(&mut self, tenant: &str, than: usize) -> Option<T> {
+        let least = (0..PRIORITIES)
+            .rev()
+            .find(|&band| self.bands[band].front_of(tenant).is_some())?;
+        if least <= than {
+            return None;
+        }
+        let item = self.bands[least].pop_newest(tenant);
+        if item.is_some() {
+            self.forget(tenant, 1);
+        }
+        item
+    }
+
+    /// `tenant`'s oldest item in each band.
+    pub(super) fn fronts_of<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = &'a T> + 'a {
+        self.bands
+            .iter()
+            .filter_map(move |band| band.front_of(tenant))
     }
 
     /// Every item, mutably.
@@ -266,9 +326,19 @@ mod tests {
             }
         });
         assert_eq!(next.as_deref(), Some("bg1"));
-        assert_eq!(queue.drain_where(|t, _| t == "blocked").len(), 1);
+        assert_eq!(queue.fronts_of("blocked").count(), 1);
+        // Over its share, a more urgent command takes the least urgent one's place.
+        assert_eq!(
+            queue.pop_least_urgent("flood", band(Some(9))).as_deref(),
+            Some("bg49")
+        );
+        assert_eq!(queue.pop_least_urgent("flood", band(Some(10))), None);
+        assert_eq!(queue.pop_least_urgent("blocked", band(Some(1))), None);
+        assert_eq!(queue.queued("flood"), 47);
+        assert_eq!(queue.pop_expired("blocked", |_| true).len(), 1);
         assert_eq!(queue.queued("blocked"), 0);
-        assert_eq!(queue.drain_all().len(), 48);
+        assert_eq!(queue.fronts_of("blocked").count(), 0);
+        assert_eq!(queue.drain_all().len(), 47);
         assert!(queue.is_empty());
     }
 

@@ -244,22 +244,38 @@ impl Intake {
         }
         let share = (self.handler.intake_window.count / (self.queue.tenants() + 1)).max(1);
         let stuck = self.saturated() || self.blocked.contains_key(&tenant);
-        if stuck && !tenant.is_empty() && self.queue.queued(&tenant) >= share {
-            if delivery.delivered + 1 >= self.handler.max_deliveries {
-                let message = format!(
-                    "tenant '{tenant}' had no free slot in the gateway for all of this command's deliveries"
-                );
-                self.start_limited(delivery, message);
-            } else {
-                metrics::counter!("switchyard_commands_handed_back_total").increment(1);
-                delivery.nak(Some(OVERFLOW_BACKOFF)).await;
-            }
+        let band = band(priority);
+        if !(stuck && !tenant.is_empty() && self.queue.queued(&tenant) >= share) {
+            self.hold(band, &tenant, delivery, user);
             return;
         }
+        // Over its share: the tenant keeps its most urgent commands queued, so one more
+        // urgent than its least urgent queued command takes that one's place.
+        let handed_back = match self.queue.pop_least_urgent(&tenant, band) {
+            Some(least) => {
+                self.unqueued(&least);
+                self.hold(band, &tenant, delivery, user);
+                least.delivery
+            }
+            None => delivery,
+        };
+        if handed_back.delivered + 1 >= self.handler.max_deliveries {
+            let message = format!(
+                "tenant '{tenant}' had no free slot in the gateway for all of this command's deliveries"
+            );
+            self.start_limited(handed_back, message);
+        } else {
+            metrics::counter!("switchyard_commands_handed_back_total").increment(1);
+            handed_back.nak(Some(OVERFLOW_BACKOFF)).await;
+        }
+    }
+
+    /// Queues a delivery of `tenant` in `band`.
+    fn hold(&mut self, band: usize, tenant: &str, delivery: Delivery, user: Option<String>) {
         self.queued_bytes += delivery.payload.len();
         self.queue.push(
-            band(priority),
-            &tenant,
+            band,
+            tenant,
             Held {
                 delivery,
                 user,
@@ -275,10 +291,15 @@ impl Intake {
     fn dispatch(&mut self) {
         let now = tokio::time::Instant::now();
         let max_wait = self.handler.max_wait;
-        let blocked = &self.blocked;
-        let expired = self.queue.drain_where(|tenant, held| {
-            blocked.contains_key(tenant) && now.duration_since(held.since) >= max_wait
-        });
+        // Only the queues of tenants over a limit are looked at (not the whole queue,
+        // which may hold thousands).
+        let mut expired = Vec::new();
+        for tenant in self.blocked.keys() {
+            expired.extend(
+                self.queue
+                    .pop_expired(tenant, |held| now.duration_since(held.since) >= max_wait),
+            );
+        }
         self.blocked.retain(|_, blocked| blocked.until > now);
         for held in expired {
             self.unqueued(&held);
@@ -351,11 +372,11 @@ impl Intake {
         let unblock = self.blocked.values().map(|b| b.until).min();
         let max_wait = self.handler.max_wait;
         let expiry = self
-            .queue
-            .iter_mut()
+            .blocked
+            .keys()
+            .flat_map(|tenant| self.queue.fronts_of(tenant))
             .map(|held| held.since + max_wait)
-            .min()
-            .filter(|_| !self.blocked.is_empty());
+            .min();
         unblock.into_iter().chain(expiry).min()
     }
 
