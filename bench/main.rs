@@ -84,6 +84,14 @@ struct BenchArgs {
     /// the floor's of the same round.
     #[arg(long, requires = "bus", conflicts_with = "floor")]
     compare_floor: bool,
+    /// With --bus: the pipeline with tenant policy on — limits at intake for every
+    /// tenant (far above the load, so nothing waits) and a daily quota of the bench's
+    /// tenant reserved from by every command — to measure what admission costs.
+    #[arg(long, requires = "bus")]
+    with_limits: bool,
+    /// With --bus: the runtime's `bus.intake_window` (commands pulled ahead).
+    #[arg(long, requires = "bus")]
+    intake_window: Option<usize>,
     /// With --bus: read terminal events back from the event stream with an ordered
     /// consumer of every event (as a late subscriber does) instead of a core
     /// subscription to the terminal subjects (as a live subscriber does).

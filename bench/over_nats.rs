@@ -67,7 +67,27 @@ impl Pipeline {
             .schema
             .clone()
             .map(|schema| (settings.database.url.clone(), schema));
+        if let Some(window) = args.intake_window {
+            settings.bus.intake_window = window;
+        }
+        if args.with_limits {
+            settings.tenants.rpm = Some(u32::MAX);
+            settings.tenants.concurrency = Some(u32::MAX);
+            settings.tenants.user_rpm = Some(u32::MAX);
+        }
         let (runtime, _) = switchyard_runtime::prepare(settings).await?;
+        if args.with_limits {
+            runtime
+                .store
+                .set_quota(&switchyard_runtime::store::Quota {
+                    max_requests: Some(i64::MAX / 2),
+                    ..switchyard_runtime::store::Quota::new(
+                        "bench",
+                        switchyard_runtime::store::QuotaPeriod::Day,
+                    )
+                })
+                .await?;
+        }
         let store = runtime.store.clone();
         let bus = runtime.connect_bus().await?;
         let server = runtime.spawn_with_bus(bus.clone());

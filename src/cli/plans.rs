@@ -11,7 +11,7 @@ use switchyard_runtime::store::{Plan, QuotaPeriod, Store};
 
 use super::{
     remote::{Remote, check},
-    tenants::tenant,
+    tenants::{MaxArgs, tenant},
 };
 
 /// The limits of `plans set`.
@@ -22,18 +22,8 @@ pub struct PlanArgs {
     /// `day` or `month` (UTC).
     #[arg(long, default_value = "month")]
     period: String,
-    /// Requests at most.
-    #[arg(long)]
-    max_requests: Option<i64>,
-    /// Images at most.
-    #[arg(long)]
-    max_images: Option<i64>,
-    /// Input plus output tokens at most.
-    #[arg(long)]
-    max_tokens: Option<i64>,
-    /// Spend at most, in USD.
-    #[arg(long)]
-    max_cost_usd: Option<f64>,
+    #[command(flatten)]
+    max: MaxArgs,
 }
 
 impl PlanArgs {
@@ -42,10 +32,10 @@ impl PlanArgs {
             name: self.name,
             period: QuotaPeriod::parse(&self.period)
                 .map_err(|e| anyhow::anyhow!("--period: {e}"))?,
-            max_requests: self.max_requests,
-            max_images: self.max_images,
-            max_tokens: self.max_tokens,
-            max_cost_usd: self.max_cost_usd,
+            max_requests: self.max.max_requests,
+            max_images: self.max.max_images,
+            max_tokens: self.max.max_tokens,
+            max_cost_usd: self.max.max_cost_usd,
         };
         plan.check().map_err(|e| anyhow::anyhow!(e))?;
         Ok(plan)

@@ -51,18 +51,25 @@ pub struct QuotaArgs {
     /// `day` or `month` (UTC).
     #[arg(long)]
     period: String,
+    #[command(flatten)]
+    max: MaxArgs,
+}
+
+/// The limits of a quota or a plan, per period (at least one).
+#[derive(Debug, Args)]
+pub struct MaxArgs {
     /// Requests at most.
     #[arg(long)]
-    max_requests: Option<i64>,
+    pub(super) max_requests: Option<i64>,
     /// Images at most.
     #[arg(long)]
-    max_images: Option<i64>,
+    pub(super) max_images: Option<i64>,
     /// Input plus output tokens at most.
     #[arg(long)]
-    max_tokens: Option<i64>,
+    pub(super) max_tokens: Option<i64>,
     /// Spend at most, in USD.
     #[arg(long)]
-    max_cost_usd: Option<f64>,
+    pub(super) max_cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,10 +124,10 @@ fn quota(args: QuotaArgs) -> anyhow::Result<Quota> {
         period: period(&args.period)?,
         tenant: args.tenant,
         user: args.user,
-        max_requests: args.max_requests,
-        max_images: args.max_images,
-        max_tokens: args.max_tokens,
-        max_cost_usd: args.max_cost_usd,
+        max_requests: args.max.max_requests,
+        max_images: args.max.max_images,
+        max_tokens: args.max.max_tokens,
+        max_cost_usd: args.max.max_cost_usd,
     };
     quota.check().map_err(|e| anyhow::anyhow!(e))?;
     Ok(quota)

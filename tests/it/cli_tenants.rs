@@ -155,3 +155,47 @@ fn usage_reports_a_call_as_a_table_and_as_json() {
         stderr(&out)
     );
 }
+
+#[test]
+fn plans_commands_manage_plans_and_assign_them() {
+    let env = Env::new("");
+    let listed = env.ok(&["plans", "list"]);
+    for plan in ["basic", "professional", "enterprise"] {
+        assert!(listed.contains(plan), "{listed}");
+    }
+    assert!(
+        listed.contains("tokens 100000") && listed.contains("images 50"),
+        "{listed}"
+    );
+    env.ok(&[
+        "plans",
+        "set",
+        "tiny",
+        "--period",
+        "day",
+        "--max-requests",
+        "2",
+    ]);
+    env.ok(&["plans", "assign", "--tenant", "acme", "--plan", "tiny"]);
+    let quotas = env.ok(&["quotas", "list", "--tenant", "acme"]);
+    assert!(quotas.contains("requests 0/2"), "{quotas}");
+    for (args, needle) in [
+        (vec!["plans", "remove", "tiny"], "assigned"),
+        (
+            vec!["plans", "assign", "--tenant", "acme", "--plan", "gold"],
+            "no plan named 'gold'",
+        ),
+        (
+            vec!["plans", "set", "tiny", "--period", "day"],
+            "at least one",
+        ),
+        (vec!["plans", "set", "a b", "--max-images", "1"], "name"),
+    ] {
+        let out = env.run(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    env.ok(&["plans", "unassign", "--tenant", "acme"]);
+    env.ok(&["plans", "remove", "tiny"]);
+    assert!(!env.ok(&["plans", "list"]).contains("tiny"));
+}

@@ -370,3 +370,39 @@ async fn two_gateways_share_a_tenants_concurrency() {
     }
     db.cleanup().await;
 }
+
+/// A tenant over its limits that already has its share of the intake window waiting
+/// has further commands fail at once with `rate_limited` (nothing goes round the bus):
+/// every command ends, those that waited complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_limits_with_its_share_waiting_is_refused_at_once() {
+    let db = TestDb::sqlite().await;
+    let node = node(&db, 100, |s| s.bus.intake_window = 4).await;
+    put_limits(&node, "acme", json!({"concurrency": 1}));
+    let mut events = node.bus.events(EventFilter::All).await.unwrap();
+    let commands: Vec<_> = (0..12).map(|i| text("acme", &format!("s{i}"))).collect();
+    publish(&node.bus, &commands).await;
+    let (terminals, _) = collect(&mut events, 12).await;
+    let refused: Vec<_> = terminals
+        .iter()
+        .filter(|t| t["error"]["code"] == "rate_limited")
+        .collect();
+    let completed = terminals
+        .iter()
+        .filter(|t| t["type"] == "completed")
+        .count();
+    assert_eq!(completed + refused.len(), 12, "{terminals:?}");
+    assert!(
+        completed >= 2,
+        "the running one and those waiting complete: {terminals:?}"
+    );
+    assert!(
+        refused.iter().any(|t| t["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already waiting")),
+        "{terminals:?}"
+    );
+    node.stop().await;
+    db.cleanup().await;
+}

@@ -85,16 +85,18 @@ impl<T> FairQueue<T> {
 
     /// The newest item `tenant` has queued, taken out.
     pub(super) fn pop_newest(&mut self, tenant: &str) -> Option<T> {
-        let queue = self.queues.get_mut(tenant)?;
-        let item = queue.pop_back();
-        if queue.is_empty() {
+        let item = self.queues.get_mut(tenant)?.pop_back();
+        self.settle(tenant, usize::from(item.is_some()));
+        item
+    }
+
+    /// `taken` items of `tenant` left: its queue leaves the ring once empty.
+    fn settle(&mut self, tenant: &str, taken: usize) {
+        if self.queues.get(tenant).is_some_and(VecDeque::is_empty) {
             self.queues.remove(tenant);
             self.ring.retain(|t| t != tenant);
         }
-        if item.is_some() {
-            self.len -= 1;
-        }
-        item
+        self.len -= taken;
     }
 
     /// The oldest item `tenant` has queued.
@@ -116,11 +118,7 @@ impl<T> FairQueue<T> {
         while queue.front().is_some_and(&mut expired) {
             out.extend(queue.pop_front());
         }
-        if queue.is_empty() {
-            self.queues.remove(tenant);
-            self.ring.retain(|t| t != tenant);
-        }
-        self.len -= out.len();
+        self.settle(tenant, out.len());
         out
     }
 

@@ -89,10 +89,6 @@ fn lenient_priority<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64
     Ok(serde_json::Value::deserialize(d)?.as_i64())
 }
 
-/// How long an overflowing delivery (its tenant holds its whole share of the queue
-/// while every slot is busy) is handed back before it comes again.
-const OVERFLOW_BACKOFF: Duration = Duration::from_secs(1);
-
 /// Pulls commands and handles up to `concurrency` at once until `shutdown` turns true;
 /// then stops pulling, naks what was pulled but not started, and waits for running
 /// commands to finish.
@@ -101,10 +97,12 @@ const OVERFLOW_BACKOFF: Duration = Duration::from_secs(1);
 /// intake window of them, in count and bytes) for a slot and for their tenant's limits
 /// ([`crate::limits`]): the most urgent priority starts first, so an urgent command
 /// pulled behind a backlog does not wait for it, and within a priority tenants take
-/// turns, so one tenant's backlog does not starve another's commands. A tenant that holds its share
-/// of the queue while every slot is busy has its further commands handed back for a
-/// while. A command over its tenant's limits waits (at most the pipeline's
-/// `max_wait`) or fails at once with `rate_limited`, as `[tenants] over_limit` says.
+/// turns, so one tenant's backlog does not starve another's commands within the
+/// window. A command over its tenant's limits waits (at most the pipeline's
+/// `max_wait`) or fails at once with `rate_limited`, as `[tenants] over_limit` says; a
+/// tenant over its limits that already has its share of the window waiting has its
+/// further commands fail at once. Nothing is handed back to the bus to come round
+/// again (that churned the bus under a one-tenant flood).
 ///
 /// # Errors
 /// [`BusError`] when the consumer cannot be created.
@@ -217,10 +215,8 @@ impl Intake {
         self.blocked.retain(|_, blocked| !blocked.at_once);
     }
 
-    /// A delivery just pulled: queued by tenant, or handed back while its tenant holds
-    /// its whole share of the queue and cannot start more (every slot is busy, or it
-    /// is over its own limits), so that it cannot fill the queue and keep other
-    /// tenants' commands from being pulled.
+    /// A delivery just pulled: queued by priority and tenant, unless its tenant is over
+    /// its limits and already has its share of the window waiting.
     async fn arrive(&mut self, delivery: Delivery) {
         let (tenant, user, priority) = match serde_json::from_slice::<Who<'_>>(&delivery.payload) {
             Ok(Who {
@@ -242,16 +238,18 @@ impl Intake {
             // follows when the command runs.
             tracing::warn!(%error, "cannot read the tenant's limits");
         }
-        let share = (self.handler.intake_window.count / (self.queue.tenants() + 1)).max(1);
-        let stuck = self.saturated() || self.blocked.contains_key(&tenant);
         let band = band(priority);
-        if !(stuck && !tenant.is_empty() && self.queue.queued(&tenant) >= share) {
+        let share = (self.handler.intake_window.count / (self.queue.tenants() + 1)).max(1);
+        let over = self.blocked.contains_key(&tenant) && self.queue.queued(&tenant) >= share;
+        if tenant.is_empty() || !over {
             self.hold(band, &tenant, delivery, user);
             return;
         }
-        // Over its share: the tenant keeps its most urgent commands queued, so one more
-        // urgent than its least urgent queued command takes that one's place.
-        let handed_back = match self.queue.pop_least_urgent(&tenant, band) {
+        // Over its limits with its share of the window already waiting: the tenant keeps
+        // its most urgent commands (one more urgent than its least urgent queued command
+        // takes that one's place), and the other fails now with `rate_limited` rather
+        // than crowd the window or go round the bus again.
+        let refused = match self.queue.pop_least_urgent(&tenant, band) {
             Some(least) => {
                 self.unqueued(&least);
                 self.hold(band, &tenant, delivery, user);
@@ -259,15 +257,9 @@ impl Intake {
             }
             None => delivery,
         };
-        if handed_back.delivered + 1 >= self.handler.max_deliveries {
-            let message = format!(
-                "tenant '{tenant}' had no free slot in the gateway for all of this command's deliveries"
-            );
-            self.start_limited(handed_back, message);
-        } else {
-            metrics::counter!("switchyard_commands_handed_back_total").increment(1);
-            handed_back.nak(Some(OVERFLOW_BACKOFF)).await;
-        }
+        let message =
+            format!("tenant '{tenant}' is over its limits with {share} commands already waiting");
+        self.start_limited(refused, message);
     }
 
     /// Queues a delivery of `tenant` in `band`.
