@@ -84,11 +84,14 @@ struct BenchArgs {
     /// the floor's of the same round.
     #[arg(long, requires = "bus", conflicts_with = "floor")]
     compare_floor: bool,
-    /// With --bus: the pipeline with tenant policy on — limits at intake for every
-    /// tenant (far above the load, so nothing waits) and a daily quota of the bench's
-    /// tenant reserved from by every command — to measure what admission costs.
+    /// With --bus: limits at intake for every tenant (far above the load, so nothing
+    /// waits): every command takes a limiter slot. To measure what that costs.
     #[arg(long, requires = "bus")]
     with_limits: bool,
+    /// With --bus: a daily quota of the bench's tenant (far above the load), reserved
+    /// from in the database by every command. To measure what that costs.
+    #[arg(long, requires = "bus")]
+    with_quota: bool,
     /// With --bus: the runtime's `bus.intake_window` (commands pulled ahead).
     #[arg(long, requires = "bus")]
     intake_window: Option<usize>,

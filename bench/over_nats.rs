@@ -76,7 +76,7 @@ impl Pipeline {
             settings.tenants.user_rpm = Some(u32::MAX);
         }
         let (runtime, _) = switchyard_runtime::prepare(settings).await?;
-        if args.with_limits {
+        if args.with_quota {
             runtime
                 .store
                 .set_quota(&switchyard_runtime::store::Quota {
