@@ -42,6 +42,8 @@ struct State {
     window: Option<(Instant, u32)>,
     /// Keys being looked up now: their lookup says `true` when its answer is in.
     pending: HashMap<String, tokio::sync::watch::Sender<bool>>,
+    /// Bumped by [`KeyCache::clear`]: an answer read before it is not kept.
+    generation: u64,
 }
 
 /// What the cache says of a key.
@@ -83,6 +85,16 @@ impl KeyCache {
         if let Some(lookup) = state.pending.get(key) {
             return Cached::Pending(lookup.subscribe());
         }
+        // A key that was live when last asked is looked up again outside the budget
+        // (there are only as many as real keys), so a flood of made-up keys cannot lock
+        // real tenants out once their answers expire.
+        let known = matches!(state.entries.get(key), Some((Some(_), _)));
+        if known {
+            state
+                .pending
+                .insert(key.to_owned(), tokio::sync::watch::Sender::new(false));
+            return Cached::LookUp;
+        }
         let (start, used) = match state.window {
             Some((start, used)) if now.duration_since(start) < Duration::from_secs(1) => {
                 (start, used)
@@ -110,18 +122,45 @@ impl KeyCache {
         }
     }
 
-    /// Forgets every answer (a key was revoked: it stops working here at once).
+    /// Forgets every answer (a key was revoked: it stops working here at once). Live
+    /// keys stay known, to be looked up again outside the budget, and a lookup under way
+    /// since before is not kept.
     pub(crate) fn clear(&self) {
         if let Ok(mut state) = self.state.lock() {
-            state.entries.clear();
+            let past = Instant::now()
+                .checked_sub(Duration::from_secs(1))
+                .unwrap_or_else(Instant::now);
+            state.entries.retain(|_, (answer, _)| answer.is_some());
+            for (_, until) in state.entries.values_mut() {
+                *until = past;
+            }
+            state.generation += 1;
         }
     }
 
-    /// Remembers the database's answer for `key`.
-    pub(crate) fn put(&self, key: &str, answer: Option<String>, now: Instant) {
+    /// Remembers the database's answer for `key` (tests: as if read just now).
+    #[cfg(test)]
+    fn put(&self, key: &str, answer: Option<String>, now: Instant) {
+        self.put_since(key, answer, now, self.generation());
+    }
+
+    /// The generation answers are kept for (see [`KeyCache::clear`]).
+    fn generation(&self) -> u64 {
+        self.state.lock().map_or(0, |state| state.generation)
+    }
+
+    /// Remembers the database's answer for `key`, read since `generation`.
+    fn put_since(&self, key: &str, answer: Option<String>, now: Instant, generation: u64) {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
+        if state.generation != generation {
+            // Cleared while the answer was read: it may predate a revocation.
+            if let Some(lookup) = state.pending.remove(key) {
+                lookup.send_replace(true);
+            }
+            return;
+        }
         if state.entries.len() >= MAX_ENTRIES {
             state.entries.retain(|_, (_, until)| now < *until);
             if state.entries.len() >= MAX_ENTRIES {
@@ -140,6 +179,7 @@ impl KeyCache {
 pub(crate) struct Lookup<'a> {
     cache: &'a KeyCache,
     key: &'a str,
+    generation: u64,
     answered: bool,
 }
 
@@ -148,13 +188,15 @@ impl<'a> Lookup<'a> {
         Self {
             cache,
             key,
+            generation: cache.generation(),
             answered: false,
         }
     }
 
-    /// The database's answer: remembered, and told to those waiting.
+    /// The database's answer: remembered (unless the cache was cleared meanwhile), and
+    /// told to those waiting.
     pub(crate) fn answer(mut self, tenant: Option<String>, now: Instant) {
-        self.cache.put(self.key, tenant, now);
+        self.cache.put_since(self.key, tenant, now, self.generation);
         self.answered = true;
     }
 }
@@ -200,6 +242,43 @@ mod tests {
             cache.get("sy_new", later + Duration::from_secs(1)),
             Cached::LookUp
         );
+    }
+
+    #[test]
+    fn a_flood_of_made_up_keys_does_not_lock_out_a_live_key_whose_answer_expired() {
+        let cache = KeyCache::default();
+        let t0 = Instant::now();
+        assert_eq!(cache.get("sy_live", t0), Cached::LookUp);
+        cache.put("sy_live", Some("acme".into()), t0);
+        let later = t0 + HIT_TTL + Duration::from_secs(1);
+        for i in 0..1000 {
+            let _ = cache.get(&format!("sy_flood_{i}"), later);
+        }
+        assert_eq!(cache.get("sy_made_up", later), Cached::Throttled);
+        assert_eq!(
+            cache.get("sy_live", later),
+            Cached::LookUp,
+            "the live key is asked again"
+        );
+    }
+
+    #[test]
+    fn an_answer_read_before_a_revocation_is_not_kept() {
+        let cache = KeyCache::default();
+        let t0 = Instant::now();
+        assert_eq!(cache.get("sy_k", t0), Cached::LookUp);
+        let lookup = Lookup::new(&cache, "sy_k");
+        cache.clear();
+        lookup.answer(Some("acme".into()), t0);
+        assert_eq!(
+            cache.get("sy_k", t0),
+            Cached::LookUp,
+            "asked again, not served stale"
+        );
+        // A live key's answer is forgotten by a revocation, and asked again.
+        cache.put("sy_k", Some("acme".into()), t0);
+        cache.clear();
+        assert_eq!(cache.get("sy_k", t0), Cached::LookUp);
     }
 
     #[test]

@@ -399,22 +399,29 @@ impl Limits {
             .await?
             .unwrap_or_default()
             .or(self.inner.defaults);
-        let state = match cached {
+        if let Some(old) = cached
+            && old.limits == limits
+            && old.share == share
+        {
             // Unchanged: the rate state stays, only the reading is new.
-            Some(old) if old.limits == limits && old.share == share => {
-                if let Ok(mut read_at) = old.read_at.lock() {
-                    *read_at = Instant::now();
-                }
-                old.stale.store(false, Ordering::Relaxed);
-                return Ok(old);
+            if let Ok(mut read_at) = old.read_at.lock() {
+                *read_at = Instant::now();
             }
-            old => Arc::new(self.build(
-                limits,
-                share,
-                old.map(|o| o.running.clone()).unwrap_or_default(),
-            )),
+            old.stale.store(false, Ordering::Relaxed);
+            return Ok(old);
+        }
+        let Ok(mut tenants) = self.inner.tenants.lock() else {
+            return Ok(Arc::new(self.build(limits, share, Arc::default())));
         };
-        if let Ok(mut tenants) = self.inner.tenants.lock() {
+        // The running counts of whatever state is in the map now (not of the one read
+        // before the database answered: another read may have replaced it since), so
+        // two reads racing cannot each start counting from zero.
+        let running = tenants
+            .get(tenant)
+            .map(|current| current.running.clone())
+            .unwrap_or_default();
+        let state = Arc::new(self.build(limits, share, running));
+        {
             if tenants.len() >= MAX_TENANT_STATES {
                 // A tenant idle for a minute has a full rate allowance again, so its
                 // state can go (a hostile stream of new tenant names cannot grow it).

@@ -271,9 +271,9 @@ impl Store {
         Ok(counted)
     }
 
-    /// Removes a quota (its counters and holds with it); false if there was none. A
-    /// tenant-wide one of the tenant's own gives way to its plan's, if it has a plan for
-    /// that period.
+    /// Removes a quota of the tenant's own (its counters and holds with it); false if
+    /// there was none (a plan's quota is not removed here: take the plan away). A
+    /// tenant-wide one gives way to its plan's, if it has a plan for that period.
     ///
     /// # Errors
     /// [`QueryError::Database`].
@@ -284,7 +284,8 @@ impl Store {
         period: QuotaPeriod,
     ) -> Result<bool, QueryError> {
         let affected = on_pool!(self, |pool| sqlx::query(
-            "DELETE FROM quotas WHERE tenant = $1 AND user_id = $2 AND period = $3"
+            "DELETE FROM quotas WHERE tenant = $1 AND user_id = $2 AND period = $3 \
+             AND plan IS NULL"
         )
         .bind(tenant)
         .bind(user.unwrap_or(""))

@@ -49,6 +49,9 @@ async fn plans_ship_as_defaults_and_follow_their_tenants(db: &TestDb) {
         store.tenant_plan("acme").await.unwrap().as_deref(),
         Some("basic")
     );
+    // A plan's quota is not removed as a quota of the tenant's own (its counters stay).
+    assert!(!store.delete_quota("acme", None, month).await.unwrap());
+    assert_eq!(acme(store).await, [(Some("basic".into()), month, Some(50))]);
 
     // The tenant's own quota for the month wins, and gives way again when removed.
     store

@@ -89,6 +89,9 @@ fn lenient_priority<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64
     Ok(serde_json::Value::deserialize(d)?.as_i64())
 }
 
+/// The longest intake waits for a tenant's limits to be read.
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Pulls commands and handles up to `concurrency` at once until `shutdown` turns true;
 /// then stops pulling, naks what was pulled but not started, and waits for running
 /// commands to finish.
@@ -136,6 +139,8 @@ pub async fn run_intake(
         tokio::select! {
             biased;
             () = &mut stopping => break,
+            // Ahead of the work, so held commands are kept alive however busy it is.
+            _ = keep_alive.tick() => intake.keep_alive().await,
             Some(joined) = intake.running.join_next(), if !intake.running.is_empty() => {
                 note_panic(joined);
                 intake.slot_freed();
@@ -145,7 +150,6 @@ pub async fn run_intake(
                 None => break,
             },
             () = sleep_until(wake), if wake.is_some() => {}
-            _ = keep_alive.tick() => intake.keep_alive().await,
         }
     }
     readiness.set(false);
@@ -231,12 +235,16 @@ impl Intake {
             // Not a command: the pipeline sends it to the DLQ or fails it.
             _ => (String::new(), None, None),
         };
-        if !tenant.is_empty()
-            && let Err(error) = self.handler.limits.prepare(&tenant).await
-        {
-            // The database is down: the pipeline's own handling (nak, readiness)
-            // follows when the command runs.
-            tracing::warn!(%error, "cannot read the tenant's limits");
+        if !tenant.is_empty() {
+            // Bounded: a slow database must not stop intake. A tenant whose limits could
+            // not be read is not limited until they can be (the pipeline's own handling
+            // of a database that is down — nak, readiness — follows when it runs).
+            match tokio::time::timeout(PREPARE_TIMEOUT, self.handler.limits.prepare(&tenant)).await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "cannot read the tenant's limits"),
+                Err(_) => tracing::warn!("the tenant's limits were not read in time"),
+            }
         }
         let band = band(priority);
         let share = (self.handler.intake_window.count / (self.queue.tenants() + 1)).max(1);
