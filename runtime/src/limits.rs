@@ -62,7 +62,6 @@ struct Inner {
     defaults: TenantLimits,
     clock: Clock,
     refresh: Duration,
-    replicas: AtomicU32,
     membership: Option<crate::replicas::Membership>,
     /// Owns the background reads of tenants' limits.
     tasks: switchyard_tasks::Tasks,
@@ -164,7 +163,6 @@ impl Limits {
                 defaults,
                 clock,
                 refresh,
-                replicas: AtomicU32::new(1),
                 membership: None,
                 tasks: switchyard_tasks::Tasks::new("tenant-limits"),
                 tenants: Mutex::default(),
@@ -193,16 +191,8 @@ impl Limits {
     fn share(&self) -> u32 {
         match &self.inner.membership {
             Some(membership) => membership.replicas().max(1),
-            None => self.inner.replicas.load(Ordering::Relaxed),
+            None => 1,
         }
-    }
-
-    /// `replicas` processes share every tenant's limits from now on (without a
-    /// membership; tests).
-    pub fn set_replicas(&self, replicas: u32) {
-        self.inner
-            .replicas
-            .store(replicas.max(1), Ordering::Relaxed);
     }
 
     /// Reads a tenant's limits again at its next request (they changed in this

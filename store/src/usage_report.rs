@@ -113,16 +113,7 @@ impl Store {
              GROUP BY {day}{by_user}, provider, model, kind, provider_config_id \
              ORDER BY 1, 2, provider, model, kind, provider_config_id"
         );
-        let rows = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
-            sql.as_str()
-        ))
-        .bind(scope.tenant)
-        .bind(scope.from)
-        .bind(scope.to)
-        .bind(scope.user)
-        .fetch_all(pool)
-        .await)?;
-        Ok(rows)
+        self.scoped(&sql, scope).await
     }
 
     /// A tenant's failed requests per UTC day, kind and error code, in `scope` (by the
@@ -143,15 +134,24 @@ impl Store {
              AND status = 'failed' AND ($4 IS NULL OR user_id = $4) \
              GROUP BY {day}{by_user}, kind, error_code ORDER BY 1, 2, kind, error_code"
         );
-        let rows = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
-            sql.as_str()
-        ))
-        .bind(scope.tenant)
-        .bind(scope.from)
-        .bind(scope.to)
-        .bind(scope.user)
-        .fetch_all(pool)
-        .await)?;
+        self.scoped(&sql, scope).await
+    }
+
+    /// Runs a report query whose `$1`…`$4` are the scope's tenant, from, to and user.
+    async fn scoped<R>(&self, sql: &str, scope: &ReportScope<'_>) -> Result<Vec<R>, QueryError>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin,
+    {
+        let rows = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(scope.tenant)
+            .bind(scope.from)
+            .bind(scope.to)
+            .bind(scope.user)
+            .fetch_all(pool)
+            .await)?;
         Ok(rows)
     }
 }
