@@ -79,6 +79,8 @@ fn routing(c: &mut Criterion) {
                 size: Some("1024x1024"),
                 n: 1,
                 estimated_tokens: 0,
+                tenant: "bench",
+                own_accounts: switchyard_core::routing::OwnAccounts::Prefer,
             };
             let mut counter = 0u64;
             group.bench_with_input(BenchmarkId::new(strategy, n), &pool, |b, pool| {

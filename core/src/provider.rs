@@ -1,6 +1,7 @@
 //! Provider configs: one account of one provider, as operators write it (draft), as
 //! validation accepts it (spec) and as the database stores it (config).
 
+mod auth;
 mod config;
 mod limits;
 pub mod pricing;
@@ -8,6 +9,7 @@ mod provider_type;
 mod secret;
 mod validate;
 
+pub use auth::{OAuth2, OAuth2Grant, ProviderAuth};
 pub use config::{MockOptions, ProviderConfig, ProviderConfigDraft, ProviderSpec, Supports};
 pub use limits::{BreakerDraft, BreakerSettings, RateLimit, RateLimitDraft};
 pub use pricing::CostTable;

@@ -2,8 +2,10 @@
 //! why the others were left out. Pure and allocation-light, run in each request's own
 //! task against a snapshot of the routing table.
 
+mod accounts;
 mod plan;
 mod rng;
 
+pub use accounts::{OwnAccounts, Ownership, ownership};
 pub use plan::{MAX_SKIPPED, NoProvider, Plan, RouteRequest, RoutingView, estimated_cost, plan};
 pub use rng::SplitMix64;

@@ -94,6 +94,7 @@ impl Budget {
 pub struct Guard {
     policy: Arc<OutboundPolicy>,
     client: reqwest::Client,
+    provider_client: reqwest::Client,
     permits: Arc<Semaphore>,
 }
 
@@ -139,11 +140,36 @@ impl Guard {
                     .build()
                     .unwrap_or_default()
             });
+        // A tenant's own provider account: the same resolver and no redirects, but no
+        // total timeout (a generation may take minutes; the provider actor bounds each
+        // call by the config's `timeout_ms`).
+        let provider_client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot build the guarded provider client");
+                client.clone()
+            });
         Self {
             permits: Arc::new(Semaphore::new(policy.max_concurrent.max(1))),
             policy,
             client,
+            provider_client,
         }
+    }
+
+    /// The guarded client for a tenant's own provider account (its `base_url` and
+    /// OAuth2 token endpoint came from the tenant): the guard's resolver and no
+    /// redirects, without the fetch timeout. Check IP-literal URLs with
+    /// [`Guard::check_url`] first: they never reach the resolver.
+    pub fn provider_client(&self) -> reqwest::Client {
+        self.provider_client.clone()
     }
 
     /// Makes this the process's guard, for fetches whose code is not handed one (a

@@ -39,6 +39,7 @@ mod providers;
 mod quotas;
 mod serve;
 mod state;
+mod tenant_providers;
 mod usage;
 mod usage_report;
 
@@ -106,11 +107,23 @@ fn routes(state: HttpState) -> Router {
         .layer(gate(Scope::Tenant))
         .with_state(compatible);
     app = app.merge(oai);
-    // Jobs: the admin token (any tenant) or a tenant key (its own tenant only).
+    // Jobs and a tenant's own provider accounts: the admin token (any tenant) or a
+    // tenant key (its own tenant only).
     let jobs = Router::new()
         .route("/v1/jobs", post(jobs::submit_job))
         .route("/v1/jobs/{id}", get(jobs::get_job))
         .route("/v1/jobs/{id}/events", get(jobs::job_events))
+        // A tenant's own provider accounts: the admin token or that tenant's key.
+        .route(
+            "/v1/tenants/{tenant}/providers",
+            get(tenant_providers::list_own).post(tenant_providers::create_own),
+        )
+        .route(
+            "/v1/tenants/{tenant}/providers/{id}",
+            get(tenant_providers::get_own)
+                .patch(tenant_providers::patch_own)
+                .delete(tenant_providers::delete_own),
+        )
         .layer(gate(Scope::AdminOrTenant))
         .with_state(admin.clone());
     app = app.merge(jobs);

@@ -14,7 +14,7 @@ use super::{
     AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ProviderAdapter,
     answer::{Answer, AnswerImage},
     options,
-    wire::{Api, Refined, scrub_raw, str_at},
+    wire::{Api, Authorize, KeyIn, Refined, scrub_raw, str_at},
 };
 
 /// Type-specific options.
@@ -150,7 +150,7 @@ impl ProviderAdapter for AliyunAdapter {
             let mut submit = api
                 .client
                 .post(api.url("/services/aigc/text2image/image-synthesis"))
-                .bearer_auth(api.key()?)
+                .auth(&api, KeyIn::Bearer)?
                 .header("X-DashScope-Async", "enable")
                 .json(&body?);
             if let Some(workspace) = &options.workspace {
@@ -171,7 +171,7 @@ impl ProviderAdapter for AliyunAdapter {
             let http = api
                 .client
                 .get(api.url("/tasks/00000000-0000-0000-0000-000000000000"))
-                .bearer_auth(api.key()?);
+                .auth(&api, KeyIn::Bearer)?;
             api.send(http).await?;
             Ok(())
         })
@@ -237,7 +237,7 @@ async fn poll(
         let http = api
             .client
             .get(api.url(&format!("/tasks/{task_id}")))
-            .bearer_auth(api.key()?);
+            .auth(api, KeyIn::Bearer)?;
         let response = api.send(http).await?;
         match read_task(api, task_id, &api.body(response).await?)? {
             TaskState::Running(fraction) => {

@@ -10,7 +10,7 @@ use super::{
     AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ProviderAdapter,
     answer::Answer,
     options,
-    wire::{Api, Refined, scrub_raw, str_at},
+    wire::{Api, Authorize, KeyIn, Refined, scrub_raw, str_at},
 };
 
 const VERSION: &str = "2023-06-01";
@@ -55,7 +55,7 @@ impl AnthropicAdapter {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, AttemptError> {
         let mut request = request
-            .header("x-api-key", self.api.key()?)
+            .auth(&self.api, KeyIn::Header("x-api-key"))?
             .header("anthropic-version", VERSION);
         if let Some(beta) = &self.options.beta {
             request = request.header("anthropic-beta", beta);

@@ -12,7 +12,7 @@ use super::{
     AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ProviderAdapter,
     answer::{Answer, AnswerImage},
     decode_b64, options,
-    wire::{Api, Refined, duration_ms, scrub_raw, str_at},
+    wire::{Api, Authorize, KeyIn, Refined, duration_ms, scrub_raw, str_at},
 };
 
 /// Type-specific options.
@@ -205,11 +205,10 @@ impl ProviderAdapter for GeminiAdapter {
 
     fn health_check(&self) -> BoxFuture<'static, Result<(), AttemptError>> {
         let api = self.api.clone();
-        let request = api.key().map(|key| {
-            api.client
-                .get(api.url("/models?pageSize=1"))
-                .header("x-goog-api-key", key)
-        });
+        let request = api
+            .client
+            .get(api.url("/models?pageSize=1"))
+            .auth(&api, KeyIn::Header("x-goog-api-key"));
         Box::pin(async move {
             api.send(request?).await?;
             Ok(())
@@ -300,7 +299,7 @@ impl GeminiAdapter {
             .api
             .client
             .post(self.api.url(&path))
-            .header("x-goog-api-key", self.api.key()?)
+            .auth(&self.api, KeyIn::Header("x-goog-api-key"))?
             .json(&body))
     }
 
@@ -334,7 +333,7 @@ impl GeminiAdapter {
             .api
             .client
             .post(self.api.url(&format!("/models/{model}:predict")))
-            .header("x-goog-api-key", self.api.key()?)
+            .auth(&self.api, KeyIn::Header("x-goog-api-key"))?
             .json(&body))
     }
 }

@@ -12,7 +12,7 @@ use super::{
     AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ProviderAdapter,
     answer::{Answer, AnswerImage},
     options,
-    wire::{Api, Refined, scrub_raw, str_at},
+    wire::{Api, Authorize, KeyIn, Refined, scrub_raw, str_at},
 };
 
 /// Type-specific options.
@@ -171,7 +171,7 @@ impl ProviderAdapter for IdeogramAdapter {
             let http = api
                 .client
                 .post(api.url("/v1/ideogram-v3/generate"))
-                .header("Api-Key", api.key()?)
+                .auth(&api, KeyIn::Header("Api-Key"))?
                 .multipart(form);
             let response = api.send(http).await?;
             read_generate(&api, &api.body(response).await?)?
@@ -188,7 +188,7 @@ impl ProviderAdapter for IdeogramAdapter {
             let http = api
                 .client
                 .post(api.url("/v1/ideogram-v3/generate"))
-                .header("Api-Key", api.key()?)
+                .auth(&api, KeyIn::Header("Api-Key"))?
                 .multipart(multipart::Form::new());
             api.probe(http).await
         })

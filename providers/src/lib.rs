@@ -15,6 +15,7 @@ mod gemini;
 mod ideogram;
 pub mod image;
 pub mod mock;
+pub mod oauth;
 mod openai;
 pub mod params;
 mod seedream;
@@ -265,6 +266,51 @@ pub fn build_adapter(
 /// # Errors
 /// [`AdapterBuildError`] for bad options or a plugin that is not loaded.
 pub fn build_adapter_with(
+    config: &ProviderConfig,
+    plugins: Option<&dyn PluginSource>,
+) -> Result<Arc<dyn ProviderAdapter>, AdapterBuildError> {
+    if config.spec.owner.is_some() {
+        check_tenant_urls(config)?;
+    }
+    let adapter = build_plain(config, plugins)?;
+    Ok(match config.spec.auth.oauth2() {
+        Some(oauth) => {
+            // The same source the adapter's `Api` reads (one per client and guard).
+            let guarded = config.spec.owner.is_some();
+            let client = if guarded {
+                switchyard_guard::Guard::installed().provider_client()
+            } else {
+                wire::client()
+            };
+            let tokens = oauth::source_for(oauth, &client, guarded);
+            Arc::new(oauth::OAuth2Adapter::new(adapter, tokens))
+        }
+        None => adapter,
+    })
+}
+
+/// A tenant's own account names its endpoints itself: a URL whose host is an IP
+/// address the outbound guard refuses is refused here (host names are checked by the
+/// guarded client's resolver at each connection).
+fn check_tenant_urls(config: &ProviderConfig) -> Result<(), AdapterBuildError> {
+    let guard = switchyard_guard::Guard::installed();
+    let urls = config
+        .spec
+        .base_url
+        .iter()
+        .chain(config.spec.auth.oauth2().map(|o| &o.token_url));
+    for (field, raw) in ["base_url", "auth.token_url"].into_iter().zip(urls) {
+        let refused = |reason: String| AdapterBuildError {
+            provider: config.spec.provider,
+            reason: format!("{field}: {reason}"),
+        };
+        let url = url::Url::parse(raw).map_err(|e| refused(e.to_string()))?;
+        guard.check_url(&url).map_err(|e| refused(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn build_plain(
     config: &ProviderConfig,
     plugins: Option<&dyn PluginSource>,
 ) -> Result<Arc<dyn ProviderAdapter>, AdapterBuildError> {

@@ -12,7 +12,7 @@ use super::{
     AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ProviderAdapter,
     answer::{Answer, AnswerImage},
     decode_b64, options,
-    wire::{Api, Refined, scrub_raw, str_at},
+    wire::{Api, Authorize, KeyIn, Refined, scrub_raw, str_at},
 };
 
 /// Type-specific options.
@@ -53,13 +53,7 @@ impl OpenAiAdapter {
             });
         }
         Ok(Self {
-            api: Api::new(
-                provider,
-                config.spec.base_url.as_deref(),
-                "https://api.openai.com/v1",
-                config.spec.api_key.clone(),
-                refine,
-            ),
+            api: Api::for_config(config, "https://api.openai.com/v1", refine),
             compatible,
             model: config.spec.model.clone(),
             options: options(config)?,
@@ -92,10 +86,11 @@ impl OpenAiAdapter {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, AttemptError> {
-        let mut request = match (self.compatible, self.api.optional_key()) {
-            (_, Some(key)) => request.bearer_auth(key),
-            (true, None) => request,
-            (false, None) => request.bearer_auth(self.api.key()?),
+        // An OpenAI-compatible server may need no key at all.
+        let mut request = if self.compatible && !self.api.has_credentials() {
+            request
+        } else {
+            request.auth(&self.api, KeyIn::Bearer)?
         };
         if let Some(org) = &self.options.organization {
             request = request.header("OpenAI-Organization", org);

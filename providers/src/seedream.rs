@@ -13,7 +13,7 @@ use super::{
     AdapterBuildError, AdapterOutput, AdapterRequest, AttemptError, BoxFuture, ProviderAdapter,
     answer::{Answer, AnswerImage},
     decode_b64, options,
-    wire::{Api, Refined, scrub_raw, str_at},
+    wire::{Api, Authorize, KeyIn, Refined, scrub_raw, str_at},
 };
 
 /// Type-specific options.
@@ -172,7 +172,7 @@ impl ProviderAdapter for SeedreamAdapter {
             let http = api
                 .client
                 .post(api.url("/images/generations"))
-                .bearer_auth(api.key()?)
+                .auth(&api, KeyIn::Bearer)?
                 .json(&body?);
             let response = api.send(http).await?;
             read_generate(&api, &api.body(response).await?)?
@@ -189,7 +189,7 @@ impl ProviderAdapter for SeedreamAdapter {
             let http = api
                 .client
                 .post(api.url("/images/generations"))
-                .bearer_auth(api.key()?)
+                .auth(&api, KeyIn::Bearer)?
                 .json(&json!({}));
             api.probe(http).await
         })

@@ -14,7 +14,7 @@ use super::{
     ProviderAdapter,
     answer::{Answer, AnswerImage},
     decode_b64, options,
-    wire::{Api, Refined, scrub_raw, str_at},
+    wire::{Api, Authorize, KeyIn, Refined, scrub_raw, str_at},
 };
 
 /// Type-specific options.
@@ -145,7 +145,7 @@ impl ProviderAdapter for StabilityAdapter {
             let request = api
                 .client
                 .get(api.url("/v1/user/account"))
-                .bearer_auth(api.key()?);
+                .auth(&api, KeyIn::Bearer)?;
             api.send(request).await?;
             Ok(())
         })
@@ -247,7 +247,7 @@ async fn v2_generate(
         let http = api
             .client
             .post(api.url(&path))
-            .bearer_auth(api.key()?)
+            .auth(api, KeyIn::Bearer)?
             .header("accept", "application/json")
             .multipart(form);
         let response = api.send(http).await?;
@@ -344,7 +344,7 @@ async fn v1_generate(
             .json(&body)
     };
     let http = http
-        .bearer_auth(api.key()?)
+        .auth(api, KeyIn::Bearer)?
         .header("accept", "application/json");
     let response = api.send(http).await?;
     read_v1(api, &api.body(response).await?)?.fetch(api).await

@@ -20,6 +20,10 @@ use super::{
     sse::{SseDecoder, SseEvent},
 };
 
+mod credentials;
+
+pub(crate) use credentials::{Authorize, Credentials, KeyIn};
+
 /// Largest JSON answer read (base64 images make answers big).
 pub(crate) const MAX_JSON_BYTES: usize = 96 * 1024 * 1024;
 /// Largest error body read.
@@ -71,13 +75,13 @@ pub(crate) struct Refined {
 /// Reads a provider's error body (parsed JSON) for a status.
 pub(crate) type Refine = fn(StatusCode, &Value) -> Refined;
 
-/// One account's endpoint: base URL, key and how its errors read.
+/// One account's endpoint: base URL, credentials and how its errors read.
 #[derive(Debug, Clone)]
 pub(crate) struct Api {
     pub client: reqwest::Client,
     pub provider: ProviderType,
     base: String,
-    key: Option<ApiKey>,
+    credentials: Credentials,
     refine: Refine,
 }
 
@@ -97,24 +101,46 @@ impl Api {
                 .unwrap_or(default_base)
                 .trim_end_matches('/')
                 .to_owned(),
-            key,
+            credentials: key.map_or(Credentials::None, Credentials::Key),
             refine,
         }
     }
 
-    /// The endpoint of a config: its `base_url` (or the provider's public one) and key.
+    /// The endpoint of a config: its `base_url` (or the provider's public one) and
+    /// credentials. A tenant's own account (`owner`) is reached through the outbound
+    /// guard's client: its endpoint came from a tenant, not from the operator.
     pub fn for_config(
         config: &switchyard_core::ProviderConfig,
         default_base: &str,
         refine: Refine,
     ) -> Self {
-        Self::new(
-            config.spec.provider,
-            config.spec.base_url.as_deref(),
-            default_base,
-            config.spec.api_key.clone(),
+        let guarded = config.spec.owner.is_some();
+        let client = if guarded {
+            switchyard_guard::Guard::installed().provider_client()
+        } else {
+            client()
+        };
+        let credentials = match config.spec.auth.oauth2() {
+            Some(oauth) => Credentials::OAuth2(crate::oauth::source_for(oauth, &client, guarded)),
+            None => config
+                .spec
+                .api_key
+                .clone()
+                .map_or(Credentials::None, Credentials::Key),
+        };
+        Self {
+            client,
+            provider: config.spec.provider,
+            base: config
+                .spec
+                .base_url
+                .as_deref()
+                .unwrap_or(default_base)
+                .trim_end_matches('/')
+                .to_owned(),
+            credentials,
             refine,
-        )
+        }
     }
 
     /// A health probe for APIs without a free read endpoint: an authenticated request
@@ -130,21 +156,6 @@ impl Api {
     /// `base + path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
-    }
-
-    /// The key, or an `unauthorized` error when the config has none.
-    pub fn key(&self) -> Result<&str, AttemptError> {
-        self.key.as_ref().map(ApiKey::expose).ok_or_else(|| {
-            AttemptError::new(
-                ErrorCode::Unauthorized,
-                format!("{}: the config has no api_key", self.provider),
-            )
-        })
-    }
-
-    /// The key if the config has one (OpenAI-compatible servers often need none).
-    pub fn optional_key(&self) -> Option<&str> {
-        self.key.as_ref().map(ApiKey::expose)
     }
 
     /// Sends a request; connection failures and non-2xx answers become errors.
@@ -171,6 +182,12 @@ impl Api {
     /// Turns a non-2xx answer into an attempt error.
     pub async fn error_from(&self, response: Response) -> AttemptError {
         let status = response.status();
+        if status == StatusCode::UNAUTHORIZED
+            && let Credentials::OAuth2(tokens) = &self.credentials
+        {
+            // The provider refused the token: the next attempt fetches a new one.
+            tokens.reject_current();
+        }
         let headers = response.headers().clone();
         let body = read_limited(response, MAX_ERROR_BYTES)
             .await
@@ -237,10 +254,18 @@ impl Api {
         AttemptError::new(code, self.redact(&format!("{}: {message}", self.provider)))
     }
 
-    /// Removes the account's key from text that may reach events or logs.
+    /// Removes the account's key (or access token) from text that may reach events or
+    /// logs.
     pub fn redact(&self, text: &str) -> String {
-        match self.optional_key() {
-            Some(key) if key.len() >= 4 && text.contains(key) => text.replace(key, "****"),
+        let secret = match &self.credentials {
+            Credentials::Key(key) => Some(key.clone()),
+            Credentials::OAuth2(tokens) => tokens.current(),
+            Credentials::None => None,
+        };
+        match secret {
+            Some(key) if key.expose().len() >= 4 && text.contains(key.expose()) => {
+                text.replace(key.expose(), "****")
+            }
             _ => text.to_owned(),
         }
     }

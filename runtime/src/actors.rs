@@ -26,4 +26,4 @@ pub use router::{Router, RouterArgs, RouterMsg, RouterState};
 pub use supervisor::{
     ApplyReport, RestartPolicy, StartFailure, Supervisor, SupervisorArgs, SupervisorMsg,
 };
-pub use table::{Instance, InstanceStatus, RoutingTable};
+pub use table::{DisabledConfig, Instance, InstanceStatus, RoutingTable};

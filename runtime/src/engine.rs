@@ -72,6 +72,8 @@ pub struct Submission {
     pub refuse: Option<ErrorInfo>,
     /// Complete at once with this earlier result (`cached: true`), calling no provider.
     pub cached: Option<CachedAnswer>,
+    /// How the tenant's own provider accounts are used next to the shared ones.
+    pub own_accounts: switchyard_core::routing::OwnAccounts,
 }
 
 /// An identical earlier request's result, answered instead of calling a provider.
@@ -92,6 +94,7 @@ impl Submission {
             announce: Some(task_id),
             refuse: None,
             cached: None,
+            own_accounts: switchyard_core::routing::OwnAccounts::default(),
         }
     }
 }
@@ -140,7 +143,7 @@ impl Engine {
     /// [`EngineError`] when the actor system itself cannot start.
     pub async fn start(
         configs: Vec<ProviderConfig>,
-        disabled: Vec<(ConfigId, String)>,
+        disabled: Vec<crate::actors::DisabledConfig>,
         options: EngineOptions,
     ) -> Result<(Self, Vec<StartFailure>), EngineError> {
         let clock = Clock::new();
@@ -204,7 +207,7 @@ impl Engine {
     pub async fn apply(
         &self,
         configs: Vec<ProviderConfig>,
-        disabled: Vec<(ConfigId, String)>,
+        disabled: Vec<crate::actors::DisabledConfig>,
     ) -> Result<ApplyReport, EngineError> {
         ractor::call!(self.inner.supervisor, |reply| SupervisorMsg::Apply {
             configs: configs.into_iter().map(Arc::new).collect(),
@@ -217,6 +220,28 @@ impl Engine {
     /// The current routing table.
     pub fn table(&self) -> Arc<RoutingTable> {
         self.inner.table.load_full()
+    }
+
+    /// Whether `tenant` has an own provider account live here.
+    pub fn has_own_accounts(&self, tenant: &str) -> bool {
+        let table = self.inner.table.load();
+        table.owned
+            && table
+                .instances
+                .iter()
+                .any(|i| i.config.spec.owner.as_deref() == Some(tenant))
+    }
+
+    /// Whether `config_id` is `tenant`'s own provider account (bring your own key):
+    /// its usage is recorded but not charged to the tenant's quotas. A config no
+    /// longer live counts as shared.
+    pub fn is_own_account(&self, config_id: ConfigId, tenant: &str) -> bool {
+        let table = self.inner.table.load();
+        table.owned
+            && table
+                .instances
+                .iter()
+                .any(|i| i.config.id == config_id && i.config.spec.owner.as_deref() == Some(tenant))
     }
 
     /// Signs artifact URLs (for answers built outside a run, such as cached ones).

@@ -240,6 +240,16 @@ impl Limits {
         Ok(self.tenant(tenant).await?.limits)
     }
 
+    /// How the tenant's own provider accounts are used (bring your own key): its
+    /// setting, else the default; the default too when its limits cannot be read.
+    pub async fn own_accounts(&self, tenant: &str) -> switchyard_core::routing::OwnAccounts {
+        let set = match self.tenant(tenant).await {
+            Ok(state) => state.limits.own_accounts,
+            Err(_) => self.inner.defaults.own_accounts,
+        };
+        set.unwrap_or_default()
+    }
+
     /// A slot for a request of `tenant` (and `user`), or how long to wait for one.
     ///
     /// # Errors

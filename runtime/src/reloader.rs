@@ -186,7 +186,7 @@ struct Reloader {
     /// The config of each live id as last applied (the fallback for an invalid row).
     applied: BTreeMap<ConfigId, ProviderConfig>,
     /// Disabled configs (for clear `config_id` errors).
-    disabled: BTreeMap<ConfigId, String>,
+    disabled: BTreeMap<ConfigId, (String, Option<String>)>,
 }
 
 impl Reloader {
@@ -214,7 +214,8 @@ impl Reloader {
                     }
                     Ok(config) => {
                         previous.insert(*id, self.applied.remove(id));
-                        self.disabled.insert(*id, config.spec.name);
+                        self.disabled
+                            .insert(*id, (config.spec.name, config.spec.owner));
                     }
                     Err(e) => {
                         tracing::warn!(config_id = %id, error = %e, "provider config is invalid; the previous one, if any, keeps serving");
@@ -232,7 +233,7 @@ impl Reloader {
                 self.applied.values().cloned().collect(),
                 self.disabled
                     .iter()
-                    .map(|(id, name)| (*id, name.clone()))
+                    .map(|(id, (name, owner))| (*id, name.clone(), owner.clone()))
                     .collect(),
             )
             .await?;
@@ -263,7 +264,7 @@ impl Reloader {
                 Ok(config) if config.spec.enabled => {
                     live.insert(config.id, config);
                 }
-                Ok(config) => disabled.push((config.id, config.spec.name)),
+                Ok(config) => disabled.push((config.id, config.spec.name, config.spec.owner)),
                 Err(e) => {
                     tracing::warn!(config_id = %record.id, error = %e, "provider config is invalid; the previous one, if any, keeps serving");
                     if let Some(previous) = self.applied.get(&record.id) {

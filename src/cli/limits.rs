@@ -33,6 +33,9 @@ pub struct LimitArgs {
     /// Requests at once for each user of the tenant.
     #[arg(long)]
     user_concurrency: Option<u32>,
+    /// How the tenant's own provider accounts are used: prefer, only or never.
+    #[arg(long)]
+    own_accounts: Option<switchyard_core::routing::OwnAccounts>,
 }
 
 impl LimitArgs {
@@ -43,6 +46,7 @@ impl LimitArgs {
             concurrency: self.concurrency,
             user_rpm: self.user_rpm,
             user_concurrency: self.user_concurrency,
+            own_accounts: self.own_accounts,
         };
         limits.check().map_err(|e| anyhow::anyhow!("--{e}"))?;
         Ok(limits)
@@ -79,8 +83,17 @@ fn print_limits(tenant: &str, view: &Value) {
             format!("{name} {effective}")
         }
     };
+    let accounts = view["effective"]["own_accounts"]
+        .as_str()
+        .unwrap_or("prefer")
+        .to_owned();
+    let accounts = if view["own"]["own_accounts"].is_null() {
+        format!("own_accounts {accounts} (default)")
+    } else {
+        format!("own_accounts {accounts}")
+    };
     println!(
-        "{tenant}: {}, {}, {}, {}",
+        "{tenant}: {}, {}, {}, {}, {accounts}",
         show("rpm"),
         show("concurrency"),
         show("user_rpm"),

@@ -22,6 +22,10 @@ pub struct TenantLimits {
     /// Requests at once for each user of the tenant.
     #[serde(default)]
     pub user_concurrency: Option<u32>,
+    /// How the tenant's own provider accounts (bring your own key) are used next to
+    /// the shared ones.
+    #[serde(default)]
+    pub own_accounts: Option<switchyard_core::routing::OwnAccounts>,
 }
 
 impl TenantLimits {
@@ -32,6 +36,7 @@ impl TenantLimits {
             concurrency: self.concurrency.or(defaults.concurrency),
             user_rpm: self.user_rpm.or(defaults.user_rpm),
             user_concurrency: self.user_concurrency.or(defaults.user_concurrency),
+            own_accounts: self.own_accounts.or(defaults.own_accounts),
         }
     }
 
@@ -63,6 +68,7 @@ struct LimitsRow {
     concurrency: Option<i64>,
     user_rpm: Option<i64>,
     user_concurrency: Option<i64>,
+    own_accounts: Option<String>,
 }
 
 fn narrow(value: Option<i64>) -> Option<u32> {
@@ -75,18 +81,22 @@ impl Store {
     /// # Errors
     /// [`QueryError::Database`].
     pub async fn tenant_limits(&self, tenant: &str) -> Result<Option<TenantLimits>, QueryError> {
-        let row: Option<LimitsRow> = on_pool!(self, |pool| sqlx::query_as(
-            "SELECT rpm, concurrency, user_rpm, user_concurrency FROM tenant_limits \
+        let row: Option<LimitsRow> = on_pool!(self, |pool| {
+            sqlx::query_as(
+            "SELECT rpm, concurrency, user_rpm, user_concurrency, own_accounts FROM tenant_limits \
              WHERE tenant = $1"
         )
         .bind(tenant)
         .fetch_optional(pool)
-        .await)?;
+        .await
+        })?;
         Ok(row.map(|r| TenantLimits {
             rpm: narrow(r.rpm),
             concurrency: narrow(r.concurrency),
             user_rpm: narrow(r.user_rpm),
             user_concurrency: narrow(r.user_concurrency),
+            // The column's CHECK keeps it to the three names.
+            own_accounts: r.own_accounts.and_then(|m| m.parse().ok()),
         }))
     }
 
@@ -102,16 +112,18 @@ impl Store {
         let now = Utc::now();
         on_pool!(self, |pool| sqlx::query(
             "INSERT INTO tenant_limits (tenant, rpm, concurrency, user_rpm, user_concurrency, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant) DO UPDATE SET \
+             own_accounts, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant) DO UPDATE SET \
              rpm = excluded.rpm, concurrency = excluded.concurrency, \
              user_rpm = excluded.user_rpm, user_concurrency = excluded.user_concurrency, \
-             updated_at = excluded.updated_at"
+             own_accounts = excluded.own_accounts, updated_at = excluded.updated_at"
         )
         .bind(tenant)
         .bind(limits.rpm.map(i64::from))
         .bind(limits.concurrency.map(i64::from))
         .bind(limits.user_rpm.map(i64::from))
         .bind(limits.user_concurrency.map(i64::from))
+        .bind(limits.own_accounts.map(|m| m.as_str()))
         .bind(now)
         .execute(pool)
         .await

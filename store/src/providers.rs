@@ -15,6 +15,7 @@ use crate::secrets::SecretError;
 
 mod changes;
 mod queries;
+mod stored_auth;
 
 pub use changes::{ConfigChange, ConfigListener};
 
@@ -165,6 +166,8 @@ pub struct ProviderFilter {
     pub enabled: Option<bool>,
     /// Only configs serving this kind.
     pub kind: Option<Kind>,
+    /// Only the own accounts of this tenant.
+    pub owner: Option<String>,
     /// Skip this many.
     pub offset: usize,
     /// Return at most this many.
@@ -181,6 +184,11 @@ impl ProviderFilter {
         }
         if let Some(enabled) = self.enabled
             && draft.enabled != Some(enabled)
+        {
+            return false;
+        }
+        if let Some(owner) = &self.owner
+            && draft.owner.as_ref() != Some(owner)
         {
             return false;
         }

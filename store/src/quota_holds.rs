@@ -66,7 +66,7 @@ const START_COUNTER: &str = "INSERT INTO quota_counters (quota_id, period_start,
     tokens, cost_usd) SELECT $1, $2, COUNT(*), COALESCE(SUM(images), 0), \
     COALESCE(SUM(input_tokens + output_tokens), 0), COALESCE(SUM(cost_usd), 0) \
     FROM usage_log WHERE tenant = $3 AND created_at >= $2 AND ($4 IS NULL OR user_id = $4) \
-    ON CONFLICT (quota_id, period_start) DO NOTHING";
+    AND charged ON CONFLICT (quota_id, period_start) DO NOTHING";
 
 const HOLD: &str = "INSERT INTO quota_holds (tenant, request_id, quota_id, period_start, requests, \
     images, tokens, cost_usd, created_at) VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8) \

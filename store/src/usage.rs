@@ -30,6 +30,9 @@ pub struct UsageRecord {
     pub output_tokens: i64,
     /// Estimated cost.
     pub cost_usd: f64,
+    /// Whether it counts against the tenant's quotas: not when the tenant's own
+    /// provider account served it (bring your own key).
+    pub charged: bool,
 }
 
 /// Usage summed per provider, model and kind.
@@ -68,7 +71,7 @@ pub struct UsageTotals {
 
 pub(super) const INSERT_USAGE: &str = "INSERT INTO usage_log (task_id, tenant, user_id, \
     provider_config_id, provider, model, kind, images, input_tokens, output_tokens, cost_usd, \
-    created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+    charged, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// Binds a usage row to [`INSERT_USAGE`], for either database.
 pub(super) fn bind_usage<'q, DB: sqlx::Database>(
@@ -83,6 +86,7 @@ where
     &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     f64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     query
@@ -97,6 +101,7 @@ where
         .bind(usage.input_tokens)
         .bind(usage.output_tokens)
         .bind(usage.cost_usd)
+        .bind(usage.charged)
         .bind(now)
 }
 

@@ -37,6 +37,7 @@ async fn tenant_limits_are_stored_replaced_and_removed(db: &TestDb) {
     assert_eq!(store.tenant_limits("acme").await.unwrap(), Some(limits));
     let replaced = TenantLimits {
         user_concurrency: Some(1),
+        own_accounts: Some(switchyard_core::routing::OwnAccounts::Only),
         ..TenantLimits::default()
     };
     store.set_tenant_limits("acme", &replaced).await.unwrap();

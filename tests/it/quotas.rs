@@ -73,6 +73,7 @@ async fn task(store: &Store, request_id: &str) -> i64 {
 
 fn usage(task_id: i64, images: i64, cost_usd: f64) -> UsageRecord {
     UsageRecord {
+        charged: true,
         task_id: Some(task_id),
         tenant: "acme".into(),
         user: None,
@@ -341,6 +342,7 @@ async fn a_quota_set_mid_period_counts_what_was_used_already(db: &TestDb) {
     let store = &db.store;
     for _ in 0..3 {
         let earlier = UsageRecord {
+            charged: true,
             task_id: None,
             ..usage(0, 1, 0.0)
         };

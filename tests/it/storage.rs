@@ -719,6 +719,7 @@ async fn task_results_and_parameters_are_stored(db: &TestDb) {
 async fn usage_is_summed_per_provider_model_and_kind(db: &TestDb) {
     let store = &db.store;
     let record = |provider: &str, kind: Kind, images: i64, cost: f64| UsageRecord {
+        charged: true,
         task_id: None,
         tenant: "acme".into(),
         user: None,
@@ -767,6 +768,7 @@ async fn usage_is_summed_per_provider_model_and_kind(db: &TestDb) {
 
 fn usage_row(user: Option<&str>, images: i64, cost_usd: f64) -> UsageRecord {
     UsageRecord {
+        charged: true,
         task_id: None,
         tenant: "acme".into(),
         user: user.map(str::to_owned),
@@ -791,6 +793,7 @@ async fn usage_totals_count_a_tenant_or_one_user_since_a_time(db: &TestDb) {
         row(Some("ann"), 3, 0.03),
         row(None, 1, 0.01),
         UsageRecord {
+            charged: true,
             tenant: "other".into(),
             ..row(Some("bob"), 9, 0.09)
         },
@@ -889,6 +892,7 @@ async fn usage_is_written_with_the_terminal_row_and_only_once(db: &TestDb) {
         .task()
         .clone();
     let usage = UsageRecord {
+        charged: true,
         task_id: Some(task.id),
         tenant: "acme".into(),
         user: Some("u-42".into()),
@@ -1001,6 +1005,7 @@ async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
         assert_eq!((task.attempts, task.last_seq), (2, 3));
     }
     let usage = |id: i64| UsageRecord {
+        charged: true,
         task_id: Some(id),
         tenant: "acme".into(),
         user: None,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize, de::IgnoredAny};
 use serde_json::{Map, Value};
 
 use super::{
+    auth::ProviderAuth,
     limits::{BreakerDraft, BreakerSettings, RateLimit, RateLimitDraft},
     pricing::CostTable,
     provider_type::ProviderType,
@@ -21,8 +22,9 @@ use crate::{ids::ConfigId, kind::Kind, protocol::ErrorCode};
 
 mod checks;
 
+pub(super) use checks::is_http_url;
 use checks::{
-    check_breaker, check_cost, check_kinds, check_name, check_rate_limit, check_text, is_http_url,
+    check_breaker, check_cost, check_kinds, check_name, check_rate_limit, check_text,
     is_plugin_ref, merge_nested, range,
 };
 
@@ -51,6 +53,13 @@ pub struct ProviderConfigDraft {
     /// The account's key (write-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<ApiKey>,
+    /// How the account authenticates; default: its `api_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ProviderAuth>,
+    /// The tenant whose own account this is (bring your own key): it serves only that
+    /// tenant's requests. None: a shared account of the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Whether the instance serves requests (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
@@ -192,6 +201,12 @@ pub struct ProviderSpec {
     pub base_url: Option<String>,
     /// The key; serializes masked.
     pub api_key: Option<ApiKey>,
+    /// How the account authenticates (shown only when it is not the `api_key`).
+    #[serde(skip_serializing_if = "ProviderAuth::is_api_key")]
+    pub auth: ProviderAuth,
+    /// The tenant whose own account this is; None for a shared account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Whether the instance serves requests.
     pub enabled: bool,
     /// Higher first.
@@ -258,6 +273,11 @@ impl ProviderConfigDraft {
             model: patch.model.or(self.model),
             base_url: patch.base_url.or(self.base_url),
             api_key: patch.api_key.or(self.api_key),
+            auth: match patch.auth {
+                Some(auth) => Some(auth.keep_masked_from(self.auth.as_ref())),
+                None => self.auth,
+            },
+            owner: patch.owner.or(self.owner),
             enabled: patch.enabled.or(self.enabled),
             priority: patch.priority.or(self.priority),
             weight: patch.weight.or(self.weight),
@@ -324,6 +344,14 @@ impl ProviderConfigDraft {
             ));
         }
         let enabled = self.enabled.unwrap_or(true);
+        let auth = self.auth.clone().unwrap_or(ProviderAuth::ApiKey);
+        auth.check(provider, self.api_key.is_some(), &mut errors);
+        let owner = self.owner.as_deref().and_then(|owner| {
+            crate::ids::Tenant::new(owner)
+                .map_err(|e| errors.push(FieldError::new("owner", e.to_string())))
+                .ok()
+                .map(|t| t.as_str().to_owned())
+        });
         match (&self.api_key, provider) {
             (Some(key), _) if key.looks_masked() => errors.push(FieldError::new(
                 "api_key",
@@ -332,10 +360,12 @@ impl ProviderConfigDraft {
             (Some(key), _) if key.expose().trim().is_empty() => {
                 errors.push(FieldError::new("api_key", "must not be empty"));
             }
-            (None, Some(t)) if enabled && t.requires_api_key() => errors.push(FieldError::new(
-                "api_key",
-                format!("is required for provider type '{t}' when enabled"),
-            )),
+            (None, Some(t)) if enabled && t.requires_api_key() && auth.oauth2().is_none() => {
+                errors.push(FieldError::new(
+                    "api_key",
+                    format!("is required for provider type '{t}' when enabled"),
+                ));
+            }
             _ => {}
         }
         let priority = range(
@@ -421,6 +451,8 @@ impl ProviderConfigDraft {
             model,
             base_url: self.base_url.clone(),
             api_key: self.api_key.clone(),
+            auth,
+            owner,
             enabled,
             priority,
             weight,
@@ -446,6 +478,8 @@ impl ProviderSpec {
             model: self.model.clone(),
             base_url: self.base_url.clone(),
             api_key: self.api_key.clone(),
+            auth: self.auth.oauth2().is_some().then(|| self.auth.clone()),
+            owner: self.owner.clone(),
             enabled: Some(self.enabled),
             priority: Some(i64::from(self.priority)),
             weight: Some(i64::from(self.weight)),

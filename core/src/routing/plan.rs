@@ -4,7 +4,10 @@
 
 use std::cmp::Ordering;
 
-use super::rng::SplitMix64;
+use super::{
+    accounts::{OwnAccounts, Ownership},
+    rng::SplitMix64,
+};
 use crate::{
     ids::ConfigId,
     kind::Kind,
@@ -42,6 +45,10 @@ pub struct RouteRequest<'a> {
     pub n: u32,
     /// Rough token estimate (text), for cost.
     pub estimated_tokens: u64,
+    /// The requesting tenant: its own accounts are visible, other tenants' are not.
+    pub tenant: &'a str,
+    /// How the tenant's own accounts are used next to the shared ones.
+    pub own_accounts: OwnAccounts,
 }
 
 /// Candidates in the order to try, plus the instances left out.
@@ -87,19 +94,24 @@ pub enum NoProvider {
 
 /// Chooses and orders candidates for `request`.
 ///
-/// `disabled` lists configs that exist but are disabled (for clear messages about
-/// `route.config_id`); `counter` drives `round_robin`; `seed` drives `weighted`.
+/// `disabled` lists configs that exist but are disabled, with their owners (for clear
+/// messages about `route.config_id`); `counter` drives `round_robin`; `seed` drives
+/// `weighted`. Another tenant's own accounts are left out silently, as if they did not
+/// exist; with [`OwnAccounts::Prefer`] the tenant's own accounts come first.
 ///
 /// # Errors
 /// [`NoProvider`] when no instance can serve the request.
 pub fn plan<'a, T: RoutingView>(
     request: &RouteRequest<'_>,
     instances: &'a [T],
-    disabled: &[(ConfigId, &str)],
+    disabled: &[(ConfigId, &str, Option<&str>)],
     now_ms: u64,
     counter: u64,
     seed: u64,
 ) -> Result<Plan<'a, T>, NoProvider> {
+    let tenant = request.tenant;
+    let visible =
+        |owner: Option<&str>| super::accounts::ownership(owner, tenant) != Ownership::Foreign;
     let route = request.route;
     let mut candidates: Vec<&'a T> = Vec::new();
     let mut skipped = Vec::new();
@@ -110,10 +122,23 @@ pub fn plan<'a, T: RoutingView>(
             ConfigRef::Id(want) => id.0 == *want,
             ConfigRef::Name(want) => name == want,
         };
-        match instances
-            .iter()
-            .find(|i| matches(i.config().id, &i.config().spec.name))
-        {
+        match instances.iter().find(|i| {
+            visible(i.config().spec.owner.as_deref())
+                && matches(i.config().id, &i.config().spec.name)
+        }) {
+            Some(instance)
+                if let Some(why) = Ownership::of(&instance.config().spec, tenant)
+                    .refused_by(request.own_accounts) =>
+            {
+                let config = instance.config();
+                return Err(NoProvider::None {
+                    message: format!(
+                        "provider config {} '{}' cannot serve this request: {why}",
+                        config.id, config.spec.name
+                    ),
+                    skipped: Vec::new(),
+                });
+            }
             Some(instance) => match skip_reason(request, instance, now_ms) {
                 None => candidates.push(instance),
                 Some((reason, until)) => {
@@ -134,8 +159,11 @@ pub fn plan<'a, T: RoutingView>(
             },
             None => {
                 return Err(
-                    match disabled.iter().find(|(id, name)| matches(*id, name)) {
-                        Some((id, name)) => NoProvider::None {
+                    match disabled
+                        .iter()
+                        .find(|(id, name, owner)| visible(*owner) && matches(*id, name))
+                    {
+                        Some((id, name, _)) => NoProvider::None {
                             message: format!("provider config {id} '{name}' is disabled"),
                             skipped: vec![Skipped {
                                 config_id: *id,
@@ -152,11 +180,20 @@ pub fn plan<'a, T: RoutingView>(
             }
         }
     } else {
+        let mut kept_out = 0usize;
         for instance in instances {
             let config = instance.config();
             if let ProviderSelector::Type(wanted) = route.provider
                 && config.spec.provider != wanted
             {
+                continue;
+            }
+            let ownership = Ownership::of(&config.spec, tenant);
+            if ownership == Ownership::Foreign {
+                continue;
+            }
+            if ownership.refused_by(request.own_accounts).is_some() {
+                kept_out += 1;
                 continue;
             }
             match skip_reason(request, instance, now_ms) {
@@ -175,17 +212,25 @@ pub fn plan<'a, T: RoutingView>(
         }
         if candidates.is_empty() {
             let disabled_count = match route.provider {
-                ProviderSelector::Auto => disabled.len(),
+                ProviderSelector::Auto => disabled.iter().filter(|d| visible(d.2)).count(),
                 ProviderSelector::Type(_) => 0,
             };
-            return Err(NoProvider::None {
-                message: reasons.message(request, disabled_count),
-                skipped,
-            });
+            let mut message = reasons.message(request, disabled_count);
+            if kept_out > 0 {
+                message.push_str(&format!(
+                    " ({kept_out} more left out by own_accounts = {})",
+                    request.own_accounts.as_str()
+                ));
+            }
+            return Err(NoProvider::None { message, skipped });
         }
     }
 
     order(&mut candidates, request, counter, seed);
+    if request.own_accounts == OwnAccounts::Prefer {
+        // A stable sort: the strategy's order holds within own and within shared.
+        candidates.sort_by_key(|c| Ownership::of(&c.config().spec, tenant) != Ownership::Own);
+    }
     Ok(Plan {
         candidates,
         skipped,

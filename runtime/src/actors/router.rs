@@ -15,7 +15,6 @@ use std::sync::{Arc, atomic::AtomicU64};
 
 use arc_swap::ArcSwap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use switchyard_core::ConfigId;
 use tokio::sync::broadcast;
 
 use super::{
@@ -44,7 +43,7 @@ pub enum RouterMsg {
         /// Every live instance.
         instances: Vec<Instance>,
         /// Configs that exist but are disabled.
-        disabled: Vec<(ConfigId, String)>,
+        disabled: Vec<crate::actors::DisabledConfig>,
         /// Answered once the new snapshot is published.
         reply: Option<RpcReplyPort<()>>,
     },
@@ -61,7 +60,7 @@ pub struct RouterState {
     args: RouterArgs,
     cursor: Arc<AtomicU64>,
     instances: Vec<Instance>,
-    disabled: Vec<(ConfigId, String)>,
+    disabled: Vec<crate::actors::DisabledConfig>,
 }
 
 impl Actor for Router {
@@ -150,6 +149,7 @@ impl RouterState {
         self.args.table.store(Arc::new(RoutingTable {
             instances: self.instances.clone(),
             disabled: self.disabled.clone(),
+            owned: self.instances.iter().any(|i| i.config.spec.owner.is_some()),
             cursor: self.cursor.clone(),
         }));
     }

@@ -102,7 +102,7 @@ pub enum SupervisorMsg {
         /// The complete live set.
         configs: Vec<Arc<ProviderConfig>>,
         /// Disabled configs (id, name).
-        disabled: Vec<(ConfigId, String)>,
+        disabled: Vec<crate::actors::DisabledConfig>,
         /// What changed.
         reply: RpcReplyPort<ApplyReport>,
     },
@@ -125,7 +125,7 @@ pub struct SupervisorState {
     args: SupervisorArgs,
     children: BTreeMap<ConfigId, Child>,
     by_actor: HashMap<ActorId, ConfigId>,
-    disabled: Vec<(ConfigId, String)>,
+    disabled: Vec<crate::actors::DisabledConfig>,
     share: u32,
 }
 

@@ -50,13 +50,19 @@ impl RoutingView for Instance {
     }
 }
 
+/// A config that exists but is disabled: id, name and owner (a tenant's own account).
+pub type DisabledConfig = (ConfigId, String, Option<String>);
+
 /// The immutable snapshot requests route against.
 #[derive(Debug, Clone, Default)]
 pub struct RoutingTable {
     /// Live instances (enabled, valid, with an actor or being restarted).
     pub instances: Vec<Instance>,
     /// Configs that exist but are disabled: for clear `config_id` errors.
-    pub disabled: Vec<(ConfigId, String)>,
+    pub disabled: Vec<DisabledConfig>,
+    /// Whether any live instance is a tenant's own account (most tables have none:
+    /// then nothing needs looking up).
+    pub owned: bool,
     /// The router's round-robin cursor, shared by every snapshot it publishes.
     pub(super) cursor: Arc<AtomicU64>,
 }

@@ -48,12 +48,15 @@ impl Engine {
             size: command.input.size.as_deref(),
             n: command.image_count(),
             estimated_tokens,
+            tenant: command.tenant.as_str(),
+            // The dearest candidate whichever way the tenant's own accounts are used.
+            own_accounts: switchyard_core::routing::OwnAccounts::Prefer,
         };
         let table = self.inner.table.load();
-        let disabled: Vec<(ConfigId, &str)> = table
+        let disabled: Vec<(ConfigId, &str, Option<&str>)> = table
             .disabled
             .iter()
-            .map(|(id, name)| (*id, name.as_str()))
+            .map(|(id, name, owner)| (*id, name.as_str(), owner.as_deref()))
             .collect();
         let cost_usd = plan(
             &request,

@@ -45,6 +45,7 @@ impl Engine {
             accepted_at: tokio::time::Instant::now(),
             raw: None,
             inputs: Arc::default(),
+            own_accounts: submission.own_accounts,
         };
         if let Some(task_id) = submission.announce {
             run.send(EventBody::Accepted {
@@ -103,6 +104,7 @@ pub(super) struct Run<'a> {
     pub(super) accepted_at: tokio::time::Instant,
     pub(super) raw: Option<serde_json::Value>,
     pub(super) inputs: Arc<InputImages>,
+    pub(super) own_accounts: switchyard_core::routing::OwnAccounts,
 }
 
 /// How one offer to one instance ended.
@@ -212,11 +214,13 @@ impl Run<'_> {
             size: command.input.size.as_deref(),
             n: command.image_count(),
             estimated_tokens,
+            tenant: command.tenant.as_str(),
+            own_accounts: self.own_accounts,
         };
-        let disabled: Vec<(ConfigId, &str)> = table
+        let disabled: Vec<(ConfigId, &str, Option<&str>)> = table
             .disabled
             .iter()
-            .map(|(id, name)| (*id, name.as_str()))
+            .map(|(id, name, owner)| (*id, name.as_str(), owner.as_deref()))
             .collect();
         let counter = table.ticket();
         let seed = counter.wrapping_mul(0x9E37_79B9_7F4A_7C15);

@@ -33,7 +33,7 @@ struct Harness {
 
 async fn harness_with(
     configs: Vec<ProviderConfig>,
-    disabled: Vec<(ConfigId, String)>,
+    disabled: Vec<crate::actors::DisabledConfig>,
     policy: RestartPolicy,
 ) -> Harness {
     let dir = tempfile::tempdir().unwrap();
@@ -585,7 +585,7 @@ async fn an_actor_that_keeps_crashing_is_marked_failed_not_restarted_forever() {
 async fn config_id_for_disabled_or_unknown_instances_is_a_clear_error() {
     let h = harness_with(
         vec![config(1, json!({}))],
-        vec![(ConfigId(2), "old-account".into())],
+        vec![(ConfigId(2), "old-account".into(), None)],
         RestartPolicy::default(),
     )
     .await;
@@ -792,7 +792,7 @@ async fn reload_touches_only_what_changed() {
                 config(2, json!({"priority": 99})),
                 config(4, json!({})),
             ],
-            vec![(ConfigId(3), "mock-3".into())],
+            vec![(ConfigId(3), "mock-3".into(), None)],
         )
         .await
         .unwrap();

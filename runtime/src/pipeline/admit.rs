@@ -1,7 +1,9 @@
 //! `admit`: the tenant policy a request passes before its first attempt. This is the
 //! one seam where that policy lives: today a `cache: true` command may be answered
 //! from an identical earlier request, and otherwise it reserves its estimate from its
-//! tenant's quotas (settled when its terminal row is written);
+//! tenant's quotas (settled when its terminal row is written; a tenant that uses only
+//! its own provider accounts reserves nothing, and the usage of an own account is
+//! settled as nothing);
 //! input images named by `artifact_id` must be the tenant's own. (`reply_to` is
 //! checked at intake, before the task row, so a refused one is never replied to.)
 //! Per-tenant limits and priority lanes belong here too.
@@ -9,7 +11,7 @@
 //! Admission decides; it never runs anything. A refused request still gets its events
 //! (one `failed`) and its terminal row through the rest of the pipeline.
 
-use switchyard_core::{Command, ErrorCode, ErrorInfo, Event, EventBody};
+use switchyard_core::{Command, ErrorCode, ErrorInfo, Event, EventBody, routing::OwnAccounts};
 
 use super::{HandleError, Pipeline};
 use crate::{engine::CachedAnswer, quota::Ask};
@@ -24,6 +26,10 @@ pub(super) struct Admission {
     pub(super) refuse: Option<ErrorInfo>,
     /// Complete at once with this earlier result, calling no provider.
     pub(super) cached: Option<CachedAnswer>,
+    /// How the tenant's own provider accounts are used for this request: its setting,
+    /// or `only` when it is over its quota but has own accounts (which are never
+    /// charged, so they may still serve it).
+    pub(super) own_accounts: OwnAccounts,
 }
 
 impl Pipeline {
@@ -34,10 +40,12 @@ impl Pipeline {
         command: &Command,
         cache_key: Option<&str>,
     ) -> Result<Admission, HandleError> {
+        let own_accounts = self.limits.own_accounts(command.tenant.as_str()).await;
         if let Some(refuse) = self.foreign_inputs(command).await? {
             return Ok(Admission {
                 refuse: Some(refuse),
                 cached: None,
+                own_accounts,
             });
         }
         if let Some(key) = cache_key {
@@ -48,8 +56,17 @@ impl Pipeline {
                 return Ok(Admission {
                     refuse: None,
                     cached,
+                    own_accounts,
                 });
             }
+        }
+        // A tenant served only by its own provider accounts is never charged: nothing
+        // to reserve.
+        if own_accounts == OwnAccounts::Only {
+            return Ok(Admission {
+                own_accounts,
+                ..Admission::default()
+            });
         }
         // The quota reservation last: a refused or cached request holds nothing.
         let estimate = self.engine.estimate(command);
@@ -65,9 +82,22 @@ impl Pipeline {
             })
             .await?
             .map(|message| ErrorInfo::new(ErrorCode::QuotaExceeded, message));
+        // Over its quota, a tenant that prefers its own accounts and has one is served
+        // by them alone.
+        if refuse.is_some()
+            && own_accounts == OwnAccounts::Prefer
+            && self.engine.has_own_accounts(command.tenant.as_str())
+        {
+            return Ok(Admission {
+                refuse: None,
+                cached: None,
+                own_accounts: OwnAccounts::Only,
+            });
+        }
         Ok(Admission {
             refuse,
             cached: None,
+            own_accounts,
         })
     }
 

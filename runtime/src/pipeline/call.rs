@@ -66,7 +66,11 @@ impl Pipeline {
         let place = self.write_behind().reserve().await?;
         let accepted_at = chrono::Utc::now();
         let key = command.cache.then(|| cache_key(&command));
-        let Admission { refuse, cached } = self
+        let Admission {
+            refuse,
+            cached,
+            own_accounts,
+        } = self
             .admit(&command, key.as_deref())
             .await
             .map_err(CallError::Admission)?;
@@ -78,6 +82,7 @@ impl Pipeline {
             announce: None,
             refuse,
             cached,
+            own_accounts,
         };
         let (tx, rx) = mpsc::unbounded_channel::<Event>();
         let pipeline = self.clone();

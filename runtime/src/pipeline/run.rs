@@ -48,11 +48,18 @@ impl Pipeline {
         // Before a request's first attempt (a new task, or one stored but never
         // started: a job posted over HTTP, or a crash before the first attempt) it is
         // admitted; a task resumed mid-flight was admitted already.
-        let Admission { refuse, cached } = match refuse {
-            _ if task.status != TaskStatus::Pending => Admission::default(),
+        let Admission {
+            refuse,
+            cached,
+            own_accounts,
+        } = match refuse {
+            _ if task.status != TaskStatus::Pending => Admission {
+                own_accounts: self.limits.own_accounts(command.tenant.as_str()).await,
+                ..Admission::default()
+            },
             Some(refuse) => Admission {
                 refuse: Some(refuse),
-                cached: None,
+                ..Admission::default()
             },
             None => self.admit(&command, cache_key).await?,
         };
@@ -63,6 +70,7 @@ impl Pipeline {
             announce,
             refuse,
             cached,
+            own_accounts,
         };
         let engine = &self.engine;
         let execute = async move {

@@ -94,7 +94,13 @@ impl Pipeline {
                         provider,
                         cached: false,
                         ..
-                    } => Some(usage_row(task, command, provider, usage)),
+                    } => Some(usage_row(
+                        task,
+                        command,
+                        provider,
+                        usage,
+                        self.charged(provider, command),
+                    )),
                     _ => None,
                 };
                 let encoded = StoredJson::encode(&replacement).map_err(BusError::Encode)?;
@@ -165,7 +171,15 @@ impl Pipeline {
                         results,
                         terminal_event: encoded.clone(),
                         // A cached answer used no provider: nothing to count.
-                        usage: (!cached).then(|| usage_row(task, command, provider, usage)),
+                        usage: (!cached).then(|| {
+                            usage_row(
+                                task,
+                                command,
+                                provider,
+                                usage,
+                                self.charged(provider, command),
+                            )
+                        }),
                         held: self.quotas.may_hold(command.tenant.as_str()),
                     })
                     .await?
@@ -270,14 +284,26 @@ pub(super) fn unstorable(terminal: &Event, refusal: &Refusal) -> Option<Event> {
     .ok()
 }
 
+impl Pipeline {
+    /// Whether usage on `provider` counts against its tenant's quotas: not when it
+    /// is the tenant's own account (bring your own key).
+    fn charged(&self, provider: &ProviderRef, command: &Command) -> bool {
+        !self
+            .engine
+            .is_own_account(provider.config_id, command.tenant.as_str())
+    }
+}
+
 /// The usage row of task `task`'s answer by `provider`.
 pub(super) fn usage_row(
     task: i64,
     command: &Command,
     provider: &ProviderRef,
     usage: &Usage,
+    charged: bool,
 ) -> UsageRecord {
     UsageRecord {
+        charged,
         task_id: Some(task),
         tenant: command.tenant.to_string(),
         user: command.user.clone(),

@@ -36,6 +36,10 @@ pub struct TenantSettings {
     /// The longest a bus command waits for its tenant's turn before it fails with
     /// `rate_limited`.
     pub max_wait_ms: u64,
+    /// How a tenant's own provider accounts (bring your own key) are used next to the
+    /// shared ones, where the tenant has no setting of its own: `prefer`, `only` or
+    /// `never`.
+    pub own_accounts: switchyard_core::routing::OwnAccounts,
 }
 
 impl Default for TenantSettings {
@@ -47,6 +51,7 @@ impl Default for TenantSettings {
             user_concurrency: None,
             over_limit: OverLimit::Wait,
             max_wait_ms: 30_000,
+            own_accounts: switchyard_core::routing::OwnAccounts::Prefer,
         }
     }
 }
@@ -59,6 +64,7 @@ impl TenantSettings {
             concurrency: self.concurrency,
             user_rpm: self.user_rpm,
             user_concurrency: self.user_concurrency,
+            own_accounts: Some(self.own_accounts),
         }
     }
 

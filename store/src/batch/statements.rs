@@ -345,9 +345,9 @@ impl Store {
             for chunk in statement_chunks(&usages, postgres) {
                 let sql = format!(
                     "INSERT INTO usage_log (task_id, tenant, user_id, provider_config_id, provider, \
-                     model, kind, images, input_tokens, output_tokens, cost_usd, created_at) \
-                     VALUES {}",
-                    values(chunk.len(), 12, "", postgres)
+                     model, kind, images, input_tokens, output_tokens, cost_usd, charged, \
+                     created_at) VALUES {}",
+                    values(chunk.len(), 13, "", postgres)
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for u in chunk {
@@ -360,12 +360,12 @@ impl Store {
             let settled: Vec<(i64, Option<&UsageRecord>)> = won
                 .iter()
                 .filter(|c| c.held)
-                .map(|c| (c.id, c.usage.as_ref()))
+                .map(|c| (c.id, c.usage.as_ref().filter(|u| u.charged)))
                 .chain(
                     fails_in
                         .iter()
                         .filter(|f| f.held && failed_ids.contains(&f.id))
-                        .map(|f| (f.id, f.usage.as_ref())),
+                        .map(|f| (f.id, f.usage.as_ref().filter(|u| u.charged))),
                 )
                 .collect();
             for chunk in statement_chunks(&settled, postgres) {

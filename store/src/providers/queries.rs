@@ -9,7 +9,9 @@ use switchyard_core::{
     RateLimitDraft,
 };
 
-use super::{ConfigReadError, ConfigWriteError, ProviderFilter, ProviderRecord};
+use super::{
+    ConfigReadError, ConfigWriteError, ProviderFilter, ProviderRecord, stored_auth::StoredAuth,
+};
 use crate::{Store, on_pool};
 
 #[derive(sqlx::FromRow)]
@@ -38,6 +40,8 @@ struct ProviderRow {
     plugin: Option<String>,
     options: Json<Value>,
     description: Option<String>,
+    owner: Option<String>,
+    auth: Option<Json<Value>>,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -46,7 +50,7 @@ struct ProviderRow {
 const COLUMNS: &str = "id, name, provider, kinds, model, base_url, api_key_ciphertext, enabled, \
     priority, weight, rpm, burst, max_concurrency, tpm, breaker, timeout_ms, cost, \
     supports_images, supports_files, supports_audio, supports_video, plugin, options, \
-    description, version, created_at, updated_at";
+    description, owner, auth, version, created_at, updated_at";
 
 /// Values of one spec, ready to bind in column order.
 struct SpecColumns {
@@ -70,9 +74,11 @@ struct SpecColumns {
     plugin: Option<String>,
     options: Json<Map<String, Value>>,
     description: Option<String>,
+    owner: Option<String>,
+    auth: Option<Json<StoredAuth>>,
 }
 
-/// Binds the 23 spec columns in the order of `SPEC_COLUMNS`.
+/// Binds the 25 spec columns in the order the writes name them.
 macro_rules! bind_spec {
     ($query:expr, $c:expr) => {
         $query
@@ -99,6 +105,8 @@ macro_rules! bind_spec {
             .bind($c.plugin)
             .bind($c.options)
             .bind($c.description)
+            .bind($c.owner)
+            .bind($c.auth)
     };
 }
 
@@ -137,6 +145,8 @@ impl Store {
             plugin: spec.plugin.clone(),
             options: Json(spec.options.clone()),
             description: spec.description.clone(),
+            owner: spec.owner.clone(),
+            auth: StoredAuth::encrypt(&spec.auth, self.key()).map(Json),
         }
     }
 
@@ -154,9 +164,10 @@ impl Store {
         let sql = "INSERT INTO provider_configs (name, provider, kinds, model, base_url, \
             api_key_ciphertext, enabled, priority, weight, rpm, burst, max_concurrency, tpm, \
             breaker, timeout_ms, cost, supports_images, supports_files, supports_audio, \
-            supports_video, plugin, options, description, version, created_at, updated_at) \
+            supports_video, plugin, options, description, owner, auth, version, created_at, \
+            updated_at) \
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-            $18, $19, $20, $21, $22, $23, 1, $24, $24) RETURNING id";
+            $18, $19, $20, $21, $22, $23, $24, $25, 1, $26, $26) RETURNING id";
         let result: Result<i64, sqlx::Error> =
             on_pool!(self, |pool| bind_spec!(sqlx::query_scalar(sql), columns)
                 .bind(now)
@@ -192,8 +203,8 @@ impl Store {
             rpm = $10, burst = $11, max_concurrency = $12, tpm = $13, breaker = $14, \
             timeout_ms = $15, cost = $16, supports_images = $17, supports_files = $18, \
             supports_audio = $19, supports_video = $20, plugin = $21, options = $22, \
-            description = $23, version = version + 1, updated_at = $24 \
-            WHERE id = $25 AND ($26 IS NULL OR version = $26) \
+            description = $23, owner = $24, auth = $25, version = version + 1, \
+            updated_at = $26 WHERE id = $27 AND ($28 IS NULL OR version = $28) \
             RETURNING version, created_at";
         let result: Result<Option<(i64, DateTime<Utc>)>, sqlx::Error> = on_pool!(self, |pool| {
             bind_spec!(sqlx::query_as(sql), columns)
@@ -340,6 +351,18 @@ impl Store {
             .transpose()
             .map_err(|source| ConfigReadError::Secret { id, source })?;
         let mut problems = Vec::new();
+        let auth = match row.auth.map(|v| serde_json::from_value::<StoredAuth>(v.0)) {
+            None => None,
+            Some(Ok(stored)) => Some(
+                stored
+                    .decrypt(self.key())
+                    .map_err(|source| ConfigReadError::Secret { id, source })?,
+            ),
+            Some(Err(e)) => {
+                problems.push(FieldError::new("auth", e.to_string()));
+                None
+            }
+        };
         let kinds = Some(row.kinds.0).filter(|v| !v.is_null()).and_then(|v| {
             serde_json::from_value::<Vec<String>>(v)
                 .map_err(|e| problems.push(FieldError::new("kinds", e.to_string())))
@@ -370,6 +393,8 @@ impl Store {
             model: row.model,
             base_url: row.base_url,
             api_key,
+            auth,
+            owner: row.owner,
             enabled: Some(row.enabled),
             priority: Some(row.priority),
             weight: Some(row.weight),

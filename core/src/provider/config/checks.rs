@@ -262,7 +262,7 @@ pub(super) fn check_cost(cost: &CostTable, errors: &mut Vec<FieldError>) {
     );
 }
 
-pub(super) fn is_http_url(url: &str) -> bool {
+pub(in crate::provider) fn is_http_url(url: &str) -> bool {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));

@@ -68,6 +68,8 @@ fn request(route: &Route) -> RouteRequest<'_> {
         size: Some("1024x1024"),
         n: 1,
         estimated_tokens: 0,
+        tenant: "acme",
+        own_accounts: OwnAccounts::Prefer,
     }
 }
 
@@ -253,7 +255,15 @@ fn config_id_picks_exactly_one_or_explains() {
     );
 
     let r = route(serde_json::json!({"config_id": 9}));
-    let err = plan(&request(&r), &instances, &[(ConfigId(9), "old")], 0, 0, 0).unwrap_err();
+    let err = plan(
+        &request(&r),
+        &instances,
+        &[(ConfigId(9), "old", None)],
+        0,
+        0,
+        0,
+    )
+    .unwrap_err();
     assert_eq!(err.to_string(), "provider config 9 'old' is disabled");
     let r = route(serde_json::json!({"config_id": "nope"}));
     let err = plan(&request(&r), &instances, &[], 0, 0, 0).unwrap_err();
@@ -270,18 +280,19 @@ fn config_id_picks_exactly_one_or_explains() {
 
 #[test]
 fn no_provider_messages_say_why() {
-    let message = |instances: &[Fake], disabled: &[(ConfigId, &str)], r: &Route, kind: Kind| {
-        let mut req = request(r);
-        req.kind = kind;
-        plan(&req, instances, disabled, 0, 0, 0)
-            .unwrap_err()
-            .to_string()
-    };
+    let message =
+        |instances: &[Fake], disabled: &[(ConfigId, &str, Option<&str>)], r: &Route, kind: Kind| {
+            let mut req = request(r);
+            req.kind = kind;
+            plan(&req, instances, disabled, 0, 0, 0)
+                .unwrap_err()
+                .to_string()
+        };
     let r = route(serde_json::json!({}));
     assert_eq!(
         message(
             &[],
-            &[(ConfigId(1), "a"), (ConfigId(2), "b")],
+            &[(ConfigId(1), "a", None), (ConfigId(2), "b", None)],
             &r,
             Kind::ImageGenerate
         ),
@@ -368,4 +379,62 @@ proptest! {
             Err(e) => prop_assert!(false, "unexpected {e}"),
         }
     }
+}
+
+#[test]
+fn own_accounts_serve_only_their_tenant_and_come_first_when_preferred() {
+    let instances = vec![
+        fake(1, serde_json::json!({"priority": 10})),
+        fake(2, serde_json::json!({"owner": "acme"})),
+        fake(3, serde_json::json!({"owner": "globex", "priority": 20})),
+    ];
+    let r = route(serde_json::json!({}));
+    let mut req = request(&r);
+    assert_eq!(ids(&plan(&req, &instances, &[], 0, 0, 0).unwrap()), [2, 1]);
+    req.own_accounts = OwnAccounts::Only;
+    assert_eq!(ids(&plan(&req, &instances, &[], 0, 0, 0).unwrap()), [2]);
+    req.own_accounts = OwnAccounts::Never;
+    assert_eq!(ids(&plan(&req, &instances, &[], 0, 0, 0).unwrap()), [1]);
+
+    // Another tenant's account is not there at all: not used, not reported, and not
+    // found by id or by name (nor as a disabled one).
+    req.tenant = "initech";
+    req.own_accounts = OwnAccounts::Prefer;
+    let plan_ = plan(&req, &instances, &[], 0, 0, 0).unwrap();
+    assert_eq!(ids(&plan_), [1]);
+    assert!(plan_.skipped.is_empty());
+    for reference in [
+        serde_json::json!(3),
+        serde_json::json!("i3"),
+        serde_json::json!(9),
+    ] {
+        let r = route(serde_json::json!({"config_id": reference}));
+        let mut req = request(&r);
+        req.tenant = "initech";
+        let err = plan(
+            &req,
+            &instances,
+            &[(ConfigId(9), "gone", Some("globex"))],
+            0,
+            0,
+            0,
+        )
+        .unwrap_err();
+        assert!(matches!(err, NoProvider::UnknownConfig(_)), "{err:?}");
+    }
+
+    // A tenant that uses only its own accounts and has none gets a clear answer.
+    req.own_accounts = OwnAccounts::Only;
+    let err = plan(&req, &instances, &[], 0, 0, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("left out by own_accounts = only"), "{err}");
+    // Naming a shared account with `only` says why it cannot serve.
+    let r = route(serde_json::json!({"config_id": 1}));
+    let mut req = request(&r);
+    req.own_accounts = OwnAccounts::Only;
+    let err = plan(&req, &instances, &[], 0, 0, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("shared account"), "{err}");
 }
