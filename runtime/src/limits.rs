@@ -129,6 +129,8 @@ pub struct Limited {
     pub retry_after: Duration,
     /// Refused for requests at once: a slot frees as soon as one of them ends.
     pub at_once: bool,
+    /// Refused by the user's own limit (the tenant's other users may go on).
+    pub user: bool,
     /// Which limit, for the `rate_limited` error.
     pub message: String,
 }
@@ -278,6 +280,7 @@ impl Limits {
             .is_err()
         {
             return Err(Limited {
+                user: false,
                 retry_after: CONCURRENCY_RETRY,
                 at_once: true,
                 message: format!("tenant '{tenant}' has {max} requests running, its limit here"),
@@ -300,6 +303,7 @@ impl Limits {
                     users.remove(user);
                 }
                 return Err(Limited {
+                    user: true,
                     retry_after: CONCURRENCY_RETRY,
                     at_once: true,
                     message: format!(
@@ -323,6 +327,7 @@ impl Limits {
             }
             if let Err(not_until) = rate.check_key(&user.to_owned()) {
                 return Err(Limited {
+                    user: true,
                     retry_after: not_until.wait_time_from(now),
                     at_once: false,
                     message: format!(
@@ -336,6 +341,7 @@ impl Limits {
             && let Err(not_until) = rate.check()
         {
             return Err(Limited {
+                user: false,
                 retry_after: not_until.wait_time_from(now),
                 at_once: false,
                 message: format!(

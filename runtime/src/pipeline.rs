@@ -42,6 +42,7 @@
 //!   once the database answers.
 
 mod admit;
+mod blocked;
 mod call;
 mod enqueue;
 mod fair;

@@ -407,3 +407,38 @@ async fn a_tenant_over_its_limits_with_its_share_waiting_is_refused_at_once() {
     node.stop().await;
     db.cleanup().await;
 }
+
+fn text_of(tenant: &str, user: &str, request_id: &str) -> Command {
+    let mut command = text(tenant, request_id);
+    command.user = Some(user.to_owned());
+    command
+}
+
+/// A user at its own limit holds up only itself: with one request at once per user,
+/// bob's backlog waits in turn while carol, of the same tenant, starts at once (her
+/// command ends before bob's third, not after his fifth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_at_its_limit_does_not_hold_up_the_rest_of_its_tenant() {
+    let db = TestDb::sqlite().await;
+    let node = node(&db, 200, |_| {}).await;
+    put_limits(&node, "acme", json!({"user_concurrency": 1}));
+    let mut events = node.bus.events(EventFilter::All).await.unwrap();
+    let bob: Vec<_> = (0..5)
+        .map(|i| text_of("acme", "bob", &format!("b{i}")))
+        .collect();
+    publish(&node.bus, &bob).await;
+    publish(&node.bus, &[text_of("acme", "carol", "c0")]).await;
+    let (terminals, _) = collect(&mut events, 6).await;
+    assert!(
+        terminals.iter().all(|t| t["type"] == "completed"),
+        "{terminals:?}"
+    );
+    let order: Vec<&str> = terminals
+        .iter()
+        .map(|t| t["request_id"].as_str().unwrap())
+        .collect();
+    let carol = order.iter().position(|id| *id == "c0").unwrap();
+    assert!(carol < 3, "carol ended after {carol} of bob's: {order:?}");
+    node.stop().await;
+    db.cleanup().await;
+}

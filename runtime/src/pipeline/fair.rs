@@ -25,14 +25,22 @@ impl<T> Default for FairQueue<T> {
     }
 }
 
-/// What to do with the head of a tenant's queue.
+/// What to do with an item of a tenant's queue, offered oldest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Turn {
     /// Take it: the tenant goes to the back of the ring.
     Take,
-    /// Leave it (the tenant is at a limit); try the next tenant.
+    /// Leave it and the rest of the tenant's queue (the tenant is at a limit); try the
+    /// next tenant.
     Skip,
+    /// Leave it (its user is at a limit) and offer the tenant's next item, up to
+    /// [`LOOK_AHEAD`] of them.
+    Next,
 }
+
+/// How many of one tenant's items a take offers at most: past a user held up at its
+/// limit, to the tenant's other users' items.
+pub(super) const LOOK_AHEAD: usize = 32;
 
 impl<T> FairQueue<T> {
     /// Items queued.
@@ -55,21 +63,30 @@ impl<T> FairQueue<T> {
         self.len += 1;
     }
 
-    /// Offers each tenant's head in turn, from the tenant whose turn it is, until
+    /// Offers each tenant's items in turn, from the tenant whose turn it is, until
     /// `decide` takes one: that item, and its tenant goes to the back of the ring. Each
-    /// tenant is offered once; `None` if none was taken.
+    /// tenant's oldest item is offered, and the ones after it while `decide` answers
+    /// [`Turn::Next`] (at most [`LOOK_AHEAD`]); `None` if none was taken.
     pub(super) fn take(&mut self, mut decide: impl FnMut(&str, &T) -> Turn) -> Option<T> {
         for _ in 0..self.ring.len() {
             let tenant = self.ring.pop_front()?;
             let queue = self.queues.get_mut(&tenant)?;
-            let turn = queue
-                .front()
-                .map_or(Turn::Skip, |head| decide(&tenant, head));
-            if turn == Turn::Skip {
+            let mut chosen = None;
+            for (at, item) in queue.iter().enumerate().take(LOOK_AHEAD) {
+                match decide(&tenant, item) {
+                    Turn::Take => {
+                        chosen = Some(at);
+                        break;
+                    }
+                    Turn::Skip => break,
+                    Turn::Next => {}
+                }
+            }
+            let Some(at) = chosen else {
                 self.ring.push_back(tenant);
                 continue;
-            }
-            let item = queue.pop_front();
+            };
+            let item = queue.remove(at);
             if queue.is_empty() {
                 self.queues.remove(&tenant);
             } else {
@@ -120,6 +137,34 @@ impl<T> FairQueue<T> {
         }
         self.settle(tenant, out.len());
         out
+    }
+
+    /// Removes `tenant`'s items that `leave` picks, wherever they stand in its queue.
+    pub(super) fn remove_where(
+        &mut self,
+        tenant: &str,
+        mut leave: impl FnMut(&T) -> bool,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        let Some(queue) = self.queues.get_mut(tenant) else {
+            return out;
+        };
+        let mut kept = VecDeque::with_capacity(queue.len());
+        for item in queue.drain(..) {
+            if leave(&item) {
+                out.push(item);
+            } else {
+                kept.push_back(item);
+            }
+        }
+        *queue = kept;
+        self.settle(tenant, out.len());
+        out
+    }
+
+    /// `tenant`'s items, oldest first.
+    pub(super) fn items_of<'a>(&'a self, tenant: &str) -> impl Iterator<Item = &'a T> + 'a {
+        self.queues.get(tenant).into_iter().flatten()
     }
 
     /// Removes and returns every item `expired` (given its tenant) says must leave the
@@ -253,6 +298,27 @@ impl<T> Banded<T> {
         }
         self.forget(tenant, out.len());
         out
+    }
+
+    /// [`FairQueue::remove_where`] over the bands.
+    pub(super) fn remove_where(
+        &mut self,
+        tenant: &str,
+        mut leave: impl FnMut(&T) -> bool,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for band in &mut self.bands {
+            out.extend(band.remove_where(tenant, &mut leave));
+        }
+        self.forget(tenant, out.len());
+        out
+    }
+
+    /// `tenant`'s items in every band.
+    pub(super) fn items_of<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = &'a T> + 'a {
+        self.bands
+            .iter()
+            .flat_map(move |band| band.items_of(tenant))
     }
 
     /// Takes out `tenant`'s newest item of its least urgent band, if that band is less
@@ -404,5 +470,29 @@ mod tests {
         assert_eq!(queue.drain_all().len(), 3);
         assert!(queue.is_empty());
         assert!(queue.ring.is_empty());
+    }
+
+    #[test]
+    fn next_passes_over_an_item_to_the_tenants_next_one_within_the_look_ahead() {
+        let mut queue = FairQueue::default();
+        for i in 0..LOOK_AHEAD {
+            queue.push("acme", format!("bob{i}"));
+        }
+        queue.push("acme", "carol-far".to_owned());
+        queue.push("globex", "g".to_owned());
+        let not_bob = |_: &str, item: &String| {
+            if item.starts_with("bob") {
+                Turn::Next
+            } else {
+                Turn::Take
+            }
+        };
+        // Carol stands behind more of bob's items than a take looks at: globex goes.
+        assert_eq!(queue.take(not_bob).as_deref(), Some("g"));
+        assert_eq!(queue.take(|_, _| Turn::Take).as_deref(), Some("bob0"));
+        // Now within reach, from the middle of the queue; the order of the rest holds.
+        assert_eq!(queue.take(not_bob).as_deref(), Some("carol-far"));
+        assert_eq!(queue.take(|_, _| Turn::Take).as_deref(), Some("bob1"));
+        assert_eq!(queue.len(), LOOK_AHEAD - 2);
     }
 }

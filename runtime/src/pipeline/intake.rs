@@ -3,7 +3,6 @@
 //! then hands back what was pulled but not started.
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -16,6 +15,7 @@ use tokio::sync::watch;
 
 use super::{
     Pipeline,
+    blocked::{Blocks, Waiting},
     fair::{Banded, Turn, band},
 };
 use crate::bus::{BusError, Delivery};
@@ -71,6 +71,15 @@ struct Held {
     since: tokio::time::Instant,
 }
 
+impl Waiting for Held {
+    fn since(&self) -> tokio::time::Instant {
+        self.since
+    }
+    fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+}
+
 /// Who a command is from and how urgent it is, read ahead of its full parse to queue
 /// it by priority and tenant.
 #[derive(serde::Deserialize)]
@@ -124,7 +133,7 @@ pub async fn run_intake(
         queue: Banded::default(),
         queued_bytes: 0,
         running: tokio::task::JoinSet::new(),
-        blocked: HashMap::new(),
+        blocked: Blocks::default(),
     };
     let mut keep_alive = tokio::time::interval(intake.handler.progress_every);
     keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -176,13 +185,6 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// A tenant over one of its limits, as intake last found it.
-#[derive(Debug, Clone, Copy)]
-struct Blocked {
-    until: tokio::time::Instant,
-    at_once: bool,
-}
-
 /// Intake's state between pulls.
 struct Intake {
     handler: Pipeline,
@@ -191,9 +193,8 @@ struct Intake {
     /// The payload bytes of what `queue` holds.
     queued_bytes: usize,
     running: tokio::task::JoinSet<()>,
-    /// Tenants over a limit: until when, and whether for requests at once (then a
-    /// finished command may have freed their slot sooner).
-    blocked: HashMap<String, Blocked>,
+    /// Tenants and users over a limit (`blocked.rs`).
+    blocked: Blocks,
 }
 
 impl Intake {
@@ -216,7 +217,7 @@ impl Intake {
 
     /// A command ended: tenants refused for requests at once may have a slot again.
     fn slot_freed(&mut self) {
-        self.blocked.retain(|_, blocked| !blocked.at_once);
+        self.blocked.slot_freed(tokio::time::Instant::now());
     }
 
     /// A delivery just pulled: queued by priority and tenant, unless its tenant is over
@@ -248,7 +249,7 @@ impl Intake {
         }
         let band = band(priority);
         let share = (self.handler.intake_window.count / (self.queue.tenants() + 1)).max(1);
-        let over = self.blocked.contains_key(&tenant) && self.queue.queued(&tenant) >= share;
+        let over = self.blocked.is_blocked(&tenant) && self.queue.queued(&tenant) >= share;
         if tenant.is_empty() || !over {
             self.hold(band, &tenant, delivery, user);
             return;
@@ -291,16 +292,9 @@ impl Intake {
     fn dispatch(&mut self) {
         let now = tokio::time::Instant::now();
         let max_wait = self.handler.max_wait;
-        // Only the queues of tenants over a limit are looked at (not the whole queue,
-        // which may hold thousands).
-        let mut expired = Vec::new();
-        for tenant in self.blocked.keys() {
-            expired.extend(
-                self.queue
-                    .pop_expired(tenant, |held| now.duration_since(held.since) >= max_wait),
-            );
-        }
-        self.blocked.retain(|_, blocked| blocked.until > now);
+        // Only the queues of tenants and users over a limit are looked at (not the
+        // whole queue, which may hold thousands).
+        let expired = self.blocked.expired(&mut self.queue, now, max_wait);
         for held in expired {
             self.unqueued(&held);
             let message = format!("waited {} ms for its tenant's turn", max_wait.as_millis());
@@ -316,23 +310,30 @@ impl Intake {
                 if tenant.is_empty() {
                     return Turn::Take;
                 }
-                // Known to be over a limit: skipped without asking (to fail, it is
+                let user = held.user.as_deref();
+                // Known to be over a limit: passed over without asking (to fail, it is
                 // asked again for the message).
-                if !fail_over_limit && blocked.contains_key(tenant) {
-                    return Turn::Skip;
+                if !fail_over_limit {
+                    if blocked.tenant_held(tenant, now) {
+                        return Turn::Skip;
+                    }
+                    if blocked.user_held(tenant, user, now) {
+                        return Turn::Next;
+                    }
                 }
-                match limits.try_take_now(tenant, held.user.as_deref()) {
+                match limits.try_take_now(tenant, user) {
                     Ok(p) => {
                         permit = p;
+                        blocked.started(tenant, user);
                         Turn::Take
                     }
                     Err(limited) => {
-                        let until = now + limited.retry_after;
-                        let at_once = limited.at_once;
-                        blocked.insert(tenant.to_owned(), Blocked { until, at_once });
+                        blocked.refused(tenant, user, &limited, now);
                         if fail_over_limit {
                             refused = Some(limited.message);
                             Turn::Take
+                        } else if limited.user {
+                            Turn::Next
                         } else {
                             Turn::Skip
                         }
@@ -364,20 +365,16 @@ impl Intake {
     }
 
     /// When to look at the queue again without a new delivery or a finished command:
-    /// the first blocked tenant's end, or the first wait's end.
+    /// the first refusal's end, or the first wait's end.
     fn next_wake(&mut self) -> Option<tokio::time::Instant> {
         if self.queue.is_empty() {
             return None;
         }
-        let unblock = self.blocked.values().map(|b| b.until).min();
-        let max_wait = self.handler.max_wait;
-        let expiry = self
-            .blocked
-            .keys()
-            .flat_map(|tenant| self.queue.fronts_of(tenant))
-            .map(|held| held.since + max_wait)
-            .min();
-        unblock.into_iter().chain(expiry).min()
+        self.blocked.next_wake(
+            &self.queue,
+            tokio::time::Instant::now(),
+            self.handler.max_wait,
+        )
     }
 
     /// Tells the bus that queued deliveries are still being worked on.
