@@ -47,6 +47,10 @@ pub struct ConnectionPolicy {
     /// next bytes of a body it reads, or for room to write its response. Stops slow
     /// bodies and clients that stopped reading.
     pub stall_timeout: Duration,
+    /// The slowest average rate, in bytes a second, a request body may come in at once
+    /// it has been read for `stall_timeout`; a slower one is cut (every gap under the
+    /// stall timeout is not enough: a body could trickle in for ever).
+    pub min_body_rate: u64,
     /// Connections open at once in this process; more are closed at once.
     pub max_connections: usize,
     /// Connections open at once from one client (an IPv4 address or an IPv6 /64).
@@ -62,6 +66,7 @@ impl Default for ConnectionPolicy {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             stall_timeout: Duration::from_secs(30),
+            min_body_rate: 4096,
             max_connections: 10_000,
             max_connections_per_ip: 256,
             drain_grace: Duration::from_secs(10),
@@ -83,6 +88,7 @@ pub async fn serve(
         header_read: policy.header_read_timeout,
         idle: policy.idle_timeout,
         stall: policy.stall_timeout,
+        min_body_rate: policy.min_body_rate.max(1),
     };
     let connections = Tasks::new("http");
     // Dropped before the drain ends (its owner stopped), the connections stop too.

@@ -245,6 +245,7 @@ fn connection_policy(http: &HttpSettings) -> switchyard_http::ConnectionPolicy {
         header_read_timeout: Duration::from_millis(http.header_read_timeout_ms),
         idle_timeout: Duration::from_millis(http.idle_timeout_ms),
         stall_timeout: Duration::from_millis(http.stall_timeout_ms),
+        min_body_rate: http.min_body_rate,
         max_connections: http.max_connections,
         max_connections_per_ip: http.max_connections_per_ip,
         drain_grace: Duration::from_millis(http.drain_grace_ms),

@@ -456,3 +456,43 @@ async fn shutdown_cuts_what_is_still_busy_after_the_drain_grace() {
         .expect("the node stopped")
         .unwrap();
 }
+
+/// A body that trickles in, each gap shorter than the stall timeout, is closed once it
+/// falls below the minimum average rate after its grace (the stall timeout): one byte
+/// every 100 ms never stalls for 300 ms, but averages 10 bytes a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_request_body_is_closed_below_the_minimum_rate() {
+    let db = TestDb::sqlite().await;
+    let node = node_with(&db, slow_mock(), |s| {
+        s.http.stall_timeout_ms = 300;
+        s.http.min_body_rate = 1024;
+    })
+    .await;
+    let mut stream = connect_from(FIRST, node.port).await;
+    let head = format!(
+        "POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        if stream.write_all(b" ").await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !closed {
+        closed = closed_within(&mut stream, WITHIN).await;
+    }
+    assert!(closed, "a trickling body held its connection for 10 s");
+    assert!(
+        metric(
+            &node,
+            "switchyard_http_connections_timed_out_total{timeout=\"slow_body\"}"
+        )
+        .await
+            >= 1.0
+    );
+    node.stop().await;
+}

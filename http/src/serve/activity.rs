@@ -15,7 +15,9 @@
 //!
 //! - [`WatchedRequestBody`] and the socket's writes: while a request is busy, a read
 //!   of its body that waits for the client's next bytes, or a write that waits for
-//!   the client to make room, is a stall, bounded by the stall timeout.
+//!   the client to make room, is a stall, bounded by the stall timeout. A body read
+//!   for longer than the stall timeout must also average the minimum body rate, so a
+//!   body trickling in with every gap under the stall timeout is cut too.
 //!
 //! Busy has no deadline of its own: a request's own limits bound it (an event stream's
 //! max age, a provider call's timeout); only a stall does.
@@ -76,6 +78,10 @@ pub(super) struct Activity {
     /// Since when a request body's read has waited for the client's next bytes, the
     /// same way.
     body_waits_us: AtomicU64,
+    /// Since when a request body is being read (first polled, not yet ended), the same
+    /// way; and how many bytes of it came so far.
+    body_started_us: AtomicU64,
+    body_bytes: AtomicU64,
 }
 
 impl Activity {
@@ -88,6 +94,8 @@ impl Activity {
             busy: AtomicUsize::new(0),
             write_waits_us: AtomicU64::new(0),
             body_waits_us: AtomicU64::new(0),
+            body_started_us: AtomicU64::new(0),
+            body_bytes: AtomicU64::new(0),
         })
     }
 
@@ -114,6 +122,32 @@ impl Activity {
             .filter(|&us| us > 0)
             .min()
             .map(|us| self.opened + Duration::from_micros(us - 1))
+    }
+
+    /// Since when a request body is being read, and how many bytes of it came, while
+    /// it has not ended.
+    pub(super) fn body_read(&self) -> Option<(Instant, u64)> {
+        let us = self.body_started_us.load(Ordering::Acquire);
+        (us > 0).then(|| {
+            (
+                self.opened + Duration::from_micros(us - 1),
+                self.body_bytes.load(Ordering::Acquire),
+            )
+        })
+    }
+
+    /// A body's read goes on (`Some(bytes)` came now) or is over (`None`).
+    fn body_progress(&self, bytes: Option<u64>) {
+        match bytes {
+            Some(n) => {
+                self.waits(&self.body_started_us, true);
+                self.body_bytes.fetch_add(n, Ordering::AcqRel);
+            }
+            None => {
+                self.body_started_us.store(0, Ordering::Release);
+                self.body_bytes.store(0, Ordering::Release);
+            }
+        }
     }
 
     /// Records in `slot` whether the server now waits on the client (kept from the
@@ -289,6 +323,7 @@ impl Drop for WatchedRequestBody {
     fn drop(&mut self) {
         // A handler that gave up on its body waits on the client no more.
         self.activity.waits(&self.activity.body_waits_us, false);
+        self.activity.body_progress(None);
     }
 }
 
@@ -303,6 +338,14 @@ impl HttpBody for WatchedRequestBody {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         self.activity
             .waits(&self.activity.body_waits_us, polled.is_pending());
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let bytes = frame.data_ref().map_or(0, |d| d.len() as u64);
+                self.activity.body_progress(Some(bytes));
+            }
+            Poll::Pending => self.activity.body_progress(Some(0)),
+            Poll::Ready(None | Some(Err(_))) => self.activity.body_progress(None),
+        }
         polled
     }
 

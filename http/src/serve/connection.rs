@@ -38,6 +38,9 @@ pub(super) struct Timeouts {
     /// In a request, while the server waits on the client (a body's next bytes, room
     /// to write).
     pub(super) stall: Duration,
+    /// The slowest average rate (bytes a second) of a request body read for longer
+    /// than `stall`.
+    pub(super) min_body_rate: u64,
 }
 
 /// How a connection ended.
@@ -52,6 +55,8 @@ enum Ended {
     IdleTimedOut,
     /// A request in flight waited on the client longer than the stall timeout.
     Stalled,
+    /// A request body came in slower than the minimum average rate.
+    SlowBody,
     /// The server is draining and nothing was in flight.
     Drained,
 }
@@ -111,6 +116,7 @@ pub(super) async fn serve(
         Ended::HeadTimedOut => closed_on_timeout("header_read"),
         Ended::IdleTimedOut => closed_on_timeout("idle"),
         Ended::Stalled => closed_on_timeout("stall"),
+        Ended::SlowBody => closed_on_timeout("slow_body"),
     }
     drop(permit);
 }
@@ -118,9 +124,20 @@ pub(super) async fn serve(
 /// When the connection closes unless something happens first, and why.
 fn deadline(activity: &Arc<Activity>, timeouts: Timeouts) -> Option<(tokio::time::Instant, Ended)> {
     match activity.phase() {
-        Phase::Busy => activity
-            .stalled_since()
-            .map(|since| (since + timeouts.stall, Ended::Stalled)),
+        Phase::Busy => {
+            let stalled = activity
+                .stalled_since()
+                .map(|since| (since + timeouts.stall, Ended::Stalled));
+            // A body read must average `min_body_rate` after its first `stall`.
+            let slow = activity.body_read().map(|(started, bytes)| {
+                let allowed = Duration::from_secs_f64(bytes as f64 / timeouts.min_body_rate as f64);
+                (started + timeouts.stall + allowed, Ended::SlowBody)
+            });
+            [stalled, slow]
+                .into_iter()
+                .flatten()
+                .min_by_key(|(at, _)| *at)
+        }
         Phase::Head => Some((activity.since() + timeouts.header_read, Ended::HeadTimedOut)),
         Phase::Idle => Some((activity.since() + timeouts.idle, Ended::IdleTimedOut)),
     }

@@ -29,6 +29,10 @@ pub struct HttpSettings {
     /// (a client that stopped reading); then the connection is closed. A handler's own
     /// wait (a provider call, an event stream between events) is not a stall.
     pub stall_timeout_ms: u64,
+    /// The slowest a request body may come in on average, in bytes a second, once it
+    /// has been read for `stall_timeout_ms`; a slower one is cut (a body trickling in
+    /// with every gap under the stall timeout would otherwise be read for ever).
+    pub min_body_rate: u64,
     /// Connections open at once in this process; a connection beyond them is closed at
     /// once, unread. Keep it below the process's file-descriptor limit.
     pub max_connections: usize,
@@ -50,6 +54,7 @@ impl Default for HttpSettings {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             stall_timeout_ms: 30_000,
+            min_body_rate: 4096,
             max_connections: 10_000,
             max_connections_per_ip: 256,
             drain_grace_ms: 10_000,
@@ -78,6 +83,7 @@ impl HttpSettings {
             ("http.header_read_timeout_ms", self.header_read_timeout_ms),
             ("http.idle_timeout_ms", self.idle_timeout_ms),
             ("http.stall_timeout_ms", self.stall_timeout_ms),
+            ("http.min_body_rate", self.min_body_rate),
             ("http.drain_grace_ms", self.drain_grace_ms),
             ("http.max_connections", self.max_connections as u64),
             (
