@@ -4,7 +4,10 @@
 //! users' — requests, images, tokens or spend per UTC day or month. Admission
 //! reserves the request's estimate (images asked; tokens and cost estimated from the
 //! prompt, `max_tokens` and the price table) from every quota that applies, atomically
-//! in the database ([`Store::reserve`]); the terminal write settles the reservation
+//! in the database; concurrent requests' reservations are written together
+//! ([`reserver`]: [`Store::reserve_batch`], one transaction for a batch, decided one by
+//! one with [`Store::reserve`] when a quota cannot take the whole batch); the terminal
+//! write settles the reservation
 //! with the actual usage, or releases it. A request that would go over gets one
 //! `failed` event with `quota_exceeded` (not retryable) and calls no provider. Several
 //! processes share the database's counters, so 60 requests against a limit of 10 give
@@ -23,7 +26,11 @@ use std::{
 
 use chrono::Utc;
 
-use crate::store::{CountedQuota, HoldAsk, QueryError, QuotaPeriod, Store, StoredQuota};
+use crate::store::{CountedQuota, QueryError, QuotaPeriod, Store, StoredQuota};
+
+mod reserver;
+
+use reserver::{Reservation, Reserver};
 
 /// How old a tenant's cached quota definitions may get.
 pub const REFRESH: Duration = Duration::from_secs(2);
@@ -42,6 +49,8 @@ pub struct Quotas {
     store: Store,
     refresh: Duration,
     tenants: Arc<Mutex<HashMap<String, Tenant>>>,
+    /// Writes concurrent requests' reservations together.
+    reserver: Arc<Reserver>,
 }
 
 #[derive(Debug)]
@@ -76,6 +85,7 @@ impl Quotas {
     /// A checker refreshing at another interval (tests).
     pub fn with_refresh(store: Store, refresh: Duration) -> Self {
         Self {
+            reserver: Arc::new(Reserver::new(store.clone())),
             store,
             refresh,
             tenants: Arc::default(),
@@ -94,19 +104,17 @@ impl Quotas {
             return Ok(None);
         }
         let refused = self
-            .store
-            .reserve(
-                &quotas,
-                &HoldAsk {
-                    tenant: ask.tenant,
-                    user: ask.user,
-                    request_id: ask.request_id,
-                    images: ask.images,
-                    tokens: ask.tokens,
-                    cost_usd: ask.cost_usd,
-                    now: Utc::now(),
-                },
-            )
+            .reserver
+            .reserve(Reservation {
+                quotas,
+                tenant: ask.tenant.to_owned(),
+                user: ask.user.map(str::to_owned),
+                request_id: ask.request_id.to_owned(),
+                images: ask.images,
+                tokens: ask.tokens,
+                cost_usd: ask.cost_usd,
+                now: Utc::now(),
+            })
             .await?;
         Ok(refused.map(|quota| over(&quota, ask)))
     }

@@ -362,7 +362,7 @@ pub(super) struct Outcome {
     pub(super) claimed: Vec<bool>,
 }
 
-mod statements;
+pub(crate) mod statements;
 
 #[cfg(test)]
 mod tests {

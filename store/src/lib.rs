@@ -25,6 +25,7 @@ mod limits;
 mod plans;
 mod plugins;
 mod providers;
+mod quota_batch;
 mod quota_holds;
 mod quotas;
 mod refusal;

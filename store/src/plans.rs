@@ -212,13 +212,23 @@ impl Store {
                 tenants: assigned,
             });
         }
-        let deleted = on_pool!(self, |pool| sqlx::query(
+        let deleted = match on_pool!(self, |pool| sqlx::query(
             "DELETE FROM plans WHERE name = $1"
         )
         .bind(name)
         .execute(pool)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(|r| r.rows_affected()))
+        {
+            // A tenant was assigned it between the count and the delete.
+            Err(e) if foreign_key_violation(&e) => {
+                return Err(PlanError::InUse {
+                    name: name.to_owned(),
+                    tenants: 1,
+                });
+            }
+            other => other?,
+        };
         if deleted == 0 {
             return Err(PlanError::NotFound(name.to_owned()));
         }
@@ -249,6 +259,8 @@ impl Store {
         let found = on_pool!(self, |pool| {
             async {
                 let mut tx = pool.begin().await?;
+                // (A plan deleted between this read and the insert fails the insert's
+                // foreign key: not found, as below.)
                 let exists: Option<String> =
                     sqlx::query_scalar("SELECT name FROM plans WHERE name = $1")
                         .bind(plan)
@@ -284,11 +296,12 @@ impl Store {
                 Ok(true)
             }
             .await
-        })?;
-        if found {
-            Ok(())
-        } else {
-            Err(PlanError::NotFound(plan.to_owned()))
+        });
+        match found {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(PlanError::NotFound(plan.to_owned())),
+            Err(e) if foreign_key_violation(&e) => Err(PlanError::NotFound(plan.to_owned())),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -333,4 +346,11 @@ impl Store {
             .map(|_| ()))?;
         Ok(())
     }
+}
+
+/// A write refused by a foreign key (a row it names is gone, or a row still names it).
+fn foreign_key_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_foreign_key_violation())
 }

@@ -62,7 +62,7 @@ const RESERVE: &str = "UPDATE quota_counters SET reserved_requests = reserved_re
           quota_counters.cost_usd + quota_counters.reserved_cost_usd + $5 <= q.max_cost_usd))) \
     RETURNING quota_id";
 
-const START_COUNTER: &str = "INSERT INTO quota_counters (quota_id, period_start, requests, images, \
+pub(crate) const START_COUNTER: &str = "INSERT INTO quota_counters (quota_id, period_start, requests, images, \
     tokens, cost_usd) SELECT $1, $2, COUNT(*), COALESCE(SUM(images), 0), \
     COALESCE(SUM(input_tokens + output_tokens), 0), COALESCE(SUM(cost_usd), 0) \
     FROM usage_log WHERE tenant = $3 AND created_at >= $2 AND ($4 IS NULL OR user_id = $4) \
@@ -72,7 +72,7 @@ const HOLD: &str = "INSERT INTO quota_holds (tenant, request_id, quota_id, perio
     images, tokens, cost_usd, created_at) VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8) \
     ON CONFLICT (tenant, request_id, quota_id) DO NOTHING RETURNING quota_id";
 
-const COUNTER: &str = "SELECT requests, images, tokens, cost_usd, reserved_requests, \
+pub(crate) const COUNTER: &str = "SELECT requests, images, tokens, cost_usd, reserved_requests, \
     reserved_images, reserved_tokens, reserved_cost_usd FROM quota_counters \
     WHERE quota_id = $1 AND period_start = $2";
 

@@ -27,6 +27,7 @@ on_both_databases!(
     a_request_reserved_twice_holds_once,
     holds_of_requests_whose_process_died_are_released,
     a_quota_set_mid_period_counts_what_was_used_already,
+    batches_of_reservations_reserve_together_and_never_overshoot,
 );
 
 fn ask<'a>(request_id: &'a str, images: i64) -> HoldAsk<'a> {
@@ -163,6 +164,83 @@ async fn sixty_reservations_from_two_processes_against_ten_hold_exactly_ten(db: 
     assert_eq!(quota.reserved.requests, 10);
     assert_eq!(quota.used.requests, 0);
     assert_eq!(quota.left.requests, Some(0));
+    other.close().await;
+}
+
+/// Batches of reservations (the quota path's batching, #16): a batch that fits holds
+/// all of it at once; one that does not is decided request by request, so exactly
+/// what fits holds; a request twice in a batch, or held already, counts once; batches
+/// from two processes at once still hold exactly the quota's maximum.
+async fn batches_of_reservations_reserve_together_and_never_overshoot(db: &TestDb) {
+    let store = &db.store;
+    let quotas = set(
+        store,
+        Quota {
+            max_requests: Some(10),
+            max_images: Some(100),
+            ..Quota::new("acme", QuotaPeriod::Day)
+        },
+    )
+    .await;
+    let batch = |ids: &[&'static str]| -> Vec<(&[StoredQuota], HoldAsk<'static>)> {
+        ids.iter().map(|id| (&quotas[..], ask(id, 2))).collect()
+    };
+    // Fits: all held, and a repeat within the batch counts once.
+    let answers = store
+        .reserve_batch(&batch(&["b-1", "b-2", "b-3", "b-3"]))
+        .await
+        .unwrap();
+    assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    let quota = counted(store).await;
+    assert_eq!((quota.reserved.requests, quota.reserved.images), (3, 6));
+    // Held already (a redelivery) plus new ones, past the maximum: decided one by one.
+    let ids = [
+        "b-1", "c-1", "c-2", "c-3", "c-4", "c-5", "c-6", "c-7", "c-8", "c-9",
+    ];
+    let answers = store.reserve_batch(&batch(&ids)).await.unwrap();
+    let held: Vec<&str> = ids
+        .iter()
+        .zip(&answers)
+        .filter(|(_, a)| a.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(
+        held,
+        ["b-1", "c-1", "c-2", "c-3", "c-4", "c-5", "c-6", "c-7"]
+    );
+    assert_eq!(counted(store).await.reserved.requests, 10);
+
+    // Two processes, batches at once, against what is left of a fresh quota.
+    let other = second_process(db).await;
+    let quotas = set(
+        store,
+        Quota {
+            max_requests: Some(25),
+            ..Quota::new("globex", QuotaPeriod::Month)
+        },
+    )
+    .await;
+    let ids: Vec<String> = (0..60).map(|i| format!("m-{i}")).collect();
+    let batches = ids.chunks(10).enumerate().map(|(i, chunk)| {
+        let store = if i % 2 == 0 { store } else { &other };
+        let asks: Vec<(&[StoredQuota], HoldAsk<'_>)> = chunk
+            .iter()
+            .map(|id| {
+                let mut ask = ask(id, 0);
+                ask.tenant = "globex";
+                (&quotas[..], ask)
+            })
+            .collect();
+        async move { store.reserve_batch(&asks).await.unwrap() }
+    });
+    let answers: Vec<_> = futures_util::future::join_all(batches)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(answers.iter().filter(|a| a.is_none()).count(), 25);
+    let counted = other.counted_quotas("globex", Utc::now()).await.unwrap();
+    assert_eq!(counted[0].reserved.requests, 25, "{counted:?}");
     other.close().await;
 }
 

@@ -61,6 +61,16 @@ impl TokenBudget {
         self.level = (self.level + reserved as f64 - used as f64).min(self.per_minute as f64);
     }
 
+    /// The same budget at `per_minute` tokens a minute (the replicas' share changed):
+    /// what is available, or owed, keeps its fraction of the budget, so a change of
+    /// share neither refills a spent budget nor forgets what calls owe.
+    pub fn rescale(&mut self, per_minute: u64, now_ms: u64) {
+        self.refill(now_ms);
+        let per_minute = per_minute.max(1);
+        self.level = self.level * per_minute as f64 / self.per_minute as f64;
+        self.per_minute = per_minute;
+    }
+
     /// The tokens available now (rounded down; 0 while owed).
     pub fn available(&mut self, now_ms: u64) -> u64 {
         self.refill(now_ms);
@@ -107,5 +117,19 @@ mod tests {
         budget.settle(100, 0, 0);
         assert_eq!(budget.available(600_000), 100);
         assert_eq!(TokenBudget::new(0, 0).per_minute(), 1);
+    }
+
+    #[test]
+    fn a_new_share_keeps_what_was_spent() {
+        let mut budget = TokenBudget::new(1000, 0);
+        assert_eq!(budget.try_reserve(800, 0), Ok(800));
+        // Two replicas now: half the budget, still 80 % spent.
+        budget.rescale(500, 0);
+        assert_eq!(budget.per_minute(), 500);
+        assert_eq!(budget.available(0), 100);
+        // Owed tokens stay owed.
+        budget.settle(100, 700, 0);
+        budget.rescale(1000, 0);
+        assert_eq!(budget.available(0), 0);
     }
 }

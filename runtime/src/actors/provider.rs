@@ -161,7 +161,19 @@ impl Actor for ProviderActor {
                 if share != state.args.share {
                     state.args.share = share;
                     state.limiter = limiter_for(&state.args.config, state.args.clock, share);
-                    state.budget = budget_for(&state.args.config, state.args.clock, share);
+                    // The tokens budget keeps what was spent; the rate limiter starts
+                    // afresh (governor's state cannot be resized).
+                    let now_ms = state.args.clock.now_ms();
+                    state.budget = match (
+                        state.budget.take(),
+                        budget_for(&state.args.config, state.args.clock, share),
+                    ) {
+                        (Some(mut old), Some(new)) => {
+                            old.rescale(new.per_minute(), now_ms);
+                            Some(old)
+                        }
+                        (_, new) => new,
+                    };
                     state.drain(&myself);
                 }
             }

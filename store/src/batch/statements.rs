@@ -17,7 +17,7 @@ use crate::{
 /// `fixed` SQL spliced in after the placeholders of each row. SQLite gets anonymous
 /// `?` placeholders: numbered ones make its driver look every parameter's name up,
 /// which was 12 % of all CPU at full load.
-fn values(rows: usize, columns: usize, fixed: &str, numbered: bool) -> String {
+pub(crate) fn values(rows: usize, columns: usize, fixed: &str, numbered: bool) -> String {
     let mut sql = String::new();
     let mut n = 0;
     for row in 0..rows {
