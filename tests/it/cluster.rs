@@ -525,3 +525,62 @@ async fn the_control_micro_service_is_discoverable_and_answers() {
     serve.wait().unwrap();
     cluster.cleanup().await;
 }
+
+/// Two `serve` processes share a tenant's concurrency limit (#16 §1): with both live,
+/// each allows half of it, on its own OpenAI-compatible calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_share_a_tenants_concurrency_limit() {
+    let nats = NatsServer::start();
+    let cluster = Cluster::new(&nats.url(), 800);
+    let (mut a, port_a) = cluster.serve_on();
+    let (mut b, port_b) = cluster.serve_on();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replicas_seen(port_a) != 2 || replicas_seen(port_b) != 2 {
+        assert!(Instant::now() < deadline, "replicas never saw each other");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let admin = Some("cluster-test-admin-token");
+    let (status, made) = crate::reload::http(port_a, "POST", "/v1/tenants/acme/keys", admin, None);
+    assert_eq!(status, 201, "{made}");
+    let key = made["key"].as_str().unwrap().to_owned();
+    let (status, set) = crate::reload::http(
+        port_a,
+        "PUT",
+        "/v1/tenants/acme/limits",
+        admin,
+        Some(&json!({"concurrency": 4})),
+    );
+    assert_eq!(status, 200, "{set}");
+    for port in [port_a, port_b] {
+        let calls: Vec<_> = (0..6)
+            .map(|_| {
+                let key = key.clone();
+                tokio::task::spawn_blocking(move || {
+                    crate::reload::http(
+                        port,
+                        "POST",
+                        "/v1/chat/completions",
+                        Some(&key),
+                        Some(&json!({"messages": [{"role": "user", "content": "hi"}]})),
+                    )
+                    .0
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for call in calls {
+            statuses.push(call.await.unwrap());
+        }
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses,
+            [200, 200, 429, 429, 429, 429],
+            "each of two processes takes 2 of the tenant's 4 (port {port})"
+        );
+    }
+    for child in [&mut a, &mut b] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    cluster.cleanup().await;
+}
