@@ -29,6 +29,8 @@ pub struct ArtifactUrls {
     key: hmac::Key,
     ttl: Duration,
     public_url: String,
+    /// With `artifacts.presign`: the store whose own presigned GET URLs go in events.
+    presigner: Option<crate::artifacts::ArtifactStore>,
 }
 
 impl std::fmt::Debug for ArtifactUrls {
@@ -36,6 +38,7 @@ impl std::fmt::Debug for ArtifactUrls {
         f.debug_struct("ArtifactUrls")
             .field("ttl", &self.ttl)
             .field("public_url", &self.public_url)
+            .field("presigned", &self.presigner.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -47,7 +50,40 @@ impl ArtifactUrls {
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
             ttl,
             public_url: public_url.trim_end_matches('/').to_owned(),
+            presigner: None,
         }
+    }
+
+    /// These URLs, but for images in `store` its own presigned GET URLs where it signs
+    /// them (S3, `artifacts.presign`): clients fetch from the store, not through the
+    /// gateway. A store that does not sign keeps the gateway's links.
+    #[must_use]
+    pub fn presigned_by(mut self, store: crate::artifacts::ArtifactStore) -> Self {
+        if store.can_presign() {
+            self.presigner = Some(store);
+        } else {
+            tracing::info!(
+                url = store.url(),
+                "artifacts.presign: this store does not sign URLs; the gateway's links are used"
+            );
+        }
+        self
+    }
+
+    /// The URL of an image for an event: the store's presigned one (see
+    /// [`ArtifactUrls::presigned_by`]), else [`ArtifactUrls::url`]. A presigning that
+    /// fails falls back to the gateway's link.
+    pub async fn image_url(&self, id: &str, tenant: &Tenant, now_ms: u64) -> String {
+        if let Some(store) = &self.presigner {
+            match store.presigned_url(id, self.ttl).await {
+                Ok(Some(url)) => return url,
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot presign an artifact URL; the gateway's link is used");
+                }
+            }
+        }
+        self.url(id, tenant, now_ms)
     }
 
     /// The URL of artifact `id` for `tenant`'s request, valid for the TTL from `now_ms`.

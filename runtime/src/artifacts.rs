@@ -7,14 +7,18 @@
 //! `AZURE_STORAGE_ACCOUNT_NAME`, …), never from the config file.
 //!
 //! Local writes go to a temporary file and are renamed into place, so a reader never
-//! sees a half-written artifact; storing the same bytes twice is a no-op.
+//! sees a half-written artifact; storing the same bytes twice is a no-op. Images larger
+//! than [`MULTIPART_BYTES`] go up in parts. [`ArtifactStore::check`] proves at start-up
+//! that the store is reachable with the credentials given (a missing bucket or a
+//! refused key is a clear start-up error, not a failure of the first request).
 
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use object_store::{
-    GetOptions, ObjectStore, PutOptions, PutPayload, aws::AmazonS3Builder,
-    azure::MicrosoftAzureBuilder, gcp::GoogleCloudStorageBuilder, local::LocalFileSystem,
-    memory::InMemory, path::Path as ObjectPath,
+    Attribute, Attributes, GetOptions, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
+    WriteMultipart, aws::AmazonS3Builder, azure::MicrosoftAzureBuilder,
+    gcp::GoogleCloudStorageBuilder, local::LocalFileSystem, memory::InMemory,
+    path::Path as ObjectPath, signer::Signer,
 };
 
 pub use switchyard_providers::image::{ArtifactMeta, NotAnImage, describe};
@@ -40,12 +44,43 @@ pub enum ArtifactError {
     /// The object store failed.
     #[error("artifact store: {0}")]
     Store(#[from] object_store::Error),
+    /// The store cannot be used as configured (found at start-up).
+    #[error("the artifact store {url} cannot be used: {reason}")]
+    Unusable {
+        /// The store's URL.
+        url: String,
+        /// Why: a missing bucket, refused credentials, an unreachable endpoint.
+        reason: String,
+    },
 }
+
+/// What an object store's error says, in a line: the innermost causes name the bucket
+/// or the refusal (`NoSuchBucket`, `InvalidAccessKeyId`, `SignatureDoesNotMatch`).
+fn describe_store_error(error: &object_store::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text.chars().take(600).collect()
+}
+
+/// Images larger than this are uploaded in parts.
+pub const MULTIPART_BYTES: usize = 8 * 1024 * 1024;
+/// The size of each part (S3's minimum is 5 MiB).
+const PART_BYTES: usize = 5 * 1024 * 1024;
 
 /// The artifact store.
 #[derive(Debug, Clone)]
 pub struct ArtifactStore {
     store: Arc<dyn ObjectStore>,
+    /// Signs GET URLs of the store's own (S3); none for the other stores.
+    signer: Option<Arc<dyn Signer>>,
     prefix: String,
     url: String,
 }
@@ -57,8 +92,19 @@ impl ArtifactStore {
     /// # Errors
     /// [`ArtifactError::BadUrl`] or [`ArtifactError::Io`].
     pub fn open(url: &str) -> Result<Self, ArtifactError> {
+        Self::open_with(url, &[])
+    }
+
+    /// [`ArtifactStore::open`], with object-store settings that take precedence over
+    /// the environment's (`aws_endpoint`, `aws_access_key_id`, `aws_allow_http` …: the
+    /// names `object_store` gives its config keys).
+    ///
+    /// # Errors
+    /// [`ArtifactError::BadUrl`] (also for an unknown setting) or [`ArtifactError::Io`].
+    pub fn open_with(url: &str, settings: &[(&str, &str)]) -> Result<Self, ArtifactError> {
         let bad =
             |why: &dyn std::fmt::Display| ArtifactError::BadUrl(url.to_owned(), why.to_string());
+        let mut signer: Option<Arc<dyn Signer>> = None;
         let (store, prefix): (Arc<dyn ObjectStore>, String) =
             if let Some(dir) = url.strip_prefix("file://") {
                 let root = PathBuf::from(dir);
@@ -75,12 +121,18 @@ impl ArtifactStore {
                 switchyard_providers::wire::install_tls();
                 let prefix = parsed.path().trim_matches('/').to_owned();
                 let store: Arc<dyn ObjectStore> = match parsed.scheme() {
-                    "s3" => Arc::new(
-                        AmazonS3Builder::from_env()
-                            .with_url(url)
-                            .build()
-                            .map_err(|e| bad(&e))?,
-                    ),
+                    "s3" => {
+                        let mut builder = AmazonS3Builder::from_env().with_url(url);
+                        for (key, value) in settings {
+                            let key = key
+                                .parse::<object_store::aws::AmazonS3ConfigKey>()
+                                .map_err(|e| bad(&e))?;
+                            builder = builder.with_config(key, *value);
+                        }
+                        let s3 = Arc::new(builder.build().map_err(|e| bad(&e))?);
+                        signer = Some(s3.clone());
+                        s3
+                    }
                     "gs" => Arc::new(
                         GoogleCloudStorageBuilder::from_env()
                             .with_url(url)
@@ -99,6 +151,7 @@ impl ArtifactStore {
             };
         Ok(Self {
             store,
+            signer,
             prefix,
             url: url.to_owned(),
         })
@@ -137,14 +190,84 @@ impl ArtifactStore {
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        self.store
-            .put_opts(
-                &path,
-                PutPayload::from(bytes.to_vec()),
-                PutOptions::default(),
-            )
-            .await?;
+        // The type goes with the object, for the store's own (presigned) links (local
+        // files keep no attributes).
+        let attributes = if self.signer.is_some() {
+            Attributes::from_iter([(Attribute::ContentType, meta.mime.clone())])
+        } else {
+            Attributes::new()
+        };
+        if bytes.len() > MULTIPART_BYTES {
+            let upload = self
+                .store
+                .put_multipart_opts(
+                    &path,
+                    PutMultipartOptions {
+                        attributes,
+                        ..PutMultipartOptions::default()
+                    },
+                )
+                .await?;
+            let mut parts = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+            parts.write(bytes);
+            // A failed part aborts the upload (no half object is left visible).
+            parts.finish().await?;
+        } else {
+            self.store
+                .put_opts(
+                    &path,
+                    PutPayload::from(bytes.to_vec()),
+                    PutOptions {
+                        attributes,
+                        ..PutOptions::default()
+                    },
+                )
+                .await?;
+        }
         Ok(meta)
+    }
+
+    /// Whether the store signs its own GET URLs (S3).
+    pub fn can_presign(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// The store's own presigned GET URL of artifact `id`, valid for `ttl`; `None` for
+    /// a store that does not sign URLs.
+    ///
+    /// # Errors
+    /// [`ArtifactError::BadId`] or the signer's failure (its credentials).
+    pub async fn presigned_url(
+        &self,
+        id: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, ArtifactError> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let path = self.path_of(id)?;
+        let url = signer
+            .signed_url(object_store::signer::Method::GET, &path, ttl)
+            .await?;
+        Ok(Some(url.to_string()))
+    }
+
+    /// Proves the store can be used with the credentials given: a listing of its
+    /// prefix (one request; empty is fine). A missing bucket, a refused key or an
+    /// unreachable endpoint is the error. (A lookup of one object cannot tell a missing
+    /// bucket from a missing object: both are 404 without a body.)
+    ///
+    /// # Errors
+    /// [`ArtifactError::Unusable`], saying which.
+    pub async fn check(&self) -> Result<(), ArtifactError> {
+        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        match self.store.list_with_delimiter(prefix.as_ref()).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(ArtifactError::Unusable {
+                url: self.url.clone(),
+                reason: describe_store_error(&e),
+            }),
+        }
     }
 
     /// The bytes and metadata of an artifact.

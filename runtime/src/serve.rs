@@ -171,10 +171,17 @@ impl Runtime {
         let outbound = self.settings.outbound.guard();
         // Provider adapters and the plugin host find it as the process's guard.
         outbound.install();
+        let artifacts = ArtifactStore::open(&self.settings.artifacts.url)?;
+        // A missing bucket or refused credentials stop the start, with the reason.
+        artifacts.check().await?;
+        let mut artifact_urls = self.artifact_urls()?;
+        if self.settings.artifacts.presign {
+            artifact_urls = artifact_urls.presigned_by(artifacts.clone());
+        }
         let options = EngineOptions {
             outbound,
-            artifacts: ArtifactStore::open(&self.settings.artifacts.url)?,
-            artifact_urls: self.artifact_urls()?,
+            artifacts,
+            artifact_urls,
             restart_policy: RestartPolicy::default(),
             default_wait: Duration::from_secs(60),
             plugins: self.plugin_registry()?,

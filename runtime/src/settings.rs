@@ -203,6 +203,9 @@ pub struct ArtifactSettings {
     pub url_key: Option<Secret>,
     /// File holding that key; generated (0600) when missing.
     pub url_key_file: PathBuf,
+    /// Put the store's own presigned GET URLs in events instead of the gateway's links,
+    /// where the store signs them (S3); clients then fetch images from the store.
+    pub presign: bool,
 }
 
 impl Default for ArtifactSettings {
@@ -212,6 +215,7 @@ impl Default for ArtifactSettings {
             url_ttl_ms: 24 * 3600 * 1000,
             url_key: None,
             url_key_file: PathBuf::from("data/artifact-url.key"),
+            presign: false,
         }
     }
 }

@@ -26,6 +26,7 @@ mod guard;
 mod jobs;
 mod limits;
 mod oauth2;
+mod object_store;
 mod openai;
 mod outage;
 mod own_accounts;

@@ -447,11 +447,16 @@ impl Run<'_> {
                 for image in &output.images {
                     match self.engine.inner.artifacts.put(&image.bytes).await {
                         Ok(meta) => images.push(OutputImage {
-                            url: self.engine.inner.artifact_urls.url(
-                                &meta.id,
-                                &self.command.tenant,
-                                self.engine.inner.clock.now_ms(),
-                            ),
+                            url: self
+                                .engine
+                                .inner
+                                .artifact_urls
+                                .image_url(
+                                    &meta.id,
+                                    &self.command.tenant,
+                                    self.engine.inner.clock.now_ms(),
+                                )
+                                .await,
                             artifact_id: meta.id,
                             mime: meta.mime,
                             bytes: meta.bytes,
