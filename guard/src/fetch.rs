@@ -121,6 +121,8 @@ impl Guard {
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: policy.clone(),
             }))
+            // A proxy would resolve the name itself, past the guard's resolver.
+            .no_proxy()
             // A 3xx is an answer: a redirect could lead anywhere.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(policy.timeout.min(Duration::from_secs(10)))
@@ -147,6 +149,8 @@ impl Guard {
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: policy.clone(),
             }))
+            // A proxy would resolve the name itself, past the guard's resolver.
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))

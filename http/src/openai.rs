@@ -51,18 +51,23 @@ pub(super) fn new_request_id() -> String {
 /// A `model` that names no instance, provider type or configured model is the
 /// caller's mistake, answered as OpenAI answers it (404 `model_not_found`), not as an
 /// outage.
-fn route_for(state: &OpenAiState, model: Option<&str>) -> Result<Route, OaiError> {
+/// Another tenant's own provider accounts are not there for this one.
+fn route_for(state: &OpenAiState, tenant: &Tenant, model: Option<&str>) -> Result<Route, OaiError> {
     let mut route = Route::default();
     let Some(model) = model.filter(|m| !m.is_empty() && *m != "auto") else {
         return Ok(route);
     };
     let table = state.gateway.routing_table();
-    if table.instances.iter().any(|i| i.config.spec.name == model) {
+    let visible: Vec<_> = table
+        .instances
+        .iter()
+        .filter(|i| visible_to(i, tenant))
+        .collect();
+    if visible.iter().any(|i| i.config.spec.name == model) {
         route.config_id = Some(ConfigRef::Name(model.to_owned()));
     } else if let Ok(provider) = model.parse::<ProviderType>() {
         route.provider = ProviderSelector::Type(provider);
-    } else if table
-        .instances
+    } else if visible
         .iter()
         .any(|i| i.config.spec.model.as_deref() == Some(model))
     {
@@ -139,7 +144,7 @@ pub(super) fn command(
         RequestId::new(request_id).map_err(|e| OaiError::bad_request(e.to_string()))?;
     let mut command = Command::new(request_id, tenant.clone(), kind, input);
     command.user = user;
-    command.route = route_for(state, model)?;
+    command.route = route_for(state, tenant, model)?;
     Ok(command)
 }
 
@@ -172,11 +177,15 @@ pub(crate) struct Model {
 }
 
 #[utoipa::path(get, path = "/v1/models", tag = "openai", security(("tenant" = [])), responses((status = 200, description = "every live instance by name (owned_by its provider type) and every model they serve", body = ModelList), (status = 401, description = "missing or unknown tenant key", body = OpenAiErrorBody)))]
-pub(super) async fn models(State(state): State<OpenAiState>) -> Json<ModelList> {
+pub(super) async fn models(
+    State(state): State<OpenAiState>,
+    caller: Caller,
+) -> Result<Json<ModelList>, OaiError> {
+    let tenant = key_tenant(&caller)?;
     let table = state.gateway.routing_table();
     let mut data = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    for instance in &table.instances {
+    for instance in table.instances.iter().filter(|i| visible_to(i, &tenant)) {
         let spec = &instance.config.spec;
         let model = |id: &str| Model {
             id: id.to_owned(),
@@ -193,8 +202,15 @@ pub(super) async fn models(State(state): State<OpenAiState>) -> Json<ModelList> 
             data.push(model(served));
         }
     }
-    Json(ModelList {
+    Ok(Json(ModelList {
         object: "list",
         data,
-    })
+    }))
+}
+
+/// Whether `instance` is shared or `tenant`'s own account (another tenant's own
+/// accounts are neither listed nor named for it).
+fn visible_to(instance: &switchyard_runtime::facade::Instance, tenant: &Tenant) -> bool {
+    switchyard_core::routing::ownership(instance.config.spec.owner.as_deref(), tenant.as_str())
+        != switchyard_core::routing::Ownership::Foreign
 }

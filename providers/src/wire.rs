@@ -182,17 +182,23 @@ impl Api {
     /// Turns a non-2xx answer into an attempt error.
     pub async fn error_from(&self, response: Response) -> AttemptError {
         let status = response.status();
-        if status == StatusCode::UNAUTHORIZED
-            && let Credentials::OAuth2(tokens) = &self.credentials
-        {
-            // The provider refused the token: the next attempt fetches a new one.
-            tokens.reject_current();
-        }
+        // The token this answer refused, if it was one: still scrubbed from the error
+        // below, then dropped so that the next attempt fetches a new one.
+        let refused = match (&self.credentials, status) {
+            (Credentials::OAuth2(tokens), StatusCode::UNAUTHORIZED) => {
+                tokens.current().map(|token| (tokens, token))
+            }
+            _ => None,
+        };
         let headers = response.headers().clone();
         let body = read_limited(response, MAX_ERROR_BYTES)
             .await
             .unwrap_or_default();
-        self.classify(status, &headers, &body)
+        let error = self.classify(status, &headers, &body);
+        if let Some((tokens, token)) = refused {
+            tokens.reject(&token);
+        }
+        error
     }
 
     /// The taxonomy code, message and back-off of an error answer.

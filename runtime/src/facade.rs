@@ -27,7 +27,7 @@ use crate::{
 };
 
 pub use crate::{
-    actors::{InstanceStatus, RoutingTable},
+    actors::{Instance, InstanceStatus, RoutingTable},
     artifact_urls::SignatureError,
     artifacts::{ArtifactError, ArtifactMeta, describe as describe_image},
     bus::{BusError, EventFilter, Events},

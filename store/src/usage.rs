@@ -150,7 +150,8 @@ impl Store {
         Ok(rows)
     }
 
-    /// What `tenant` (or only its `user`) used since `from`.
+    /// What `tenant` (or only its `user`) used since `from`, as its quotas count it
+    /// (usage on its own provider accounts is not charged).
     ///
     /// # Errors
     /// [`QueryError::Database`].
@@ -166,7 +167,7 @@ impl Store {
              CAST(COALESCE(SUM(input_tokens + output_tokens), 0) AS BIGINT) AS tokens, \
              CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd \
              FROM usage_log WHERE tenant = $1 AND created_at >= $2 \
-             AND ($3 IS NULL OR user_id = $3)"
+             AND ($3 IS NULL OR user_id = $3) AND charged"
         )
         .bind(tenant)
         .bind(from)

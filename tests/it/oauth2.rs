@@ -283,3 +283,40 @@ async fn a_rotated_refresh_token_is_used_for_the_next_refresh() {
         .collect();
     assert_eq!(sent, ["Bearer tok-1", "Bearer tok-2"]);
 }
+
+#[tokio::test]
+async fn a_failed_renewal_keeps_serving_the_token_until_it_expires() {
+    let server = MockServer::start().await;
+    tokens_in_turn(
+        &server,
+        token("tok-1", 4),
+        ResponseTemplate::new(503).set_body_string("down for maintenance"),
+    )
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(chat_answer())
+        .mount(&server)
+        .await;
+    let adapter = adapter(&server, json!({"client_secret": SECRET}));
+    run(&adapter).await.unwrap();
+    // Due for renewal at 3.6 s; the endpoint is down, the token good until 4 s.
+    tokio::time::sleep(Duration::from_millis(3700)).await;
+    assert_eq!(run(&adapter).await.unwrap(), "Hello!");
+    let sent: Vec<String> = received(&server, "/v1/chat/completions")
+        .await
+        .iter()
+        .map(bearer)
+        .collect();
+    assert_eq!(sent, ["Bearer tok-1", "Bearer tok-1"]);
+    assert_eq!(received(&server, "/oauth/token").await.len(), 2);
+    // Once expired, the failure is the answer.
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    let error = run(&adapter).await.unwrap_err();
+    assert_eq!(
+        error.code,
+        ErrorCode::ProviderUnavailable,
+        "{}",
+        error.message
+    );
+}

@@ -198,13 +198,38 @@ async fn own_accounts_serve_only_their_tenant_uncharged_and_tested_at_save() {
     for _ in 0..3 {
         assert_eq!(answer(&chat(&node, &acme)), "from the own account");
     }
+    // Only acme's own model list names its account; asking globex's for it is 404.
+    let (_, listed) = http(node.port, "GET", "/v1/models", Some(&acme), None);
+    assert!(listed.to_string().contains("acme.own"), "{listed}");
+    let (_, listed) = http(node.port, "GET", "/v1/models", Some(&globex), None);
+    assert!(
+        !listed.to_string().contains("acme.own") && !listed.to_string().contains("gpt-own"),
+        "another tenant's account is listed: {listed}"
+    );
+    let (status, _) = http(
+        node.port,
+        "POST",
+        "/v1/chat/completions",
+        Some(&globex),
+        Some(&json!({"model": "acme.own", "messages": [{"role": "user", "content": "hi"}]})),
+    );
+    assert_eq!(
+        status, 404,
+        "another tenant's account is no model for globex"
+    );
     // globex gets the shared account, never acme's.
     let before = upstream_calls(&server).await;
     assert_ne!(answer(&chat(&node, &globex)), "from the own account");
     assert_eq!(upstream_calls(&server).await, before);
     // Recorded in usage, not charged: the quota still has its one request.
     let written = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while db.usage_requests("acme").await < 4 {
+    // Recorded, marked as not charged (the quota's count leaves them out).
+    let uncharged = || async {
+        db.raw_strings("SELECT tenant FROM usage_log WHERE tenant = 'acme' AND NOT charged")
+            .await
+            .len()
+    };
+    while uncharged().await < 4 {
         assert!(std::time::Instant::now() < written, "usage never written");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

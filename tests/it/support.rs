@@ -38,7 +38,8 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// The requests counted in `tenant`'s usage log over the last hour.
+    /// The requests in `tenant`'s usage log over the last hour that count against its
+    /// quotas (not those of its own provider accounts).
     pub async fn usage_requests(&self, tenant: &str) -> i64 {
         self.store
             .usage_totals(

@@ -30,6 +30,8 @@ struct Token {
     /// When it is to be renewed (a margin before it expires); `None`: it does not say,
     /// so it is used until the provider refuses it.
     renew_at: Option<Instant>,
+    /// When it expires: until then it still serves if a renewal fails.
+    expires_at: Option<Instant>,
 }
 
 /// What the fetch lock guards: the last failure (answered from memory for a moment)
@@ -90,13 +92,17 @@ impl TokenSource {
         self.read().as_ref().is_some_and(|t| t.access == *token)
     }
 
-    /// Drops the token in use: the provider refused it (a 401). The next
-    /// [`Self::fresh`] fetches a new one.
-    pub fn reject_current(&self) {
-        *self
+    /// Drops `token` if it is still the one in use: the provider refused it (a 401).
+    /// The next [`Self::fresh`] fetches a new one; a newer token another request got
+    /// meanwhile stays.
+    pub fn reject(&self, token: &ApiKey) {
+        let mut current = self
             .current
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.as_ref().is_some_and(|t| t.access == *token) {
+            *current = None;
+        }
     }
 
     /// A token that is not due for renewal: the one in use, or a new one from the
@@ -117,7 +123,7 @@ impl TokenSource {
         if let Some((at, error)) = &fetching.failed
             && at.elapsed() < FAILURE_HOLD
         {
-            return Err(error.clone());
+            return self.unexpired().ok_or_else(|| error.clone());
         }
         match self.fetch(&mut fetching).await {
             Ok(token) => {
@@ -132,7 +138,8 @@ impl TokenSource {
             Err(error) => {
                 tracing::warn!(error = %error, "oauth2 token fetch failed");
                 fetching.failed = Some((Instant::now(), error.clone()));
-                Err(error)
+                // A renewal that failed before the token expired: it still serves.
+                self.unexpired().ok_or(error)
             }
         }
     }
@@ -141,6 +148,14 @@ impl TokenSource {
         self.current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The token in use while it has not expired (due for renewal or not).
+    fn unexpired(&self) -> Option<ApiKey> {
+        self.read()
+            .as_ref()
+            .filter(|t| t.expires_at.is_some_and(|at| Instant::now() < at))
+            .map(|t| t.access.clone())
     }
 
     fn usable(&self) -> Option<ApiKey> {
@@ -236,6 +251,7 @@ impl TokenSource {
             access: ApiKey::new(answer.access_token),
             renew_at: lifetime
                 .and_then(|life| sent_at.checked_add(life - (life / 10).min(MAX_MARGIN))),
+            expires_at: lifetime.and_then(|life| sent_at.checked_add(life)),
         })
     }
 

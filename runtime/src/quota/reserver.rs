@@ -151,6 +151,9 @@ impl Reserver {
             }
             let batch: Vec<Queued> = {
                 let mut queue = self.lock();
+                // A request that went away (its client gone) reserves nothing: its hold
+                // would stand for an hour with nobody to settle it.
+                queue.retain(|q| !q.reply.is_closed());
                 let take = queue.len().min(BATCH);
                 queue.drain(..take).collect()
             };
