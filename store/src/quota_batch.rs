@@ -13,26 +13,13 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use super::{CountedQuota, HoldAsk, QueryError, Store, StoredQuota, on_pool};
-use crate::{batch::statements::values, quota_holds::START_COUNTER};
+use crate::{
+    batch::statements::values,
+    quota_holds::{RESERVE, START_COUNTER},
+};
 
 /// The most requests one batch reserves (a hold row binds 9 values).
 pub const MAX_BATCH: usize = 256;
-
-/// The sum reserved from a quota by the requests of a batch that are new to it.
-const RESERVE_SUM: &str = "UPDATE quota_counters SET \
-    reserved_requests = reserved_requests + $6, reserved_images = reserved_images + $3, \
-    reserved_tokens = reserved_tokens + $4, reserved_cost_usd = reserved_cost_usd + $5 \
-    WHERE quota_id = $1 AND period_start = $2 AND EXISTS (SELECT 1 FROM quotas q WHERE q.id = $1 \
-    AND (q.max_requests IS NULL OR \
-         quota_counters.requests + quota_counters.reserved_requests + $6 <= q.max_requests) \
-    AND (q.max_images IS NULL OR \
-         quota_counters.images + quota_counters.reserved_images + $3 <= q.max_images) \
-    AND (q.max_tokens IS NULL OR \
-         quota_counters.tokens + quota_counters.reserved_tokens + $4 <= q.max_tokens) \
-    AND (q.max_cost_usd IS NULL OR \
-         (quota_counters.cost_usd + quota_counters.reserved_cost_usd < q.max_cost_usd AND \
-          quota_counters.cost_usd + quota_counters.reserved_cost_usd + $5 <= q.max_cost_usd))) \
-    RETURNING quota_id";
 
 /// Whether a quota has a counter for a period yet.
 const HAS_COUNTER: &str =
@@ -141,7 +128,7 @@ impl Store {
                     }
                     macro_rules! reserve {
                         () => {
-                            sqlx::query_scalar::<_, i64>(RESERVE_SUM)
+                            sqlx::query_scalar::<_, i64>(RESERVE)
                                 .bind(share.quota.id)
                                 .bind(share.since)
                                 .bind(images)

@@ -47,12 +47,15 @@ pub struct HoldAsk<'a> {
 /// conflict is tried again before its error is returned.
 const RESERVE_TRIES: usize = 3;
 
-const RESERVE: &str = "UPDATE quota_counters SET reserved_requests = reserved_requests + 1, \
-    reserved_images = reserved_images + $3, reserved_tokens = reserved_tokens + $4, \
-    reserved_cost_usd = reserved_cost_usd + $5 \
+/// Reserves `$6` requests, `$3` images, `$4` tokens and `$5` dollars from quota `$1`'s
+/// counter of the period from `$2`, only while each limit still holds them all; one
+/// request's reservation, or a batch's sum ([`Store::reserve_batch`]).
+pub(crate) const RESERVE: &str = "UPDATE quota_counters SET \
+    reserved_requests = reserved_requests + $6, reserved_images = reserved_images + $3, \
+    reserved_tokens = reserved_tokens + $4, reserved_cost_usd = reserved_cost_usd + $5 \
     WHERE quota_id = $1 AND period_start = $2 AND EXISTS (SELECT 1 FROM quotas q WHERE q.id = $1 \
     AND (q.max_requests IS NULL OR \
-         quota_counters.requests + quota_counters.reserved_requests + 1 <= q.max_requests) \
+         quota_counters.requests + quota_counters.reserved_requests + $6 <= q.max_requests) \
     AND (q.max_images IS NULL OR \
          quota_counters.images + quota_counters.reserved_images + $3 <= q.max_images) \
     AND (q.max_tokens IS NULL OR \
@@ -153,6 +156,7 @@ impl Store {
                     .bind(ask.images)
                     .bind(ask.tokens)
                     .bind(ask.cost_usd)
+                    .bind(1_i64)
                     .fetch_optional(&mut *$tx)
                     .await?
                     .is_some()
