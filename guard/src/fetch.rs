@@ -94,6 +94,8 @@ impl Budget {
 pub struct Guard {
     policy: Arc<OutboundPolicy>,
     client: reqwest::Client,
+    /// For tenants' own provider accounts: [`OutboundPolicy::for_tenants`].
+    tenant_policy: Arc<OutboundPolicy>,
     provider_client: reqwest::Client,
     permits: Arc<Semaphore>,
 }
@@ -145,9 +147,10 @@ impl Guard {
         // A tenant's own provider account: the same resolver and no redirects, but no
         // total timeout (a generation may take minutes; the provider actor bounds each
         // call by the config's `timeout_ms`).
+        let tenant_policy = Arc::new(policy.for_tenants());
         let provider_client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver {
-                policy: policy.clone(),
+                policy: tenant_policy.clone(),
             }))
             // A proxy would resolve the name itself, past the guard's resolver.
             .no_proxy()
@@ -164,14 +167,16 @@ impl Guard {
             permits: Arc::new(Semaphore::new(policy.max_concurrent.max(1))),
             policy,
             client,
+            tenant_policy,
             provider_client,
         }
     }
 
     /// The guarded client for a tenant's own provider account (its `base_url` and
-    /// OAuth2 token endpoint came from the tenant): the guard's resolver and no
-    /// redirects, without the fetch timeout. Check IP-literal URLs with
-    /// [`Guard::check_url`] first: they never reach the resolver.
+    /// OAuth2 token endpoint came from the tenant): the guard's resolver under the
+    /// tenants' policy ([`OutboundPolicy::for_tenants`]: the operator's `allow` does not
+    /// apply) and no redirects, without the fetch timeout. Check IP-literal URLs with
+    /// [`Guard::check_tenant_url`] first: they never reach the resolver.
     pub fn provider_client(&self) -> reqwest::Client {
         self.provider_client.clone()
     }
@@ -212,27 +217,43 @@ impl Guard {
     /// # Errors
     /// [`FetchError::Scheme`] or [`FetchError::Refused`].
     pub fn check_url(&self, url: &Url) -> Result<(), FetchError> {
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(FetchError::Scheme);
-        }
-        let ip = match url.host() {
-            Some(Host::Ipv4(ip)) => ip.into(),
-            Some(Host::Ipv6(ip)) => ip.into(),
-            Some(Host::Domain(_)) => return Ok(()),
-            None => return Err(FetchError::BadUrl("no host".into())),
-        };
-        match self.policy.refuses(ip) {
-            None => Ok(()),
-            Some(reason) => {
-                tracing::warn!(host = %host_of(url), reason, "outbound fetch refused");
-                Err(FetchError::Refused {
-                    host: host_of(url),
-                    reason,
-                })
-            }
-        }
+        check_with(&self.policy, url)
     }
 
+    /// [`Guard::check_url`] under the tenants' policy, for a tenant's own provider
+    /// account's URLs.
+    ///
+    /// # Errors
+    /// [`FetchError::Scheme`] or [`FetchError::Refused`].
+    pub fn check_tenant_url(&self, url: &Url) -> Result<(), FetchError> {
+        check_with(&self.tenant_policy, url)
+    }
+}
+
+/// The checks of [`Guard::check_url`] under `policy`.
+fn check_with(policy: &OutboundPolicy, url: &Url) -> Result<(), FetchError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(FetchError::Scheme);
+    }
+    let ip = match url.host() {
+        Some(Host::Ipv4(ip)) => ip.into(),
+        Some(Host::Ipv6(ip)) => ip.into(),
+        Some(Host::Domain(_)) => return Ok(()),
+        None => return Err(FetchError::BadUrl("no host".into())),
+    };
+    match policy.refuses(ip) {
+        None => Ok(()),
+        Some(reason) => {
+            tracing::warn!(host = %host_of(url), reason, "outbound fetch refused");
+            Err(FetchError::Refused {
+                host: host_of(url),
+                reason,
+            })
+        }
+    }
+}
+
+impl Guard {
     /// Maps a transport error of a request made with [`Guard::client`]: a refusal by
     /// the resolver becomes [`FetchError::Refused`].
     pub fn transport_error(&self, url: &Url, error: &reqwest::Error) -> FetchError {

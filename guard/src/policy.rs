@@ -51,6 +51,9 @@ impl std::str::FromStr for AllowEntry {
 pub struct OutboundPolicy {
     /// Hosts and networks the operator allows despite being internal.
     pub allow: Vec<AllowEntry>,
+    /// Hosts and networks a tenant's own provider account may reach despite being
+    /// internal (its `base_url` and OAuth2 `token_url`); `allow` does not apply there.
+    pub tenant_allow: Vec<AllowEntry>,
     /// The most one fetch may take, from connecting to the last body byte.
     pub timeout: Duration,
     /// The most bytes one fetch may read.
@@ -65,6 +68,7 @@ impl Default for OutboundPolicy {
     fn default() -> Self {
         Self {
             allow: Vec::new(),
+            tenant_allow: Vec::new(),
             timeout: Duration::from_secs(30),
             max_fetch_bytes: 20 * 1024 * 1024,
             max_command_bytes: 64 * 1024 * 1024,
@@ -74,6 +78,15 @@ impl Default for OutboundPolicy {
 }
 
 impl OutboundPolicy {
+    /// This policy for tenants' own provider accounts: `tenant_allow` in place of
+    /// `allow`.
+    pub fn for_tenants(&self) -> OutboundPolicy {
+        OutboundPolicy {
+            allow: self.tenant_allow.clone(),
+            ..self.clone()
+        }
+    }
+
     /// Whether the operator allows this host name as such.
     pub(crate) fn allows_host(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -133,5 +146,22 @@ mod tests {
         assert_eq!(policy.refuses("10.2.0.1".parse().unwrap()), Some("private"));
         assert!(policy.allows_host("img.corp.example"));
         assert!(!policy.allows_host("corp.example.evil"));
+    }
+
+    #[test]
+    fn the_operators_allow_list_does_not_open_the_inside_to_tenants() {
+        let policy = OutboundPolicy {
+            allow: vec!["10.1.0.0/16".parse().unwrap()],
+            tenant_allow: vec!["10.9.0.0/16".parse().unwrap()],
+            ..OutboundPolicy::default()
+        };
+        let operator_net: IpAddr = "10.1.2.3".parse().unwrap();
+        let tenant_net: IpAddr = "10.9.2.3".parse().unwrap();
+        assert_eq!(policy.refuses(operator_net), None);
+        assert!(policy.refuses(tenant_net).is_some());
+        let tenants = policy.for_tenants();
+        assert!(tenants.refuses(operator_net).is_some());
+        assert_eq!(tenants.refuses(tenant_net), None);
+        assert!(tenants.refuses("127.0.0.1".parse().unwrap()).is_some());
     }
 }

@@ -290,8 +290,9 @@ pub fn build_adapter_with(
 }
 
 /// A tenant's own account names its endpoints itself: a URL whose host is an IP
-/// address the outbound guard refuses is refused here (host names are checked by the
-/// guarded client's resolver at each connection).
+/// address the outbound guard refuses to tenants (`outbound.tenant_allow`, not the
+/// operator's `allow`) is refused here (host names are checked by the guarded client's
+/// resolver at each connection).
 fn check_tenant_urls(config: &ProviderConfig) -> Result<(), AdapterBuildError> {
     let guard = switchyard_guard::Guard::installed();
     let urls = config
@@ -305,7 +306,9 @@ fn check_tenant_urls(config: &ProviderConfig) -> Result<(), AdapterBuildError> {
             reason: format!("{field}: {reason}"),
         };
         let url = url::Url::parse(raw).map_err(|e| refused(e.to_string()))?;
-        guard.check_url(&url).map_err(|e| refused(e.to_string()))?;
+        guard
+            .check_tenant_url(&url)
+            .map_err(|e| refused(e.to_string()))?;
     }
     Ok(())
 }

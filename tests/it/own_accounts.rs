@@ -92,9 +92,9 @@ async fn own_accounts_serve_only_their_tenant_uncharged_and_tested_at_save() {
         json!([{"name": "shared", "provider": "mock", "kinds": ["text.generate"]}]),
         "memory://",
         "switchyard",
-        // The test's upstream listens on loopback: allowed here, as an operator would
-        // allow an internal host.
-        |settings| settings.outbound.allow = vec!["127.0.0.1".to_owned()],
+        // The test's upstream listens on loopback: allowed to tenants here, as an
+        // operator would allow an internal host.
+        |settings| settings.outbound.tenant_allow = vec!["127.0.0.1".to_owned()],
     )
     .await;
     let acme = key_of(&node, "acme");

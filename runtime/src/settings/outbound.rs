@@ -15,6 +15,9 @@ pub struct OutboundSettings {
     /// Hosts (`images.internal`, `*.corp.example`) and networks (`10.1.0.0/16`) that
     /// may be fetched from although they are internal.
     pub allow: Vec<String>,
+    /// Hosts and networks a tenant's own provider account (bring your own key) may
+    /// reach although they are internal; `allow` does not apply to tenants' endpoints.
+    pub tenant_allow: Vec<String>,
     /// The most one fetch may take, connection to last byte.
     pub timeout_ms: u64,
     /// The most bytes one fetch may read.
@@ -30,6 +33,7 @@ impl Default for OutboundSettings {
         let policy = OutboundPolicy::default();
         Self {
             allow: Vec::new(),
+            tenant_allow: Vec::new(),
             timeout_ms: u64::try_from(policy.timeout.as_millis()).unwrap_or(30_000),
             max_fetch_bytes: policy.max_fetch_bytes,
             max_command_bytes: policy.max_command_bytes,
@@ -41,12 +45,14 @@ impl Default for OutboundSettings {
 impl OutboundSettings {
     /// The problems of these settings, each naming its key.
     pub(super) fn check(&self, errors: &mut Vec<FieldError>) {
-        for (i, entry) in self.allow.iter().enumerate() {
-            if let Err(e) = entry.parse::<AllowEntry>() {
-                errors.push(FieldError::new(
-                    format!("outbound.allow[{i}]"),
-                    e.to_string(),
-                ));
+        for (key, entries) in [
+            ("outbound.allow", &self.allow),
+            ("outbound.tenant_allow", &self.tenant_allow),
+        ] {
+            for (i, entry) in entries.iter().enumerate() {
+                if let Err(e) = entry.parse::<AllowEntry>() {
+                    errors.push(FieldError::new(format!("{key}[{i}]"), e.to_string()));
+                }
             }
         }
         for (key, value) in [
@@ -66,6 +72,11 @@ impl OutboundSettings {
     pub fn guard(&self) -> Guard {
         Guard::new(OutboundPolicy {
             allow: self.allow.iter().filter_map(|e| e.parse().ok()).collect(),
+            tenant_allow: self
+                .tenant_allow
+                .iter()
+                .filter_map(|e| e.parse().ok())
+                .collect(),
             timeout: Duration::from_millis(self.timeout_ms),
             max_fetch_bytes: self.max_fetch_bytes,
             max_command_bytes: self.max_command_bytes,
