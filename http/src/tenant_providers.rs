@@ -92,6 +92,27 @@ fn own_draft(tenant: &str, body: &Bytes, creating: bool) -> Result<ProviderConfi
     Ok(draft)
 }
 
+/// How many own accounts `tenant` has.
+async fn own_count(
+    gateway: &switchyard_runtime::facade::Gateway,
+    tenant: &str,
+) -> Result<usize, ApiError> {
+    Ok(gateway
+        .providers(&ProviderFilter {
+            owner: Some(tenant.to_owned()),
+            ..ProviderFilter::default()
+        })
+        .await?
+        .len())
+}
+
+fn too_many(tenant: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!("tenant '{tenant}' has {MAX_OWN_ACCOUNTS} accounts, the most it may keep"),
+    )
+}
+
 /// Tests `spec` with the provider before it is stored: the account must answer the
 /// adapter's health check. A disabled account is stored untested.
 async fn test_before_saving(
@@ -162,21 +183,17 @@ pub(super) async fn create_own(
 ) -> Result<(StatusCode, Json<ProviderConfig>), ApiError> {
     let tenant = owner(&caller, &tenant)?;
     let spec = own_draft(&tenant, &body, true)?.validate()?;
-    let count = gateway
-        .providers(&ProviderFilter {
-            owner: Some(tenant.clone()),
-            ..ProviderFilter::default()
-        })
-        .await?
-        .len();
-    if count >= MAX_OWN_ACCOUNTS {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("tenant '{tenant}' has {MAX_OWN_ACCOUNTS} accounts, the most it may keep"),
-        ));
+    if own_count(&gateway, &tenant).await? >= MAX_OWN_ACCOUNTS {
+        return Err(too_many(&tenant));
     }
     test_before_saving(&gateway, &spec).await?;
     let config = gateway.create_provider(&spec).await?;
+    // Concurrent creates may all have counted below the cap: the one that went over
+    // takes its account back.
+    if own_count(&gateway, &tenant).await? > MAX_OWN_ACCOUNTS {
+        gateway.delete_provider(config.id).await?;
+        return Err(too_many(&tenant));
+    }
     Ok((StatusCode::CREATED, Json(config)))
 }
 
