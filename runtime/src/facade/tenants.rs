@@ -135,6 +135,8 @@ impl Gateway {
 
     /// Why `tenant` may not ask for `images` more images now (a quota it has reached),
     /// if so: checked before a call stores anything for the tenant (an edit's uploads).
+    /// A tenant its own provider accounts may serve is not refused here: they are not
+    /// charged (admission decides).
     ///
     /// # Errors
     /// [`QueryError`] when the quotas cannot be read.
@@ -143,6 +145,18 @@ impl Gateway {
         tenant: &switchyard_core::Tenant,
         images: i64,
     ) -> Result<Option<String>, QueryError> {
+        use switchyard_core::routing::OwnAccounts;
+        let own = self
+            .parts
+            .pipeline
+            .limits()
+            .own_accounts(tenant.as_str())
+            .await;
+        let served_by_own = own == OwnAccounts::Only
+            || (own == OwnAccounts::Prefer && self.parts.engine.has_own_accounts(tenant.as_str()));
+        if served_by_own {
+            return Ok(None);
+        }
         self.parts.quotas.precheck(tenant.as_str(), images).await
     }
 }
