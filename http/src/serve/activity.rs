@@ -15,9 +15,11 @@
 //!
 //! - [`WatchedRequestBody`] and the socket's writes: while a request is busy, a read
 //!   of its body that waits for the client's next bytes, or a write that waits for
-//!   the client to make room, is a stall, bounded by the stall timeout. A body read
-//!   for longer than the stall timeout must also average the minimum body rate, so a
-//!   body trickling in with every gap under the stall timeout is cut too.
+//!   the client to make room, is a stall, bounded by the stall timeout. The time a
+//!   body's reads wait on the client, added up, may exceed the stall timeout only by
+//!   what the minimum body rate allows for the bytes that came, so a body trickling in
+//!   with every gap under the stall timeout is cut too (the handler's own time between
+//!   reads does not count).
 //!
 //! Busy has no deadline of its own: a request's own limits bound it (an event stream's
 //! max age, a provider call's timeout); only a stall does.
@@ -78,9 +80,10 @@ pub(super) struct Activity {
     /// Since when a request body's read has waited for the client's next bytes, the
     /// same way.
     body_waits_us: AtomicU64,
-    /// Since when a request body is being read (first polled, not yet ended), the same
-    /// way; and how many bytes of it came so far.
-    body_started_us: AtomicU64,
+    /// How long, in µs, the body's read has waited on the client in its earlier
+    /// waits (the current one not counted), and how many bytes of it came so far.
+    /// The handler's own time between reads counts for nothing.
+    body_waited_us: AtomicU64,
     body_bytes: AtomicU64,
 }
 
@@ -94,7 +97,7 @@ impl Activity {
             busy: AtomicUsize::new(0),
             write_waits_us: AtomicU64::new(0),
             body_waits_us: AtomicU64::new(0),
-            body_started_us: AtomicU64::new(0),
+            body_waited_us: AtomicU64::new(0),
             body_bytes: AtomicU64::new(0),
         })
     }
@@ -124,27 +127,38 @@ impl Activity {
             .map(|us| self.opened + Duration::from_micros(us - 1))
     }
 
-    /// Since when a request body is being read, and how many bytes of it came, while
-    /// it has not ended.
-    pub(super) fn body_read(&self) -> Option<(Instant, u64)> {
-        let us = self.body_started_us.load(Ordering::Acquire);
+    /// While a request body's read waits on the client: since when this wait runs,
+    /// how long its earlier waits took together, and how many bytes came so far.
+    pub(super) fn body_read(&self) -> Option<(Instant, Duration, u64)> {
+        let us = self.body_waits_us.load(Ordering::Acquire);
         (us > 0).then(|| {
             (
                 self.opened + Duration::from_micros(us - 1),
+                Duration::from_micros(self.body_waited_us.load(Ordering::Acquire)),
                 self.body_bytes.load(Ordering::Acquire),
             )
         })
     }
 
-    /// A body's read goes on (`Some(bytes)` came now) or is over (`None`).
-    fn body_progress(&self, bytes: Option<u64>) {
+    /// A poll of the request body: it waits on the client (`pending`), or a wait
+    /// ended with `bytes` more (`Some`), or the body ended (`None`, its count reset).
+    fn body_polled(&self, pending: bool, bytes: Option<u64>) {
+        if pending {
+            self.waits(&self.body_waits_us, true);
+            return;
+        }
+        let started = self.body_waits_us.swap(0, Ordering::AcqRel);
+        if started > 0 {
+            let now = u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.body_waited_us
+                .fetch_add(now.saturating_sub(started - 1), Ordering::AcqRel);
+        }
         match bytes {
             Some(n) => {
-                self.waits(&self.body_started_us, true);
                 self.body_bytes.fetch_add(n, Ordering::AcqRel);
             }
             None => {
-                self.body_started_us.store(0, Ordering::Release);
+                self.body_waited_us.store(0, Ordering::Release);
                 self.body_bytes.store(0, Ordering::Release);
             }
         }
@@ -322,8 +336,7 @@ struct WatchedRequestBody {
 impl Drop for WatchedRequestBody {
     fn drop(&mut self) {
         // A handler that gave up on its body waits on the client no more.
-        self.activity.waits(&self.activity.body_waits_us, false);
-        self.activity.body_progress(None);
+        self.activity.body_polled(false, None);
     }
 }
 
@@ -336,15 +349,13 @@ impl HttpBody for WatchedRequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
-        self.activity
-            .waits(&self.activity.body_waits_us, polled.is_pending());
         match &polled {
+            Poll::Pending => self.activity.body_polled(true, Some(0)),
             Poll::Ready(Some(Ok(frame))) => {
                 let bytes = frame.data_ref().map_or(0, |d| d.len() as u64);
-                self.activity.body_progress(Some(bytes));
+                self.activity.body_polled(false, Some(bytes));
             }
-            Poll::Pending => self.activity.body_progress(Some(0)),
-            Poll::Ready(None | Some(Err(_))) => self.activity.body_progress(None),
+            Poll::Ready(None | Some(Err(_))) => self.activity.body_polled(false, None),
         }
         polled
     }
@@ -440,5 +451,29 @@ mod tests {
         assert!(activity.since() > idle_since);
         activity.saw_bytes(true);
         assert_eq!(activity.phase(), Phase::Head);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_bodys_waits_on_the_client_count_not_the_handlers_own_time() {
+        let activity = Activity::new();
+        let _busy = activity.begin_request();
+        activity.body_polled(true, Some(0));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        activity.body_polled(false, Some(10));
+        assert_eq!(activity.body_read(), None, "not waiting now");
+        // The handler works for a minute between reads (stores an upload, say).
+        tokio::time::advance(Duration::from_secs(60)).await;
+        activity.body_polled(true, Some(0));
+        let (since, waited, bytes) = activity.body_read().expect("waiting again");
+        assert_eq!(since, Instant::now());
+        assert_eq!(waited, Duration::from_millis(100));
+        assert_eq!(bytes, 10);
+        // The end of the body resets the count.
+        activity.body_polled(false, None);
+        activity.body_polled(true, Some(0));
+        assert_eq!(
+            activity.body_read().map(|(_, w, b)| (w, b)),
+            Some((Duration::ZERO, 0))
+        );
     }
 }

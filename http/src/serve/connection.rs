@@ -128,10 +128,15 @@ fn deadline(activity: &Arc<Activity>, timeouts: Timeouts) -> Option<(tokio::time
             let stalled = activity
                 .stalled_since()
                 .map(|since| (since + timeouts.stall, Ended::Stalled));
-            // A body read must average `min_body_rate` after its first `stall`.
-            let slow = activity.body_read().map(|(started, bytes)| {
-                let allowed = Duration::from_secs_f64(bytes as f64 / timeouts.min_body_rate as f64);
-                (started + timeouts.stall + allowed, Ended::SlowBody)
+            // The body's waits on the client, added up, may take `stall` plus what
+            // `min_body_rate` allows for the bytes that came.
+            let slow = activity.body_read().map(|(waiting_since, waited, bytes)| {
+                let allowed = timeouts.stall
+                    + Duration::from_secs_f64(bytes as f64 / timeouts.min_body_rate as f64);
+                (
+                    waiting_since + allowed.saturating_sub(waited),
+                    Ended::SlowBody,
+                )
             });
             [stalled, slow]
                 .into_iter()
