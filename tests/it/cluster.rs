@@ -317,6 +317,15 @@ async fn a_nats_restart_during_load_loses_nothing() {
     cluster.cleanup().await;
 }
 
+/// Waits (20 s at most) until the replicas at both ports see each other.
+async fn both_see_two(port_a: u16, port_b: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replicas_seen(port_a) != 2 || replicas_seen(port_b) != 2 {
+        assert!(Instant::now() < deadline, "replicas never saw each other");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn replicas_seen(port: u16) -> i64 {
     let (status, body) = crate::reload::http(
         port,
@@ -337,11 +346,7 @@ async fn two_replicas_share_one_accounts_rate_limit() {
         Cluster::with_limits(&nats.url(), 0, "rpm = 60, burst = 4, max_concurrency = 100");
     let (mut a, port_a) = cluster.serve_on();
     let (mut b, port_b) = cluster.serve_on();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while replicas_seen(port_a) != 2 || replicas_seen(port_b) != 2 {
-        assert!(Instant::now() < deadline, "replicas never saw each other");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    both_see_two(port_a, port_b).await;
     let bus = cluster.client(&nats.url()).await;
     // Hammer for 10 s: every command may wait up to 10 s for a slot.
     let ids = publish_texts(&bus, "hammer", 120, json!({"deadline_ms": 10000})).await;
@@ -401,11 +406,7 @@ rate_limit = { rpm = 100000, burst = 1000, max_concurrency = 100 }
     let cluster = Cluster::with_providers(&nats.url(), providers);
     let (mut a, port_a) = cluster.serve_on();
     let (mut b, port_b) = cluster.serve_on();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while replicas_seen(port_a) != 2 || replicas_seen(port_b) != 2 {
-        assert!(Instant::now() < deadline, "replicas never saw each other");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    both_see_two(port_a, port_b).await;
     let bus = cluster.client(&nats.url()).await;
     // Three commands: whichever replica gets two of them opens the breaker locally.
     let ids = publish_many(&bus, 3).await;
@@ -534,11 +535,7 @@ async fn two_serve_processes_share_a_tenants_concurrency_limit() {
     let cluster = Cluster::new(&nats.url(), 800);
     let (mut a, port_a) = cluster.serve_on();
     let (mut b, port_b) = cluster.serve_on();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while replicas_seen(port_a) != 2 || replicas_seen(port_b) != 2 {
-        assert!(Instant::now() < deadline, "replicas never saw each other");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    both_see_two(port_a, port_b).await;
     let admin = Some("cluster-test-admin-token");
     let (status, made) = crate::reload::http(port_a, "POST", "/v1/tenants/acme/keys", admin, None);
     assert_eq!(status, 201, "{made}");

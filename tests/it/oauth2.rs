@@ -22,6 +22,22 @@ fn chat_answer() -> ResponseTemplate {
         "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}))
 }
 
+/// Every chat call is answered.
+async fn chat_answers(server: &MockServer) {
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(chat_answer())
+        .mount(server)
+        .await;
+}
+
+/// OpenAI's answer to a token it does not take.
+fn refused() -> ResponseTemplate {
+    ResponseTemplate::new(401).set_body_json(
+        json!({"error": {"message": "Invalid token", "type": "invalid_request_error", "code": "invalid_api_key"}}),
+    )
+}
+
 fn token(access: &str, expires_in: u64) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(
         json!({"access_token": access, "token_type": "Bearer", "expires_in": expires_in}),
@@ -131,11 +147,7 @@ async fn client_credentials_fetch_one_token_for_concurrent_calls_and_send_it_as_
 async fn a_token_is_renewed_before_it_expires() {
     let server = MockServer::start().await;
     tokens_in_turn(&server, token("tok-1", 2), token("tok-2", 3600)).await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(chat_answer())
-        .mount(&server)
-        .await;
+    chat_answers(&server).await;
     let adapter = adapter(&server, json!({"client_secret": SECRET}));
     run(&adapter).await.unwrap();
     run(&adapter).await.unwrap();
@@ -158,9 +170,7 @@ async fn a_refused_token_is_replaced_and_the_call_retried_once() {
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
         .and(header("authorization", "Bearer revoked"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(
-            json!({"error": {"message": "Invalid token", "type": "invalid_request_error", "code": "invalid_api_key"}}),
-        ))
+        .respond_with(refused())
         .mount(&server)
         .await;
     Mock::given(method("POST"))
@@ -182,9 +192,7 @@ async fn a_refused_token_is_replaced_and_the_call_retried_once() {
         .await;
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(
-            json!({"error": {"message": "Invalid token", "type": "invalid_request_error", "code": "invalid_api_key"}}),
-        ))
+        .respond_with(refused())
         .mount(&server)
         .await;
     let adapter = build_adapter(&crate::support::provider_config(
@@ -264,11 +272,7 @@ async fn a_rotated_refresh_token_is_used_for_the_next_refresh() {
         .respond_with(token("tok-2", 3600))
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(chat_answer())
-        .mount(&server)
-        .await;
+    chat_answers(&server).await;
     let adapter = adapter(
         &server,
         json!({"client_secret": SECRET, "grant": "refresh_token", "refresh_token": "first-refresh-token"}),
@@ -293,11 +297,7 @@ async fn a_failed_renewal_keeps_serving_the_token_until_it_expires() {
         ResponseTemplate::new(503).set_body_string("down for maintenance"),
     )
     .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(chat_answer())
-        .mount(&server)
-        .await;
+    chat_answers(&server).await;
     let adapter = adapter(&server, json!({"client_secret": SECRET}));
     run(&adapter).await.unwrap();
     // Due for renewal at 3.6 s; the endpoint is down, the token good until 4 s.

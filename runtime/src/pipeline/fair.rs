@@ -145,19 +145,10 @@ impl<T> FairQueue<T> {
         tenant: &str,
         mut leave: impl FnMut(&T) -> bool,
     ) -> Vec<T> {
-        let mut out = Vec::new();
         let Some(queue) = self.queues.get_mut(tenant) else {
-            return out;
+            return Vec::new();
         };
-        let mut kept = VecDeque::with_capacity(queue.len());
-        for item in queue.drain(..) {
-            if leave(&item) {
-                out.push(item);
-            } else {
-                kept.push_back(item);
-            }
-        }
-        *queue = kept;
+        let out = take_where(queue, &mut leave);
         self.settle(tenant, out.len());
         out
     }
@@ -172,15 +163,7 @@ impl<T> FairQueue<T> {
     pub(super) fn drain_where(&mut self, mut expired: impl FnMut(&str, &T) -> bool) -> Vec<T> {
         let mut out = Vec::new();
         for (tenant, queue) in &mut self.queues {
-            let mut kept = VecDeque::with_capacity(queue.len());
-            for item in queue.drain(..) {
-                if expired(tenant, &item) {
-                    out.push(item);
-                } else {
-                    kept.push_back(item);
-                }
-            }
-            *queue = kept;
+            out.extend(take_where(queue, |item| expired(tenant, item)));
         }
         self.queues.retain(|_, q| !q.is_empty());
         let queues = &self.queues;
@@ -198,6 +181,21 @@ impl<T> FairQueue<T> {
     pub(super) fn drain_all(&mut self) -> Vec<T> {
         self.drain_where(|_, _| true)
     }
+}
+
+/// Takes out of `queue` the items `leave` picks, keeping the others in order.
+fn take_where<T>(queue: &mut VecDeque<T>, mut leave: impl FnMut(&T) -> bool) -> Vec<T> {
+    let mut out = Vec::new();
+    let mut kept = VecDeque::with_capacity(queue.len());
+    for item in queue.drain(..) {
+        if leave(&item) {
+            out.push(item);
+        } else {
+            kept.push_back(item);
+        }
+    }
+    *queue = kept;
+    out
 }
 
 /// The protocol's priorities, 1 (urgent) to 10 (background).
