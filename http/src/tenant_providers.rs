@@ -29,6 +29,9 @@ use crate::{
     state::AdminApi,
 };
 
+/// The longest the provider's test call may take when a tenant saves an account.
+const TEST_CALL_MS: u64 = 30_000;
+
 /// The most own accounts one tenant may keep (each runs an actor in every process).
 pub(crate) const MAX_OWN_ACCOUNTS: usize = 20;
 
@@ -130,6 +133,10 @@ async fn test_before_saving(
         created_at: now,
         updated_at: now,
     };
+    // A tenant's save waits for its test call at most this long, whatever the
+    // account's own per-call timeout (up to an hour) says.
+    let mut config = config;
+    config.spec.timeout_ms = config.spec.timeout_ms.min(TEST_CALL_MS);
     let why = match gateway.check_provider(config).await {
         ProviderCheck::Healthy => return Ok(()),
         ProviderCheck::NoAdapter(why) => why,
