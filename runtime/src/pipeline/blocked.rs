@@ -53,10 +53,17 @@ impl Block {
 #[derive(Debug, Default)]
 pub(super) struct Blocks {
     tenants: HashMap<String, Block>,
-    users: HashMap<(String, String), Block>,
+    /// Per tenant, its users over their own limits (looked up without allocating).
+    users: HashMap<String, HashMap<String, Block>>,
+    /// How many users `users` holds in all.
+    user_count: usize,
 }
 
 impl Blocks {
+    fn user_block(&self, tenant: &str, user: &str) -> Option<&Block> {
+        self.users.get(tenant)?.get(user)
+    }
+
     /// Whether `tenant` was refused and has started nothing since (its commands then
     /// count against its share of the window).
     pub(super) fn is_blocked(&self, tenant: &str) -> bool {
@@ -71,12 +78,7 @@ impl Blocks {
     /// Whether `user` of `tenant` is not to be asked now.
     pub(super) fn user_held(&self, tenant: &str, user: Option<&str>, now: Instant) -> bool {
         let Some(user) = user else { return false };
-        if self.users.is_empty() {
-            return false;
-        }
-        self.users
-            .get(&(tenant.to_owned(), user.to_owned()))
-            .is_some_and(|b| b.held(now))
+        self.user_block(tenant, user).is_some_and(|b| b.held(now))
     }
 
     /// Records a refusal: of the user when its own limit refused, else of the tenant.
@@ -99,13 +101,21 @@ impl Blocks {
         };
         match user.filter(|_| limited.user) {
             Some(user) => {
-                if self.users.len() >= MAX_USERS {
-                    self.users.retain(|_, b| b.held(now));
+                if self.user_count >= MAX_USERS {
+                    for users in self.users.values_mut() {
+                        users.retain(|_, b| b.held(now));
+                    }
+                    self.users.retain(|_, users| !users.is_empty());
+                    self.user_count = self.users.values().map(HashMap::len).sum();
                 }
-                self.users
-                    .entry((tenant.to_owned(), user.to_owned()))
-                    .and_modify(update)
-                    .or_insert(fresh);
+                let users = self.users.entry(tenant.to_owned()).or_default();
+                match users.get_mut(user) {
+                    Some(block) => update(block),
+                    None => {
+                        users.insert(user.to_owned(), fresh);
+                        self.user_count += 1;
+                    }
+                }
             }
             None => {
                 self.tenants
@@ -120,15 +130,20 @@ impl Blocks {
     pub(super) fn started(&mut self, tenant: &str, user: Option<&str>) {
         self.tenants.remove(tenant);
         if let Some(user) = user
-            && !self.users.is_empty()
+            && let Some(users) = self.users.get_mut(tenant)
+            && users.remove(user).is_some()
         {
-            self.users.remove(&(tenant.to_owned(), user.to_owned()));
+            self.user_count -= 1;
+            if users.is_empty() {
+                self.users.remove(tenant);
+            }
         }
     }
 
     /// A command ended: those refused for requests at once may be asked again.
     pub(super) fn slot_freed(&mut self, now: Instant) {
-        for block in self.tenants.values_mut().chain(self.users.values_mut()) {
+        let users = self.users.values_mut().flat_map(HashMap::values_mut);
+        for block in self.tenants.values_mut().chain(users) {
             if block.at_once {
                 block.until = block.until.min(now);
             }
@@ -150,13 +165,17 @@ impl Blocks {
                 queue.pop_expired(tenant, |held| block.expiry(held.since(), max_wait) <= now),
             );
         }
-        for ((tenant, user), block) in &self.users {
+        // One pass over each such tenant's queue, whatever number of its users wait.
+        for (tenant, users) in &self.users {
             out.extend(queue.remove_where(tenant, |held| {
-                held.user() == Some(user.as_str()) && block.expiry(held.since(), max_wait) <= now
+                held.user()
+                    .and_then(|user| users.get(user))
+                    .is_some_and(|block| block.expiry(held.since(), max_wait) <= now)
             }));
         }
         self.tenants.retain(|tenant, _| queue.queued(tenant) > 0);
-        self.users.retain(|(tenant, _), _| queue.queued(tenant) > 0);
+        self.users.retain(|tenant, _| queue.queued(tenant) > 0);
+        self.user_count = self.users.values().map(HashMap::len).sum();
         out
     }
 
@@ -171,7 +190,7 @@ impl Blocks {
         let ends = self
             .tenants
             .values()
-            .chain(self.users.values())
+            .chain(self.users.values().flat_map(HashMap::values))
             .map(|b| b.until)
             .filter(|until| *until > now)
             .min();
@@ -180,11 +199,11 @@ impl Blocks {
                 .fronts_of(tenant)
                 .map(move |held| block.expiry(held.since(), max_wait))
         });
-        let user_waits = self.users.iter().flat_map(|((tenant, user), block)| {
-            queue
-                .items_of(tenant)
-                .filter(move |held| held.user() == Some(user.as_str()))
-                .map(move |held| block.expiry(held.since(), max_wait))
+        let user_waits = self.users.iter().flat_map(|(tenant, users)| {
+            queue.items_of(tenant).filter_map(move |held| {
+                let block = users.get(held.user()?)?;
+                Some(block.expiry(held.since(), max_wait))
+            })
         });
         ends.into_iter().chain(tenant_waits).chain(user_waits).min()
     }
