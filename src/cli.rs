@@ -7,6 +7,7 @@ mod plans;
 mod plugins;
 mod providers;
 mod remote;
+mod retention;
 mod tenants;
 mod usage;
 
@@ -70,6 +71,9 @@ enum Command {
     /// Manage tenants' limits at intake: requests per minute and at once (set, show, remove).
     #[command(subcommand)]
     Limits(limits::LimitsCommand),
+    /// Retention: run the cleaner now (or --dry-run), and tenants' own policies.
+    #[command(subcommand)]
+    Retention(retention::RetentionCommand),
     /// Run the runtime on the embedded defaults, send sample commands through the bus,
     /// print their events and where the images went, and exit.
     Demo(demo::DemoArgs),
@@ -152,6 +156,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Usage(args) => {
             let store = open_store(cli.config.as_deref()).await?;
             let result = usage::run(&store, args).await;
+            store.close().await;
+            result
+        }
+        Command::Retention(command) => {
+            let settings = load_settings(cli.config.as_deref())?;
+            let store = switchyard_runtime::open_store(&settings)
+                .await
+                .context("cannot open the database")?;
+            let result = retention::run(&settings, &store, command).await;
             store.close().await;
             result
         }

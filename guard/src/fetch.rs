@@ -228,6 +228,47 @@ impl Guard {
     pub fn check_tenant_url(&self, url: &Url) -> Result<(), FetchError> {
         check_with(&self.tenant_policy, url)
     }
+
+    /// [`Guard::check_tenant_url`], and for a host name, a lookup now: refused if it
+    /// resolves to refused addresses only (as the resolver would at connect time), so
+    /// a tenant hears at once that a URL it registers can never be reached.
+    ///
+    /// # Errors
+    /// [`FetchError::Scheme`], [`FetchError::Refused`], or [`FetchError::Transport`]
+    /// when the name does not resolve.
+    pub async fn check_tenant_host(&self, url: &Url) -> Result<(), FetchError> {
+        self.check_tenant_url(url)?;
+        let Some(Host::Domain(host)) = url.host() else {
+            return Ok(());
+        };
+        if self.tenant_policy.allows_host(host) {
+            return Ok(());
+        }
+        let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, 0))
+            .await
+            .map_err(|e| FetchError::Transport {
+                host: host_of(url),
+                reason: e.to_string(),
+            })?
+            .collect();
+        let mut refusal = None;
+        for address in &found {
+            match self.tenant_policy.refuses(address.ip()) {
+                None => return Ok(()),
+                Some(reason) => refusal = Some(reason),
+            }
+        }
+        Err(match refusal {
+            Some(reason) => FetchError::Refused {
+                host: host_of(url),
+                reason,
+            },
+            None => FetchError::Transport {
+                host: host_of(url),
+                reason: "the name resolves to no address".to_owned(),
+            },
+        })
+    }
 }
 
 /// The checks of [`Guard::check_url`] under `policy`.

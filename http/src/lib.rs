@@ -37,11 +37,13 @@ mod plans;
 mod plugins;
 mod providers;
 mod quotas;
+mod retention;
 mod serve;
 mod state;
 mod tenant_providers;
 mod usage;
 mod usage_report;
+mod webhooks;
 
 use axum::{
     Json, Router,
@@ -124,6 +126,21 @@ fn routes(state: HttpState) -> Router {
                 .patch(tenant_providers::patch_own)
                 .delete(tenant_providers::delete_own),
         )
+        // A tenant's webhooks and their delivery log: the admin token or its key.
+        .route(
+            "/v1/tenants/{tenant}/webhooks",
+            get(webhooks::list_webhooks).post(webhooks::create_webhook),
+        )
+        .route(
+            "/v1/tenants/{tenant}/webhooks/{id}",
+            get(webhooks::get_webhook)
+                .patch(webhooks::patch_webhook)
+                .delete(webhooks::delete_webhook),
+        )
+        .route(
+            "/v1/tenants/{tenant}/webhooks/{id}/deliveries",
+            get(webhooks::list_deliveries),
+        )
         .layer(gate(Scope::AdminOrTenant))
         .with_state(admin.clone());
     app = app.merge(jobs);
@@ -160,6 +177,12 @@ fn routes(state: HttpState) -> Router {
             get(limits::get_limits)
                 .put(limits::put_limits)
                 .delete(limits::delete_limits),
+        )
+        .route(
+            "/v1/tenants/{tenant}/retention",
+            get(retention::get_retention)
+                .put(retention::put_retention)
+                .delete(retention::delete_retention),
         )
         .route("/v1/plans", get(plans::list_plans))
         .route(

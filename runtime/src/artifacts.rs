@@ -15,8 +15,8 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use object_store::{
-    Attribute, Attributes, GetOptions, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
-    WriteMultipart, aws::AmazonS3Builder, azure::MicrosoftAzureBuilder,
+    Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutMultipartOptions,
+    PutOptions, PutPayload, WriteMultipart, aws::AmazonS3Builder, azure::MicrosoftAzureBuilder,
     gcp::GoogleCloudStorageBuilder, local::LocalFileSystem, memory::InMemory,
     path::Path as ObjectPath, signer::Signer,
 };
@@ -74,6 +74,9 @@ fn describe_store_error(error: &object_store::Error) -> String {
 pub const MULTIPART_BYTES: usize = 8 * 1024 * 1024;
 /// The size of each part (S3's minimum is 5 MiB).
 const PART_BYTES: usize = 5 * 1024 * 1024;
+/// An image stored again that was last written longer ago than this is written anew,
+/// so its time shows it is in use (the retention collector's grace must be longer).
+pub const REFRESH_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 /// The artifact store.
 #[derive(Debug, Clone)]
@@ -186,8 +189,13 @@ impl ArtifactStore {
             ..GetOptions::default()
         };
         match self.store.get_opts(&path, head).await {
-            Ok(_) => return Ok(meta),
-            Err(object_store::Error::NotFound { .. }) => {}
+            // Written again when old, so that its time shows it is in use: the
+            // retention collector deletes only images untouched for its grace
+            // (longer than this), after it found no reference.
+            Ok(found) if chrono::Utc::now() - found.meta.last_modified < REFRESH_AFTER => {
+                return Ok(meta);
+            }
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
         // The type goes with the object, for the store's own (presigned) links (local
@@ -267,6 +275,34 @@ impl ArtifactStore {
                 url: self.url.clone(),
                 reason: describe_store_error(&e),
             }),
+        }
+    }
+
+    /// When artifact `id` was last written; `None` if there is none.
+    ///
+    /// # Errors
+    /// [`ArtifactError::BadId`] or a store failure.
+    pub async fn modified(
+        &self,
+        id: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ArtifactError> {
+        let path = self.path_of(id)?;
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(Some(meta.last_modified)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes artifact `id` (gone already is fine).
+    ///
+    /// # Errors
+    /// [`ArtifactError::BadId`] or a store failure.
+    pub async fn delete(&self, id: &str) -> Result<(), ArtifactError> {
+        let path = self.path_of(id)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 

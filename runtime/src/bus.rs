@@ -91,6 +91,8 @@ pub struct Delivery {
 enum Acker {
     Nats(nats::NatsAcker),
     Memory(memory::MemoryAcker),
+    /// A live event of the in-process bus: nothing to acknowledge.
+    Nothing,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -109,6 +111,7 @@ impl Delivery {
         match self.acker {
             Acker::Nats(m) => m.ack().await,
             Acker::Memory(m) => m.ack(),
+            Acker::Nothing => {}
         }
     }
 
@@ -117,6 +120,7 @@ impl Delivery {
         match self.acker {
             Acker::Nats(m) => m.nak(delay).await,
             Acker::Memory(m) => m.nak(delay),
+            Acker::Nothing => {}
         }
     }
 
@@ -125,6 +129,7 @@ impl Delivery {
         match self.acker {
             Acker::Nats(m) => m.term().await,
             Acker::Memory(m) => m.ack(),
+            Acker::Nothing => {}
         }
     }
 
@@ -260,13 +265,7 @@ impl Bus {
         let subject = self
             .subjects()
             .event(&event.tenant, &event.request_id, event.event_type());
-        let msg_id = format!(
-            "{}:{}:{}:{}",
-            event.tenant,
-            event.request_id,
-            event.seq,
-            event.event_type().as_str()
-        );
+        let msg_id = event_msg_id(event);
         match self {
             Bus::Memory(b) => {
                 b.publish_event(subject, payload, msg_id, event.is_terminal());
@@ -375,6 +374,25 @@ impl Bus {
         }
     }
 
+    /// The events on `filters` (event subject patterns) as deliveries to acknowledge.
+    /// On NATS, one durable consumer `name` that every process pulls from, created or
+    /// updated to these filters: each event is handled by one process of the cluster
+    /// and delivered again until acknowledged, from the consumer's first creation on.
+    /// On `memory://`, the live events of this process (nothing to acknowledge).
+    ///
+    /// # Errors
+    /// [`BusError::JetStream`].
+    pub async fn event_queue(
+        &self,
+        name: &str,
+        filters: Vec<String>,
+    ) -> Result<Deliveries, BusError> {
+        match self {
+            Bus::Memory(b) => Ok(b.event_queue(filters)),
+            Bus::Nats(b) => b.event_queue(name, filters).await,
+        }
+    }
+
     /// Messages on a core subject (replies, change notices, the DLQ on memory).
     ///
     /// # Errors
@@ -417,6 +435,18 @@ impl Bus {
     pub fn is_shared(&self) -> bool {
         matches!(self, Bus::Nats(_))
     }
+}
+
+/// The `Nats-Msg-Id` of an event, `<tenant>:<request_id>:<seq>:<type>`: the same
+/// for every publication of that event (also a webhook delivery's `webhook-id`).
+pub fn event_msg_id(event: &Event) -> String {
+    format!(
+        "{}:{}:{}:{}",
+        event.tenant,
+        event.request_id,
+        event.seq,
+        event.event_type().as_str()
+    )
 }
 
 /// The `Nats-Msg-Id` of a command: `<tenant>:<request_id>` (neither may contain `:`).

@@ -19,7 +19,9 @@ mod limits;
 mod plans;
 mod plugins;
 mod providers;
+mod retention;
 mod tenants;
+mod webhooks;
 
 use crate::{
     artifacts::ArtifactStore, bus::Bus, engine::Engine, pipeline::Pipeline, quota::Quotas,
@@ -38,15 +40,18 @@ pub use crate::{
     secrets::random_alphanumeric,
     settings::Secret,
     store::{
-        ConfigReadError, ConfigWriteError, CountedQuota, GroupCommitError, Plan, PlanError,
-        PluginInfo, PluginWriteError, ProviderFilter, ProviderRecord, QueryError, Quota,
-        QuotaPeriod, ReportScope, Task, TaskStatus, TenantKey, TenantLimits, UsageSummaryRow,
+        ConfigReadError, ConfigWriteError, CountedQuota, DeliveryRecord, GroupCommitError, Plan,
+        PlanError, PluginInfo, PluginWriteError, ProviderFilter, ProviderRecord, QueryError, Quota,
+        QuotaPeriod, ReportScope, RetentionPolicy, Task, TaskStatus, TenantKey, TenantLimits,
+        UsageSummaryRow, Webhook,
     },
     usage_report::{Bucket, UsageReport as UsageBuckets},
+    webhooks::{WebhookError, WebhookRequest},
 };
 pub use limits::LimitsView;
 pub use plugins::PluginInstallError;
 pub use providers::{ProviderCheck, ProviderStatus};
+pub use retention::RetentionView;
 pub use tenants::TenantKeys;
 
 /// The runtime's parts a [`Gateway`] is made of (see [`Gateway::new`]).
@@ -68,6 +73,10 @@ pub struct GatewayParts {
     pub quotas: Quotas,
     /// Where images live.
     pub artifacts: ArtifactStore,
+    /// The retention policy of tenants without their own (`[retention]`).
+    pub retention: crate::store::RetentionPolicy,
+    /// Tenants' webhook endpoints.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// The runtime's HTTP-facing surface. Cheap to clone: one reference count (the HTTP

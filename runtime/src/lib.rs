@@ -49,10 +49,12 @@ pub mod plugins;
 pub mod quota;
 pub mod reloader;
 pub mod replicas;
+pub mod retention;
 pub mod serve;
 pub mod settings;
 pub mod telemetry;
 pub mod usage_report;
+pub mod webhooks;
 
 pub use switchyard_guard as guard;
 pub use switchyard_providers as providers;

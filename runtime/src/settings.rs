@@ -17,11 +17,15 @@ use switchyard_core::{FieldError, ProviderConfigDraft, ValidationError, redact_u
 
 mod http;
 mod outbound;
+mod retention;
 mod tenants;
+mod webhooks;
 
 pub use http::HttpSettings;
 pub use outbound::OutboundSettings;
+pub use retention::RetentionSettings;
 pub use tenants::{OverLimit, TenantSettings};
+pub use webhooks::WebhookSettings;
 
 /// The default config file, relative to the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "config/switchyard.toml";
@@ -57,6 +61,12 @@ pub struct Settings {
     /// `[tenants]`.
     #[serde(default)]
     pub tenants: TenantSettings,
+    /// `[retention]`.
+    #[serde(default)]
+    pub retention: RetentionSettings,
+    /// `[webhooks]`.
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
     /// `[[providers]]`: seeds for the database, applied once per name.
     #[serde(default)]
     pub providers: Vec<ProviderConfigDraft>,
@@ -496,6 +506,8 @@ impl Settings {
         }
         self.outbound.check(&mut errors);
         self.tenants.check(&mut errors);
+        self.retention.check(&mut errors);
+        self.webhooks.check(&mut errors);
         if self.artifacts.url_ttl_ms == 0 {
             errors.push(FieldError::new("artifacts.url_ttl_ms", "must be > 0"));
         }

@@ -142,6 +142,18 @@ impl Serve for Runtime {
         };
         let quotas = switchyard_runtime::quota::Quotas::new(runtime.store.clone());
         quotas.sweep(&tasks);
+        switchyard_runtime::retention::Cleaner::new(
+            runtime.store.clone(),
+            ArtifactStore::open(&runtime.settings.artifacts.url)?,
+            runtime.settings.retention.clone(),
+        )
+        .start(&tasks, stop_rx.clone());
+        let webhooks = switchyard_runtime::webhooks::Webhooks::new(
+            runtime.store.clone(),
+            runtime.settings.webhooks.clone(),
+            switchyard_runtime::guard::Guard::installed(),
+        );
+        webhooks.start(bus.clone(), &tasks, stop_rx.clone()).await;
         let pipeline = Pipeline::new(
             runtime.store.clone(),
             engine.clone(),
@@ -177,6 +189,8 @@ impl Serve for Runtime {
             membership,
             quotas,
             artifacts: ArtifactStore::open(&runtime.settings.artifacts.url)?,
+            retention: runtime.settings.retention.defaults(),
+            webhooks: webhooks.clone(),
         });
         let app = switchyard_http::router(switchyard_http::HttpState {
             gateway,

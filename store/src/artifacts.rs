@@ -11,7 +11,7 @@ impl Store {
     pub async fn artifact_owners(&self, id: &str) -> Result<Vec<String>, QueryError> {
         let owners: Vec<String> = on_pool!(self, |pool| sqlx::query_scalar(
             "SELECT t.tenant FROM task_results r JOIN tasks t ON t.id = r.task_id \
-             WHERE r.artifact_id = $1 \
+             WHERE r.artifact_id = $1 AND r.released_at IS NULL \
              UNION SELECT tenant FROM artifact_uploads WHERE artifact_id = $2 ORDER BY 1"
         )
         .bind(id)
@@ -21,17 +21,19 @@ impl Store {
         Ok(owners)
     }
 
-    /// Records that `tenant` uploaded artifact `id` (a second upload is a no-op).
+    /// Records that `tenant` uploaded artifact `id` (a second upload renews the record,
+    /// so retention counts from the latest).
     ///
     /// # Errors
     /// [`QueryError::Database`].
     pub async fn record_artifact_upload(&self, id: &str, tenant: &str) -> Result<(), QueryError> {
         on_pool!(self, |pool| sqlx::query(
-            "INSERT INTO artifact_uploads (artifact_id, tenant) VALUES ($1, $2) \
-             ON CONFLICT (artifact_id, tenant) DO NOTHING"
+            "INSERT INTO artifact_uploads (artifact_id, tenant, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (artifact_id, tenant) DO UPDATE SET created_at = excluded.created_at"
         )
         .bind(id)
         .bind(tenant)
+        .bind(chrono::Utc::now())
         .execute(pool)
         .await
         .map(|_| ()))?;

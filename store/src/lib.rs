@@ -21,6 +21,7 @@ mod artifacts;
 mod batch;
 mod errors;
 mod keys;
+mod leases;
 mod limits;
 mod plans;
 mod plugins;
@@ -29,11 +30,13 @@ mod quota_batch;
 mod quota_holds;
 mod quotas;
 mod refusal;
+mod retention;
 pub mod secrets;
 mod seed;
 mod tasks;
 mod usage;
 mod usage_report;
+mod webhooks;
 
 use std::{str::FromStr, time::Duration};
 
@@ -56,12 +59,16 @@ pub use providers::{
 pub use quota_holds::HoldAsk;
 pub use quotas::{CountedQuota, Left, Quota, QuotaPeriod, StoredQuota};
 pub use refusal::{Refusal, RefusalKind};
+pub use retention::{MAX_DAYS, MIN_USAGE_DAYS, RetentionField, RetentionPolicy, Scope};
 pub use seed::SeedReport;
 pub use tasks::{
     NewTask, NewTaskResult, StoredJson, Task, TaskInsert, TaskResult, TaskStatus, cache_key,
 };
 pub use usage::{UsageRecord, UsageSummaryRow, UsageTotals};
 pub use usage_report::{FailureDayRow, ReportScope, UsageDayRow, parse_day};
+pub use webhooks::{
+    AttemptOutcome, DeliveryRecord, DueDelivery, NewDelivery, NewWebhook, Webhook, WebhookTarget,
+};
 
 /// Runs `$body` with `$pool` bound to the concrete pool of whichever database is in use.
 macro_rules! on_pool {

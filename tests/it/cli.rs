@@ -40,6 +40,11 @@ token_file = "{d}/data/admin.token"
         Self { dir }
     }
 
+    /// The directory with the config file and `data/`.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     fn command(&self) -> Command {
         let mut command = Command::new(BIN);
         for (key, _) in std::env::vars() {

@@ -199,3 +199,58 @@ fn plans_commands_manage_plans_and_assign_them() {
     env.ok(&["plans", "remove", "tiny"]);
     assert!(!env.ok(&["plans", "list"]).contains("tiny"));
 }
+
+/// `retention set/show/remove` keep a tenant's policy; `retention run --dry-run`
+/// counts what would go and deletes nothing; `retention run` deletes it.
+#[test]
+fn retention_commands_set_a_policy_and_run_the_cleaner() {
+    let env = Env::new("[retention]\ntasks_days = 10\n");
+    env.ok(&["migrate"]);
+    let shown = env.ok(&["retention", "set", "--tenant", "acme", "--tasks-days", "2"]);
+    assert!(shown.contains("tasks 2 days"), "{shown}");
+    assert!(shown.contains("usage 400 days (default)"), "{shown}");
+    let refused = env.run(&["retention", "set", "--tenant", "acme", "--usage-days", "5"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("usage_days"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // One finished task of acme's, three days old.
+    let db = env.path().join("data/switchyard.db");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let three_days_ago = (chrono::Utc::now() - chrono::Duration::days(3)).to_rfc3339();
+    let tasks = |sql: String| {
+        runtime.block_on(async {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .unwrap();
+            let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            rows
+        })
+    };
+    tasks(format!(
+        "INSERT INTO tasks (request_id, tenant, kind, command, status, completed_at) \
+         VALUES ('r1', 'acme', 'image.generate', '{{}}', 'completed', '{three_days_ago}') \
+         RETURNING tenant"
+    ));
+    let dry: Value =
+        serde_json::from_str(&env.ok(&["retention", "run", "--dry-run", "--json"])).unwrap();
+    assert_eq!(
+        (dry["dry_run"].clone(), dry["tasks"].clone()),
+        (json!(true), json!(1))
+    );
+    assert_eq!(tasks("SELECT tenant FROM tasks".into()), ["acme"], "dry");
+    let ran = env.ok(&["retention", "run"]);
+    assert!(ran.contains("deleted: 1 tasks"), "{ran}");
+    assert!(tasks("SELECT tenant FROM tasks".into()).is_empty());
+
+    env.ok(&["retention", "remove", "--tenant", "acme"]);
+    let shown = env.ok(&["retention", "show", "--tenant", "acme"]);
+    assert!(shown.contains("tasks 10 days (default)"), "{shown}");
+}

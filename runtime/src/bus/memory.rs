@@ -232,6 +232,23 @@ impl MemoryBus {
         )
     }
 
+    pub(super) fn event_queue(&self, filters: Vec<String>) -> Deliveries {
+        Box::pin(
+            self.subscribe_messages(&self.subjects.all_events())
+                .filter_map(move |(subject, payload)| {
+                    let keep = filters.iter().any(|f| subject_matches(f, &subject));
+                    async move {
+                        keep.then_some(Delivery {
+                            subject,
+                            payload,
+                            delivered: 1,
+                            acker: Acker::Nothing,
+                        })
+                    }
+                }),
+        )
+    }
+
     pub(super) fn events(&self, filter: EventFilter) -> Events {
         let pattern = match &filter {
             EventFilter::All => self.subjects.all_events(),

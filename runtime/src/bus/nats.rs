@@ -360,6 +360,48 @@ impl NatsBus {
         })))
     }
 
+    pub(super) async fn event_queue(
+        &self,
+        name: &str,
+        filters: Vec<String>,
+    ) -> Result<Deliveries, BusError> {
+        let stream = self
+            .js
+            .get_stream(self.subjects.event_stream())
+            .await
+            .map_err(js_error)?;
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some(name.to_owned()),
+                filter_subjects: filters,
+                deliver_policy: DeliverPolicy::New,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 1_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(js_error)?;
+        let messages = consumer.messages().await.map_err(js_error)?;
+        Ok(Box::pin(messages.filter_map(|message| async move {
+            match message {
+                Ok(message) => {
+                    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+                    Some(Delivery {
+                        subject: message.subject.to_string(),
+                        payload: message.payload.clone(),
+                        delivered: u64::try_from(delivered).unwrap_or(1),
+                        acker: Acker::Nats(NatsAcker::new(message)),
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "event queue error; continuing");
+                    None
+                }
+            }
+        })))
+    }
+
     pub(super) async fn events(&self, filter: EventFilter) -> Result<Events, BusError> {
         let (subject, deliver_policy) = match &filter {
             EventFilter::All => (self.subjects.all_events(), DeliverPolicy::New),
