@@ -244,8 +244,16 @@ impl Guard {
         if self.tenant_policy.allows_host(host) {
             return Ok(());
         }
-        let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, 0))
-            .await
+        let lookup = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::net::lookup_host((host, 0)),
+        )
+        .await
+        .map_err(|_| FetchError::Transport {
+            host: host_of(url),
+            reason: "the name did not resolve within 5 s".to_owned(),
+        })?;
+        let found: Vec<std::net::SocketAddr> = lookup
             .map_err(|e| FetchError::Transport {
                 host: host_of(url),
                 reason: e.to_string(),

@@ -62,14 +62,22 @@ pub(crate) struct WebhookBody {
     webhook: Webhook,
 }
 
-/// A new endpoint, with its signing secret (shown this once).
-#[derive(Debug, Serialize, ToSchema)]
+/// A new endpoint, with its signing secret (shown this once; never in `Debug`).
+#[derive(Serialize, ToSchema)]
 pub(crate) struct CreatedWebhook {
     #[serde(flatten)]
     #[schema(value_type = Object)]
     webhook: Webhook,
     /// `whsec_…`: the key of the `webhook-signature` header.
     secret: String,
+}
+
+impl std::fmt::Debug for CreatedWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedWebhook")
+            .field("webhook", &self.webhook)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A tenant's endpoints.

@@ -19,6 +19,9 @@ UPDATE artifact_uploads SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now');
 CREATE INDEX artifact_uploads_created_idx ON artifact_uploads (created_at);
 CREATE INDEX task_results_created_idx ON task_results (created_at) WHERE released_at IS NULL;
 CREATE INDEX usage_log_created_idx ON usage_log (created_at);
+-- Deleting a task sets its usage rows' task_id to NULL: found by this index, not by a
+-- scan of the whole log per task.
+CREATE INDEX usage_log_task_id_idx ON usage_log (task_id);
 
 -- Images that lost a reference (by content hash). Queued in the same transaction as
 -- the delete that dropped the reference, so a crash never leaves an image orphaned.

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::{
     artifacts::{ArtifactError, ArtifactStore},
     settings::RetentionSettings,
-    store::{QueryError, RetentionField, RetentionPolicy, Scope, Store},
+    store::{QueryError, Reference, RetentionField, RetentionPolicy, Scope, Store},
 };
 
 /// The lease's name.
@@ -268,21 +268,29 @@ impl Cleaner {
             };
             after.clone_from(last);
             for id in &queued {
-                if self.store.artifact_referenced(id).await? {
-                    report.artifacts_referenced += 1;
-                    if !lease.dry_run {
-                        // Queued again when that reference goes.
-                        self.store.unqueue_artifact(id).await?;
+                lease.keep().await?;
+                match self.store.artifact_reference(id).await? {
+                    Reference::Kept => {
+                        report.artifacts_referenced += 1;
+                        if !lease.dry_run {
+                            // Queued again when that reference expires.
+                            self.store.unqueue_artifact(id).await?;
+                        }
+                        continue;
                     }
-                    continue;
+                    Reference::Input => {
+                        // Stays queued: nothing queues it again when that task ends.
+                        report.artifacts_referenced += 1;
+                        continue;
+                    }
+                    Reference::None => {}
                 }
                 match self.artifacts.modified(id).await {
                     Ok(Some(written)) if Utc::now() - written < grace => {
                         report.artifacts_recent += 1;
                         continue;
                     }
-                    Ok(_) => {}
-                    Err(ArtifactError::BadId(_)) => {}
+                    Ok(_) | Err(ArtifactError::BadId(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
                 report.artifacts_deleted += 1;

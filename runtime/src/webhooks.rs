@@ -15,6 +15,7 @@ mod tap;
 
 use std::sync::Arc;
 
+use switchyard_core::EventType;
 use tokio::sync::{Notify, watch};
 use url::Url;
 
@@ -29,7 +30,13 @@ pub use registry::Registry;
 
 /// The event types an endpoint may ask for (`chunk`, one per streamed token, is not
 /// among them).
-pub const EVENT_TYPES: [&str; 5] = ["accepted", "started", "progress", "completed", "failed"];
+pub const EVENT_TYPES: [EventType; 5] = [
+    EventType::Accepted,
+    EventType::Started,
+    EventType::Progress,
+    EventType::Completed,
+    EventType::Failed,
+];
 
 /// What an endpoint gets when it names no events: the terminal ones.
 pub const DEFAULT_EVENTS: [&str; 2] = ["completed", "failed"];
@@ -52,7 +59,7 @@ pub enum WebhookError {
 }
 
 /// A registration: `{url, events?, secret?}`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRequest {
     /// Where events are POSTed (http or https; reached through the outbound guard).
@@ -63,6 +70,16 @@ pub struct WebhookRequest {
     /// The signing secret, `whsec_` and base64 (default: one is made).
     #[serde(default)]
     pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for WebhookRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.debug_struct("WebhookRequest")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Webhooks of this process: the API's operations and the background tasks.
@@ -137,10 +154,16 @@ impl Webhooks {
                 "url: must not hold credentials (the signature authenticates)".to_owned(),
             ));
         }
-        self.guard
-            .check_tenant_host(&url)
-            .await
-            .map_err(|e| WebhookError::Invalid(format!("url: {e}")))?;
+        // One answer for every refusal: a tenant learns nothing of the internal
+        // network (which names exist, which are private).
+        self.guard.check_tenant_host(&url).await.map_err(|e| {
+            tracing::info!(tenant, reason = %e, "webhook url refused");
+            WebhookError::Invalid(
+                "url: cannot be reached from here (not http(s), or an internal or \
+                 unresolvable address)"
+                    .to_owned(),
+            )
+        })?;
         let events = match request.events {
             None => DEFAULT_EVENTS.map(str::to_owned).to_vec(),
             Some(events) => checked_events(events)?,
@@ -165,6 +188,18 @@ impl Webhooks {
                 secret: secret.clone(),
             })
             .await?;
+        // Two registrations at once may both pass the count: the later one goes.
+        let ids: Vec<i64> = self
+            .store
+            .webhooks(tenant)
+            .await?
+            .iter()
+            .map(|w| w.id)
+            .collect();
+        if ids.iter().position(|&id| id == webhook.id).unwrap_or(0) >= max as usize {
+            self.store.delete_webhook(tenant, webhook.id).await?;
+            return Err(WebhookError::TooMany(max));
+        }
         self.refresh().await;
         Ok((webhook, secret))
     }
@@ -252,11 +287,12 @@ fn checked_events(events: Vec<String>) -> Result<Vec<String>, WebhookError> {
     }
     let mut checked: Vec<String> = Vec::new();
     for event in events {
-        if !EVENT_TYPES.contains(&event.as_str()) {
+        if !EVENT_TYPES.iter().any(|t| t.as_str() == event) {
+            let known: Vec<&str> = EVENT_TYPES.iter().map(|t| t.as_str()).collect();
             return Err(WebhookError::Invalid(format!(
                 "events: '{}' is not one of {}",
                 event.chars().take(40).collect::<String>(),
-                EVENT_TYPES.join(", ")
+                known.join(", ")
             )));
         }
         if !checked.contains(&event) {

@@ -59,7 +59,7 @@ pub use providers::{
 pub use quota_holds::HoldAsk;
 pub use quotas::{CountedQuota, Left, Quota, QuotaPeriod, StoredQuota};
 pub use refusal::{Refusal, RefusalKind};
-pub use retention::{MAX_DAYS, MIN_USAGE_DAYS, RetentionField, RetentionPolicy, Scope};
+pub use retention::{MAX_DAYS, MIN_USAGE_DAYS, Reference, RetentionField, RetentionPolicy, Scope};
 pub use seed::SeedReport;
 pub use tasks::{
     NewTask, NewTaskResult, StoredJson, Task, TaskInsert, TaskResult, TaskStatus, cache_key,

@@ -8,7 +8,7 @@ use chrono::Utc;
 
 use crate::{QueryError, Store, on_pool};
 
-pub use sweep::{RetentionField, Scope};
+pub use sweep::{Reference, RetentionField, Scope};
 
 /// The longest a policy may keep anything, in days (100 years).
 pub const MAX_DAYS: u32 = 36_500;

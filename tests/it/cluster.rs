@@ -581,3 +581,50 @@ async fn two_serve_processes_share_a_tenants_concurrency_limit() {
     }
     cluster.cleanup().await;
 }
+
+/// The sum of a counter over its label sets in a `/metrics` text.
+fn counter_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Two `serve` processes on one database, each trying every 400 ms to clean: the
+/// lease lets one run at a time and at most one per interval across both, so the two
+/// together run no more often than one would (a cleaner per process would run twice
+/// as often).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_run_one_retention_cleaner_between_them() {
+    let nats = NatsServer::start();
+    let cluster = Cluster::with_providers(
+        &nats.url(),
+        "[[providers]]\nname = \"mock-a\"\nprovider = \"mock\"\n\n[retention]\ninterval_ms = 400\n",
+    );
+    let started = Instant::now();
+    let (mut a, port_a) = cluster.serve_on();
+    let (mut b, port_b) = cluster.serve_on();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let runs: Vec<f64> = [port_a, port_b]
+        .iter()
+        .map(|&port| {
+            let (status, text) = http_get(port, "/metrics");
+            assert_eq!(status, 200);
+            counter_sum(&text, "switchyard_retention_runs_total")
+        })
+        .collect();
+    let most = (started.elapsed().as_millis() / 400 + 1) as f64;
+    let total: f64 = runs.iter().sum();
+    assert!(total >= 1.0, "the cleaner never ran: {runs:?}");
+    assert!(
+        total <= most,
+        "{total} runs in {:?} with a 400 ms interval (at most {most}): {runs:?}",
+        started.elapsed()
+    );
+    for child in [&mut a, &mut b] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    cluster.cleanup().await;
+}

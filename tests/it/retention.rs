@@ -112,11 +112,11 @@ async fn policies_apply_and_nothing_referenced_is_deleted(db: TestDb) {
     task(&db, "keeper", "t3", "completed", 20, &[b]).await; // kept, holds B
     task(&db, "acme", "t4", "completed", 7, &[c]).await; // kept; its image C goes
     task(&db, "acme", "t6", "completed", 1, &[e]).await; // kept with E
-    // An unfinished task names D as its input; acme's upload of D expires.
+    // An unfinished edit names D as its mask; acme's upload of D expires.
     db.raw_execute(&format!(
-        "INSERT INTO tasks (request_id, tenant, kind, command, status, input_images, created_at) \
-         VALUES ('t5', 'acme', 'image.edit', '{{}}', 'pending', \
-         '[{{\"artifact_id\": \"{d}\"}}]', '{}')",
+        "INSERT INTO tasks (request_id, tenant, kind, command, status, created_at) \
+         VALUES ('t5', 'acme', 'image.edit', \
+         '{{\"input\": {{\"mask\": {{\"artifact_id\": \"{d}\"}}}}}}', 'pending', '{}')",
         ago(20)
     ))
     .await;
@@ -195,7 +195,11 @@ async fn policies_apply_and_nothing_referenced_is_deleted(db: TestDb) {
     assert!(db.store.artifact_owners(c).await.unwrap().is_empty());
     assert_eq!(db.store.artifact_owners(b).await.unwrap(), ["keeper"]);
     assert_eq!(count(&db, "SELECT tenant FROM usage_log").await, 2);
-    assert_eq!(count(&db, "SELECT artifact_id FROM artifact_gc").await, 0);
+    // D stays queued: nothing queues it again when t5 ends.
+    assert_eq!(
+        db.raw_strings("SELECT artifact_id FROM artifact_gc").await,
+        [d.as_str()]
+    );
     assert_eq!(
         db.raw_strings("SELECT event_id FROM webhook_deliveries")
             .await,
@@ -206,6 +210,18 @@ async fn policies_apply_and_nothing_referenced_is_deleted(db: TestDb) {
     let again = cleaner.run(false).await.unwrap();
     assert_eq!(again.tasks + again.results_released + again.usage, 0);
     assert_eq!(again.artifacts_deleted, 0);
+    // t5 ends: nothing holds D any more, and the next run deletes it.
+    db.raw_execute(&format!(
+        "UPDATE tasks SET status = 'failed', completed_at = '{}' WHERE request_id = 't5'",
+        ago(0)
+    ))
+    .await;
+    let after = cleaner.run(false).await.unwrap();
+    assert_eq!(after.artifacts_deleted, 1, "{after:?}");
+    assert!(
+        !exists(&artifacts, d).await,
+        "D outlived the task that used it"
+    );
     db.cleanup().await;
 }
 

@@ -63,6 +63,11 @@ impl Subjects {
         format!("{}.evt.>", self.prefix)
     }
 
+    /// `<prefix>.evt.*.*.<type>`: every event of one type.
+    pub fn events_of_type(&self, event_type: EventType) -> String {
+        format!("{}.evt.*.*.{}", self.prefix, event_type.as_str())
+    }
+
     /// `<prefix>.evt.<tenant>.>`: one tenant's events.
     pub fn tenant_events(&self, tenant: &Tenant) -> String {
         format!("{}.evt.{}.>", self.prefix, tenant)

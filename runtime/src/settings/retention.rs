@@ -61,6 +61,16 @@ impl RetentionSettings {
         if let Err(e) = self.defaults().check() {
             errors.push(FieldError::new("retention", e));
         }
+        let least = crate::artifacts::REFRESH_AFTER.num_milliseconds() + 60_000;
+        if i64::try_from(self.grace_ms).unwrap_or(i64::MAX) < least {
+            errors.push(FieldError::new(
+                "retention.grace_ms",
+                format!(
+                    "must be at least {least} (an hour and a minute: an image stored again \
+                     is rewritten only once an hour old)"
+                ),
+            ));
+        }
         if self.interval_ms < 100 {
             errors.push(FieldError::new("retention.interval_ms", "must be >= 100"));
         }

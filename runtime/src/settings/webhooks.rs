@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use switchyard_core::FieldError;
 
+const DAY_MS: u64 = 86_400_000;
+
 /// `[webhooks]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -54,6 +56,22 @@ impl WebhookSettings {
             if value == 0 {
                 errors.push(FieldError::new(key, "must be > 0"));
             }
+        }
+        for (key, value, most) in [
+            ("webhooks.retry_for_ms", self.retry_for_ms, 30 * DAY_MS),
+            ("webhooks.max_retry_ms", self.max_retry_ms, DAY_MS),
+            ("webhooks.timeout_ms", self.timeout_ms, 300_000),
+            ("webhooks.poll_ms", self.poll_ms, 3_600_000),
+        ] {
+            if value > most {
+                errors.push(FieldError::new(key, format!("at most {most}")));
+            }
+        }
+        if self.first_retry_ms > self.max_retry_ms {
+            errors.push(FieldError::new(
+                "webhooks.first_retry_ms",
+                "must not exceed max_retry_ms",
+            ));
         }
         if self.concurrency == 0 || self.concurrency > 1_000 {
             errors.push(FieldError::new("webhooks.concurrency", "must be 1..=1000"));

@@ -15,7 +15,7 @@ use crate::store::{QueryError, Store};
 pub const REFRESH: Duration = Duration::from_secs(2);
 
 /// One enabled endpoint.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct Hook {
     /// Its id.
     pub id: i64,
@@ -27,6 +27,20 @@ pub struct Hook {
     pub events: Vec<String>,
     /// The signing key (the secret's bytes).
     pub key: Vec<u8>,
+    /// When it was registered (earlier events are not sent to it).
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Hook")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("url", &self.url.as_str())
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Every enabled endpoint, by tenant and by id.
@@ -55,11 +69,9 @@ impl Snapshot {
         self.by_id.get(&id)
     }
 
-    /// The tenants with an enabled endpoint, sorted.
-    pub fn tenants(&self) -> Vec<String> {
-        let mut tenants: Vec<String> = self.by_tenant.keys().cloned().collect();
-        tenants.sort();
-        tenants
+    /// Whether no tenant has an enabled endpoint.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
     }
 }
 
@@ -110,6 +122,7 @@ impl Registry {
                 url,
                 events: webhook.events,
                 key,
+                created_at: webhook.created_at,
             });
             next.by_id.insert(hook.id, hook.clone());
             next.by_tenant.entry(webhook.tenant).or_default().push(hook);

@@ -40,35 +40,41 @@ impl Sender {
         }
     }
 
-    /// Sends what is due now, a batch of `concurrency` at a time.
+    /// Sends what is due now, `concurrency` attempts at a time: a slot that frees is
+    /// filled at once, so one slow endpoint holds up only its own attempts.
     async fn send_due(&self) {
-        let batch = self.settings.concurrency;
+        let slots = self.settings.concurrency as usize;
+        let mut running = futures_util::stream::FuturesUnordered::new();
         loop {
-            let now = Utc::now().timestamp_millis();
-            // Held long enough for one attempt; a process that dies frees it then.
-            let hold = 2 * self.settings.timeout_ms + 5_000;
-            let until = now + i64::try_from(hold).unwrap_or(i64::MAX / 2);
-            let due = match self.store.claim_deliveries(now, until, batch).await {
-                Ok(due) => due,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot claim webhook deliveries; trying again");
-                    return;
+            let free = slots - running.len();
+            if free > 0 {
+                let now = Utc::now().timestamp_millis();
+                // Held long enough for one attempt; a process that dies frees it then.
+                let hold = 2 * self.settings.timeout_ms + 5_000;
+                let until = now + i64::try_from(hold).unwrap_or(i64::MAX / 4);
+                let free = u32::try_from(free).unwrap_or(u32::MAX);
+                match self.store.claim_deliveries(now, until, free).await {
+                    Ok(due) => running.extend(due.into_iter().map(|d| self.attempt(d, until))),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot claim webhook deliveries; trying again");
+                    }
                 }
-            };
-            let claimed = due.len();
-            futures_util::future::join_all(due.into_iter().map(|d| self.attempt(d))).await;
-            if claimed < batch as usize {
+            }
+            if futures_util::StreamExt::next(&mut running).await.is_none() {
                 return;
             }
         }
     }
 
-    /// One attempt of `delivery`, recorded.
-    async fn attempt(&self, delivery: DueDelivery) {
+    /// One attempt of `delivery` (claimed until `claimed_until`), recorded.
+    async fn attempt(&self, delivery: DueDelivery, claimed_until: i64) {
         let mut hook = self.registry.snapshot().hook(delivery.webhook_id).cloned();
         if hook.is_none() {
-            // Perhaps registered through another replica a moment ago.
-            let _ = self.registry.refresh().await;
+            // Perhaps registered through another replica a moment ago. If the
+            // endpoints cannot be read now, the claim runs out and it is tried later.
+            if self.registry.refresh().await.is_err() {
+                return;
+            }
             hook = self.registry.snapshot().hook(delivery.webhook_id).cloned();
         }
         let outcome = match hook {
@@ -91,10 +97,21 @@ impl Sender {
             AttemptOutcome::GaveUp { .. } => "failed",
         };
         metrics::counter!("switchyard_webhook_attempts_total", "outcome" => what).increment(1);
-        if let Err(error) = self.store.record_attempt(delivery.id, &outcome).await {
+        match self
+            .store
+            .record_attempt(delivery.id, claimed_until, &outcome)
+            .await
+        {
+            Ok(true) => {}
+            // Its claim ran out and another process took it: that one records it.
+            Ok(false) => {
+                tracing::warn!(delivery = delivery.id, "webhook attempt outlived its claim")
+            }
             // Its claim runs out and it is sent again (the receiver drops the
             // duplicate by its webhook-id).
-            tracing::warn!(%error, delivery = delivery.id, "cannot record a webhook attempt");
+            Err(error) => {
+                tracing::warn!(%error, delivery = delivery.id, "cannot record a webhook attempt");
+            }
         }
     }
 

@@ -1,14 +1,15 @@
-//! The tap: takes the events of tenants with webhooks off the bus and queues one
-//! delivery per endpoint that asked for the event's type, then acknowledges the
-//! event. On NATS it pulls from one durable consumer of the event stream, shared by
-//! every process and filtered to those tenants' subjects, so each event is queued by
-//! one process, and an event whose deliveries were not yet written (a crash, a
-//! database outage) is delivered to the tap again. Queueing twice is a no-op.
+//! The tap: takes events off the bus while any tenant has a webhook, and queues one
+//! delivery per endpoint of the event's tenant that asked for its type, then
+//! acknowledges the event. On NATS it pulls from one durable consumer of the event
+//! stream, shared by every process and filtered to the event types an endpoint may
+//! ask for (the same filter everywhere), so each event is queued by one process, and
+//! an event whose deliveries were not yet written (a crash, a database outage) is
+//! delivered to the tap again. Queueing twice is a no-op.
 
 use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
-use switchyard_core::{Event, Tenant};
+use switchyard_core::Event;
 use tokio::sync::{Notify, watch};
 
 use super::registry::Registry;
@@ -29,27 +30,28 @@ pub(super) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut changes = registry.subscribe();
+    // On NATS, the event types an endpoint may ask for (never the streamed chunks),
+    // the same filter in every process, so no process narrows another's; in process,
+    // every event (looked at here).
+    let filters: Vec<String> = if bus.is_shared() {
+        super::EVENT_TYPES
+            .iter()
+            .map(|&t| bus.subjects().events_of_type(t))
+            .collect()
+    } else {
+        vec![bus.subjects().all_events()]
+    };
     loop {
-        let tenants = registry.snapshot().tenants();
-        // On NATS only those tenants' events are pulled (none: nothing is); in process
-        // every event is looked at, so no subscription gap follows a change.
-        let filters: Vec<String> = if !bus.is_shared() {
-            vec![bus.subjects().all_events()]
-        } else {
-            tenants
-                .iter()
-                .filter_map(|t| Tenant::new(t.as_str()).ok())
-                .map(|t| bus.subjects().tenant_events(&t))
-                .collect()
-        };
-        if filters.is_empty() {
+        // Nothing is pulled while no tenant has an endpoint (a registration later
+        // skips what came before it).
+        if registry.snapshot().is_empty() {
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 () = stopped(&mut shutdown) => return,
             }
             continue;
         }
-        let mut queue = match bus.event_queue(CONSUMER, filters).await {
+        let mut queue = match bus.event_queue(CONSUMER, filters.clone()).await {
             Ok(queue) => queue,
             Err(error) => {
                 tracing::warn!(%error, "cannot take events for webhooks; trying again in 1 s");
@@ -66,7 +68,7 @@ pub(super) async fn run(
                     if changed.is_err() {
                         return;
                     }
-                    if bus.is_shared() && registry.snapshot().tenants() != tenants {
+                    if registry.snapshot().is_empty() {
                         break;
                     }
                 }
@@ -103,9 +105,11 @@ async fn take(bus: &Bus, store: &Store, registry: &Registry, wake: &Notify, deli
         delivery.ack().await;
         return;
     };
-    let event_id = event_msg_id(&event);
+    let event_id = webhook_id(&event);
     let deliveries: Vec<NewDelivery> = snapshot
         .hooks_for(event.tenant.as_str(), event_type)
+        // An endpoint hears of what happened after it was registered.
+        .filter(|hook| event.time >= hook.created_at)
         .map(|hook| NewDelivery {
             webhook_id: hook.id,
             tenant: hook.tenant.clone(),
@@ -134,6 +138,13 @@ async fn take(bus: &Bus, store: &Store, registry: &Registry, wake: &Notify, deli
             delivery.nak(Some(Duration::from_secs(1))).await;
         }
     }
+}
+
+/// An event's `webhook-id`: its message id and its time in Unix ms, the same for
+/// every delivery of that event, and new for a request id used again after its task
+/// was deleted by retention.
+fn webhook_id(event: &Event) -> String {
+    format!("{}:{}", event_msg_id(event), event.time.timestamp_millis())
 }
 
 /// Resolves once `shutdown` says stop (holding no borrow of it across awaits).

@@ -33,6 +33,19 @@ impl RetentionField {
     }
 }
 
+/// What references an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    /// Nothing kept: it may go.
+    None,
+    /// A result not released, or an upload record: when that expires, the image is
+    /// queued again.
+    Kept,
+    /// Only an unfinished task's input (an image or a mask of its command): nothing
+    /// queues it again when that task ends, so it stays queued.
+    Input,
+}
+
 /// Whose rows a delete touches.
 #[derive(Debug, Clone, Copy)]
 pub enum Scope<'a> {
@@ -262,8 +275,9 @@ impl Store {
             return Ok(0);
         }
         let now = Utc::now();
-        on_pool!(self, |pool| {
+        let deleted = on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            let mut deleted = 0;
             for (artifact, tenant) in &rows {
                 sqlx::query(
                     "INSERT INTO artifact_gc (artifact_id, queued_at) VALUES ($1, $2) \
@@ -273,15 +287,22 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("DELETE FROM artifact_uploads WHERE artifact_id = $1 AND tenant = $2")
-                    .bind(artifact)
-                    .bind(tenant)
-                    .execute(&mut *tx)
-                    .await?;
+                // Not if it was uploaded again meanwhile (its record renewed).
+                deleted += sqlx::query(
+                    "DELETE FROM artifact_uploads WHERE artifact_id = $1 AND tenant = $2 \
+                     AND created_at < $3",
+                )
+                .bind(artifact)
+                .bind(tenant)
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             }
-            tx.commit().await
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(deleted)
         })?;
-        Ok(rows.len() as u64)
+        Ok(deleted)
     }
 
     /// Deletes (at most `limit`; with `limit` 0 only counts) the usage rows in `scope`
@@ -391,25 +412,29 @@ impl Store {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    /// Whether anything kept references image `id` (by content hash): a result not
-    /// released, an upload record, or an unfinished task naming it as an input.
+    /// What still references image `id` (by content hash), if anything.
     ///
     /// # Errors
     /// [`QueryError::Database`].
-    pub async fn artifact_referenced(&self, id: &str) -> Result<bool, QueryError> {
-        let pattern = format!("%{id}%");
-        let referenced: bool = on_pool!(self, |pool| sqlx::query_scalar(
+    pub async fn artifact_reference(&self, id: &str) -> Result<Reference, QueryError> {
+        let (kept, input): (bool, bool) = on_pool!(self, |pool| sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM task_results WHERE artifact_id = $1 \
              AND released_at IS NULL) \
-             OR EXISTS (SELECT 1 FROM artifact_uploads WHERE artifact_id = $1) \
-             OR EXISTS (SELECT 1 FROM tasks WHERE status IN ('pending', 'processing') \
-             AND CAST(input_images AS TEXT) LIKE $2)"
+             OR EXISTS (SELECT 1 FROM artifact_uploads WHERE artifact_id = $1), \
+             EXISTS (SELECT 1 FROM tasks WHERE status IN ('pending', 'processing') \
+             AND CAST(command AS TEXT) LIKE $2)"
         )
         .bind(id)
-        .bind(&pattern)
+        .bind(format!("%{id}%"))
         .fetch_one(pool)
         .await)?;
-        Ok(referenced)
+        Ok(if kept {
+            Reference::Kept
+        } else if input {
+            Reference::Input
+        } else {
+            Reference::None
+        })
     }
 
     /// Takes image `id` off the collector's queue.

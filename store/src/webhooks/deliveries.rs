@@ -178,15 +178,18 @@ impl Store {
             .collect())
     }
 
-    /// Records how an attempt of delivery `id` ended, and frees its claim.
+    /// Records how an attempt of delivery `id` ended, and frees its claim, if the
+    /// claim is still the caller's (`claimed_until`); false if it ran out and another
+    /// process claimed it since.
     ///
     /// # Errors
     /// [`QueryError::Database`].
     pub async fn record_attempt(
         &self,
         id: i64,
+        claimed_until: i64,
         outcome: &AttemptOutcome,
-    ) -> Result<(), QueryError> {
+    ) -> Result<bool, QueryError> {
         let now = Utc::now();
         let (status, last_status, error, next_ms, finished) = match outcome {
             AttemptOutcome::Delivered { status } => {
@@ -201,10 +204,10 @@ impl Store {
                 ("failed", *status, Some(error.as_str()), 0, Some(now))
             }
         };
-        on_pool!(self, |pool| sqlx::query(
+        let affected = on_pool!(self, |pool| sqlx::query(
             "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, \
              last_status = $2, last_error = $3, next_attempt_ms = $4, finished_at = $5, \
-             claimed_until_ms = 0 WHERE id = $6"
+             claimed_until_ms = 0 WHERE id = $6 AND claimed_until_ms = $7"
         )
         .bind(status)
         .bind(last_status.map(i64::from))
@@ -212,10 +215,11 @@ impl Store {
         .bind(next_ms)
         .bind(finished)
         .bind(id)
+        .bind(claimed_until)
         .execute(pool)
         .await
-        .map(|_| ()))?;
-        Ok(())
+        .map(|r| r.rows_affected()))?;
+        Ok(affected > 0)
     }
 
     /// The newest deliveries of `tenant`'s endpoint `webhook_id` (with ids below
