@@ -8,6 +8,7 @@ mod plugins;
 mod providers;
 mod remote;
 mod retention;
+mod stats;
 mod tenants;
 mod usage;
 

@@ -263,7 +263,11 @@ pub(super) async fn submit_job(
 
 /// The job `id`, if this caller may see it: another tenant's job is no job of
 /// this caller's.
-async fn visible_job(gateway: &Gateway, caller: &Caller, id: i64) -> Result<Task, ApiError> {
+pub(crate) async fn visible_job(
+    gateway: &Gateway,
+    caller: &Caller,
+    id: i64,
+) -> Result<Task, ApiError> {
     match gateway.job(id).await? {
         Some(task) if caller.sees(task.tenant.as_str()) => Ok(task),
         _ => Err(ApiError::not_found(format!("no job {id}"))),

@@ -23,6 +23,7 @@
 mod artifacts;
 mod caller;
 mod error;
+mod feedback;
 #[doc(hidden)]
 pub mod fuzzing;
 mod headers;
@@ -40,6 +41,7 @@ mod quotas;
 mod retention;
 mod serve;
 mod state;
+mod stats;
 mod tenant_providers;
 mod usage;
 mod usage_report;
@@ -115,6 +117,7 @@ fn routes(state: HttpState) -> Router {
         .route("/v1/jobs", post(jobs::submit_job))
         .route("/v1/jobs/{id}", get(jobs::get_job))
         .route("/v1/jobs/{id}/events", get(jobs::job_events))
+        .route("/v1/jobs/{id}/feedback", post(feedback::post_feedback))
         // A tenant's own provider accounts: the admin token or that tenant's key.
         .route(
             "/v1/tenants/{tenant}/providers",
@@ -152,6 +155,8 @@ fn routes(state: HttpState) -> Router {
         )
         .route("/v1/providers/reload", post(providers::reload))
         .route("/v1/providers/status", get(providers::status))
+        .route("/v1/providers/stats", get(stats::all_stats))
+        .route("/v1/providers/{id}/stats", get(stats::one_stats))
         .route(
             "/v1/providers/{id}",
             get(providers::get_provider)

@@ -20,6 +20,7 @@ mod plans;
 mod plugins;
 mod providers;
 mod retention;
+mod stats;
 mod tenants;
 mod webhooks;
 
@@ -40,10 +41,10 @@ pub use crate::{
     secrets::random_alphanumeric,
     settings::Secret,
     store::{
-        ConfigReadError, ConfigWriteError, CountedQuota, DeliveryRecord, GroupCommitError, Plan,
-        PlanError, PluginInfo, PluginWriteError, ProviderFilter, ProviderRecord, QueryError, Quota,
-        QuotaPeriod, ReportScope, RetentionPolicy, Task, TaskStatus, TenantKey, TenantLimits,
-        UsageSummaryRow, Webhook,
+        ConfigReadError, ConfigStats, ConfigWriteError, CountedQuota, DeliveryRecord, Feedback,
+        GroupCommitError, Plan, PlanError, PluginInfo, PluginWriteError, ProviderFilter,
+        ProviderRecord, QueryError, Quota, QuotaPeriod, ReportScope, RetentionPolicy, StatsBucket,
+        StatsBucketSize, Task, TaskStatus, TenantKey, TenantLimits, UsageSummaryRow, Webhook,
     },
     usage_report::{Bucket, UsageReport as UsageBuckets},
     webhooks::{WebhookError, WebhookRequest},

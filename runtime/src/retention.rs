@@ -64,6 +64,8 @@ pub struct RetentionReport {
     pub deliveries: u64,
     /// Usage rows deleted.
     pub usage: u64,
+    /// Attempt rows (the statistics) deleted, with the usage rows.
+    pub attempts: u64,
     /// Images deleted from the store (dry: queued images that would be).
     pub artifacts_deleted: u64,
     /// Queued images kept because something kept still references them.
@@ -219,6 +221,11 @@ impl Cleaner {
                                 self.store.expire_usage(scope, cutoff, limit)
                             })
                             .await?;
+                        report.attempts += self
+                            .batches(&mut lease, |limit| {
+                                self.store.expire_attempts(scope, cutoff, limit)
+                            })
+                            .await?;
                     }
                 }
             }
@@ -332,6 +339,7 @@ fn log(report: &RetentionReport) {
             ("uploads", report.uploads),
             ("deliveries", report.deliveries),
             ("usage", report.usage),
+            ("attempts", report.attempts),
             ("artifacts", report.artifacts_deleted),
         ] {
             metrics::counter!("switchyard_retention_deleted_total", "what" => what)
@@ -345,6 +353,7 @@ fn log(report: &RetentionReport) {
         uploads = report.uploads,
         deliveries = report.deliveries,
         usage = report.usage,
+        attempts = report.attempts,
         artifacts_deleted = report.artifacts_deleted,
         artifacts_referenced = report.artifacts_referenced,
         artifacts_recent = report.artifacts_recent,

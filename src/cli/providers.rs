@@ -71,6 +71,9 @@ pub enum ProvidersCommand {
         /// Config id or name.
         target: String,
     },
+    /// Statistics per config over a time range: attempts, success rate, error codes,
+    /// latency percentiles, images, cost and feedback (they survive edits).
+    Stats(super::stats::StatsArgs),
     /// Set a config's priority (higher is tried first).
     SetPriority {
         /// Config id or name.
@@ -353,6 +356,17 @@ async fn run_inner(
         }
         ProvidersCommand::Enable { target } => Some(set_enabled(store, &target, true).await?),
         ProvidersCommand::Disable { target } => Some(set_enabled(store, &target, false).await?),
+        ProvidersCommand::Stats(args) => {
+            let config = match args.target() {
+                Some(target) => {
+                    let record = resolve(store, target).await?;
+                    Some((record.id.0, record.name().to_owned()))
+                }
+                None => None,
+            };
+            super::stats::local(store, args, config).await?;
+            None
+        }
         ProvidersCommand::Remove { target } => {
             let record = resolve(store, &target).await?;
             store.delete_provider(record.id).await?;

@@ -79,7 +79,7 @@ impl Remote {
     }
 
     /// The id of a config given by id or name.
-    async fn resolve(&self, target: &str) -> anyhow::Result<i64> {
+    pub(super) async fn resolve(&self, target: &str) -> anyhow::Result<i64> {
         if let Ok(id) = target.parse::<i64>() {
             return Ok(id);
         }
@@ -264,6 +264,7 @@ pub async fn run(remote: &Remote, command: ProvidersCommand) -> anyhow::Result<E
             )
             .await
         }
+        ProvidersCommand::Stats(args) => super::stats::remote(remote, args).await,
         ProvidersCommand::Remove { target } => {
             let id = remote.resolve(&target).await?;
             let (status, value) = remote

@@ -76,6 +76,8 @@ pub struct Completion {
     /// Whether the request may hold quota reservations (its tenant has quotas): the
     /// write settles them.
     pub held: bool,
+    /// Its attempts, for the statistics (written if this transition wins).
+    pub attempt_log: Vec<crate::AttemptRow>,
 }
 
 /// A terminal failure to write.
@@ -99,6 +101,8 @@ pub struct Failure {
     /// Whether the request may hold quota reservations (its tenant has quotas): the
     /// write releases them (settles them with `usage`, if any).
     pub held: bool,
+    /// Its attempts, for the statistics (written if this transition wins).
+    pub attempt_log: Vec<crate::AttemptRow>,
 }
 
 /// A claim on a task: `owner` runs it until `until_ms` (Unix ms), unless another

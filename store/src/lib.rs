@@ -20,6 +20,7 @@
 mod artifacts;
 mod batch;
 mod errors;
+mod feedback;
 mod keys;
 mod leases;
 mod limits;
@@ -33,6 +34,7 @@ mod refusal;
 mod retention;
 pub mod secrets;
 mod seed;
+mod stats;
 mod tasks;
 mod usage;
 mod usage_report;
@@ -49,6 +51,7 @@ use sqlx::{
 
 pub use batch::{Claim, Completion, Failure, GroupCommit, GroupCommitError, MAX_BATCH, Start};
 pub use errors::QueryError;
+pub use feedback::{Feedback, MAX_COMMENT};
 pub use keys::TenantKey;
 pub use limits::TenantLimits;
 pub use plans::{Plan, PlanError};
@@ -61,6 +64,7 @@ pub use quotas::{CountedQuota, Left, Quota, QuotaPeriod, StoredQuota};
 pub use refusal::{Refusal, RefusalKind};
 pub use retention::{MAX_DAYS, MIN_USAGE_DAYS, Reference, RetentionField, RetentionPolicy, Scope};
 pub use seed::SeedReport;
+pub use stats::{AttemptRow, ConfigStats, StatsBucket, StatsBucketSize};
 pub use tasks::{
     NewTask, NewTaskResult, StoredJson, Task, TaskInsert, TaskResult, TaskStatus, cache_key,
 };

@@ -254,3 +254,41 @@ fn retention_commands_set_a_policy_and_run_the_cleaner() {
     let shown = env.ok(&["retention", "show", "--tenant", "acme"]);
     assert!(shown.contains("tasks 10 days (default)"), "{shown}");
 }
+
+/// `providers stats` reads each config's attempts from the database.
+#[test]
+fn providers_stats_reports_attempts_per_config() {
+    let env = Env::new("[[providers]]\nname = \"mock-a\"\nprovider = \"mock\"\n");
+    env.ok(&["migrate"]);
+    let db = env.path().join("data/switchyard.db");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let now = chrono::Utc::now().to_rfc3339();
+    runtime.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        for (ok, code, ms) in [(1, "NULL", 10), (1, "NULL", 30), (0, "'timeout'", 50)] {
+            let sql = format!(
+                "INSERT INTO attempt_log (tenant, kind, provider_config_id, succeeded, \
+                 error_code, latency_ms, created_at) SELECT 'acme', 'image.generate', id, \
+                 {ok}, {code}, {ms}, '{now}' FROM provider_configs WHERE name = 'mock-a'"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    });
+    let stats: Value = serde_json::from_str(&env.ok(&["providers", "stats", "--json"])).unwrap();
+    assert_eq!(stats[0]["name"], "mock-a", "{stats}");
+    assert_eq!(stats[0]["requests"], 3, "{stats}");
+    assert_eq!(stats[0]["error_codes"], json!({"timeout": 1}), "{stats}");
+    assert_eq!(stats[0]["p50_ms"], 30, "{stats}");
+    assert_eq!(stats[0]["p99_ms"], 50, "{stats}");
+    let table = env.ok(&["providers", "stats", "mock-a"]);
+    assert!(
+        table.contains("mock-a") && table.contains("timeout:1"),
+        "{table}"
+    );
+}

@@ -40,6 +40,7 @@ mod reload;
 mod retention;
 mod schema;
 mod secrets;
+mod stats;
 mod storage;
 mod support;
 mod usage_report;

@@ -286,6 +286,7 @@ async fn a_completion_settles_its_hold_with_what_it_used_and_a_failure_releases_
         terminal_event: StoredJson::of(&json!({"type": "completed"})),
         usage: Some(usage(one, 1, 0.01)),
         held: true,
+        attempt_log: Vec::new(),
     };
     assert!(store.complete_task(&done).await.unwrap());
     let quota = counted(store).await;
@@ -303,6 +304,7 @@ async fn a_completion_settles_its_hold_with_what_it_used_and_a_failure_releases_
         terminal_event: StoredJson::of(&json!({"type": "failed"})),
         usage: None,
         held: true,
+        attempt_log: Vec::new(),
     };
     assert!(store.fail_task(&failed).await.unwrap());
     let quota = counted(store).await;

@@ -175,6 +175,7 @@ async fn policies_apply_and_nothing_referenced_is_deleted(db: TestDb) {
             uploads: 1,
             deliveries: 2,
             usage: 3,
+            attempts: 0,
             artifacts_deleted: 2,
             artifacts_referenced: 2,
             artifacts_recent: 0,

@@ -32,6 +32,7 @@ fn completion(
         terminal_event: StoredJson::of(event),
         usage: None,
         held: false,
+        attempt_log: Vec::new(),
     }
 }
 
@@ -52,6 +53,7 @@ fn failure(
         terminal_event: StoredJson::of(event),
         usage: None,
         held: false,
+        attempt_log: Vec::new(),
     }
 }
 
@@ -1040,6 +1042,7 @@ async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
                             ),
                             usage: Some(usage(id)),
                             held: false,
+                            attempt_log: Vec::new(),
                         })
                         .await
                         .unwrap()
@@ -1056,6 +1059,7 @@ async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
                             ),
                             usage: None,
                             held: false,
+                            attempt_log: Vec::new(),
                         })
                         .await
                         .unwrap()

@@ -320,6 +320,7 @@ impl Pipeline {
                 usage: None,
                 // An earlier delivery may have been admitted: release what it holds.
                 held: true,
+                attempt_log: Vec::new(),
             })
             .await?;
         Ok(())

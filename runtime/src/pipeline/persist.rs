@@ -61,6 +61,7 @@ impl Pipeline {
                 usage: None,
                 // Refused before admission: it holds nothing.
                 held: false,
+                attempt_log: Vec::new(),
             })
             .await?;
         if won {

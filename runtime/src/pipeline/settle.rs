@@ -181,6 +181,7 @@ impl Pipeline {
                             )
                         }),
                         held: self.quotas.may_hold(command.tenant.as_str()),
+                        attempt_log: attempt_log(command, attempts),
                     })
                     .await?
             }
@@ -197,6 +198,7 @@ impl Pipeline {
                         terminal_event: encoded.clone(),
                         usage: paid,
                         held: self.quotas.may_hold(command.tenant.as_str()),
+                        attempt_log: attempt_log(command, attempts),
                     })
                     .await?
             }
@@ -323,4 +325,22 @@ pub(super) fn error_message(event: &Event) -> &str {
         EventBody::Failed { error, .. } => &error.message,
         _ => "",
     }
+}
+
+/// The attempts of a request, as `attempt_log` rows for the statistics.
+fn attempt_log(
+    command: &Command,
+    attempts: &[switchyard_core::protocol::Attempt],
+) -> Vec<crate::store::AttemptRow> {
+    attempts
+        .iter()
+        .map(|a| crate::store::AttemptRow {
+            tenant: command.tenant.to_string(),
+            kind: command.kind.as_str().to_owned(),
+            config_id: a.config_id.0,
+            succeeded: a.outcome == switchyard_core::protocol::AttemptResult::Succeeded,
+            error_code: a.error_code.map(|c| c.as_str().to_owned()),
+            latency_ms: i64::try_from(a.latency_ms).unwrap_or(i64::MAX),
+        })
+        .collect()
 }

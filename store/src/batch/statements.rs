@@ -356,6 +356,38 @@ impl Store {
                 query.execute(&mut *tx).await?;
             }
 
+            // The attempts of the requests that ended, for the statistics.
+            let attempts: Vec<(i64, &crate::AttemptRow)> = won
+                .iter()
+                .flat_map(|c| c.attempt_log.iter().map(move |a| (c.id, a)))
+                .chain(
+                    fails_in
+                        .iter()
+                        .filter(|f| failed_ids.contains(&f.id))
+                        .flat_map(|f| f.attempt_log.iter().map(move |a| (f.id, a))),
+                )
+                .collect();
+            for chunk in statement_chunks(&attempts, postgres) {
+                let sql = format!(
+                    "INSERT INTO attempt_log (task_id, tenant, kind, provider_config_id, \
+                     succeeded, error_code, latency_ms, created_at) VALUES {}",
+                    values(chunk.len(), 8, "", postgres)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (id, a) in chunk {
+                    query = query
+                        .bind(*id)
+                        .bind(&a.tenant)
+                        .bind(&a.kind)
+                        .bind(a.config_id)
+                        .bind(a.succeeded)
+                        .bind(&a.error_code)
+                        .bind(a.latency_ms)
+                        .bind(now);
+                }
+                query.execute(&mut *tx).await?;
+            }
+
             // The quota holds of the requests that ended: settled with what they used.
             let settled: Vec<(i64, Option<&UsageRecord>)> = won
                 .iter()

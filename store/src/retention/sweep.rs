@@ -316,8 +316,33 @@ impl Store {
         cutoff: DateTime<Utc>,
         limit: u32,
     ) -> Result<u64, QueryError> {
+        self.expire_log("usage_log", scope, cutoff, limit).await
+    }
+
+    /// Deletes (at most `limit`; with `limit` 0 only counts) the attempt rows (the
+    /// statistics) in `scope` older than `cutoff`: they last as long as usage rows.
+    ///
+    /// # Errors
+    /// [`QueryError::Database`].
+    pub async fn expire_attempts(
+        &self,
+        scope: Scope<'_>,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, QueryError> {
+        self.expire_log("attempt_log", scope, cutoff, limit).await
+    }
+
+    /// The rows of `table` (a log with `tenant` and `created_at`) under `usage_days`.
+    async fn expire_log(
+        &self,
+        table: &str,
+        scope: Scope<'_>,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, QueryError> {
         let from_where = format!(
-            "usage_log WHERE created_at < $1 AND {}",
+            "{table} WHERE created_at < $1 AND {}",
             scope.condition("tenant", RetentionField::Usage)
         );
         if limit == 0 {
@@ -331,7 +356,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        let sql = format!("DELETE FROM usage_log WHERE id IN ({})", id_list(&ids));
+        let sql = format!("DELETE FROM {table} WHERE id IN ({})", id_list(&ids));
         let affected = on_pool!(self, |pool| sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
             .persistent(false)
             .execute(pool)
