@@ -358,10 +358,14 @@ async fn run_inner(
         ProvidersCommand::Disable { target } => Some(set_enabled(store, &target, false).await?),
         ProvidersCommand::Stats(args) => {
             let config = match args.target() {
-                Some(target) => {
-                    let record = resolve(store, target).await?;
-                    Some((record.id.0, record.name().to_owned()))
-                }
+                // A bare id also names a deleted config (its statistics stay).
+                Some(target) => match target.parse::<i64>() {
+                    Ok(id) => Some((id, String::new())),
+                    Err(_) => {
+                        let record = resolve(store, target).await?;
+                        Some((record.id.0, record.name().to_owned()))
+                    }
+                },
                 None => None,
             };
             super::stats::local(store, args, config).await?;

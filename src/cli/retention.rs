@@ -97,10 +97,11 @@ pub async fn run(
             } else {
                 let verb = if dry_run { "would delete" } else { "deleted" };
                 println!(
-                    "{verb}: {} tasks, {} usage rows, {} upload records, {} webhook \
-                     deliveries, {} images; {} results' images released",
+                    "{verb}: {} tasks, {} usage rows, {} attempt rows, {} upload records, \
+                     {} webhook deliveries, {} images; {} results' images released",
                     report.tasks,
                     report.usage,
+                    report.attempts,
                     report.uploads,
                     report.deliveries,
                     report.artifacts_deleted,

@@ -47,6 +47,10 @@ impl StatsArgs {
         let to = parse("to", &self.to)?.unwrap_or_else(Utc::now);
         let from = parse("from", &self.from)?.unwrap_or(to - chrono::Duration::hours(24));
         anyhow::ensure!(from < to, "--from must be before --to");
+        anyhow::ensure!(
+            to - from <= chrono::Duration::days(400),
+            "--from and --to may be at most 400 days apart"
+        );
         Ok((from, to))
     }
 }
@@ -100,7 +104,11 @@ pub async fn local(
     let stats = store
         .config_stats(from, to, config.as_ref().map(|c| c.0))
         .await?;
-    let records = store.list_providers(&Default::default()).await?;
+    // Names only: a config that cannot be read is shown by its id.
+    let records = store
+        .list_providers(&Default::default())
+        .await
+        .unwrap_or_default();
     let items: Vec<Value> = stats
         .iter()
         .map(|s| {

@@ -13,9 +13,9 @@ pub struct Feedback {
     /// 1 to 5, if rated.
     #[serde(default)]
     pub rating: Option<u8>,
-    /// Whether the result is a favorite.
+    /// Whether the result is a favorite (`false` takes the mark back).
     #[serde(default)]
-    pub favorite: bool,
+    pub favorite: Option<bool>,
     /// A comment.
     #[serde(default)]
     pub comment: Option<String>,
@@ -43,7 +43,7 @@ impl Feedback {
         if self.comment.as_ref().is_some_and(|c| c.contains('\0')) {
             return Err("comment: must not hold NUL characters".to_owned());
         }
-        if self.rating.is_none() && !self.favorite && self.comment.is_none() {
+        if self.rating.is_none() && self.favorite.is_none() && self.comment.is_none() {
             return Err("give a rating, favorite or comment".to_owned());
         }
         Ok(())
@@ -75,7 +75,7 @@ impl Store {
         .bind(tenant)
         .bind(config_id)
         .bind(feedback.rating.map(i64::from))
-        .bind(feedback.favorite)
+        .bind(feedback.favorite.unwrap_or(false))
         .bind(&feedback.comment)
         .bind(now)
         .execute(pool)
@@ -97,7 +97,7 @@ impl Store {
         })?;
         Ok(row.map(|(rating, favorite, comment)| Feedback {
             rating: rating.and_then(|r| u8::try_from(r).ok()),
-            favorite,
+            favorite: Some(favorite),
             comment,
         }))
     }
