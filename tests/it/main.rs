@@ -25,6 +25,7 @@ mod connections;
 mod guard;
 mod jobs;
 mod limits;
+mod metrics;
 mod oauth2;
 mod object_store;
 mod openai;

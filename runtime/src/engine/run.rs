@@ -84,6 +84,7 @@ impl Engine {
             _ => "ok",
         };
         metrics::counter!("switchyard_requests_total", "kind" => command.kind.as_str(), "code" => code).increment(1);
+        crate::telemetry::record_generation(command.kind.as_str(), &terminal);
         let terminal = run.send(terminal);
         RequestOutcome {
             terminal,

@@ -142,8 +142,10 @@ impl Pipeline {
             .cached_result(tenant.as_str(), key, since)
             .await?
         else {
+            metrics::counter!("switchyard_cache_total", "outcome" => "miss").increment(1);
             return Ok(None);
         };
+        metrics::counter!("switchyard_cache_total", "outcome" => "hit").increment(1);
         Ok(match serde_json::from_value::<Event>(stored) {
             Ok(Event {
                 body:
