@@ -11,10 +11,10 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use switchyard_core::{ConfigId, Kind, ProviderConfig, ProviderConfigDraft, ProviderType};
+use switchyard_core::{ConfigRef, Kind, ProviderConfig, ProviderConfigDraft, ProviderType};
 use switchyard_runtime::facade::{
-    InstanceStatus, InvalidConfig, ProviderCheck, ProviderFilter, ProviderRecord, ProviderStatus,
-    ReloadReport,
+    Gateway, InstanceStatus, InvalidConfig, ProviderCheck, ProviderFilter, ProviderRecord,
+    ProviderStatus, ReloadReport,
 };
 use utoipa::ToSchema;
 
@@ -89,8 +89,23 @@ fn parse_draft(body: &Bytes) -> Result<ProviderConfigDraft, ApiError> {
     serde_json::from_slice(body).map_err(ApiError::NotAConfig)
 }
 
-fn not_found(id: i64) -> ApiError {
+fn not_found(id: impl std::fmt::Display) -> ApiError {
     ApiError::not_found(format!("provider config {id} not found"))
+}
+
+/// The config a path names: by id (digits) or by its unique name.
+pub(crate) async fn config_named(
+    gateway: &Gateway,
+    target: &str,
+) -> Result<ProviderRecord, ApiError> {
+    let reference = match target.parse::<i64>() {
+        Ok(id) => ConfigRef::Id(id),
+        Err(_) => ConfigRef::Name(target.to_owned()),
+    };
+    gateway
+        .find_provider(&reference)
+        .await?
+        .ok_or_else(|| not_found(target.chars().take(100).collect::<String>()))
 }
 
 #[utoipa::path(get, path = "/v1/providers", tag = "providers", security(("admin" = [])), params(("provider" = Option<String>, Query, description = "only this provider type"), ("enabled" = Option<bool>, Query, description = "only enabled or disabled configs"), ("kind" = Option<String>, Query, description = "only configs serving this kind"), ("offset" = Option<usize>, Query, description = "skip this many"), ("limit" = Option<usize>, Query, description = "at most this many (default 100, max 1000)")), responses((status = 200, description = "a page of provider configs (PROTOCOL.md §6, keys masked)", body = ProviderPage), (status = 400, description = "bad filter", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
@@ -142,35 +157,34 @@ pub(super) async fn create_provider(
     Ok((StatusCode::CREATED, Json(config)))
 }
 
-#[utoipa::path(get, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "the config, key masked (an invalid row shows its errors)", body = ref("#/components/schemas/ProviderConfig")), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = String, Path, description = "config id, or its unique name")), responses((status = 200, description = "the config, key masked (an invalid row shows its errors)", body = ref("#/components/schemas/ProviderConfig")), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn get_provider(
     State(AdminApi { gateway, .. }): State<AdminApi>,
-    Path(id): Path<i64>,
+    Path(target): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let record = gateway
-        .provider(ConfigId(id))
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let record = config_named(&gateway, &target).await?;
     Ok(Json(record.to_json()))
 }
 
-#[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), request_body(content = ref("#/components/schemas/ProviderConfigDraft"), content_type = "application/json", description = "any subset of the config fields; a masked api_key means unchanged"), responses((status = 200, description = "the stored config with its new version", body = ref("#/components/schemas/ProviderConfig")), (status = 400, description = "{error, fields: [{path, message}]}", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody), (status = 409, description = "name taken or concurrent write", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+#[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = String, Path, description = "config id, or its unique name")), request_body(content = ref("#/components/schemas/ProviderConfigDraft"), content_type = "application/json", description = "any subset of the config fields; a masked api_key means unchanged"), responses((status = 200, description = "the stored config with its new version", body = ref("#/components/schemas/ProviderConfig")), (status = 400, description = "{error, fields: [{path, message}]}", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody), (status = 409, description = "name taken or concurrent write", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn patch_provider(
     State(AdminApi { gateway, .. }): State<AdminApi>,
-    Path(id): Path<i64>,
+    Path(target): Path<String>,
     body: Bytes,
 ) -> Result<Json<ProviderConfig>, ApiError> {
     let patch = parse_draft(&body)?;
-    let config = gateway.patch_provider(ConfigId(id), patch).await?;
+    let id = config_named(&gateway, &target).await?.id;
+    let config = gateway.patch_provider(id, patch).await?;
     Ok(Json(config))
 }
 
-#[utoipa::path(delete, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 204, description = "deleted; its actor drains and stops"), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/providers/{id}", tag = "providers", security(("admin" = [])), params(("id" = String, Path, description = "config id, or its unique name")), responses((status = 204, description = "deleted; its actor drains and stops"), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn delete_provider(
     State(AdminApi { gateway, .. }): State<AdminApi>,
-    Path(id): Path<i64>,
+    Path(target): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if !gateway.delete_provider(ConfigId(id)).await? {
+    let id = config_named(&gateway, &target).await?.id;
+    if !gateway.delete_provider(id).await? {
         return Err(not_found(id));
     }
     Ok(StatusCode::NO_CONTENT)
@@ -203,15 +217,12 @@ pub(super) async fn status(
     })
 }
 
-#[utoipa::path(post, path = "/v1/providers/{id}/test", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "config id")), responses((status = 200, description = "the adapter's health check against the provider", body = TestAnswer), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/providers/{id}/test", tag = "providers", security(("admin" = [])), params(("id" = String, Path, description = "config id, or its unique name")), responses((status = 200, description = "the adapter's health check against the provider", body = TestAnswer), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn test_provider(
     State(AdminApi { gateway, .. }): State<AdminApi>,
-    Path(id): Path<i64>,
+    Path(target): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let record = gateway
-        .provider(ConfigId(id))
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let record = config_named(&gateway, &target).await?;
     let config = record.config()?;
     let answer = match gateway.check_provider(config).await {
         ProviderCheck::Healthy => TestAnswer {

@@ -122,11 +122,21 @@ pub(super) async fn all_stats(
     Ok(Json(stats(&api, &query, None).await?))
 }
 
-#[utoipa::path(get, path = "/v1/providers/{id}/stats", tag = "providers", security(("admin" = [])), params(("id" = i64, Path, description = "the config"), ("from" = Option<String>, Query, description = "RFC 3339, inclusive (default: 24 h before `to`)"), ("to" = Option<String>, Query, description = "RFC 3339, exclusive (default: now)"), ("bucket" = Option<String>, Query, description = "`hour` or `day`: also a series")), responses((status = 200, description = "the config's statistics over the range (no items: nothing in it)", body = StatsBody), (status = 400, description = "a bad parameter, named", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/providers/{id}/stats", tag = "providers", security(("admin" = [])), params(("id" = String, Path, description = "the config: its id, or its unique name"), ("from" = Option<String>, Query, description = "RFC 3339, inclusive (default: 24 h before `to`)"), ("to" = Option<String>, Query, description = "RFC 3339, exclusive (default: now)"), ("bucket" = Option<String>, Query, description = "`hour` or `day`: also a series")), responses((status = 200, description = "the config's statistics over the range (no items: nothing in it)", body = StatsBody), (status = 400, description = "a bad parameter, named", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(super) async fn one_stats(
     State(api): State<AdminApi>,
-    Path(id): Path<i64>,
+    Path(target): Path<String>,
     Query(query): Query<StatsQuery>,
 ) -> Result<Json<StatsBody>, ApiError> {
+    // By id (also a deleted config's) or by the name of a live one.
+    let id = match target.parse::<i64>() {
+        Ok(id) => id,
+        Err(_) => {
+            crate::providers::config_named(&api.gateway, &target)
+                .await?
+                .id
+                .0
+        }
+    };
     Ok(Json(stats(&api, &query, Some(id)).await?))
 }

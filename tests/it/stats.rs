@@ -91,14 +91,26 @@ async fn attempts_usage_and_feedback_are_reported_per_config(db: &TestDb) {
     );
     assert_eq!(ok["provider"], "mock");
 
-    // An edit of the config keeps its numbers (they are read from the database).
+    // An edit of the config keeps its numbers (they are read from the database). A
+    // config is named by id or by name.
     let ok_id = ok["config_id"].as_i64().unwrap();
-    let (status, _) = node.call(
+    let (status, patched) = node.call(
         "PATCH",
-        &format!("/v1/providers/{ok_id}"),
+        "/v1/providers/mock-ok",
         Some(json!({"priority": 2})),
     );
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{patched}");
+    let (status, shown) = node.call("GET", "/v1/providers/mock-ok", None);
+    assert_eq!(
+        (status, shown["id"].as_i64()),
+        (200, Some(ok_id)),
+        "{shown}"
+    );
+    let (status, _) = node.call("GET", "/v1/providers/no-such-config", None);
+    assert_eq!(status, 404);
+    let (status, by_name) = node.call("GET", "/v1/providers/mock-ok/stats", None);
+    assert_eq!(status, 200, "{by_name}");
+    assert_eq!(by_name["items"][0]["config_id"], ok_id, "{by_name}");
     let (status, one) = node.call(
         "GET",
         &format!("/v1/providers/{ok_id}/stats?bucket=hour"),

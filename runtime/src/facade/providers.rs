@@ -63,6 +63,17 @@ impl Gateway {
         self.parts.store.get_provider(id).await
     }
 
+    /// One provider config by id or unique name.
+    ///
+    /// # Errors
+    /// The store's.
+    pub async fn find_provider(
+        &self,
+        reference: &switchyard_core::ConfigRef,
+    ) -> Result<Option<ProviderRecord>, ConfigReadError> {
+        self.parts.store.find_provider(reference).await
+    }
+
     /// Stores a new provider config, announces it and reloads.
     ///
     /// # Errors
