@@ -54,9 +54,10 @@ pub(crate) struct ProvidersStatus {
     /// Replicas in the deployment (1 without NATS).
     replicas: u32,
     /// Each live instance: `{config_id, name, version, actor, breaker, in_flight, queued,
-    /// latency_ewma_ms, restarts, requests, errors, limiter_waits, last_error, …}`.
+    /// latency_ewma_ms, restarts, requests, errors, limiter_waits, last_error,
+    /// config_status, …}`.
     #[schema(value_type = Vec<Object>)]
-    instances: Vec<InstanceStatus>,
+    instances: Vec<Value>,
     /// Each stored config that does not validate: `{config_id, errors}`.
     #[schema(value_type = Vec<Object>)]
     invalid: Vec<InvalidConfig>,
@@ -91,6 +92,36 @@ fn parse_draft(body: &Bytes) -> Result<ProviderConfigDraft, ApiError> {
 
 fn not_found(id: impl std::fmt::Display) -> ApiError {
     ApiError::not_found(format!("provider config {id} not found"))
+}
+
+/// A config's status, as the seed's console shows it: `needs_api_key` (a config of a
+/// type that needs a key, with neither a key nor OAuth2); `disabled`;
+/// `failing` (its row does not validate, or in this process its actor failed or its
+/// breaker is open); else `configured`.
+fn config_status(record: &ProviderRecord, live: Option<&InstanceStatus>) -> &'static str {
+    let draft = &record.draft;
+    let needs_key = draft
+        .provider
+        .as_deref()
+        .and_then(|p| p.parse::<ProviderType>().ok())
+        .is_some_and(ProviderType::requires_api_key);
+    if needs_key && draft.api_key.is_none() && draft.auth.is_none() {
+        // Before it can be enabled.
+        return "needs_api_key";
+    }
+    if draft.enabled == Some(false) {
+        return "disabled";
+    }
+    let invalid = !record.problems.is_empty() || record.config().is_err();
+    if invalid || live.is_some_and(instance_failing) {
+        return "failing";
+    }
+    "configured"
+}
+
+/// Whether a live instance is failing here: its actor gave up, or its breaker is open.
+fn instance_failing(instance: &InstanceStatus) -> bool {
+    instance.actor == "failed" || instance.breaker == "open"
 }
 
 /// The config a path names: by id (digits) or by its unique name.
@@ -139,8 +170,17 @@ pub(super) async fn list_providers(
         ..all
     };
     let records = gateway.providers(&page).await?;
+    let live = gateway.provider_status().instances;
     Ok(Json(ProviderPage {
-        items: records.iter().map(ProviderRecord::to_json).collect(),
+        items: records
+            .iter()
+            .map(|record| {
+                let mut item = record.to_json();
+                let instance = live.iter().find(|i| i.config_id == record.id);
+                item["config_status"] = Value::from(config_status(record, instance));
+                item
+            })
+            .collect(),
         total,
         offset: query.offset,
         limit,
@@ -210,6 +250,19 @@ pub(super) async fn status(
         instances,
         invalid,
     } = gateway.provider_status();
+    let instances = instances
+        .iter()
+        .map(|instance| {
+            let mut item = serde_json::to_value(instance).unwrap_or(Value::Null);
+            let status = if instance_failing(instance) {
+                "failing"
+            } else {
+                "configured"
+            };
+            item["config_status"] = Value::from(status);
+            item
+        })
+        .collect();
     Json(ProvidersStatus {
         replicas,
         instances,

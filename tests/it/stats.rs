@@ -136,6 +136,40 @@ async fn attempts_usage_and_feedback_are_reported_per_config(db: &TestDb) {
         let (status, body) = node.call("GET", &format!("/v1/providers/stats?{bad}"), None);
         assert_eq!(status, 400, "{bad}: {body}");
     }
+    // Each config's status, in the list and in the live status.
+    let (status, made) = node.call(
+        "POST",
+        "/v1/providers",
+        Some(json!({"name": "oa", "provider": "openai", "enabled": false})),
+    );
+    assert_eq!(status, 201, "{made}");
+    let (status, _) = node.call(
+        "PATCH",
+        "/v1/providers/mock-broken",
+        Some(json!({"enabled": false})),
+    );
+    assert_eq!(status, 200);
+    let (_, list) = node.call("GET", "/v1/providers", None);
+    let status_of = |name: &str| {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .map(|i| i["config_status"].clone())
+    };
+    assert_eq!(status_of("mock-ok"), Some(json!("configured")), "{list}");
+    assert_eq!(status_of("mock-broken"), Some(json!("disabled")), "{list}");
+    assert_eq!(status_of("oa"), Some(json!("needs_api_key")), "{list}");
+    let (_, live) = node.call("GET", "/v1/providers/status", None);
+    assert!(
+        live["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "mock-ok" && i["config_status"] == "configured"),
+        "{live}"
+    );
     let (status, _) = http(node.port, "GET", "/v1/providers/stats", None, None);
     assert_eq!(status, 401, "statistics need the admin token");
 

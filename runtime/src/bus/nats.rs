@@ -341,23 +341,7 @@ impl NatsBus {
             .await
             .map_err(js_error)?;
         let messages = consumer.messages().await.map_err(js_error)?;
-        Ok(Box::pin(messages.filter_map(|message| async move {
-            match message {
-                Ok(message) => {
-                    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-                    Some(Delivery {
-                        subject: message.subject.to_string(),
-                        payload: message.payload.clone(),
-                        delivered: u64::try_from(delivered).unwrap_or(1),
-                        acker: Acker::Nats(NatsAcker::new(message)),
-                    })
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "command consumer error; continuing");
-                    None
-                }
-            }
-        })))
+        Ok(deliveries(messages, "command consumer"))
     }
 
     pub(super) async fn event_queue(
@@ -383,23 +367,7 @@ impl NatsBus {
             .await
             .map_err(js_error)?;
         let messages = consumer.messages().await.map_err(js_error)?;
-        Ok(Box::pin(messages.filter_map(|message| async move {
-            match message {
-                Ok(message) => {
-                    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-                    Some(Delivery {
-                        subject: message.subject.to_string(),
-                        payload: message.payload.clone(),
-                        delivered: u64::try_from(delivered).unwrap_or(1),
-                        acker: Acker::Nats(NatsAcker::new(message)),
-                    })
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "event queue error; continuing");
-                    None
-                }
-            }
-        })))
+        Ok(deliveries(messages, "event queue"))
     }
 
     pub(super) async fn events(&self, filter: EventFilter) -> Result<Events, BusError> {
@@ -483,6 +451,28 @@ impl super::Bus {
             super::Bus::Nats(b) => Some(b.client()),
         }
     }
+}
+
+/// A pull consumer's messages as deliveries to acknowledge; an error in the stream is
+/// logged (naming `what`) and skipped.
+fn deliveries(messages: jetstream::consumer::pull::Stream, what: &'static str) -> Deliveries {
+    Box::pin(messages.filter_map(move |message| async move {
+        match message {
+            Ok(message) => {
+                let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+                Some(Delivery {
+                    subject: message.subject.to_string(),
+                    payload: message.payload.clone(),
+                    delivered: u64::try_from(delivered).unwrap_or(1),
+                    acker: Acker::Nats(NatsAcker::new(message)),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} error; continuing");
+                None
+            }
+        }
+    }))
 }
 
 fn publish_error(subject: &str, e: impl std::fmt::Display) -> BusError {

@@ -93,7 +93,35 @@ fn select(what: &str, from_where: &str, limit: u32) -> String {
     }
 }
 
+/// What a delete's selection gave: a count (a dry run) or the ids of a batch.
+enum Picked {
+    Count(u64),
+    Ids(Vec<i64>),
+}
+
 impl Store {
+    /// With `limit` 0, counts the rows of `from_where`; else the `column` (their id)
+    /// of at most `limit` of them.
+    async fn pick(
+        &self,
+        column: &str,
+        from_where: &str,
+        cutoff: DateTime<Utc>,
+        scope: Scope<'_>,
+        limit: u32,
+    ) -> Result<Picked, QueryError> {
+        if limit == 0 {
+            let count = self
+                .count_for(&select("", from_where, 0), cutoff, scope)
+                .await?;
+            return Ok(Picked::Count(count));
+        }
+        let ids = self
+            .ids_for(&select(column, from_where, limit), cutoff, scope)
+            .await?;
+        Ok(Picked::Ids(ids))
+    }
+
     /// Runs `sql` (with the cutoff as `$1` and the scope's tenant as `$2`) for ids.
     async fn ids_for(
         &self,
@@ -183,17 +211,11 @@ impl Store {
             "tasks WHERE status IN ('completed', 'failed') AND completed_at < $1 AND {}",
             scope.condition("tenant", RetentionField::Tasks)
         );
-        if limit == 0 {
-            return self
-                .count_for(&select("", &from_where, 0), cutoff, scope)
-                .await;
-        }
-        let ids = self
-            .ids_for(&select("id", &from_where, limit), cutoff, scope)
-            .await?;
-        if ids.is_empty() {
-            return Ok(0);
-        }
+        let ids = match self.pick("id", &from_where, cutoff, scope, limit).await? {
+            Picked::Count(count) => return Ok(count),
+            Picked::Ids(ids) if ids.is_empty() => return Ok(0),
+            Picked::Ids(ids) => ids,
+        };
         let ids = id_list(&ids);
         self.queue_and(
             &format!("task_id IN ({ids})"),
@@ -220,17 +242,11 @@ impl Store {
              AND r.artifact_id IS NOT NULL AND r.created_at < $1 AND {}",
             scope.condition("t.tenant", RetentionField::Artifacts)
         );
-        if limit == 0 {
-            return self
-                .count_for(&select("", &from_where, 0), cutoff, scope)
-                .await;
-        }
-        let ids = self
-            .ids_for(&select("r.id", &from_where, limit), cutoff, scope)
-            .await?;
-        if ids.is_empty() {
-            return Ok(0);
-        }
+        let ids = match self.pick("r.id", &from_where, cutoff, scope, limit).await? {
+            Picked::Count(count) => return Ok(count),
+            Picked::Ids(ids) if ids.is_empty() => return Ok(0),
+            Picked::Ids(ids) => ids,
+        };
         let ids = id_list(&ids);
         self.queue_and(
             &format!("id IN ({ids})"),
@@ -345,17 +361,11 @@ impl Store {
             "{table} WHERE created_at < $1 AND {}",
             scope.condition("tenant", RetentionField::Usage)
         );
-        if limit == 0 {
-            return self
-                .count_for(&select("", &from_where, 0), cutoff, scope)
-                .await;
-        }
-        let ids = self
-            .ids_for(&select("id", &from_where, limit), cutoff, scope)
-            .await?;
-        if ids.is_empty() {
-            return Ok(0);
-        }
+        let ids = match self.pick("id", &from_where, cutoff, scope, limit).await? {
+            Picked::Count(count) => return Ok(count),
+            Picked::Ids(ids) if ids.is_empty() => return Ok(0),
+            Picked::Ids(ids) => ids,
+        };
         let sql = format!("DELETE FROM {table} WHERE id IN ({})", id_list(&ids));
         let affected = on_pool!(self, |pool| sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
             .persistent(false)
@@ -381,17 +391,11 @@ impl Store {
             "webhook_deliveries WHERE status <> 'pending' AND created_at < $1 AND {}",
             scope.condition("tenant", RetentionField::Tasks)
         );
-        if limit == 0 {
-            return self
-                .count_for(&select("", &from_where, 0), cutoff, scope)
-                .await;
-        }
-        let ids = self
-            .ids_for(&select("id", &from_where, limit), cutoff, scope)
-            .await?;
-        if ids.is_empty() {
-            return Ok(0);
-        }
+        let ids = match self.pick("id", &from_where, cutoff, scope, limit).await? {
+            Picked::Count(count) => return Ok(count),
+            Picked::Ids(ids) if ids.is_empty() => return Ok(0),
+            Picked::Ids(ids) => ids,
+        };
         let sql = format!(
             "DELETE FROM webhook_deliveries WHERE id IN ({})",
             id_list(&ids)
