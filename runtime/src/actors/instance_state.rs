@@ -32,6 +32,30 @@ pub struct InstanceState {
 }
 
 impl InstanceState {
+    /// The state of a new actor that replaces one whose config was edited: the live
+    /// numbers that count over the instance's life (requests, errors, limiter waits,
+    /// restarts, the latency average and the last error) go on from `old`'s; the
+    /// breaker, cool-down and what is in flight start afresh (the edit may be the fix).
+    pub(crate) fn carried_from(old: &InstanceState) -> Self {
+        let state = InstanceState::default();
+        for (new, old) in [
+            (&state.requests, &old.requests),
+            (&state.errors, &old.errors),
+            (&state.limiter_waits, &old.limiter_waits),
+            (&state.latency_ewma_bits, &old.latency_ewma_bits),
+        ] {
+            new.store(old.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        state
+            .restarts
+            .store(old.restarts.load(Ordering::Relaxed), Ordering::Relaxed);
+        state
+            .has_latency
+            .store(old.has_latency.load(Ordering::Relaxed), Ordering::Relaxed);
+        state.last_error.store(old.last_error.load_full());
+        state
+    }
+
     pub(crate) fn set_breaker(&self, open_until: Option<u64>, half_open: bool) {
         self.breaker_open_until
             .store(open_until.unwrap_or(0), Ordering::Relaxed);

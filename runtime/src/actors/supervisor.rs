@@ -337,7 +337,14 @@ impl SupervisorState {
             let args = ProviderArgs {
                 config: config.clone(),
                 adapter,
-                state: Arc::new(InstanceState::default()),
+                // An edited config's live numbers go on from its previous actor's.
+                state: Arc::new(
+                    self.children
+                        .get(id)
+                        .map_or_else(InstanceState::default, |old| {
+                            InstanceState::carried_from(&old.args.state)
+                        }),
+                ),
                 clock: self.args.clock,
                 share: self.share,
                 router: self.args.router.get_derived(),

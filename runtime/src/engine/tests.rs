@@ -982,3 +982,31 @@ async fn a_stream_that_fails_before_its_first_chunk_falls_back() {
         .collect();
     assert_eq!(output.text.as_deref(), Some(streamed.as_str()));
 }
+
+#[tokio::test]
+async fn an_edited_config_keeps_its_live_numbers() {
+    let h = harness(vec![config(1, json!({"priority": 10}))]).await;
+    assert_eq!(
+        completed_by(&run(&h, text_command("before", json!({}))).await),
+        1
+    );
+    let before = state_ptr(&h, 1);
+    let requests = |h: &Harness| {
+        h.engine
+            .status()
+            .iter()
+            .find(|s| s.config_id == ConfigId(1))
+            .map(|s| s.requests)
+    };
+    assert_eq!(requests(&h), Some(1));
+    let report = h
+        .engine
+        .apply(vec![config(1, json!({"priority": 20}))], Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(report.replaced, [ConfigId(1)]);
+    assert_ne!(state_ptr(&h, 1), before, "a new actor");
+    assert_eq!(requests(&h), Some(1), "its count goes on across the edit");
+    run(&h, text_command("after", json!({}))).await;
+    assert_eq!(requests(&h), Some(2));
+}
