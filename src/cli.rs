@@ -9,6 +9,7 @@ mod providers;
 mod remote;
 mod retention;
 mod stats;
+mod templates;
 mod tenants;
 mod usage;
 
@@ -72,6 +73,9 @@ enum Command {
     /// Manage tenants' limits at intake: requests per minute and at once (set, show, remove).
     #[command(subcommand)]
     Limits(limits::LimitsCommand),
+    /// Prompt templates that commands name in `input.template` (list, set, show, remove).
+    #[command(subcommand)]
+    Templates(templates::TemplatesCommand),
     /// Retention: run the cleaner now (or --dry-run), and tenants' own policies.
     #[command(subcommand)]
     Retention(retention::RetentionCommand),
@@ -157,6 +161,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Usage(args) => {
             let store = open_store(cli.config.as_deref()).await?;
             let result = usage::run(&store, args).await;
+            store.close().await;
+            result
+        }
+        Command::Templates(command) => {
+            let store = open_store(cli.config.as_deref()).await?;
+            let result = templates::run(&store, command).await;
             store.close().await;
             result
         }

@@ -36,7 +36,7 @@ pub use protocol::{
     Attempt, AttemptResult, Command, CommandEnvelope, CommandError, CommandInput, ConfigRef,
     ErrorCode, ErrorInfo, Event, EventBody, EventType, ImageRef, MAX_EDIT_IMAGES, Message, Output,
     OutputImage, ProviderRef, ProviderSelector, ReplyToPolicy, Role, Route, Routing, SkipReason,
-    Skipped, Strategy, Subjects, Usage,
+    Skipped, Strategy, Subjects, TemplateRef, Usage,
 };
 pub use provider::{
     ApiKey, BreakerDraft, BreakerSettings, CostTable, FieldError, MockOptions, OAuth2, OAuth2Grant,

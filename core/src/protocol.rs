@@ -11,7 +11,7 @@ mod subjects;
 
 pub use command::{
     Command, CommandEnvelope, CommandError, CommandInput, ConfigRef, ImageRef, MAX_COMMAND_BYTES,
-    MAX_EDIT_IMAGES, Message, ProviderSelector, Role, Route, Strategy,
+    MAX_EDIT_IMAGES, Message, ProviderSelector, Role, Route, Strategy, TemplateRef,
 };
 pub use error_code::ErrorCode;
 pub use event::{

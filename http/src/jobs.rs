@@ -30,7 +30,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use switchyard_core::{Command, Event};
 use switchyard_runtime::facade::{
-    EnqueueError, Enqueued, EventFilter, Gateway, Task, TaskStatus, random_alphanumeric,
+    EnqueueError, Enqueued, EventFilter, Gateway, Task, TaskStatus, TemplateError,
+    random_alphanumeric,
 };
 use utoipa::ToSchema;
 
@@ -174,8 +175,9 @@ pub(crate) struct JobQueued {
     tenant: String,
 }
 
-/// Parses and validates a posted command, giving it a `request_id` if it has none.
-fn posted_command(body: &[u8], caller: &Caller) -> Result<Command, ApiError> {
+/// The body of a posted command, its tenant checked against a tenant key and given a
+/// `request_id` if it has none (parsed and validated by the caller).
+fn posted_command(body: &[u8], caller: &Caller) -> Result<Vec<u8>, ApiError> {
     let not_a_command = |e: serde_json::Error| {
         ApiError::bad_request(format!("the body is not a JSON command: {e}"))
     };
@@ -198,8 +200,7 @@ fn posted_command(body: &[u8], caller: &Caller) -> Result<Command, ApiError> {
             ));
         }
     }
-    let bytes = serde_json::to_vec(&value).map_err(not_a_command)?;
-    Command::parse_and_validate(&bytes, None).map_err(|e| ApiError::bad_request(e.to_string()))
+    serde_json::to_vec(&value).map_err(not_a_command)
 }
 
 /// An enqueue failure as its answer.
@@ -223,7 +224,13 @@ pub(super) async fn submit_job(
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let command = posted_command(&body, &caller)?;
+    let bytes = posted_command(&body, &caller)?;
+    // A template it names is rendered before the job is stored, as at intake.
+    let command = match gateway.parse_command(&bytes).await {
+        Ok(command) => command,
+        Err(TemplateError::Invalid(message)) => return Err(ApiError::bad_request(message)),
+        Err(TemplateError::Database(e)) => return Err(e.into()),
+    };
     if let Some(reply_to) = &command.reply_to {
         let policy = gateway.reply_to_policy();
         let checked = match caller.tenant() {

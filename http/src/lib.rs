@@ -42,6 +42,7 @@ mod retention;
 mod serve;
 mod state;
 mod stats;
+mod templates;
 mod tenant_providers;
 mod usage;
 mod usage_report;
@@ -188,6 +189,13 @@ fn routes(state: HttpState) -> Router {
             get(retention::get_retention)
                 .put(retention::put_retention)
                 .delete(retention::delete_retention),
+        )
+        .route("/v1/templates", get(templates::list_templates))
+        .route(
+            "/v1/templates/{name}",
+            get(templates::get_template)
+                .put(templates::put_template)
+                .delete(templates::delete_template),
         )
         .route("/v1/plans", get(plans::list_plans))
         .route(

@@ -21,6 +21,7 @@ mod plugins;
 mod providers;
 mod retention;
 mod stats;
+mod templates;
 mod tenants;
 mod webhooks;
 
@@ -42,10 +43,12 @@ pub use crate::{
     settings::Secret,
     store::{
         ConfigReadError, ConfigStats, ConfigWriteError, CountedQuota, DeliveryRecord, Feedback,
-        GroupCommitError, Plan, PlanError, PluginInfo, PluginWriteError, ProviderFilter,
-        ProviderRecord, QueryError, Quota, QuotaPeriod, ReportScope, RetentionPolicy, StatsBucket,
-        StatsBucketSize, Task, TaskStatus, TenantKey, TenantLimits, UsageSummaryRow, Webhook,
+        GroupCommitError, Plan, PlanError, PluginInfo, PluginWriteError, PromptTemplate,
+        ProviderFilter, ProviderRecord, QueryError, Quota, QuotaPeriod, ReportScope,
+        RetentionPolicy, StatsBucket, StatsBucketSize, Task, TaskStatus, TenantKey, TenantLimits,
+        UsageSummaryRow, Webhook,
     },
+    templates::TemplateError,
     usage_report::{Bucket, UsageReport as UsageBuckets},
     webhooks::{WebhookError, WebhookRequest},
 };

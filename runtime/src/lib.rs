@@ -53,6 +53,7 @@ pub mod retention;
 pub mod serve;
 pub mod settings;
 pub mod telemetry;
+pub mod templates;
 pub mod usage_report;
 pub mod webhooks;
 

@@ -71,6 +71,7 @@ use crate::{
     quota::Quotas,
     settings::OverLimit,
     store::{GroupCommit, GroupCommitError, NewTask, QueryError, Store, TaskInsert, TenantLimits},
+    templates::{TemplateError, Templates},
 };
 
 pub use admit::CACHE_MAX_AGE;
@@ -220,15 +221,24 @@ pub struct Parts {
     tasks: Tasks,
     /// The queue of synchronous calls' records, started with the first call.
     write_behind: Arc<OnceLock<write_behind::WriteBehind>>,
+    /// Prompt templates, rendered at intake.
+    templates: Templates,
 }
 
 impl Pipeline {
+    /// The prompt templates commands are rendered with (the jobs API renders with the
+    /// same, and the admin API tells it of changes).
+    pub fn templates(&self) -> &Templates {
+        &self.templates
+    }
+
     /// A pipeline over a store, an engine and a bus, checking `quotas` (a checker
     /// shared with the admin API, which tells it when quotas change). It starts the
     /// group-commit writer that every task write goes through.
     pub fn new(store: Store, engine: Engine, bus: Bus, quotas: Quotas) -> Self {
         let limits = Limits::new(store.clone(), TenantLimits::default(), engine.clock());
         let parts = Parts {
+            templates: Templates::new(store.clone()),
             quotas,
             limits,
             over_limit: OverLimit::default(),
@@ -460,8 +470,16 @@ impl Pipeline {
         let parsed: Result<Command, String> = match subject_kind {
             None => Err(format!("'{}' is not a command subject", delivery.subject)),
             Some(Err(e)) => Err(e),
-            Some(Ok(kind)) => Command::parse_and_validate(&delivery.payload, Some(kind))
-                .map_err(|e| e.to_string()),
+            // A template it names is rendered here, before the task row is written.
+            Some(Ok(kind)) => match self
+                .templates
+                .parse_command(&delivery.payload, Some(kind))
+                .await
+            {
+                Ok(command) => Ok(command),
+                Err(TemplateError::Invalid(message)) => Err(message),
+                Err(TemplateError::Database(e)) => return Err(e.into()),
+            },
         };
         let command = match parsed {
             Ok(command) => command,

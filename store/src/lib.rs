@@ -36,6 +36,7 @@ pub mod secrets;
 mod seed;
 mod stats;
 mod tasks;
+mod templates;
 mod usage;
 mod usage_report;
 mod webhooks;
@@ -68,6 +69,7 @@ pub use stats::{AttemptRow, ConfigStats, StatsBucket, StatsBucketSize};
 pub use tasks::{
     NewTask, NewTaskResult, StoredJson, Task, TaskInsert, TaskResult, TaskStatus, cache_key,
 };
+pub use templates::PromptTemplate;
 pub use usage::{UsageRecord, UsageSummaryRow, UsageTotals};
 pub use usage_report::{FailureDayRow, ReportScope, UsageDayRow, parse_day};
 pub use webhooks::{

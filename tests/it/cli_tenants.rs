@@ -292,3 +292,43 @@ fn providers_stats_reports_attempts_per_config() {
         "{table}"
     );
 }
+
+/// `templates set/list/show/remove` keep templates in the database, checked as the API
+/// checks them.
+#[test]
+fn templates_commands_manage_templates() {
+    let env = Env::new("");
+    env.ok(&["migrate"]);
+    let set = env.ok(&[
+        "templates",
+        "set",
+        "product",
+        "--kind",
+        "image",
+        "--text",
+        "A photo of {{ product }}",
+    ]);
+    assert!(set.contains("product"), "{set}");
+    let refused = env.run(&[
+        "templates",
+        "set",
+        "bad",
+        "--kind",
+        "image",
+        "--text",
+        "{% if %}",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("template"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(env.ok(&["templates", "list"]).contains("product"));
+    assert_eq!(
+        env.ok(&["templates", "show", "product"]).trim(),
+        "A photo of {{ product }}"
+    );
+    env.ok(&["templates", "remove", "product"]);
+    assert!(!env.run(&["templates", "show", "product"]).status.success());
+}

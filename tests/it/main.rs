@@ -44,5 +44,6 @@ mod secrets;
 mod stats;
 mod storage;
 mod support;
+mod templates;
 mod usage_report;
 mod webhooks;

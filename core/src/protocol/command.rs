@@ -165,6 +165,22 @@ pub struct CommandInput {
     /// `text.generate`: emit `chunk` events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
+    /// A stored prompt template to render (an extension): for image kinds the
+    /// rendered text becomes `prompt`, for `text.generate` it becomes `system`; the
+    /// request's own `prompt` and `system` are variables of the template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateRef>,
+}
+
+/// `input.template`: a stored template by name, and its variables.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateRef {
+    /// The template's name.
+    pub name: String,
+    /// Values for the template's variables.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub variables: Map<String, Value>,
 }
 
 /// An input image: exactly one of `url`, `artifact_id` or `b64` (with `mime`).
