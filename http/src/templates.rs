@@ -9,7 +9,7 @@ use axum::{
     http::StatusCode,
 };
 use serde::{Deserialize, Serialize};
-use switchyard_runtime::facade::{PromptTemplate, TemplateError};
+use switchyard_runtime::facade::{PromptTemplate, TemplateError, valid_template_name};
 use utoipa::ToSchema;
 
 use crate::{
@@ -49,12 +49,7 @@ fn enabled() -> bool {
 
 /// A template's name: letters, digits, `-`, `_` and `.`, at most 100.
 fn name_of(name: &str) -> Result<&str, ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
+    if valid_template_name(name) {
         Ok(name)
     } else {
         Err(ApiError::bad_request(

@@ -48,7 +48,7 @@ pub use crate::{
         RetentionPolicy, StatsBucket, StatsBucketSize, Task, TaskStatus, TenantKey, TenantLimits,
         UsageSummaryRow, Webhook,
     },
-    templates::TemplateError,
+    templates::{TemplateError, valid_name as valid_template_name},
     usage_report::{Bucket, UsageReport as UsageBuckets},
     webhooks::{WebhookError, WebhookRequest},
 };

@@ -111,6 +111,26 @@ impl Pipeline {
             .to_owned()
     }
 
+    /// For a body that may name a template: the command its task stored, if the task
+    /// exists (a redelivery is not rendered again); `None` otherwise.
+    async fn stored_render(
+        &self,
+        envelope: &switchyard_core::CommandEnvelope,
+        payload: &[u8],
+    ) -> Result<Option<Command>, HandleError> {
+        if !crate::templates::may_name_a_template(payload) {
+            return Ok(None);
+        }
+        let Some(task) = self
+            .store
+            .find_task(&envelope.tenant, &envelope.request_id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_str::<Command>(task.command.get()).ok())
+    }
+
     /// The claim of run `run` on task `id`, for one lease from now.
     fn claim(&self, id: i64, run: &str) -> crate::store::Claim {
         let now = chrono::Utc::now().timestamp_millis();
@@ -470,15 +490,20 @@ impl Pipeline {
         let parsed: Result<Command, String> = match subject_kind {
             None => Err(format!("'{}' is not a command subject", delivery.subject)),
             Some(Err(e)) => Err(e),
-            // A template it names is rendered here, before the task row is written.
-            Some(Ok(kind)) => match self
-                .templates
-                .parse_command(&delivery.payload, Some(kind))
-                .await
-            {
-                Ok(command) => Ok(command),
-                Err(TemplateError::Invalid(message)) => Err(message),
-                Err(TemplateError::Database(e)) => return Err(e.into()),
+            // A template it names is rendered here, before the task row is written;
+            // a redelivery of a task that exists runs the command as it was stored
+            // (rendered once, whatever the template became since).
+            Some(Ok(kind)) => match self.stored_render(&envelope, &delivery.payload).await? {
+                Some(stored) => Ok(stored),
+                None => match self
+                    .templates
+                    .parse_command(&delivery.payload, Some(kind))
+                    .await
+                {
+                    Ok(command) => Ok(command),
+                    Err(TemplateError::Invalid(message)) => Err(message),
+                    Err(TemplateError::Database(e)) => return Err(e.into()),
+                },
             },
         };
         let command = match parsed {

@@ -106,7 +106,10 @@ impl Cleaner {
             return;
         }
         tasks.spawn("retention", async move {
-            let mut every = tokio::time::interval(Duration::from_millis(self.settings.interval_ms));
+            // The first run comes an interval after start, not during it: a start
+            // has enough to write (and on SQLite one writer at a time).
+            let period = Duration::from_millis(self.settings.interval_ms);
+            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

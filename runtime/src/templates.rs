@@ -30,6 +30,14 @@ pub const MAX_TEMPLATE_BYTES: usize = 16 * 1024;
 pub const MAX_OUTPUT_BYTES: usize = 32 * 1024;
 /// The instructions one render may run.
 const FUEL: u64 = 100_000;
+/// Bounds on a request's variables, so that a tenant cannot make an innocent template
+/// build huge strings (`'-' * width`, `text | indent(width)`): at most this many
+/// variables, numbers within this magnitude, strings of at most this many bytes.
+const MAX_VARIABLES: usize = 32;
+const MAX_NUMBER: f64 = 1_000.0;
+const MAX_STRING_BYTES: usize = 4 * 1024;
+/// Names in the cache before misses are no longer kept.
+const MAX_CACHED: usize = 10_000;
 
 /// Why a template could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +58,64 @@ fn environment() -> Environment<'static> {
     env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
     env.set_fuel(Some(FUEL));
     env
+}
+
+/// Whether `name` may name a template: 1 to 100 letters, digits, `-`, `_` or `.`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Checks a request's variables against the bounds above.
+fn check_variables(variables: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+    use serde_json::Value;
+    if variables.len() > MAX_VARIABLES {
+        return Err(format!("input.template.variables: at most {MAX_VARIABLES}"));
+    }
+    fn fits(value: &Value, depth: usize) -> bool {
+        match value {
+            Value::Null | Value::Bool(_) => true,
+            Value::Number(n) => n.as_f64().is_some_and(|n| n.abs() <= MAX_NUMBER),
+            Value::String(s) => s.len() <= MAX_STRING_BYTES,
+            Value::Array(items) => {
+                depth < 4
+                    && items.len() <= MAX_VARIABLES
+                    && items.iter().all(|v| fits(v, depth + 1))
+            }
+            Value::Object(map) => {
+                depth < 4 && map.len() <= MAX_VARIABLES && map.values().all(|v| fits(v, depth + 1))
+            }
+        }
+    }
+    match variables.iter().find(|(_, v)| !fits(v, 0)) {
+        Some((name, _)) => Err(format!(
+            "input.template.variables.{}: numbers within ±{MAX_NUMBER}, strings of at most \
+             {MAX_STRING_BYTES} bytes, at most {MAX_VARIABLES} items, nested at most 4 deep",
+            name.chars().take(100).collect::<String>()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A writer that refuses to grow past [`MAX_OUTPUT_BYTES`], so a render stops there
+/// instead of building the whole string first.
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_OUTPUT_BYTES {
+            return Err(std::io::Error::other("output too long"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The kinds a template is for: `text` or `image`.
@@ -119,11 +185,14 @@ impl Templates {
         }
         let template = self.store.template(name).await?.map(Arc::new);
         if let Ok(mut cache) = self.cache.lock() {
-            // Bounded: names requests ask for that do not exist are kept only briefly.
-            if cache.len() > 10_000 {
+            // Bounded: stale entries go first; when it is still full, only templates
+            // that exist are kept (names asked for that do not exist are not).
+            if cache.len() >= MAX_CACHED {
                 cache.retain(|_, (read, _)| read.elapsed() < FRESH);
             }
-            cache.insert(name.to_owned(), (Instant::now(), template.clone()));
+            if cache.len() < MAX_CACHED || template.is_some() {
+                cache.insert(name.to_owned(), (Instant::now(), template.clone()));
+            }
         }
         Ok(template)
     }
@@ -139,9 +208,15 @@ impl Templates {
         let Some(asked) = command.input.template.clone() else {
             return Ok(());
         };
-        let name: String = asked.name.chars().take(100).collect();
+        if !valid_name(&asked.name) {
+            return Err(TemplateError::Invalid(
+                "input.template.name: 1 to 100 letters, digits, '-', '_' or '.'".to_owned(),
+            ));
+        }
+        let name = asked.name.clone();
+        check_variables(&asked.variables).map_err(TemplateError::Invalid)?;
         let template = self
-            .lookup(&asked.name)
+            .lookup(&name)
             .await?
             .filter(|t| t.enabled)
             .ok_or_else(|| {
@@ -163,47 +238,83 @@ impl Templates {
                 .entry(key.to_owned())
                 .or_insert(serde_json::Value::String(value));
         }
-        let env = environment();
-        let compiled = env.template_from_str(&template.template).map_err(|e| {
-            TemplateError::Invalid(format!("input.template.name: template '{name}': {e}"))
-        })?;
-        let rendered = compiled.render(&variables).map_err(|e| {
-            if e.kind() == minijinja::ErrorKind::UndefinedError {
-                // The error does not say which: name those the template uses and the
-                // request did not give.
-                let mut missing: Vec<String> = compiled
-                    .undeclared_variables(false)
-                    .into_iter()
-                    .filter(|v| !variables.contains_key(v))
-                    .collect();
-                if !missing.is_empty() {
-                    missing.sort();
-                    let names: Vec<String> = missing.iter().map(|v| format!("'{v}'")).collect();
-                    return TemplateError::Invalid(format!(
-                        "input.template.variables: missing {}",
-                        names.join(", ")
-                    ));
-                }
-            }
-            TemplateError::Invalid(format!("input.template: cannot render '{name}': {e}"))
-        })?;
-        if rendered.len() > MAX_OUTPUT_BYTES {
-            return Err(TemplateError::Invalid(format!(
-                "input.template: '{name}' rendered more than {MAX_OUTPUT_BYTES} bytes"
-            )));
-        }
+        // Off the async workers: a render is bounded, but may take its fuel's worth.
+        let rendered =
+            tokio::task::spawn_blocking(move || render_text(&name, &template.template, &variables))
+                .await
+                .map_err(|_| {
+                    TemplateError::Invalid("input.template: the render failed".to_owned())
+                })??;
         match command.kind {
             Kind::TextGenerate => command.input.system = Some(rendered),
             Kind::ImageGenerate | Kind::ImageEdit => command.input.prompt = Some(rendered),
+        }
+        // Rendered once: the stored and queued command carries the text, and the
+        // template's name only as metadata (a job queued on the bus is not rendered
+        // again at intake).
+        command.input.template = None;
+        command
+            .metadata
+            .get_or_insert_with(Default::default)
+            .insert("template".to_owned(), serde_json::Value::String(asked.name));
+        let size = serde_json::to_vec(&*command).map_or(usize::MAX, |b| b.len());
+        if size > switchyard_core::protocol::MAX_COMMAND_BYTES {
+            return Err(TemplateError::Invalid(format!(
+                "input.template: the rendered command is {size} bytes, over the {} limit",
+                switchyard_core::protocol::MAX_COMMAND_BYTES
+            )));
         }
         Ok(())
     }
 }
 
-/// Whether a raw command body may name a template (a cheap look: a body without the
-/// word takes the fast path, and a parsed command that names one all the same, its
-/// key escaped, is rendered then).
-fn may_name_a_template(body: &[u8]) -> bool {
+/// Renders `text` (template `name`) with `variables`, within the output bound.
+fn render_text(
+    name: &str,
+    text: &str,
+    variables: &serde_json::Map<String, serde_json::Value>,
+) -> Result<String, TemplateError> {
+    let env = environment();
+    let compiled = env.template_from_str(text).map_err(|e| {
+        TemplateError::Invalid(format!("input.template.name: template '{name}': {e}"))
+    })?;
+    let mut out = Bounded(Vec::new());
+    if let Err(e) = compiled.render_captured_to(variables, &mut out) {
+        if e.kind() == minijinja::ErrorKind::UndefinedError {
+            // The error does not say which: name those the template uses that the
+            // request did not give (globals such as `range` are not variables).
+            let globals: Vec<&str> = env.globals().map(|(g, _)| g).collect();
+            let mut missing: Vec<String> = compiled
+                .undeclared_variables(false)
+                .into_iter()
+                .filter(|v| !variables.contains_key(v) && !globals.contains(&v.as_str()))
+                .collect();
+            if !missing.is_empty() {
+                missing.sort();
+                let names: Vec<String> = missing.iter().map(|v| format!("'{v}'")).collect();
+                return Err(TemplateError::Invalid(format!(
+                    "input.template.variables: missing {}",
+                    names.join(", ")
+                )));
+            }
+        }
+        if e.kind() == minijinja::ErrorKind::WriteFailure {
+            return Err(TemplateError::Invalid(format!(
+                "input.template: '{name}' renders more than {MAX_OUTPUT_BYTES} bytes"
+            )));
+        }
+        return Err(TemplateError::Invalid(format!(
+            "input.template: cannot render '{name}': {e}"
+        )));
+    }
+    String::from_utf8(out.0)
+        .map_err(|_| TemplateError::Invalid(format!("input.template: '{name}' is not UTF-8")))
+}
+
+/// Whether a raw command body may name a template: a body without the word takes the
+/// fast path. (A command whose key is escaped is parsed and checked there: one that
+/// passes is rendered after all; one that needs its template to pass is refused.)
+pub(crate) fn may_name_a_template(body: &[u8]) -> bool {
     body.windows(10).any(|w| w == b"\"template\"")
 }
 

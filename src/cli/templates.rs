@@ -5,7 +5,10 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use switchyard_runtime::{store::Store, templates::check};
+use switchyard_runtime::{
+    store::Store,
+    templates::{check, valid_name},
+};
 
 #[derive(Debug, Subcommand)]
 pub enum TemplatesCommand {
@@ -71,6 +74,10 @@ pub async fn run(store: &Store, command: TemplatesCommand) -> anyhow::Result<Exi
             file,
             disabled,
         } => {
+            anyhow::ensure!(
+                valid_name(&name),
+                "a template's name is 1 to 100 letters, digits, '-', '_' or '.'"
+            );
             let text = read_text(text, file)?;
             check(&kind, &text).map_err(|e| anyhow::anyhow!("--{e}"))?;
             let stored = store.put_template(&name, &kind, &text, !disabled).await?;

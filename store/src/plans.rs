@@ -259,16 +259,10 @@ impl Store {
         let found = on_pool!(self, |pool| {
             async {
                 let mut tx = pool.begin().await?;
-                // (A plan deleted between this read and the insert fails the insert's
-                // foreign key: not found, as below.)
-                let exists: Option<String> =
-                    sqlx::query_scalar("SELECT name FROM plans WHERE name = $1")
-                        .bind(plan)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if exists.is_none() {
-                    return Ok::<_, sqlx::Error>(false);
-                }
+                // A write first, so that on SQLite the transaction takes the write lock
+                // at once (waiting its turn) rather than reading and then failing to
+                // upgrade when another connection wrote meanwhile. A plan that does not
+                // exist fails the insert's foreign key: not found, as below.
                 sqlx::query(
                     "INSERT INTO tenant_plans (tenant, plan, updated_at) VALUES ($1, $2, $3) \
                      ON CONFLICT (tenant) DO UPDATE SET plan = excluded.plan, \
@@ -293,7 +287,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                Ok(true)
+                Ok::<_, sqlx::Error>(true)
             }
             .await
         });

@@ -76,16 +76,29 @@ async fn templates_render_into_what_the_task_stores(db: &TestDb) {
     let (status, posted) = job(
         &node,
         json!({"tenant": "acme", "kind": "image.generate",
-               "input": {"size": "64x64", "prompt": "studio light",
+               "input": {"size": "64x64", "prompt": "studio light", "seed": 7,
                          "template": {"name": "product", "variables": {"product": "a red kite"}}}}),
     );
     assert_eq!(status, 202, "{posted}");
     let id = posted["id"].as_i64().unwrap();
-    assert_eq!(done(&node, id).await["status"], "done");
+    let finished = done(&node, id).await;
+    assert_eq!(finished["status"], "done", "{finished}");
+    let rendered = "A photo of a red kite on white, studio light";
     let prompts = db
         .raw_strings(&format!("SELECT prompt FROM tasks WHERE id = {id}"))
         .await;
-    assert_eq!(prompts, ["A photo of a red kite on white, studio light"]);
+    assert_eq!(prompts, [rendered]);
+    // And the provider got the same, rendered once: the mock's image is a function of
+    // the prompt and the seed.
+    let expected = switchyard_runtime::artifacts::describe(
+        &switchyard_runtime::providers::mock::png_for_test(rendered, 7, 0, 64, 64),
+    )
+    .unwrap()
+    .id;
+    assert_eq!(
+        finished["result"]["output"]["images"][0]["artifact_id"], expected,
+        "{finished}"
+    );
 
     // A text job: the rendered text is the system prompt.
     let (status, posted) = job(
