@@ -42,6 +42,20 @@ pub(crate) enum ApiError {
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Reads a JSON body into `T`; a 400 names the field at fault (`what` when the body
+/// as a whole is not one).
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body)).map_err(|e| {
+        match e.path().to_string().as_str() {
+            "." => ApiError::bad_request(format!("not {what}: {}", e.inner())),
+            path => ApiError::bad_request(format!("{path}: {}", e.inner())),
+        }
+    })
+}
+
 impl ApiError {
     /// An error with this status and message.
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use crate::{
     caller::Caller,
-    error::{ApiError, ErrorBody},
+    error::{ApiError, ErrorBody, json_body},
     jobs::visible_job,
     state::AdminApi,
 };
@@ -42,12 +42,7 @@ pub(super) async fn post_feedback(
     body: Bytes,
 ) -> Result<Json<FeedbackBody>, ApiError> {
     let task = visible_job(&gateway, &caller, id).await?;
-    let feedback: Feedback =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
-            .map_err(|e| match e.path().to_string().as_str() {
-                "." => ApiError::bad_request(format!("not feedback: {}", e.inner())),
-                path => ApiError::bad_request(format!("{path}: {}", e.inner())),
-            })?;
+    let feedback: Feedback = json_body(&body, "feedback")?;
     feedback.check().map_err(ApiError::bad_request)?;
     if task.status != TaskStatus::Completed {
         return Err(ApiError::new(

@@ -13,7 +13,7 @@ use switchyard_runtime::facade::{LimitsView, TenantLimits};
 use utoipa::ToSchema;
 
 use crate::{
-    error::{ApiError, ErrorBody},
+    error::{ApiError, ErrorBody, json_body},
     keys::tenant_path,
     state::AdminApi,
 };
@@ -51,12 +51,7 @@ pub(super) async fn put_limits(
     body: Bytes,
 ) -> Result<Json<LimitsBody>, ApiError> {
     let tenant = tenant_path(&tenant)?;
-    let limits: TenantLimits =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
-            .map_err(|e| match e.path().to_string().as_str() {
-                "." => ApiError::bad_request(format!("not limits: {}", e.inner())),
-                path => ApiError::bad_request(format!("{path}: {}", e.inner())),
-            })?;
+    let limits: TenantLimits = json_body(&body, "limits")?;
     limits.check().map_err(ApiError::bad_request)?;
     let limits = gateway.set_tenant_limits(tenant.as_str(), &limits).await?;
     Ok(Json(LimitsBody {

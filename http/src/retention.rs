@@ -13,7 +13,7 @@ use switchyard_runtime::facade::{RetentionPolicy, RetentionView};
 use utoipa::ToSchema;
 
 use crate::{
-    error::{ApiError, ErrorBody},
+    error::{ApiError, ErrorBody, json_body},
     keys::tenant_path,
     state::AdminApi,
 };
@@ -51,12 +51,7 @@ pub(super) async fn put_retention(
     body: Bytes,
 ) -> Result<Json<RetentionBody>, ApiError> {
     let tenant = tenant_path(&tenant)?;
-    let policy: RetentionPolicy =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
-            .map_err(|e| match e.path().to_string().as_str() {
-                "." => ApiError::bad_request(format!("not a retention policy: {}", e.inner())),
-                path => ApiError::bad_request(format!("{path}: {}", e.inner())),
-            })?;
+    let policy: RetentionPolicy = json_body(&body, "a retention policy")?;
     policy.check().map_err(ApiError::bad_request)?;
     let retention = gateway
         .set_tenant_retention(tenant.as_str(), &policy)

@@ -13,7 +13,7 @@ use switchyard_runtime::facade::{PromptTemplate, TemplateError, valid_template_n
 use utoipa::ToSchema;
 
 use crate::{
-    error::{ApiError, ErrorBody},
+    error::{ApiError, ErrorBody, json_body},
     state::AdminApi,
 };
 
@@ -87,12 +87,7 @@ pub(super) async fn put_template(
     body: Bytes,
 ) -> Result<Json<TemplateBody>, ApiError> {
     let name = name_of(&name)?;
-    let put: TemplatePut =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
-            .map_err(|e| match e.path().to_string().as_str() {
-                "." => ApiError::bad_request(format!("not a template: {}", e.inner())),
-                path => ApiError::bad_request(format!("{path}: {}", e.inner())),
-            })?;
+    let put: TemplatePut = json_body(&body, "a template")?;
     let template = gateway
         .put_template(name, &put.kind, &put.template, put.enabled)
         .await

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::{
     caller::Caller,
-    error::{ApiError, ErrorBody},
+    error::{ApiError, ErrorBody, json_body},
     keys::tenant_path,
     state::AdminApi,
 };
@@ -42,16 +42,6 @@ impl From<WebhookError> for ApiError {
             WebhookError::Database(e) => ApiError::storage(e),
         }
     }
-}
-
-/// Reads a JSON body, naming the field at fault.
-fn body_of<T: serde::de::DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body)).map_err(|e| {
-        match e.path().to_string().as_str() {
-            "." => ApiError::bad_request(format!("not {what}: {}", e.inner())),
-            path => ApiError::bad_request(format!("{path}: {}", e.inner())),
-        }
-    })
 }
 
 /// An endpoint: `{id, tenant, url, events, enabled, created_at}`.
@@ -134,7 +124,7 @@ pub(super) async fn create_webhook(
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedWebhook>), ApiError> {
     let tenant = owner(&caller, &tenant)?;
-    let request: WebhookRequest = body_of(&body, "a webhook")?;
+    let request: WebhookRequest = json_body(&body, "a webhook")?;
     let (webhook, secret) = gateway.webhooks().register(&tenant, request).await?;
     Ok((
         StatusCode::CREATED,
@@ -161,7 +151,7 @@ pub(super) async fn patch_webhook(
     body: Bytes,
 ) -> Result<Json<WebhookBody>, ApiError> {
     let tenant = owner(&caller, &tenant)?;
-    let patch: WebhookPatch = body_of(&body, "a webhook change")?;
+    let patch: WebhookPatch = json_body(&body, "a webhook change")?;
     let webhook = gateway
         .webhooks()
         .set_enabled(&tenant, id, patch.enabled)

@@ -41,7 +41,7 @@ fn bounded(seen: &std::sync::Mutex<std::collections::HashSet<String>>, value: &s
 /// Records a finished generation (issue 18 §8): its duration by kind, provider type
 /// and model, and the tokens, images and cost it used. A cached answer used no
 /// provider and is counted only as a cache hit (where the cache is looked up).
-pub fn record_generation(kind: &str, body: &switchyard_core::EventBody) {
+pub fn record_generation(kind: &'static str, body: &switchyard_core::EventBody) {
     static MODELS: OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> = OnceLock::new();
     let switchyard_core::EventBody::Completed {
         usage,
@@ -59,13 +59,13 @@ pub fn record_generation(kind: &str, body: &switchyard_core::EventBody) {
         provider.model.as_deref().unwrap_or("-"),
     );
     metrics::histogram!("switchyard_generation_duration_seconds",
-        "kind" => kind.to_owned(), "provider" => provider_type, "model" => model.clone())
+        "kind" => kind, "provider" => provider_type, "model" => model.clone())
     .record(*latency_ms as f64 / 1000.0);
-    metrics::counter!("switchyard_tokens_total", "kind" => kind.to_owned(), "provider" => provider_type, "direction" => "input")
+    metrics::counter!("switchyard_tokens_total", "kind" => kind, "provider" => provider_type, "direction" => "input")
         .increment(usage.input_tokens);
-    metrics::counter!("switchyard_tokens_total", "kind" => kind.to_owned(), "provider" => provider_type, "direction" => "output")
+    metrics::counter!("switchyard_tokens_total", "kind" => kind, "provider" => provider_type, "direction" => "output")
         .increment(usage.output_tokens);
-    metrics::counter!("switchyard_images_total", "kind" => kind.to_owned(), "provider" => provider_type)
+    metrics::counter!("switchyard_images_total", "kind" => kind, "provider" => provider_type)
         .increment(u64::from(usage.images));
     // Whole micro-dollars: a counter holds integers.
     metrics::counter!("switchyard_cost_usd_micros_total", "provider" => provider_type, "model" => model)

@@ -38,6 +38,9 @@ pub const EVENT_TYPES: [EventType; 5] = [
     EventType::Failed,
 ];
 
+/// The longest endpoint URL a tenant may register.
+pub const MAX_URL_BYTES: usize = 2048;
+
 /// What an endpoint gets when it names no events: the terminal ones.
 pub const DEFAULT_EVENTS: [&str; 2] = ["completed", "failed"];
 
@@ -147,6 +150,11 @@ impl Webhooks {
         tenant: &str,
         request: WebhookRequest,
     ) -> Result<(Webhook, String), WebhookError> {
+        if request.url.len() > MAX_URL_BYTES {
+            return Err(WebhookError::Invalid(format!(
+                "url: at most {MAX_URL_BYTES} bytes"
+            )));
+        }
         let url =
             Url::parse(&request.url).map_err(|e| WebhookError::Invalid(format!("url: {e}")))?;
         if !url.username().is_empty() || url.password().is_some() {

@@ -41,7 +41,7 @@ fn sse_events(raw: &str) -> Vec<(String, String, Value)> {
     out
 }
 
-async fn wait_for_status(node: &Node, id: i64, status: &str) -> Value {
+pub(crate) async fn wait_for_status(node: &Node, id: i64, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (code, job) = node.call("GET", &format!("/v1/jobs/{id}"), None);

@@ -3,26 +3,13 @@
 //! outcome, and every metric the Grafana dashboard in deploy/ charts is one the code
 //! records.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 
 use crate::{
-    reload::{Node, start_node},
+    jobs::wait_for_status,
+    reload::start_node,
     support::{TestDb, manifest_dir, raw_http},
 };
-
-async fn done(node: &Node, id: i64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, job) = node.call("GET", &format!("/v1/jobs/{id}"), None);
-        if job["status"] == "done" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "job {id} never done: {job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// The value on the line that starts with `start`, if any.
 fn value(metrics: &str, start: &str) -> Option<f64> {
@@ -46,7 +33,7 @@ async fn generations_and_cache_outcomes_are_measured() {
                              "input": {"prompt": "a kite", "size": "64x64"}});
         let (status, posted) = node.call("POST", "/v1/jobs", Some(command));
         assert_eq!(status, 202, "{posted}");
-        done(&node, posted["id"].as_i64().unwrap()).await;
+        wait_for_status(&node, posted["id"].as_i64().unwrap(), "done").await;
     }
     let (status, metrics) = raw_http(node.port, "GET", "/metrics", &[], b"");
     assert_eq!(status, 200);

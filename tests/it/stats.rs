@@ -4,12 +4,11 @@
 //! cost; the numbers survive an edit of the config; feedback by the job's own tenant
 //! shows in its config's statistics.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 
 use crate::{
-    reload::{Node, http, start_node},
+    jobs::wait_for_status,
+    reload::{http, start_node},
     support::TestDb,
 };
 
@@ -36,18 +35,6 @@ fn seeds() -> Value {
     ])
 }
 
-async fn finished(node: &Node, id: i64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, job) = node.call("GET", &format!("/v1/jobs/{id}"), None);
-        if job["status"] == "done" || job["status"] == "failed" {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "job {id} never ended: {job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn item<'a>(stats: &'a Value, name: &str) -> &'a Value {
     stats["items"]
         .as_array()
@@ -66,7 +53,7 @@ async fn attempts_usage_and_feedback_are_reported_per_config(db: &TestDb) {
         jobs.push(posted["id"].as_i64().unwrap());
     }
     for &id in &jobs {
-        assert_eq!(finished(&node, id).await["status"], "done");
+        wait_for_status(&node, id, "done").await;
     }
 
     let (status, stats) = node.call("GET", "/v1/providers/stats", None);

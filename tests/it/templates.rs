@@ -4,7 +4,7 @@
 //! `invalid_request` naming it; templates render in a sandbox (no include, bounded
 //! work) and are checked when stored.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -12,21 +12,10 @@ use switchyard_core::{Command, Event, EventBody};
 use switchyard_runtime::bus::EventFilter;
 
 use crate::{
+    jobs::wait_for_status,
     reload::{Node, start_node},
     support::TestDb,
 };
-
-async fn done(node: &Node, id: i64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, job) = node.call("GET", &format!("/v1/jobs/{id}"), None);
-        if job["status"] == "done" || job["status"] == "failed" {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "job {id} never ended: {job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn put(node: &Node, name: &str, body: Value) -> (u16, Value) {
     node.call("PUT", &format!("/v1/templates/{name}"), Some(body))
@@ -81,7 +70,7 @@ async fn templates_render_into_what_the_task_stores(db: &TestDb) {
     );
     assert_eq!(status, 202, "{posted}");
     let id = posted["id"].as_i64().unwrap();
-    let finished = done(&node, id).await;
+    let finished = wait_for_status(&node, id, "done").await;
     assert_eq!(finished["status"], "done", "{finished}");
     let rendered = "A photo of a red kite on white, studio light";
     let prompts = db
@@ -109,7 +98,7 @@ async fn templates_render_into_what_the_task_stores(db: &TestDb) {
     );
     assert_eq!(status, 202, "{posted}");
     let id = posted["id"].as_i64().unwrap();
-    assert_eq!(done(&node, id).await["status"], "done");
+    wait_for_status(&node, id, "done").await;
     let commands = db
         .raw_strings(&format!(
             "SELECT CAST(command AS TEXT) FROM tasks WHERE id = {id}"

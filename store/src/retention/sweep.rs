@@ -332,7 +332,14 @@ impl Store {
         cutoff: DateTime<Utc>,
         limit: u32,
     ) -> Result<u64, QueryError> {
-        self.expire_log("usage_log", scope, cutoff, limit).await
+        self.expire_rows(
+            "usage_log WHERE",
+            RetentionField::Usage,
+            scope,
+            cutoff,
+            limit,
+        )
+        .await
     }
 
     /// Deletes (at most `limit`; with `limit` 0 only counts) the attempt rows (the
@@ -346,33 +353,14 @@ impl Store {
         cutoff: DateTime<Utc>,
         limit: u32,
     ) -> Result<u64, QueryError> {
-        self.expire_log("attempt_log", scope, cutoff, limit).await
-    }
-
-    /// The rows of `table` (a log with `tenant` and `created_at`) under `usage_days`.
-    async fn expire_log(
-        &self,
-        table: &str,
-        scope: Scope<'_>,
-        cutoff: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<u64, QueryError> {
-        let from_where = format!(
-            "{table} WHERE created_at < $1 AND {}",
-            scope.condition("tenant", RetentionField::Usage)
-        );
-        let ids = match self.pick("id", &from_where, cutoff, scope, limit).await? {
-            Picked::Count(count) => return Ok(count),
-            Picked::Ids(ids) if ids.is_empty() => return Ok(0),
-            Picked::Ids(ids) => ids,
-        };
-        let sql = format!("DELETE FROM {table} WHERE id IN ({})", id_list(&ids));
-        let affected = on_pool!(self, |pool| sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .persistent(false)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(affected)
+        self.expire_rows(
+            "attempt_log WHERE",
+            RetentionField::Usage,
+            scope,
+            cutoff,
+            limit,
+        )
+        .await
     }
 
     /// Deletes (at most `limit`; with `limit` 0 only counts) the finished webhook
@@ -387,19 +375,32 @@ impl Store {
         cutoff: DateTime<Utc>,
         limit: u32,
     ) -> Result<u64, QueryError> {
+        let rows = "webhook_deliveries WHERE status <> 'pending' AND";
+        self.expire_rows(rows, RetentionField::Tasks, scope, cutoff, limit)
+            .await
+    }
+
+    /// The rows of a log with `tenant` and `created_at` (`table_where`: the table,
+    /// `WHERE` and any condition of its own, ending in `AND`) under `field`.
+    async fn expire_rows(
+        &self,
+        table_where: &str,
+        field: RetentionField,
+        scope: Scope<'_>,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, QueryError> {
         let from_where = format!(
-            "webhook_deliveries WHERE status <> 'pending' AND created_at < $1 AND {}",
-            scope.condition("tenant", RetentionField::Tasks)
+            "{table_where} created_at < $1 AND {}",
+            scope.condition("tenant", field)
         );
         let ids = match self.pick("id", &from_where, cutoff, scope, limit).await? {
             Picked::Count(count) => return Ok(count),
             Picked::Ids(ids) if ids.is_empty() => return Ok(0),
             Picked::Ids(ids) => ids,
         };
-        let sql = format!(
-            "DELETE FROM webhook_deliveries WHERE id IN ({})",
-            id_list(&ids)
-        );
+        let table = table_where.split_whitespace().next().unwrap_or_default();
+        let sql = format!("DELETE FROM {table} WHERE id IN ({})", id_list(&ids));
         let affected = on_pool!(self, |pool| sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
             .persistent(false)
             .execute(pool)
