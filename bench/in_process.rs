@@ -34,6 +34,7 @@ pub(crate) async fn start_engine(instances: i64, dir: &std::path::Path) -> anyho
             restart_policy: RestartPolicy::default(),
             default_wait: Duration::from_secs(30),
             plugins: None,
+            vault: None,
             outbound: switchyard_runtime::guard::Guard::default(),
         },
     )

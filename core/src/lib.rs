@@ -39,8 +39,8 @@ pub use protocol::{
     Skipped, Strategy, Subjects, TemplateRef, Usage,
 };
 pub use provider::{
-    ApiKey, BreakerDraft, BreakerSettings, CostTable, FieldError, MockOptions, OAuth2, OAuth2Grant,
-    ProviderAuth, ProviderConfig, ProviderConfigDraft, ProviderSpec, ProviderType, RateLimit,
-    RateLimitDraft, Supports, ValidationError,
+    ApiKey, BreakerDraft, BreakerSettings, CostTable, FieldError, MockOptions, OAuth2,
+    OAuth2ClientAuth, OAuth2Grant, ProviderAuth, ProviderConfig, ProviderConfigDraft, ProviderSpec,
+    ProviderType, RateLimit, RateLimitDraft, Supports, ValidationError,
 };
 pub use redact::redact_url;

@@ -9,7 +9,7 @@ mod provider_type;
 mod secret;
 mod validate;
 
-pub use auth::{OAuth2, OAuth2Grant, ProviderAuth};
+pub use auth::{OAuth2, OAuth2ClientAuth, OAuth2Grant, ProviderAuth};
 pub use config::{MockOptions, ProviderConfig, ProviderConfigDraft, ProviderSpec, Supports};
 pub use limits::{BreakerDraft, BreakerSettings, RateLimit, RateLimitDraft};
 pub use pricing::CostTable;

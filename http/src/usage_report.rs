@@ -34,8 +34,10 @@ pub(super) struct ReportQuery {
 
 /// A usage report: `{tenant, user, from, to, bucket, buckets: [{start, groups:
 /// [{user?, provider, model, kind, config_id, requests, images, input_tokens,
-/// output_tokens, cost_usd}], failures: [{user?, kind, error_code, failures}], total}],
-/// total: {requests, images, input_tokens, output_tokens, cost_usd, failures}}`.
+/// output_tokens, cost_usd, charged_requests, charged_cost_usd}], failures: [{user?,
+/// kind, error_code, failures}], total}], total: {requests, images, input_tokens,
+/// output_tokens, cost_usd, charged_requests, charged_cost_usd, failures}}`; the
+/// `charged_` sums leave out what the tenant's own provider accounts served.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ReportBody {
     /// The tenant.

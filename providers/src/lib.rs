@@ -258,33 +258,43 @@ pub(crate) fn decode_b64(api: &wire::Api, data: &str) -> Result<Vec<u8>, Attempt
 pub fn build_adapter(
     config: &ProviderConfig,
 ) -> Result<Arc<dyn ProviderAdapter>, AdapterBuildError> {
-    build_adapter_with(config, None)
+    build_adapter_with(config, &BuildContext::default())
 }
 
-/// Builds the adapter for a config; `wasm` configs take their plugin from `plugins`.
+/// What the runtime lends the adapters it builds.
+#[derive(Default, Clone, Copy)]
+pub struct BuildContext<'a> {
+    /// Where `wasm` configs take their plugin from.
+    pub plugins: Option<&'a dyn PluginSource>,
+    /// Where OAuth2 clients keep rotated refresh tokens (else in memory).
+    pub vault: Option<&'a Arc<dyn oauth::TokenVault>>,
+}
+
+/// Builds the adapter for a config with what `context` lends.
 ///
 /// # Errors
 /// [`AdapterBuildError`] for bad options or a plugin that is not loaded.
 pub fn build_adapter_with(
     config: &ProviderConfig,
-    plugins: Option<&dyn PluginSource>,
+    context: &BuildContext<'_>,
 ) -> Result<Arc<dyn ProviderAdapter>, AdapterBuildError> {
     if config.spec.owner.is_some() {
         check_tenant_urls(config)?;
     }
-    let adapter = build_plain(config, plugins)?;
-    Ok(match config.spec.auth.oauth2() {
-        Some(oauth) => {
-            // The same source the adapter's `Api` reads (one per client and guard).
-            let guarded = config.spec.owner.is_some();
-            let client = if guarded {
-                switchyard_guard::Guard::installed().provider_client()
-            } else {
-                wire::client()
-            };
-            let tokens = oauth::source_for(oauth, &client, guarded);
-            Arc::new(oauth::OAuth2Adapter::new(adapter, tokens))
-        }
+    // The token source first: the adapter's `Api` takes the same one (one per client
+    // and guard), made here with the vault.
+    let tokens = config.spec.auth.oauth2().map(|oauth| {
+        let guarded = config.spec.owner.is_some();
+        let client = if guarded {
+            switchyard_guard::Guard::installed().provider_client()
+        } else {
+            wire::client()
+        };
+        oauth::source_for(oauth, &client, guarded, context.vault)
+    });
+    let adapter = build_plain(config, context.plugins)?;
+    Ok(match tokens {
+        Some(tokens) => Arc::new(oauth::OAuth2Adapter::new(adapter, tokens)),
         None => adapter,
     })
 }

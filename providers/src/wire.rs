@@ -121,7 +121,9 @@ impl Api {
             client()
         };
         let credentials = match config.spec.auth.oauth2() {
-            Some(oauth) => Credentials::OAuth2(crate::oauth::source_for(oauth, &client, guarded)),
+            Some(oauth) => {
+                Credentials::OAuth2(crate::oauth::source_for(oauth, &client, guarded, None))
+            }
             None => config
                 .spec
                 .api_key

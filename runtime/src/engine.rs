@@ -43,6 +43,8 @@ pub struct EngineOptions {
     /// The outbound-fetch guard: input image URLs, and provider result URLs off the
     /// configured endpoint's host.
     pub outbound: crate::guard::Guard,
+    /// Where OAuth2 clients keep rotated refresh tokens (none: in memory).
+    pub vault: Option<Arc<dyn switchyard_providers::oauth::TokenVault>>,
 }
 
 /// Why the engine could not start.
@@ -125,12 +127,26 @@ struct Inner {
     default_wait: Duration,
     breaker_notices: tokio::sync::broadcast::Sender<BreakerOpened>,
     plugins: Option<Arc<crate::plugins::PluginRegistry>>,
+    vault: Option<Arc<dyn switchyard_providers::oauth::TokenVault>>,
     pub(crate) outbound: crate::guard::Guard,
     /// Owns the requests started with [`Engine::submit`] and the provider calls.
     tasks: Tasks,
 }
 
 impl Engine {
+    /// What the engine lends the adapters it builds: its plugin host and its token
+    /// vault.
+    pub fn build_context(&self) -> switchyard_providers::BuildContext<'_> {
+        switchyard_providers::BuildContext {
+            plugins: self
+                .inner
+                .plugins
+                .as_deref()
+                .map(|p| p as &dyn switchyard_providers::PluginSource),
+            vault: self.inner.vault.as_ref(),
+        }
+    }
+
     /// The WASM plugin host, if this engine has one.
     pub fn plugins(&self) -> Option<&Arc<crate::plugins::PluginRegistry>> {
         self.inner.plugins.as_ref()
@@ -169,6 +185,7 @@ impl Engine {
                 clock,
                 policy: options.restart_policy,
                 plugins: options.plugins.clone(),
+                vault: options.vault.clone(),
                 calls: tasks.child("provider-calls"),
             },
         )
@@ -191,6 +208,7 @@ impl Engine {
                 default_wait: options.default_wait,
                 breaker_notices: notice_tx,
                 plugins: options.plugins,
+                vault: options.vault,
                 outbound: options.outbound,
                 tasks,
             }),

@@ -44,6 +44,7 @@ pub mod engine;
 pub mod facade;
 pub mod inputs;
 pub mod limits;
+pub mod oauth_vault;
 pub mod pipeline;
 pub mod plugins;
 pub mod quota;

@@ -185,6 +185,7 @@ impl Runtime {
             restart_policy: RestartPolicy::default(),
             default_wait: Duration::from_secs(60),
             plugins: self.plugin_registry()?,
+            vault: Some(crate::oauth_vault::StoreVault::shared(self.store.clone())),
         };
         let (engine, _) = Engine::start(Vec::new(), Vec::new(), options).await?;
         let poll = Duration::from_millis(self.settings.database.change_poll_ms);

@@ -92,6 +92,11 @@ pub struct Sums {
     pub output_tokens: i64,
     /// Estimated cost.
     pub cost_usd: f64,
+    /// Of `requests`, those charged to the tenant's quotas: all but those its own
+    /// provider accounts served.
+    pub charged_requests: i64,
+    /// Of `cost_usd`, what was charged to the tenant's quotas.
+    pub charged_cost_usd: f64,
 }
 
 impl Sums {
@@ -101,6 +106,8 @@ impl Sums {
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
         self.cost_usd += other.cost_usd;
+        self.charged_requests += other.charged_requests;
+        self.charged_cost_usd += other.charged_cost_usd;
     }
 }
 
@@ -158,6 +165,8 @@ pub fn fold(bucket: Bucket, usage: Vec<UsageDayRow>, failures: Vec<FailureDayRow
             input_tokens: row.input_tokens,
             output_tokens: row.output_tokens,
             cost_usd: row.cost_usd,
+            charged_requests: row.charged_requests,
+            charged_cost_usd: row.charged_cost_usd,
         };
         let key = (row.user, row.provider, row.model, row.kind, row.config_id);
         buckets
@@ -274,6 +283,8 @@ mod tests {
             input_tokens: 0,
             output_tokens: 0,
             cost_usd,
+            charged_requests: requests,
+            charged_cost_usd: cost_usd,
         }
     }
 

@@ -138,13 +138,16 @@ fn print_table(report: &Value) {
     }
     let total = &report["total"];
     println!(
-        "total: {} requests, {} images, {} input and {} output tokens, {:.4} USD, {} failed",
+        "total: {} requests, {} images, {} input and {} output tokens, {:.4} USD, {} failed; \
+         charged to quotas: {} requests, {:.4} USD (the rest on the tenant's own accounts)",
         total["requests"],
         total["images"],
         total["input_tokens"],
         total["output_tokens"],
         total["cost_usd"].as_f64().unwrap_or_default(),
         total["failures"],
+        total["charged_requests"],
+        total["charged_cost_usd"].as_f64().unwrap_or_default(),
     );
 }
 

@@ -24,6 +24,7 @@ mod feedback;
 mod keys;
 mod leases;
 mod limits;
+mod oauth_tokens;
 mod plans;
 mod plugins;
 mod providers;

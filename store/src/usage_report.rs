@@ -33,6 +33,10 @@ pub struct UsageDayRow {
     pub output_tokens: i64,
     /// Estimated cost.
     pub cost_usd: f64,
+    /// Of `requests`, those charged to the tenant's quotas (not its own accounts').
+    pub charged_requests: i64,
+    /// Of `cost_usd`, what was charged to the tenant's quotas.
+    pub charged_cost_usd: f64,
 }
 
 /// A day's failed requests of one kind and error code.
@@ -107,7 +111,11 @@ impl Store {
              CAST(COALESCE(SUM(images), 0) AS BIGINT) AS images, \
              CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
              CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
-             CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd \
+             CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd, \
+             CAST(COALESCE(SUM(CASE WHEN charged THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             AS charged_requests, \
+             CAST(COALESCE(SUM(CASE WHEN charged THEN cost_usd ELSE 0 END), 0) \
+             AS DOUBLE PRECISION) AS charged_cost_usd \
              FROM usage_log WHERE tenant = $1 AND created_at >= $2 AND created_at < $3 \
              AND ($4 IS NULL OR user_id = $4) \
              GROUP BY {day}{by_user}, provider, model, kind, provider_config_id \

@@ -27,6 +27,7 @@ mod jobs;
 mod limits;
 mod metrics;
 mod oauth2;
+mod oauth2_vault;
 mod object_store;
 mod openai;
 mod outage;

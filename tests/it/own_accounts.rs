@@ -242,6 +242,14 @@ async fn own_accounts_serve_only_their_tenant_uncharged_and_tested_at_save() {
         quotas = node.call("GET", "/v1/quotas?tenant=acme", None).1;
     }
     assert_eq!(quotas["quotas"][0]["used"]["requests"], 0, "{quotas}");
+    // The usage report tells what was charged from what the own account served.
+    let (status, report) = node.call("GET", "/v1/usage/report?tenant=acme", None);
+    assert_eq!(status, 200, "{report}");
+    assert!(
+        report["total"]["requests"].as_i64().unwrap() >= 4,
+        "{report}"
+    );
+    assert_eq!(report["total"]["charged_requests"], 0, "{report}");
 
     // own_accounts = never: the shared account serves acme (and is charged).
     let (status, _) = node.call(

@@ -65,6 +65,7 @@ impl Runtime {
             EngineOptions {
                 default_wait: Duration::from_secs(10),
                 plugins: Some(registry.clone()),
+                vault: None,
                 ..crate::support::engine_options(
                     ArtifactStore::open(&format!("file://{}", dir.path().display())).unwrap(),
                 )

@@ -385,6 +385,7 @@ pub fn engine_options(
         restart_policy: switchyard_runtime::actors::RestartPolicy::default(),
         default_wait: std::time::Duration::from_secs(30),
         plugins: None,
+        vault: None,
         outbound: switchyard_runtime::guard::Guard::default(),
     }
 }

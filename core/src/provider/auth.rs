@@ -26,9 +26,13 @@ pub struct OAuth2 {
     pub token_url: String,
     /// The client id.
     pub client_id: String,
-    /// The client secret (write-only; sent with HTTP Basic, RFC 6749 §2.3.1).
+    /// The client secret (write-only; sent as `client_auth` says, RFC 6749 §2.3.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<ApiKey>,
+    /// How the client authenticates to the token endpoint: HTTP Basic (the default)
+    /// or the id and secret in the form body.
+    #[serde(default, skip_serializing_if = "OAuth2ClientAuth::is_basic")]
+    pub client_auth: OAuth2ClientAuth,
     /// Scopes asked for (space-joined in the request).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
@@ -38,6 +42,25 @@ pub struct OAuth2 {
     /// The refresh token, for `grant = "refresh_token"` (write-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<ApiKey>,
+}
+
+/// How an OAuth2 client authenticates to the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuth2ClientAuth {
+    /// `Authorization: Basic` with the id and secret (`client_secret_basic`).
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body (`client_secret_post`), for
+    /// token endpoints that take no Basic authentication.
+    Post,
+}
+
+impl OAuth2ClientAuth {
+    /// Whether this is the default, which the config object leaves out.
+    pub fn is_basic(&self) -> bool {
+        *self == OAuth2ClientAuth::Basic
+    }
 }
 
 /// The OAuth2 grant an account uses.
@@ -213,6 +236,33 @@ mod tests {
             shown.contains("\"grant\":\"client_credentials\""),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn client_auth_is_basic_unless_post_is_asked_and_basic_is_not_shown() {
+        let base = serde_json::json!({
+            "type": "oauth2", "token_url": "https://login.example/token",
+            "client_id": "gateway", "client_secret": "s3cret-0123456789"
+        });
+        let basic = oauth(base.clone());
+        assert_eq!(basic.oauth2().unwrap().client_auth, OAuth2ClientAuth::Basic);
+        assert!(
+            !serde_json::to_string(&basic)
+                .unwrap()
+                .contains("client_auth")
+        );
+        let mut post = base.clone();
+        post["client_auth"] = "post".into();
+        let post = oauth(post);
+        assert_eq!(post.oauth2().unwrap().client_auth, OAuth2ClientAuth::Post);
+        assert!(
+            serde_json::to_string(&post)
+                .unwrap()
+                .contains("\"client_auth\":\"post\"")
+        );
+        let mut other = base;
+        other["client_auth"] = "private_key_jwt".into();
+        assert!(serde_json::from_value::<ProviderAuth>(other).is_err());
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! [`TokenSource`]: one OAuth2 client's access token, fetched and renewed.
 
 use std::{
-    sync::RwLock,
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
 use reqwest::StatusCode;
 use serde::Deserialize;
-use switchyard_core::{ApiKey, ErrorCode, OAuth2, OAuth2Grant};
+use switchyard_core::{ApiKey, ErrorCode, OAuth2, OAuth2ClientAuth, OAuth2Grant};
 
+use super::vault::{TokenVault, client_key};
 use crate::{AttemptError, wire::read_limited};
 
 /// How long a failed fetch is answered from memory before the endpoint is asked again.
@@ -47,6 +48,9 @@ struct Fetching {
 pub struct TokenSource {
     settings: OAuth2,
     client: reqwest::Client,
+    /// Where a rotated refresh token is kept across restarts and replicas, for the
+    /// refresh-token grant (`None`: in memory only).
+    vault: Option<Arc<dyn TokenVault>>,
     current: RwLock<Option<Token>>,
     fetching: tokio::sync::Mutex<Fetching>,
 }
@@ -72,14 +76,26 @@ struct Refusal {
 }
 
 impl TokenSource {
-    /// A source for `settings`, fetching with `client`.
-    pub fn new(settings: OAuth2, client: reqwest::Client) -> Self {
+    /// A source for `settings`, fetching with `client`, keeping a rotated refresh
+    /// token in `vault` (if any, and if the grant uses one).
+    pub fn new(
+        settings: OAuth2,
+        client: reqwest::Client,
+        vault: Option<Arc<dyn TokenVault>>,
+    ) -> Self {
+        let vault = vault.filter(|_| settings.grant == OAuth2Grant::RefreshToken);
         Self {
             settings,
             client,
+            vault,
             current: RwLock::new(None),
             fetching: tokio::sync::Mutex::new(Fetching::default()),
         }
+    }
+
+    /// Whether a rotated refresh token is kept in a vault.
+    pub(crate) fn has_vault(&self) -> bool {
+        self.vault.is_some()
     }
 
     /// The token to send now, if there is one (not renewed here: see [`Self::fresh`]).
@@ -165,7 +181,44 @@ impl TokenSource {
             .map(|t| t.access.clone())
     }
 
+    /// Fetches a token; with a vault, under its lock for this client and from the
+    /// newest refresh token it holds, storing a rotated one before the lock goes.
     async fn fetch(&self, fetching: &mut Fetching) -> Result<Token, AttemptError> {
+        let Some(vault) = &self.vault else {
+            return self.fetch_once(fetching).await;
+        };
+        let client = client_key(&self.settings);
+        let lock = match vault.lock(&client).await {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                tracing::warn!(error = %e, "oauth2 refresh goes on without the vault's lock");
+                None
+            }
+        };
+        match vault.load(&client).await {
+            Ok(Some(newest)) => fetching.rotated_refresh = Some(newest),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "oauth2 refresh token not read from the vault"),
+        }
+        let before = fetching.rotated_refresh.clone();
+        let token = self.fetch_once(fetching).await;
+        if let Some(rotated) = &fetching.rotated_refresh
+            && before.as_ref() != Some(rotated)
+            && let Err(e) = vault.store(&client, rotated.clone()).await
+        {
+            tracing::error!(error = %e, "a rotated oauth2 refresh token was not stored; \
+                it is kept in this process's memory only");
+        }
+        if let Some(lock) = lock
+            && let Err(e) = vault.unlock(&client, lock).await
+        {
+            tracing::warn!(error = %e, "an oauth2 refresh lock was not given back; it runs out");
+        }
+        token
+    }
+
+    /// One request to the token endpoint.
+    async fn fetch_once(&self, fetching: &mut Fetching) -> Result<Token, AttemptError> {
         let settings = &self.settings;
         let mut form: Vec<(&str, &str)> = vec![("grant_type", settings.grant.as_str())];
         let scope = settings.scopes.join(" ");
@@ -183,14 +236,21 @@ impl TokenSource {
             form.push(("refresh_token", refresh.expose()));
         }
         let secret = settings.client_secret.as_ref().map(|s| s.expose());
+        if settings.client_auth == OAuth2ClientAuth::Post {
+            form.push(("client_id", &settings.client_id));
+            if let Some(secret) = secret {
+                form.push(("client_secret", secret));
+            }
+        }
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(&form)
             .finish();
         let sent_at = Instant::now();
-        let response = self
-            .client
-            .post(&settings.token_url)
-            .basic_auth(&settings.client_id, secret)
+        let mut request = self.client.post(&settings.token_url);
+        if settings.client_auth == OAuth2ClientAuth::Basic {
+            request = request.basic_auth(&settings.client_id, secret);
+        }
+        let response = request
             .header(reqwest::header::ACCEPT, "application/json")
             .header(
                 reqwest::header::CONTENT_TYPE,

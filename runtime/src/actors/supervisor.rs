@@ -65,6 +65,8 @@ pub struct SupervisorArgs {
     pub policy: RestartPolicy,
     /// Loaded WASM plugins, for `wasm` configs.
     pub plugins: Option<Arc<crate::plugins::PluginRegistry>>,
+    /// Where OAuth2 clients keep rotated refresh tokens.
+    pub vault: Option<Arc<dyn switchyard_providers::oauth::TokenVault>>,
     /// Owns the provider actors' in-flight calls.
     pub calls: switchyard_tasks::Tasks,
 }
@@ -319,10 +321,14 @@ impl SupervisorState {
             let Some(config) = new.get(id) else { continue };
             let adapter: Arc<dyn ProviderAdapter> = match build_adapter_with(
                 config,
-                self.args
-                    .plugins
-                    .as_deref()
-                    .map(|p| p as &dyn switchyard_providers::PluginSource),
+                &switchyard_providers::BuildContext {
+                    plugins: self
+                        .args
+                        .plugins
+                        .as_deref()
+                        .map(|p| p as &dyn switchyard_providers::PluginSource),
+                    vault: self.args.vault.as_ref(),
+                },
             ) {
                 Ok(adapter) => adapter,
                 Err(e) => {

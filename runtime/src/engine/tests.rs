@@ -51,6 +51,7 @@ async fn harness_with(
             restart_policy: policy,
             default_wait: Duration::from_secs(30),
             plugins: None,
+            vault: None,
             outbound: crate::guard::Guard::default(),
         },
     )

@@ -9,7 +9,7 @@ use switchyard_core::{ConfigId, ErrorCode, ProviderConfig, ProviderConfigDraft, 
 use super::Gateway;
 use crate::{
     actors::{InstanceStatus, RoutingTable},
-    providers::{PluginSource, build_adapter_with},
+    providers::build_adapter_with,
     reloader::{InvalidConfig, ReloadError, ReloadReport, announce},
     store::{ConfigChange, ConfigReadError, ConfigWriteError, ProviderFilter, ProviderRecord},
 };
@@ -158,11 +158,10 @@ impl Gateway {
         if let Some(plugins) = plugins {
             plugins.resolve(&self.parts.store, [&mut config]).await;
         }
-        let adapter =
-            match build_adapter_with(&config, plugins.map(|p| p.as_ref() as &dyn PluginSource)) {
-                Ok(adapter) => adapter,
-                Err(e) => return ProviderCheck::NoAdapter(e.to_string()),
-            };
+        let adapter = match build_adapter_with(&config, &self.parts.engine.build_context()) {
+            Ok(adapter) => adapter,
+            Err(e) => return ProviderCheck::NoAdapter(e.to_string()),
+        };
         let timeout = Duration::from_millis(config.spec.timeout_ms);
         match tokio::time::timeout(timeout, adapter.health_check()).await {
             Ok(Ok(())) => ProviderCheck::Healthy,

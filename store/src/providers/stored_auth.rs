@@ -2,7 +2,7 @@
 //! client secret and refresh token) encrypted like API keys.
 
 use serde::{Deserialize, Serialize};
-use switchyard_core::{ApiKey, OAuth2, OAuth2Grant, ProviderAuth};
+use switchyard_core::{ApiKey, OAuth2, OAuth2ClientAuth, OAuth2Grant, ProviderAuth};
 
 use crate::secrets::{MasterKey, SecretError};
 
@@ -15,6 +15,8 @@ pub(super) enum StoredAuth {
         client_id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_secret_ciphertext: Option<String>,
+        #[serde(default, skip_serializing_if = "OAuth2ClientAuth::is_basic")]
+        client_auth: OAuth2ClientAuth,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         scopes: Vec<String>,
         #[serde(default)]
@@ -33,6 +35,7 @@ impl StoredAuth {
             token_url: oauth.token_url.clone(),
             client_id: oauth.client_id.clone(),
             client_secret_ciphertext: seal(&oauth.client_secret),
+            client_auth: oauth.client_auth,
             scopes: oauth.scopes.clone(),
             grant: oauth.grant,
             refresh_token_ciphertext: seal(&oauth.refresh_token),
@@ -45,6 +48,7 @@ impl StoredAuth {
             token_url,
             client_id,
             client_secret_ciphertext,
+            client_auth,
             scopes,
             grant,
             refresh_token_ciphertext,
@@ -55,6 +59,7 @@ impl StoredAuth {
             token_url,
             client_id,
             client_secret: open(client_secret_ciphertext)?,
+            client_auth,
             scopes,
             grant,
             refresh_token: open(refresh_token_ciphertext)?,
