@@ -130,6 +130,9 @@ pub struct Start {
     pub attempt: i64,
     /// `seq` of the attempt's `started` event (kept as `last_seq` for a resume).
     pub seq: i64,
+    /// Admission restricted the request to its tenant's own accounts (kept for a
+    /// resume).
+    pub own_accounts_only: bool,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, QueryError>>;

@@ -149,6 +149,8 @@ pub struct Task {
     pub completed_at: Option<DateTime<Utc>>,
     /// Seq of the last event published for it.
     pub last_seq: i64,
+    /// Admission restricted it to its tenant's own accounts (recorded at its start).
+    pub own_accounts_only: bool,
 }
 
 /// What [`Store::create_task`] did.
@@ -226,13 +228,15 @@ pub(super) struct ResultRow {
 
 pub(super) const TASK_COLUMNS: &str = "id, request_id, tenant, user_id, kind, prompt, input_images, model, \
     size, status, provider_config_id, attempts, command, error_code, error_message, \
-    raw_response, terminal_event, created_at, started_at, completed_at, last_seq";
+    raw_response, terminal_event, created_at, started_at, completed_at, last_seq, \
+    own_accounts_only";
 
 /// A `tasks` row read back: the one place its columns are decoded (the columns are
 /// [`TASK_COLUMNS`]; writes bind [`NewTask`] and the transition types).
 impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for Task
 where
     &'r str: sqlx::ColumnIndex<R>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
@@ -280,6 +284,7 @@ where
             started_at: row.try_get("started_at")?,
             completed_at: row.try_get("completed_at")?,
             last_seq: row.try_get("last_seq")?,
+            own_accounts_only: row.try_get("own_accounts_only")?,
         })
     }
 }

@@ -32,6 +32,7 @@ mod object_store;
 mod openai;
 mod outage;
 mod own_accounts;
+mod own_accounts_resume;
 mod plans;
 mod plugins;
 mod priority;

@@ -181,6 +181,20 @@ async fn own_accounts_serve_only_their_tenant_uncharged_and_tested_at_save() {
         );
         assert_eq!(status, 404, "{verb}");
     }
+    // Not even the operator moves it to another tenant; naming its own owner is fine.
+    let (status, refused) = node.call(
+        "PATCH",
+        &format!("/v1/providers/{id}"),
+        Some(json!({"owner": "globex"})),
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("owner"), "{refused}");
+    let (status, same) = node.call(
+        "PATCH",
+        &format!("/v1/providers/{id}"),
+        Some(json!({"owner": "acme"})),
+    );
+    assert_eq!(status, 200, "{same}");
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     // The reload that starts the account's actor is asynchronous.

@@ -63,6 +63,7 @@ fn start(id: i64, config_id: ConfigId, attempt: i64, seq: i64) -> Start {
         config_id,
         attempt,
         seq,
+        own_accounts_only: false,
     }
 }
 
@@ -993,9 +994,16 @@ async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
     // write has been answered they are in the database.
     // A task that falls back starts twice, and both may land in one batch: the later
     // start is the one that stands.
+    // Odd ids were restricted to their tenant's own accounts by admission: the start
+    // records it, for a resume.
     for id in &ids {
         writes.record_start(start(*id, ConfigId(3), 1, 2)).unwrap();
-        writes.record_start(start(*id, ConfigId(3), 2, 3)).unwrap();
+        writes
+            .record_start(Start {
+                own_accounts_only: id % 2 == 1,
+                ..start(*id, ConfigId(3), 2, 3)
+            })
+            .unwrap();
     }
     writes
         .create_task(NewTask::from_command(&command("gc-barrier")))
@@ -1005,6 +1013,7 @@ async fn group_commit_keeps_every_answer_of_the_single_writes(db: &TestDb) {
         let task = store.get_task(*id).await.unwrap().unwrap();
         assert_eq!(task.status, TaskStatus::Processing);
         assert_eq!((task.attempts, task.last_seq), (2, 3));
+        assert_eq!(task.own_accounts_only, id % 2 == 1, "task {id}");
     }
     let usage = |id: i64| UsageRecord {
         charged: true,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
-use switchyard_core::{Command, ErrorInfo, Event, EventBody, Lifecycle};
+use switchyard_core::{Command, ErrorInfo, Event, EventBody, Lifecycle, routing::OwnAccounts};
 use tokio::sync::mpsc;
 
 use super::{HandleError, Pipeline, admit::Admission, settle::Settled};
@@ -47,14 +47,19 @@ impl Pipeline {
         };
         // Before a request's first attempt (a new task, or one stored but never
         // started: a job posted over HTTP, or a crash before the first attempt) it is
-        // admitted; a task resumed mid-flight was admitted already.
+        // admitted; a task resumed mid-flight was admitted already, and keeps the
+        // restriction to its tenant's own accounts that admission recorded.
         let Admission {
             refuse,
             cached,
             own_accounts,
         } = match refuse {
             _ if task.status != TaskStatus::Pending => Admission {
-                own_accounts: self.limits.own_accounts(command.tenant.as_str()).await,
+                own_accounts: if task.own_accounts_only {
+                    OwnAccounts::Only
+                } else {
+                    self.limits.own_accounts(command.tenant.as_str()).await
+                },
                 ..Admission::default()
             },
             Some(refuse) => Admission {
@@ -64,6 +69,7 @@ impl Pipeline {
             None => self.admit(&command, cache_key).await?,
         };
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+        let own_accounts_only = own_accounts == OwnAccounts::Only;
         let submission = Submission {
             command: command.clone(),
             lifecycle,
@@ -81,6 +87,7 @@ impl Pipeline {
         };
         let publish = self.publish_lifecycle(
             task.id,
+            own_accounts_only,
             futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)),
         );
         // The terminal row is written as soon as the engine is done, alongside the
@@ -114,10 +121,12 @@ impl Pipeline {
 
     /// Publishes a request's lifecycle events (the terminal one is skipped: it goes
     /// out after its row), in order, without waiting for each stream ack; the acks are
-    /// awaited together at the end. Each `started` is recorded in the task row.
+    /// awaited together at the end. Each `started` is recorded in the task row, with
+    /// whether admission restricted the request to its tenant's own accounts.
     pub(super) async fn publish_lifecycle(
         &self,
         task_id: i64,
+        own_accounts_only: bool,
         events: impl futures_util::Stream<Item = Event>,
     ) -> Result<(), HandleError> {
         let mut events = std::pin::pin!(events);
@@ -133,6 +142,7 @@ impl Pipeline {
                     config_id: provider.config_id,
                     attempt: i64::from(*attempt),
                     seq: i64::try_from(event.seq).unwrap_or(0),
+                    own_accounts_only,
                 })
             {
                 tracing::warn!(error = %e, "cannot record the attempt start");

@@ -225,7 +225,8 @@ impl Pipeline {
             )
             .map_err(|refused| refused.error)?;
         let events = std::iter::once(accepted).chain(record.events.iter().cloned());
-        self.publish_lifecycle(task.id, futures_util::stream::iter(events))
+        // The record is written whole: there is no resume to keep a restriction for.
+        self.publish_lifecycle(task.id, false, futures_util::stream::iter(events))
             .await?;
         let Settled {
             terminal,

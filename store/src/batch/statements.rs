@@ -240,12 +240,12 @@ impl Store {
             let mut started_ids = Vec::new();
             for chunk in statement_chunks(&starts, postgres) {
                 let sql = format!(
-                    "WITH v (vid, vconfig, vattempt, vstarted, vseq) AS (VALUES {}) \
+                    "WITH v (vid, vconfig, vattempt, vstarted, vseq, vown) AS (VALUES {}) \
                      UPDATE tasks SET status = 'processing', provider_config_id = v.vconfig, \
                      attempts = v.vattempt, started_at = COALESCE(started_at, v.vstarted), \
-                     last_seq = v.vseq FROM v \
+                     last_seq = v.vseq, own_accounts_only = v.vown FROM v \
                      WHERE id = v.vid AND status IN ('pending', 'processing') RETURNING id",
-                    values(chunk.len(), 5, "", postgres)
+                    values(chunk.len(), 6, "", postgres)
                 );
                 let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
                 for s in chunk {
@@ -254,7 +254,8 @@ impl Store {
                         .bind(s.config_id.0)
                         .bind(s.attempt)
                         .bind(now)
-                        .bind(s.seq);
+                        .bind(s.seq)
+                        .bind(s.own_accounts_only);
                 }
                 started_ids.extend(query.fetch_all(&mut *tx).await?);
             }
