@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch of the subcommands.
 
+mod accounts;
 mod client;
 mod demo;
 mod limits;
@@ -28,10 +29,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "SWITCHYARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// `providers`, `plugins`, `keys`, `quotas`, `plans`, `limits` and `usage` against this running server's admin API (e.g. http://127.0.0.1:8080)
-    /// instead of the database.
+    /// instead of the database; `accounts` always goes through a server.
     #[arg(long, global = true, env = "SWITCHYARD_SERVER", value_name = "URL")]
     server: Option<String>,
-    /// Admin token for --server.
+    /// Admin token for --server (for `accounts`, a key of the tenant will do).
     #[arg(
         long,
         global = true,
@@ -55,6 +56,10 @@ enum Command {
     /// Manage provider configs (accounts) in the database.
     #[command(subcommand)]
     Providers(Box<providers::ProvidersCommand>),
+    /// A tenant's own provider accounts (bring your own key), through --server with a
+    /// key of the tenant or the admin token: each is tested with the provider first.
+    #[command(subcommand)]
+    Accounts(accounts::AccountsCommand),
     /// Manage WASM provider plugins (install, list, remove, rollback).
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
@@ -203,6 +208,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let result = tenants::quotas(&store, command).await;
             store.close().await;
             result
+        }
+        Command::Accounts(command) => {
+            let server = cli.server.as_deref().context(
+                "accounts goes through a running server (--server URL, with --token set to \
+                 the tenant's key or the admin token): the server tests each account with \
+                 the provider before it stores it",
+            )?;
+            let remote = remote::Remote::new(server, cli.token)?;
+            accounts::run(&remote, command).await
         }
         Command::Providers(command) if cli.server.is_some() => {
             let remote = remote::Remote::new(cli.server.as_deref().unwrap_or_default(), cli.token)?;

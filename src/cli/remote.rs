@@ -107,7 +107,7 @@ pub(super) fn check(status: StatusCode, body: &Value) -> anyhow::Result<()> {
 }
 
 /// Field errors exit 2, like the database-backed commands.
-fn invalid(body: &Value) -> Option<ExitCode> {
+pub(super) fn invalid(body: &Value) -> Option<ExitCode> {
     let fields = body["fields"].as_array()?;
     eprintln!("error: invalid provider config:");
     for field in fields {

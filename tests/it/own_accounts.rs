@@ -323,3 +323,108 @@ async fn own_accounts_serve_only_their_tenant_uncharged_and_tested_at_save() {
     node.stop().await;
     db.cleanup().await;
 }
+
+/// Runs the CLI against the node with `token`, `stdin` on its standard input.
+async fn accounts_cli(node: &Node, token: &str, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write as _;
+    let server = format!("http://127.0.0.1:{}", node.port);
+    let mut command = std::process::Command::new(crate::cli::BIN);
+    command
+        .args(["--server", &server, "--token", token, "accounts"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accounts_cli_manages_a_tenants_own_accounts_through_the_server() {
+    let db = TestDb::sqlite().await;
+    let server = upstream().await;
+    let node = start_node_with(&db, json!([]), "memory://", "switchyard", |settings| {
+        settings.outbound.tenant_allow = vec!["127.0.0.1".to_owned()];
+    })
+    .await;
+    let acme = key_of(&node, "acme");
+    let account = |key: &str| {
+        json!({"name": "own", "provider": "openai", "model": "gpt-own", "api_key": key,
+               "base_url": format!("{}/v1", server.uri()), "kinds": ["text.generate"]})
+        .to_string()
+    };
+    // A refused key: the provider's answer, nothing stored.
+    let (ok, out) = accounts_cli(
+        &node,
+        &acme,
+        &["add", "--tenant", "acme", "--from-json", "-"],
+        &account("sk-bad-key-0000000000"),
+    )
+    .await;
+    assert!(!ok && out.contains("422"), "{out}");
+    assert!(!out.contains("sk-bad-key-0000000000"), "{out}");
+    // A good one, from standard input, with the tenant's key.
+    let (ok, out) = accounts_cli(
+        &node,
+        &acme,
+        &["add", "--tenant", "acme", "--from-json", "-"],
+        &account(GOOD),
+    )
+    .await;
+    assert!(ok && out.contains("'acme.own'"), "{out}");
+    let (ok, out) = accounts_cli(&node, &acme, &["list", "--tenant", "acme", "--json"], "").await;
+    assert!(ok, "{out}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["name"], "acme.own");
+    assert!(!out.contains(GOOD), "the key is shown: {out}");
+    let id = listed[0]["id"].as_i64().unwrap().to_string();
+    // Field errors exit 2, naming the field.
+    let (ok, out) = accounts_cli(
+        &node,
+        &acme,
+        &["update", "--tenant", "acme", &id, "--from-json", "-"],
+        r#"{"base_url": "ftp://nowhere"}"#,
+    )
+    .await;
+    assert!(!ok && out.contains("base_url"), "{out}");
+    // Another tenant's accounts are not this key's.
+    let (ok, out) = accounts_cli(&node, &acme, &["list", "--tenant", "globex"], "").await;
+    assert!(!ok && out.contains("403"), "{out}");
+    let (ok, out) = accounts_cli(&node, &acme, &["remove", "--tenant", "acme", &id], "").await;
+    assert!(ok, "{out}");
+    let (_, listed) = http(
+        node.port,
+        "GET",
+        "/v1/tenants/acme/providers",
+        Some(&acme),
+        None,
+    );
+    assert_eq!(listed["items"], json!([]));
+    // Without a server there is nothing to test the key with.
+    let out = std::process::Command::new(crate::cli::BIN)
+        .args(["accounts", "list", "--tenant", "acme"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--server"),
+        "{out:?}"
+    );
+}
