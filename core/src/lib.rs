@@ -40,7 +40,7 @@ pub use protocol::{
 };
 pub use provider::{
     ApiKey, BreakerDraft, BreakerSettings, CostTable, FieldError, MockOptions, OAuth2,
-    OAuth2ClientAuth, OAuth2Grant, ProviderAuth, ProviderConfig, ProviderConfigDraft, ProviderSpec,
-    ProviderType, RateLimit, RateLimitDraft, Supports, ValidationError,
+    OAuth2ClientAuth, OAuth2Grant, Presets, ProviderAuth, ProviderConfig, ProviderConfigDraft,
+    ProviderSpec, ProviderType, RateLimit, RateLimitDraft, Supports, ValidationError,
 };
 pub use redact::redact_url;

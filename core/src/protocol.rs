@@ -13,6 +13,7 @@ pub use command::{
     Command, CommandEnvelope, CommandError, CommandInput, ConfigRef, ImageRef, MAX_COMMAND_BYTES,
     MAX_EDIT_IMAGES, Message, ProviderSelector, Role, Route, Strategy, TemplateRef,
 };
+pub(crate) use command::{is_valid_size, nul_in};
 pub use error_code::ErrorCode;
 pub use event::{
     Attempt, AttemptResult, ErrorInfo, Event, EventBody, EventType, Output, OutputImage,

@@ -260,7 +260,7 @@ fn priced_mock() -> Value {
 }
 
 /// Posts a job and waits for it to end: its final state.
-async fn run_job(node: &Node, body: Value) -> Value {
+pub(crate) async fn run_job(node: &Node, body: Value) -> Value {
     let (status, posted) = node.call("POST", "/v1/jobs", Some(body));
     assert_eq!(status, 202, "{posted}");
     let id = posted["id"].as_i64().unwrap();

@@ -35,6 +35,7 @@ mod own_accounts;
 mod own_accounts_resume;
 mod plans;
 mod plugins;
+mod presets;
 mod priority;
 mod protocol;
 mod providers;

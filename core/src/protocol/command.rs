@@ -539,6 +539,13 @@ impl ImageRef {
 mod inputs;
 mod nul;
 
+pub(crate) use inputs::is_valid_size;
+
+/// Whether a NUL character is anywhere in `value` (keys and strings).
+pub(crate) fn nul_in(value: &Value) -> bool {
+    !nul::paths(value).is_empty()
+}
+
 #[cfg(test)]
 mod robustness;
 #[cfg(test)]

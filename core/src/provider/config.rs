@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::{
     auth::ProviderAuth,
     limits::{BreakerDraft, BreakerSettings, RateLimit, RateLimitDraft},
+    presets::Presets,
     pricing::CostTable,
     provider_type::ProviderType,
     secret::ApiKey,
@@ -90,6 +91,9 @@ pub struct ProviderConfigDraft {
     /// Type-specific settings (for `mock`, PROTOCOL.md §5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<Map<String, Value>>,
+    /// Presets: values filled in for the fields a request leaves out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<Presets>,
     /// Free text for operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -232,6 +236,9 @@ pub struct ProviderSpec {
     pub plugin: Option<String>,
     /// Type-specific settings.
     pub options: Map<String, Value>,
+    /// Presets filled in for the fields a request leaves out (shown when set).
+    #[serde(skip_serializing_if = "Presets::is_empty")]
+    pub defaults: Presets,
     /// Free text.
     pub description: Option<String>,
 }
@@ -305,6 +312,7 @@ impl ProviderConfigDraft {
             supports: patch.supports.or(self.supports),
             plugin: patch.plugin.or(self.plugin),
             options: patch.options.or(self.options),
+            defaults: patch.defaults.or(self.defaults),
             description: patch.description.or(self.description),
             id: None,
             version: None,
@@ -428,6 +436,8 @@ impl ProviderConfigDraft {
         {
             errors.extend(option_errors);
         }
+        let defaults = self.defaults.clone().unwrap_or_default();
+        defaults.check(&mut errors);
         let description = check_text(
             "description",
             self.description.as_deref(),
@@ -463,6 +473,7 @@ impl ProviderConfigDraft {
             supports,
             plugin: self.plugin.clone(),
             options,
+            defaults,
             description,
         })
     }
@@ -505,6 +516,7 @@ impl ProviderSpec {
             supports: Some(self.supports),
             plugin: self.plugin.clone(),
             options: Some(self.options.clone()),
+            defaults: (!self.defaults.is_empty()).then(|| self.defaults.clone()),
             description: self.description.clone(),
             ..ProviderConfigDraft::default()
         }

@@ -16,6 +16,9 @@ pub struct Estimate {
     /// Cost on the dearest instance that may serve it (0 if none is priced or none
     /// can serve it: the request then fails without calling a provider anyway).
     pub cost_usd: f64,
+    /// Images asked for (0 for text): the request's `n`, or the largest an instance's
+    /// presets would fill in when it gives none.
+    pub images: i64,
 }
 
 /// Rough token count of a text command: a token per four characters of its messages
@@ -58,7 +61,7 @@ impl Engine {
             .iter()
             .map(|(id, name, owner)| (*id, name.as_str(), owner.as_deref()))
             .collect();
-        let cost_usd = plan(
+        let dearest = plan(
             &request,
             &table.instances,
             &disabled,
@@ -66,12 +69,35 @@ impl Engine {
             0,
             0,
         )
-        .map_or(0.0, |plan| {
-            plan.candidates
-                .iter()
-                .map(|instance| estimated_cost(*instance, &request))
-                .fold(0.0, f64::max)
+        .map_or((0.0, estimated_tokens, command.images_asked()), |plan| {
+            // Each candidate as its presets would fill the request in (#18 §3).
+            plan.candidates.iter().fold(
+                (0.0, estimated_tokens, command.images_asked()),
+                |(cost, tokens_most, images), instance| {
+                    let defaults = &instance.config.spec.defaults;
+                    let Some(filled) = defaults.apply(command) else {
+                        return (
+                            f64::max(cost, estimated_cost(*instance, &request)),
+                            tokens_most,
+                            images,
+                        );
+                    };
+                    let filled_tokens = tokens(&filled);
+                    let filled_request = RouteRequest {
+                        size: filled.input.size.as_deref(),
+                        n: filled.image_count(),
+                        estimated_tokens: filled_tokens,
+                        ..request
+                    };
+                    (
+                        f64::max(cost, estimated_cost(*instance, &filled_request)),
+                        tokens_most.max(filled_tokens),
+                        images.max(defaults.images_for(command)),
+                    )
+                },
+            )
         });
+        let (cost_usd, estimated_tokens, images) = dearest;
         Estimate {
             tokens: if command.kind.is_image() {
                 0
@@ -79,6 +105,7 @@ impl Engine {
                 i64::try_from(estimated_tokens).unwrap_or(i64::MAX)
             },
             cost_usd,
+            images,
         }
     }
 }

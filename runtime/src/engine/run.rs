@@ -345,19 +345,27 @@ impl Run<'_> {
         let (result_tx, result_rx) = oneshot::channel();
         let (updates_tx, mut updates) = mpsc::unbounded_channel();
         let attempt = u32::try_from(self.attempts.len() + 1).unwrap_or(u32::MAX);
+        // The instance's presets fill in what the request leaves out (#18 §3).
+        let command = instance
+            .config
+            .spec
+            .defaults
+            .apply(&self.command)
+            .map_or_else(|| self.command.clone(), Arc::new);
+        let tokens = if command.kind.is_image() {
+            0
+        } else {
+            super::estimate::tokens(&command)
+        };
         let call = CallRequest {
             request: AdapterRequest {
-                command: self.command.clone(),
+                command,
                 attempt,
                 inputs: self.inputs.clone(),
                 updates: Some(updates_tx),
             },
             priority: u8::try_from(self.command.priority.clamp(1, 10)).unwrap_or(5),
-            tokens: if self.command.kind.is_image() {
-                0
-            } else {
-                super::estimate::tokens(&self.command)
-            },
+            tokens,
             may_wait,
             wait_until,
             admission: admission_tx,

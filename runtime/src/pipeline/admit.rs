@@ -76,7 +76,7 @@ impl Pipeline {
                 tenant: command.tenant.as_str(),
                 user: command.user.as_deref(),
                 request_id: command.request_id.as_str(),
-                images: command.images_asked(),
+                images: estimate.images,
                 tokens: estimate.tokens,
                 cost_usd: estimate.cost_usd,
             })

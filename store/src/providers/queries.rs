@@ -42,6 +42,7 @@ struct ProviderRow {
     description: Option<String>,
     owner: Option<String>,
     auth: Option<Json<Value>>,
+    defaults: Option<Json<Value>>,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -50,7 +51,7 @@ struct ProviderRow {
 const COLUMNS: &str = "id, name, provider, kinds, model, base_url, api_key_ciphertext, enabled, \
     priority, weight, rpm, burst, max_concurrency, tpm, breaker, timeout_ms, cost, \
     supports_images, supports_files, supports_audio, supports_video, plugin, options, \
-    description, owner, auth, version, created_at, updated_at";
+    description, owner, auth, defaults, version, created_at, updated_at";
 
 /// Values of one spec, ready to bind in column order.
 struct SpecColumns {
@@ -76,9 +77,10 @@ struct SpecColumns {
     description: Option<String>,
     owner: Option<String>,
     auth: Option<Json<StoredAuth>>,
+    defaults: Option<Json<switchyard_core::Presets>>,
 }
 
-/// Binds the 25 spec columns in the order the writes name them.
+/// Binds the 26 spec columns in the order the writes name them.
 macro_rules! bind_spec {
     ($query:expr, $c:expr) => {
         $query
@@ -107,6 +109,7 @@ macro_rules! bind_spec {
             .bind($c.description)
             .bind($c.owner)
             .bind($c.auth)
+            .bind($c.defaults)
     };
 }
 
@@ -147,6 +150,7 @@ impl Store {
             description: spec.description.clone(),
             owner: spec.owner.clone(),
             auth: StoredAuth::encrypt(&spec.auth, self.key()).map(Json),
+            defaults: (!spec.defaults.is_empty()).then(|| Json(spec.defaults.clone())),
         }
     }
 
@@ -164,10 +168,10 @@ impl Store {
         let sql = "INSERT INTO provider_configs (name, provider, kinds, model, base_url, \
             api_key_ciphertext, enabled, priority, weight, rpm, burst, max_concurrency, tpm, \
             breaker, timeout_ms, cost, supports_images, supports_files, supports_audio, \
-            supports_video, plugin, options, description, owner, auth, version, created_at, \
-            updated_at) \
+            supports_video, plugin, options, description, owner, auth, defaults, version, \
+            created_at, updated_at) \
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-            $18, $19, $20, $21, $22, $23, $24, $25, 1, $26, $26) RETURNING id";
+            $18, $19, $20, $21, $22, $23, $24, $25, $26, 1, $27, $27) RETURNING id";
         let result: Result<i64, sqlx::Error> =
             on_pool!(self, |pool| bind_spec!(sqlx::query_scalar(sql), columns)
                 .bind(now)
@@ -203,9 +207,9 @@ impl Store {
             rpm = $10, burst = $11, max_concurrency = $12, tpm = $13, breaker = $14, \
             timeout_ms = $15, cost = $16, supports_images = $17, supports_files = $18, \
             supports_audio = $19, supports_video = $20, plugin = $21, options = $22, \
-            description = $23, owner = $24, auth = $25, version = version + 1, \
-            updated_at = $26 WHERE id = $27 AND ($28 IS NULL OR version = $28) \
-            RETURNING version, created_at";
+            description = $23, owner = $24, auth = $25, defaults = $26, \
+            version = version + 1, updated_at = $27 WHERE id = $28 \
+            AND ($29 IS NULL OR version = $29) RETURNING version, created_at";
         let result: Result<Option<(i64, DateTime<Utc>)>, sqlx::Error> = on_pool!(self, |pool| {
             bind_spec!(sqlx::query_as(sql), columns)
                 .bind(now)
@@ -386,6 +390,11 @@ impl Store {
                 None
             }
         };
+        let defaults = row.defaults.and_then(|v| {
+            serde_json::from_value(v.0)
+                .map_err(|e| problems.push(FieldError::new("defaults", e.to_string())))
+                .ok()
+        });
         let draft = ProviderConfigDraft {
             name: Some(row.name),
             provider: Some(row.provider),
@@ -415,6 +424,7 @@ impl Store {
             }),
             plugin: row.plugin,
             options,
+            defaults,
             description: row.description,
             ..ProviderConfigDraft::default()
         };

@@ -93,7 +93,7 @@ pub(super) fn validate_text_input(input: &CommandInput, bad: &mut impl FnMut(&st
 }
 
 /// `WxH` with both sides 1–8192, or an alphanumeric size token such as `2K`.
-fn is_valid_size(size: &str) -> bool {
+pub(crate) fn is_valid_size(size: &str) -> bool {
     if let Some((w, h)) = size.split_once('x') {
         let side = |s: &str| s.parse::<u32>().is_ok_and(|v| (1..=8192).contains(&v));
         return side(w) && side(h);
