@@ -194,6 +194,7 @@ mod tests {
             routing: None,
             latency_ms: 0,
             cached: false,
+            stale: false,
         };
         let refused = lifecycle(0).next(completed.clone(), now).unwrap_err();
         assert_eq!(

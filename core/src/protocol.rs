@@ -11,7 +11,7 @@ mod subjects;
 
 pub use command::{
     Command, CommandEnvelope, CommandError, CommandInput, ConfigRef, ImageRef, MAX_COMMAND_BYTES,
-    MAX_EDIT_IMAGES, Message, ProviderSelector, Role, Route, Strategy, TemplateRef,
+    MAX_EDIT_IMAGES, MAX_MODELS, Message, ProviderSelector, Role, Route, Strategy, TemplateRef,
 };
 pub(crate) use command::{is_valid_size, nul_in};
 pub use error_code::ErrorCode;

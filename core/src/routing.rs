@@ -3,9 +3,11 @@
 //! task against a snapshot of the routing table.
 
 mod accounts;
+mod chain;
 mod plan;
 mod rng;
 
 pub use accounts::{OwnAccounts, Ownership, ownership};
+pub use chain::{model_chain, plan_chain};
 pub use plan::{MAX_SKIPPED, NoProvider, Plan, RouteRequest, RoutingView, estimated_cost, plan};
 pub use rng::SplitMix64;

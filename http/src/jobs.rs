@@ -129,6 +129,11 @@ pub(crate) struct JobResult {
     /// Whether the answer came from the cache.
     #[schema(value_type = bool)]
     cached: Value,
+    /// Present and true when every provider failed and the answer is an earlier one
+    /// (`route.fallback_to_cache`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<bool>)]
+    stale: Option<Value>,
 }
 
 impl From<&Task> for Job {
@@ -140,6 +145,7 @@ impl From<&Task> for Job {
             usage: field("usage"),
             provider: field("provider"),
             cached: field("cached").unwrap_or(Value::Bool(false)),
+            stale: field("stale"),
         });
         let error = (task.status == TaskStatus::Failed).then(|| {
             field("error")

@@ -74,6 +74,9 @@ pub struct Submission {
     pub refuse: Option<ErrorInfo>,
     /// Complete at once with this earlier result (`cached: true`), calling no provider.
     pub cached: Option<CachedAnswer>,
+    /// Complete with this earlier result (`cached` and `stale`) if every provider
+    /// fails (`route.fallback_to_cache`).
+    pub stale: Option<CachedAnswer>,
     /// How the tenant's own provider accounts are used next to the shared ones.
     pub own_accounts: switchyard_core::routing::OwnAccounts,
 }
@@ -96,6 +99,7 @@ impl Submission {
             announce: Some(task_id),
             refuse: None,
             cached: None,
+            stale: None,
             own_accounts: switchyard_core::routing::OwnAccounts::default(),
         }
     }

@@ -22,6 +22,7 @@ mod cli;
 mod cli_tenants;
 mod cluster;
 mod connections;
+mod fallback;
 mod guard;
 mod jobs;
 mod limits;

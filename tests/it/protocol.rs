@@ -184,6 +184,7 @@ fn events_carry_exactly_the_protocol_fields() {
                 routing: Some(routing.clone()),
                 latency_ms: 900,
                 cached: false,
+                stale: false,
             },
             &[
                 "output",

@@ -21,6 +21,8 @@ pub const MAX_COMMAND_BYTES: usize = 1024 * 1024;
 
 /// The most input images an `image.edit` takes.
 pub const MAX_EDIT_IMAGES: usize = 10;
+/// The longest fallback chain of models (`route.models`).
+pub const MAX_MODELS: usize = 5;
 
 /// The least a command must carry to be answered on an event subject.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -233,6 +235,14 @@ pub struct Route {
     /// Only instances serving this model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// A fallback chain of models (instead of `model`): each model's instances are
+    /// tried in turn, the next model's after the previous model's failed retryably.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// When every provider has failed, answer with the most recent identical
+    /// completed result (marked `cached` and `stale`), if there is one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fallback_to_cache: bool,
     /// How candidates are ordered.
     #[serde(default)]
     pub strategy: Strategy,
@@ -250,6 +260,8 @@ impl Default for Route {
             config_id: None,
             provider: ProviderSelector::Auto,
             model: None,
+            models: Vec::new(),
+            fallback_to_cache: false,
             strategy: Strategy::Priority,
             fallback: true,
             max_attempts: default_max_attempts(),
@@ -463,6 +475,31 @@ impl Command {
                 "route.max_attempts",
                 format!("must be 1–10, got {}", self.route.max_attempts),
             );
+        }
+        if !self.route.models.is_empty() {
+            if self.route.model.is_some() {
+                bad(
+                    "route.models",
+                    "give either route.model or route.models, not both".to_owned(),
+                );
+            }
+            if self.route.models.len() > MAX_MODELS {
+                bad(
+                    "route.models",
+                    format!(
+                        "at most {MAX_MODELS} models, got {}",
+                        self.route.models.len()
+                    ),
+                );
+            }
+            for (i, model) in self.route.models.iter().enumerate() {
+                if model.trim().is_empty() || model.len() > 200 {
+                    bad(
+                        &format!("route.models[{i}]"),
+                        "must be 1–200 characters".to_owned(),
+                    );
+                }
+            }
         }
         if let Some(reply_to) = &self.reply_to
             && (reply_to.is_empty() || reply_to.contains(char::is_whitespace))

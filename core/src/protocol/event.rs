@@ -91,6 +91,10 @@ pub enum EventBody {
         latency_ms: u64,
         /// Answered from the cache.
         cached: bool,
+        /// Answered from the cache because every provider failed
+        /// (`route.fallback_to_cache`): an earlier answer, not a fresh one.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stale: bool,
     },
     /// Terminal: failure.
     Failed {

@@ -94,6 +94,10 @@ pub struct ProviderConfigDraft {
     /// Presets: values filled in for the fields a request leaves out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults: Option<Presets>,
+    /// Models to try, in order, when a request that names this config's model fails
+    /// retryably on every instance of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_models: Option<Vec<String>>,
     /// Free text for operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -239,6 +243,10 @@ pub struct ProviderSpec {
     /// Presets filled in for the fields a request leaves out (shown when set).
     #[serde(skip_serializing_if = "Presets::is_empty")]
     pub defaults: Presets,
+    /// Models tried next when a request for this config's model fails retryably on
+    /// every instance of it (shown when set).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallback_models: Vec<String>,
     /// Free text.
     pub description: Option<String>,
 }
@@ -313,6 +321,7 @@ impl ProviderConfigDraft {
             plugin: patch.plugin.or(self.plugin),
             options: patch.options.or(self.options),
             defaults: patch.defaults.or(self.defaults),
+            fallback_models: patch.fallback_models.or(self.fallback_models),
             description: patch.description.or(self.description),
             id: None,
             version: None,
@@ -438,6 +447,26 @@ impl ProviderConfigDraft {
         }
         let defaults = self.defaults.clone().unwrap_or_default();
         defaults.check(&mut errors);
+        let fallback_models = self.fallback_models.clone().unwrap_or_default();
+        if fallback_models.len() > crate::protocol::MAX_MODELS {
+            errors.push(FieldError::new(
+                "fallback_models",
+                format!("at most {} models", crate::protocol::MAX_MODELS),
+            ));
+        }
+        for (i, m) in fallback_models.iter().enumerate() {
+            if m.trim().is_empty() || m.len() > 200 {
+                errors.push(FieldError::new(
+                    format!("fallback_models[{i}]"),
+                    "must be 1–200 characters",
+                ));
+            } else if model.as_deref() == Some(m.as_str()) {
+                errors.push(FieldError::new(
+                    format!("fallback_models[{i}]"),
+                    "is this config's own model",
+                ));
+            }
+        }
         let description = check_text(
             "description",
             self.description.as_deref(),
@@ -474,6 +503,7 @@ impl ProviderConfigDraft {
             plugin: self.plugin.clone(),
             options,
             defaults,
+            fallback_models,
             description,
         })
     }
@@ -517,6 +547,8 @@ impl ProviderSpec {
             plugin: self.plugin.clone(),
             options: Some(self.options.clone()),
             defaults: (!self.defaults.is_empty()).then(|| self.defaults.clone()),
+            fallback_models: (!self.fallback_models.is_empty())
+                .then(|| self.fallback_models.clone()),
             description: self.description.clone(),
             ..ProviderConfigDraft::default()
         }

@@ -466,3 +466,5 @@ pub fn estimated_cost<T: RoutingView>(instance: &T, request: &RouteRequest<'_>) 
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod tests_support;

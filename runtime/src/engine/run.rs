@@ -9,7 +9,7 @@ use switchyard_core::{
     Attempt, AttemptResult, Command, ConfigId, ErrorCode, ErrorInfo, Event, EventBody, Lifecycle,
     Output, OutputImage, ProviderConfig, ProviderRef, Routing, SkipReason, Skipped, Usage,
     protocol::PROTOCOL_VERSION,
-    routing::{NoProvider, RouteRequest, plan},
+    routing::{NoProvider, RouteRequest, model_chain, plan, plan_chain},
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -59,7 +59,7 @@ impl Engine {
             .map(|ms| run.accepted_at + Duration::from_millis(ms));
         let terminal = match (submission.refuse, submission.cached, deadline) {
             (Some(error), _, _) => run.failure(error),
-            (None, Some(answer), _) => run.cached(answer),
+            (None, Some(answer), _) => run.cached(answer, false),
             (None, None, Some(deadline)) => {
                 match tokio::time::timeout_at(deadline, run.attempt_all(deadline).instrument(span))
                     .await
@@ -78,6 +78,16 @@ impl Engine {
                 let wait_until = run.accepted_at + self.inner.default_wait;
                 run.attempt_all(wait_until).instrument(span).await
             }
+        };
+        // Every provider failed: an earlier answer, if the route asked for one (#18 §5).
+        let terminal = match (terminal, submission.stale) {
+            (EventBody::Failed { error, .. }, Some(answer))
+                if (error.retryable || error.code == ErrorCode::NoProvider) && run.chunks == 0 =>
+            {
+                metrics::counter!("switchyard_stale_answers_total").increment(1);
+                run.cached(answer, true)
+            }
+            (terminal, _) => terminal,
         };
         let code = match &terminal {
             EventBody::Failed { error, .. } => error.code.as_str(),
@@ -144,7 +154,9 @@ impl Run<'_> {
 
     /// The completion of a request answered from the cache: no attempts and no usage;
     /// a streamed text arrives as one chunk.
-    pub(super) fn cached(&mut self, answer: CachedAnswer) -> EventBody {
+    /// The terminal body of an earlier answer: asked for (`cache: true`), or `stale`
+    /// when every provider failed (its attempts and routing are kept then).
+    pub(super) fn cached(&mut self, answer: CachedAnswer, stale: bool) -> EventBody {
         if self.command.input.stream == Some(true)
             && let Some(text) = &answer.output.text
         {
@@ -158,10 +170,15 @@ impl Run<'_> {
             output: answer.output,
             usage: Usage::default(),
             provider: answer.provider,
-            attempts: Vec::new(),
-            routing: None,
+            attempts: if stale {
+                self.attempts.clone()
+            } else {
+                Vec::new()
+            },
+            routing: if stale { self.routing.clone() } else { None },
             latency_ms: self.latency_ms(),
             cached: true,
+            stale,
         }
     }
 
@@ -225,14 +242,29 @@ impl Run<'_> {
             .collect();
         let counter = table.ticket();
         let seed = counter.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let plan = match plan(
-            &request,
-            &table.instances,
-            &disabled,
-            inner.clock.now_ms(),
-            counter,
-            seed,
-        ) {
+        // A fallback chain of models (#18 §5) plans each model in turn.
+        let chain = model_chain(route, &table.instances);
+        let planned = if chain.is_empty() {
+            plan(
+                &request,
+                &table.instances,
+                &disabled,
+                inner.clock.now_ms(),
+                counter,
+                seed,
+            )
+        } else {
+            plan_chain(
+                &request,
+                &chain,
+                &table.instances,
+                &disabled,
+                inner.clock.now_ms(),
+                counter,
+                seed,
+            )
+        };
+        let plan = match planned {
             Ok(plan) => plan,
             Err(NoProvider::UnknownConfig(what)) => {
                 return self.failure(ErrorInfo::new(
@@ -513,6 +545,7 @@ impl Run<'_> {
                     routing: self.routing.clone(),
                     latency_ms: self.latency_ms(),
                     cached: false,
+                    stale: false,
                 })
             }
         }

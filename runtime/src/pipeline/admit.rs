@@ -18,6 +18,9 @@ use crate::{engine::CachedAnswer, quota::Ask};
 
 /// How old a result may be to answer a `cache: true` command.
 pub const CACHE_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+/// How old a result may be to answer a `route.fallback_to_cache` command whose
+/// providers all failed.
+pub const STALE_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::days(7);
 
 /// What admission decided for one request.
 #[derive(Debug, Default)]
@@ -26,6 +29,9 @@ pub(super) struct Admission {
     pub(super) refuse: Option<ErrorInfo>,
     /// Complete at once with this earlier result, calling no provider.
     pub(super) cached: Option<CachedAnswer>,
+    /// Complete with this earlier result if every provider fails
+    /// (`route.fallback_to_cache`).
+    pub(super) stale: Option<CachedAnswer>,
     /// How the tenant's own provider accounts are used for this request: its setting,
     /// or `only` when it is over its quota but has own accounts (which are never
     /// charged, so they may still serve it).
@@ -34,8 +40,33 @@ pub(super) struct Admission {
 
 impl Pipeline {
     /// Decides whether and how a request runs. `cache_key` is the command's
-    /// [`crate::store::cache_key`] when it has `cache: true`.
+    /// [`crate::store::cache_key`] when it has one (`cache: true` or
+    /// `route.fallback_to_cache`); only `cache: true` answers from it at once.
     pub(super) async fn admit(
+        &self,
+        command: &Command,
+        cache_key: Option<&str>,
+    ) -> Result<Admission, HandleError> {
+        let mut admission = self.decide(command, cache_key).await?;
+        // Asked to fall back to an earlier answer (#18 §5): look it up now, so the
+        // engine has it should every provider fail.
+        if command.route.fallback_to_cache
+            && admission.refuse.is_none()
+            && admission.cached.is_none()
+        {
+            let key = match cache_key {
+                Some(key) => key.to_owned(),
+                None => crate::store::cache_key(command),
+            };
+            admission.stale = self
+                .cached_answer(&command.tenant, &key, STALE_MAX_AGE)
+                .await?;
+        }
+        Ok(admission)
+    }
+
+    /// What admission decides, but for a stale fallback.
+    async fn decide(
         &self,
         command: &Command,
         cache_key: Option<&str>,
@@ -45,17 +76,21 @@ impl Pipeline {
             return Ok(Admission {
                 refuse: Some(refuse),
                 cached: None,
+                stale: None,
                 own_accounts,
             });
         }
-        if let Some(key) = cache_key {
-            let cached = self.cached_answer(&command.tenant, key).await?;
+        if let Some(key) = cache_key.filter(|_| command.cache) {
+            let cached = self
+                .cached_answer(&command.tenant, key, CACHE_MAX_AGE)
+                .await?;
             let outcome = if cached.is_some() { "hit" } else { "miss" };
             metrics::counter!("switchyard_cache_lookups_total", "outcome" => outcome).increment(1);
             if cached.is_some() {
                 return Ok(Admission {
                     refuse: None,
                     cached,
+                    stale: None,
                     own_accounts,
                 });
             }
@@ -91,12 +126,14 @@ impl Pipeline {
             return Ok(Admission {
                 refuse: None,
                 cached: None,
+                stale: None,
                 own_accounts: OwnAccounts::Only,
             });
         }
         Ok(Admission {
             refuse,
             cached: None,
+            stale: None,
             own_accounts,
         })
     }
@@ -130,13 +167,14 @@ impl Pipeline {
     }
 
     /// The result of the latest identical request of the tenant that completed within
-    /// [`CACHE_MAX_AGE`], if any.
+    /// `max_age`, if any.
     async fn cached_answer(
         &self,
         tenant: &switchyard_core::Tenant,
         key: &str,
+        max_age: chrono::TimeDelta,
     ) -> Result<Option<CachedAnswer>, HandleError> {
-        let since = chrono::Utc::now() - CACHE_MAX_AGE;
+        let since = chrono::Utc::now() - max_age;
         let Some(stored) = self
             .store
             .cached_result(tenant.as_str(), key, since)

@@ -69,6 +69,7 @@ impl Pipeline {
         let Admission {
             refuse,
             cached,
+            stale,
             own_accounts,
         } = self
             .admit(&command, key.as_deref())
@@ -82,6 +83,7 @@ impl Pipeline {
             announce: None,
             refuse,
             cached,
+            stale,
             own_accounts,
         };
         let (tx, rx) = mpsc::unbounded_channel::<Event>();

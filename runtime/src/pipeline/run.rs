@@ -19,7 +19,7 @@ impl Pipeline {
     /// written as soon as the engine is done, while the stream acks of the lifecycle
     /// events are still coming; the terminal event goes out once both are in.
     ///
-    /// `cache_key` is the command's [`crate::store::cache_key`] when it has `cache: true`;
+    /// `cache_key` is the command's [`crate::store::cache_key`] when it has one;
     /// `refuse`, intake's refusal (a tenant over its limits), stands in for admission.
     pub(super) async fn run(
         &self,
@@ -52,6 +52,7 @@ impl Pipeline {
         let Admission {
             refuse,
             cached,
+            stale,
             own_accounts,
         } = match refuse {
             _ if task.status != TaskStatus::Pending => Admission {
@@ -76,6 +77,7 @@ impl Pipeline {
             announce,
             refuse,
             cached,
+            stale,
             own_accounts,
         };
         let engine = &self.engine;

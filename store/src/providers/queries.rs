@@ -43,6 +43,7 @@ struct ProviderRow {
     owner: Option<String>,
     auth: Option<Json<Value>>,
     defaults: Option<Json<Value>>,
+    fallback_models: Option<Json<Value>>,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -51,7 +52,7 @@ struct ProviderRow {
 const COLUMNS: &str = "id, name, provider, kinds, model, base_url, api_key_ciphertext, enabled, \
     priority, weight, rpm, burst, max_concurrency, tpm, breaker, timeout_ms, cost, \
     supports_images, supports_files, supports_audio, supports_video, plugin, options, \
-    description, owner, auth, defaults, version, created_at, updated_at";
+    description, owner, auth, defaults, fallback_models, version, created_at, updated_at";
 
 /// Values of one spec, ready to bind in column order.
 struct SpecColumns {
@@ -78,9 +79,10 @@ struct SpecColumns {
     owner: Option<String>,
     auth: Option<Json<StoredAuth>>,
     defaults: Option<Json<switchyard_core::Presets>>,
+    fallback_models: Option<Json<Vec<String>>>,
 }
 
-/// Binds the 26 spec columns in the order the writes name them.
+/// Binds the 27 spec columns in the order the writes name them.
 macro_rules! bind_spec {
     ($query:expr, $c:expr) => {
         $query
@@ -110,6 +112,7 @@ macro_rules! bind_spec {
             .bind($c.owner)
             .bind($c.auth)
             .bind($c.defaults)
+            .bind($c.fallback_models)
     };
 }
 
@@ -151,6 +154,8 @@ impl Store {
             owner: spec.owner.clone(),
             auth: StoredAuth::encrypt(&spec.auth, self.key()).map(Json),
             defaults: (!spec.defaults.is_empty()).then(|| Json(spec.defaults.clone())),
+            fallback_models: (!spec.fallback_models.is_empty())
+                .then(|| Json(spec.fallback_models.clone())),
         }
     }
 
@@ -168,10 +173,10 @@ impl Store {
         let sql = "INSERT INTO provider_configs (name, provider, kinds, model, base_url, \
             api_key_ciphertext, enabled, priority, weight, rpm, burst, max_concurrency, tpm, \
             breaker, timeout_ms, cost, supports_images, supports_files, supports_audio, \
-            supports_video, plugin, options, description, owner, auth, defaults, version, \
-            created_at, updated_at) \
+            supports_video, plugin, options, description, owner, auth, defaults, \
+            fallback_models, version, created_at, updated_at) \
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-            $18, $19, $20, $21, $22, $23, $24, $25, $26, 1, $27, $27) RETURNING id";
+            $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, 1, $28, $28) RETURNING id";
         let result: Result<i64, sqlx::Error> =
             on_pool!(self, |pool| bind_spec!(sqlx::query_scalar(sql), columns)
                 .bind(now)
@@ -208,8 +213,8 @@ impl Store {
             timeout_ms = $15, cost = $16, supports_images = $17, supports_files = $18, \
             supports_audio = $19, supports_video = $20, plugin = $21, options = $22, \
             description = $23, owner = $24, auth = $25, defaults = $26, \
-            version = version + 1, updated_at = $27 WHERE id = $28 \
-            AND ($29 IS NULL OR version = $29) RETURNING version, created_at";
+            fallback_models = $27, version = version + 1, updated_at = $28 WHERE id = $29 \
+            AND ($30 IS NULL OR version = $30) RETURNING version, created_at";
         let result: Result<Option<(i64, DateTime<Utc>)>, sqlx::Error> = on_pool!(self, |pool| {
             bind_spec!(sqlx::query_as(sql), columns)
                 .bind(now)
@@ -395,6 +400,11 @@ impl Store {
                 .map_err(|e| problems.push(FieldError::new("defaults", e.to_string())))
                 .ok()
         });
+        let fallback_models = row.fallback_models.and_then(|v| {
+            serde_json::from_value(v.0)
+                .map_err(|e| problems.push(FieldError::new("fallback_models", e.to_string())))
+                .ok()
+        });
         let draft = ProviderConfigDraft {
             name: Some(row.name),
             provider: Some(row.provider),
@@ -425,6 +435,7 @@ impl Store {
             plugin: row.plugin,
             options,
             defaults,
+            fallback_models,
             description: row.description,
             ..ProviderConfigDraft::default()
         };

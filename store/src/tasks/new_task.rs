@@ -31,7 +31,8 @@ pub struct NewTask {
     /// the command's `params`, as text.
     pub parameters: Vec<(String, String)>,
     /// The key of the generation input ([`cache_key`]), so a later `cache: true`
-    /// command can find this one's result; only for a `cache: true` command.
+    /// command (or a stale fallback) can find this one's result; only for a `cache: true`
+    /// or `route.fallback_to_cache` command.
     pub cache_key: Option<String>,
     /// `last_seq` to store: 1 for a valid command, whose `accepted` event is seq 1 (so
     /// a process that resumes it after a crash continues after it even when the crash
@@ -51,7 +52,7 @@ pub struct NewTask {
 /// one tenant's results never answer another's requests.
 pub fn cache_key(command: &Command) -> String {
     use sha2::{Digest, Sha256};
-    let key = serde_json::json!([
+    let mut key = serde_json::json!([
         command.tenant.as_str(),
         command.kind.as_str(),
         &command.input,
@@ -60,6 +61,13 @@ pub fn cache_key(command: &Command) -> String {
         &command.route.model,
         &command.params,
     ]);
+    // A chain of models is part of what was asked (only when given, so the keys of
+    // requests without one stay as they were).
+    if !command.route.models.is_empty()
+        && let Value::Array(parts) = &mut key
+    {
+        parts.push(serde_json::json!(command.route.models));
+    }
     let mut canonical = Vec::new();
     write_canonical(&key, &mut canonical);
     // 128 bits: index entries stay small, and a collision within one tenant is out
@@ -164,7 +172,9 @@ impl NewTask {
             parameters: parameters_of(command),
             // Only requests that opt into the cache are entries of it: the others
             // pay neither the hash nor the index entry.
-            cache_key: command.cache.then(|| cache_key(command)),
+            // Kept for a later `cache: true` request, and for a later stale fallback.
+            cache_key: (command.cache || command.route.fallback_to_cache)
+                .then(|| cache_key(command)),
             last_seq: 1,
             claim: None,
         }

@@ -1,39 +1,8 @@
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 
-use super::*;
+use super::{tests_support::Fake, *};
 use crate::provider::{ProviderConfigDraft, ProviderType};
-
-#[derive(Debug)]
-struct Fake {
-    config: ProviderConfig,
-    open_until: Option<u64>,
-    cooling_until: Option<u64>,
-    failed: bool,
-    in_flight: u32,
-    latency: Option<f64>,
-}
-
-impl RoutingView for Fake {
-    fn config(&self) -> &ProviderConfig {
-        &self.config
-    }
-    fn breaker_open_until(&self) -> Option<u64> {
-        self.open_until
-    }
-    fn cooling_until(&self) -> Option<u64> {
-        self.cooling_until
-    }
-    fn failed(&self) -> bool {
-        self.failed
-    }
-    fn in_flight(&self) -> u32 {
-        self.in_flight
-    }
-    fn latency_ewma_ms(&self) -> Option<f64> {
-        self.latency
-    }
-}
 
 fn fake(id: i64, json: serde_json::Value) -> Fake {
     let mut value = serde_json::json!({"name": format!("i{id}"), "provider": "mock"});
@@ -41,20 +10,13 @@ fn fake(id: i64, json: serde_json::Value) -> Fake {
         value[k] = v.clone();
     }
     let draft: ProviderConfigDraft = serde_json::from_value(value).unwrap();
-    Fake {
-        config: ProviderConfig {
-            id: ConfigId(id),
-            spec: draft.validate().unwrap(),
-            version: 1,
-            created_at: Utc.timestamp_opt(0, 0).unwrap(),
-            updated_at: Utc.timestamp_opt(0, 0).unwrap(),
-        },
-        open_until: None,
-        cooling_until: None,
-        failed: false,
-        in_flight: 0,
-        latency: None,
-    }
+    Fake::new(ProviderConfig {
+        id: ConfigId(id),
+        spec: draft.validate().unwrap(),
+        version: 1,
+        created_at: Utc.timestamp_opt(0, 0).unwrap(),
+        updated_at: Utc.timestamp_opt(0, 0).unwrap(),
+    })
 }
 
 fn route(json: serde_json::Value) -> Route {
