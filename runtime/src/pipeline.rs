@@ -43,9 +43,12 @@
 
 mod admit;
 mod blocked;
+mod cache_tier;
+mod cached;
 mod call;
 mod enqueue;
 mod fair;
+mod flight;
 mod give_up;
 mod intake;
 mod persist;
@@ -74,7 +77,7 @@ use crate::{
     templates::{TemplateError, Templates},
 };
 
-pub use admit::CACHE_MAX_AGE;
+pub use admit::STALE_MAX_AGE;
 
 /// How far intake pulls ahead of the commands running: the commands it holds, pulled
 /// but not started, are ordered by priority (then tenants in turn), so an urgent
@@ -243,6 +246,10 @@ pub struct Parts {
     write_behind: Arc<OnceLock<write_behind::WriteBehind>>,
     /// Prompt templates, rendered at intake.
     templates: Templates,
+    /// The in-memory tier of the answer cache, and its lifetimes per kind.
+    cache_tier: cache_tier::CacheTier,
+    /// `cache: true` requests in flight, each run once.
+    flights: Arc<flight::Flights>,
 }
 
 impl Pipeline {
@@ -278,6 +285,8 @@ impl Pipeline {
             max_standby: standby::MAX_STANDBY,
             tasks: Tasks::new("pipeline"),
             write_behind: Arc::default(),
+            cache_tier: cache_tier::CacheTier::new(crate::settings::CacheSettings::default()),
+            flights: Arc::default(),
         };
         Self {
             parts: Arc::new(parts),
@@ -362,6 +371,13 @@ impl Pipeline {
     /// answers 503 while the database is down and load balancers move traffic away).
     pub fn with_readiness(mut self, readiness: Readiness) -> Self {
         self.parts_mut().readiness = readiness;
+        self
+    }
+
+    /// With the answer cache's lifetimes per kind and in-memory tier (`[cache]`).
+    #[must_use]
+    pub fn with_cache(mut self, settings: crate::settings::CacheSettings) -> Self {
+        self.parts_mut().cache_tier = cache_tier::CacheTier::new(settings);
         self
     }
 

@@ -15,12 +15,14 @@ use figment::{
 use serde::Deserialize;
 use switchyard_core::{FieldError, ProviderConfigDraft, ValidationError, redact_url};
 
+mod cache;
 mod http;
 mod outbound;
 mod retention;
 mod tenants;
 mod webhooks;
 
+pub use cache::CacheSettings;
 pub use http::HttpSettings;
 pub use outbound::OutboundSettings;
 pub use retention::RetentionSettings;
@@ -67,6 +69,9 @@ pub struct Settings {
     /// `[webhooks]`.
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    /// `[cache]`.
+    #[serde(default)]
+    pub cache: CacheSettings,
     /// `[[providers]]`: seeds for the database, applied once per name.
     #[serde(default)]
     pub providers: Vec<ProviderConfigDraft>,
@@ -507,6 +512,7 @@ impl Settings {
         self.outbound.check(&mut errors);
         self.tenants.check(&mut errors);
         self.retention.check(&mut errors);
+        self.cache.check(&mut errors);
         self.webhooks.check(&mut errors);
         if self.artifacts.url_ttl_ms == 0 {
             errors.push(FieldError::new("artifacts.url_ttl_ms", "must be > 0"));

@@ -164,6 +164,7 @@ impl Serve for Runtime {
         .with_reply_to_allow(runtime.settings.bus.reply_to_allow.clone())
         .with_lease(Duration::from_millis(runtime.settings.bus.ack_wait_ms))
         .with_readiness(readiness.clone())
+        .with_cache(runtime.settings.cache.clone())
         .with_limits(
             switchyard_runtime::limits::Limits::new(
                 runtime.store.clone(),

@@ -17,6 +17,7 @@ mod abuse;
 mod architecture;
 mod artifacts;
 mod bus;
+mod cache;
 mod calls;
 mod cli;
 mod cli_tenants;

@@ -11,13 +11,11 @@
 //! Admission decides; it never runs anything. A refused request still gets its events
 //! (one `failed`) and its terminal row through the rest of the pipeline.
 
-use switchyard_core::{Command, ErrorCode, ErrorInfo, Event, EventBody, routing::OwnAccounts};
+use switchyard_core::{Command, ErrorCode, ErrorInfo, routing::OwnAccounts};
 
-use super::{HandleError, Pipeline};
+use super::{HandleError, Pipeline, cached::Fresh};
 use crate::{engine::CachedAnswer, quota::Ask};
 
-/// How old a result may be to answer a `cache: true` command.
-pub const CACHE_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 /// How old a result may be to answer a `route.fallback_to_cache` command whose
 /// providers all failed.
 pub const STALE_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::days(7);
@@ -32,6 +30,8 @@ pub(super) struct Admission {
     /// Complete with this earlier result if every provider fails
     /// (`route.fallback_to_cache`).
     pub(super) stale: Option<CachedAnswer>,
+    /// Leads the flight of identical `cache: true` requests: land it with the answer.
+    pub(super) flight: Option<super::flight::Flight>,
     /// How the tenant's own provider accounts are used for this request: its setting,
     /// or `only` when it is over its quota but has own accounts (which are never
     /// charged, so they may still serve it).
@@ -47,54 +47,50 @@ impl Pipeline {
         command: &Command,
         cache_key: Option<&str>,
     ) -> Result<Admission, HandleError> {
-        let mut admission = self.decide(command, cache_key).await?;
-        // Asked to fall back to an earlier answer (#18 §5): look it up now, so the
-        // engine has it should every provider fail.
-        if command.route.fallback_to_cache
-            && admission.refuse.is_none()
-            && admission.cached.is_none()
-        {
-            let key = match cache_key {
-                Some(key) => key.to_owned(),
-                None => crate::store::cache_key(command),
-            };
-            admission.stale = self
-                .cached_answer(&command.tenant, &key, STALE_MAX_AGE)
-                .await?;
-        }
-        Ok(admission)
-    }
-
-    /// What admission decides, but for a stale fallback.
-    async fn decide(
-        &self,
-        command: &Command,
-        cache_key: Option<&str>,
-    ) -> Result<Admission, HandleError> {
         let own_accounts = self.limits.own_accounts(command.tenant.as_str()).await;
         if let Some(refuse) = self.foreign_inputs(command).await? {
             return Ok(Admission {
                 refuse: Some(refuse),
-                cached: None,
-                stale: None,
                 own_accounts,
+                ..Admission::default()
             });
         }
+        // An identical answer, or the one an identical request in flight is about to
+        // give (#18 §6); else this request leads.
+        let mut flight = None;
         if let Some(key) = cache_key.filter(|_| command.cache) {
-            let cached = self
-                .cached_answer(&command.tenant, key, CACHE_MAX_AGE)
-                .await?;
-            let outcome = if cached.is_some() { "hit" } else { "miss" };
-            metrics::counter!("switchyard_cache_lookups_total", "outcome" => outcome).increment(1);
-            if cached.is_some() {
-                return Ok(Admission {
-                    refuse: None,
-                    cached,
-                    stale: None,
-                    own_accounts,
-                });
+            match self.fresh_answer(command, key).await? {
+                Fresh::Answer(answer) => {
+                    return Ok(Admission {
+                        cached: Some(answer),
+                        own_accounts,
+                        ..Admission::default()
+                    });
+                }
+                Fresh::Lead(leading) => flight = Some(leading),
+                Fresh::Miss => {}
             }
         }
+        let mut admission = self.reserve(command, own_accounts).await?;
+        admission.flight = flight;
+        // Asked to fall back to an earlier answer (#18 §5): look it up now, so the
+        // engine has it should every provider fail.
+        if command.route.fallback_to_cache && admission.refuse.is_none() {
+            let key = match cache_key {
+                Some(key) => key.to_owned(),
+                None => crate::store::cache_key(command),
+            };
+            admission.stale = self.cached_answer(command, &key, STALE_MAX_AGE).await?;
+        }
+        Ok(admission)
+    }
+
+    /// The quota reservation, last: a refused or cached request holds nothing.
+    async fn reserve(
+        &self,
+        command: &Command,
+        own_accounts: OwnAccounts,
+    ) -> Result<Admission, HandleError> {
         // A tenant served only by its own provider accounts is never charged: nothing
         // to reserve.
         if own_accounts == OwnAccounts::Only {
@@ -103,7 +99,6 @@ impl Pipeline {
                 ..Admission::default()
             });
         }
-        // The quota reservation last: a refused or cached request holds nothing.
         let estimate = self.engine.estimate(command);
         let refuse = self
             .quotas
@@ -124,17 +119,14 @@ impl Pipeline {
             && self.engine.has_own_accounts(command.tenant.as_str())
         {
             return Ok(Admission {
-                refuse: None,
-                cached: None,
-                stale: None,
                 own_accounts: OwnAccounts::Only,
+                ..Admission::default()
             });
         }
         Ok(Admission {
             refuse,
-            cached: None,
-            stale: None,
             own_accounts,
+            ..Admission::default()
         })
     }
 
@@ -164,45 +156,5 @@ impl Pipeline {
             }
         }
         Ok(None)
-    }
-
-    /// The result of the latest identical request of the tenant that completed within
-    /// `max_age`, if any.
-    async fn cached_answer(
-        &self,
-        tenant: &switchyard_core::Tenant,
-        key: &str,
-        max_age: chrono::TimeDelta,
-    ) -> Result<Option<CachedAnswer>, HandleError> {
-        let since = chrono::Utc::now() - max_age;
-        let Some(stored) = self
-            .store
-            .cached_result(tenant.as_str(), key, since)
-            .await?
-        else {
-            metrics::counter!("switchyard_cache_total", "outcome" => "miss").increment(1);
-            return Ok(None);
-        };
-        metrics::counter!("switchyard_cache_total", "outcome" => "hit").increment(1);
-        Ok(match serde_json::from_value::<Event>(stored) {
-            Ok(Event {
-                body:
-                    EventBody::Completed {
-                        mut output,
-                        provider,
-                        ..
-                    },
-                ..
-            }) => {
-                // The earlier request's links may have expired: sign fresh ones.
-                let urls = self.engine.artifact_urls();
-                let now = self.engine.clock().now_ms();
-                for image in &mut output.images {
-                    image.url = urls.url(&image.artifact_id, tenant, now);
-                }
-                Some(CachedAnswer { output, provider })
-            }
-            _ => None,
-        })
     }
 }

@@ -70,6 +70,7 @@ impl Pipeline {
             refuse,
             cached,
             stale,
+            flight,
             own_accounts,
         } = self
             .admit(&command, key.as_deref())
@@ -99,6 +100,8 @@ impl Pipeline {
             let outcome = pipeline.engine.execute(submission, &mut emit).await;
             // The tenant's slot is free once the provider answered.
             drop(permit);
+            // Identical requests waiting for this one get its answer (#18 §6).
+            pipeline.land(&command, flight, &outcome.terminal);
             let _ = tx.send(outcome.terminal.clone());
             place.send(Record {
                 command,

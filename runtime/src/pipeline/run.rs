@@ -53,6 +53,7 @@ impl Pipeline {
             refuse,
             cached,
             stale,
+            flight,
             own_accounts,
         } = match refuse {
             _ if task.status != TaskStatus::Pending => Admission {
@@ -110,6 +111,8 @@ impl Pipeline {
             ..
         } = finished?;
         if won {
+            // Identical requests waiting for this one get its answer (#18 §6).
+            self.land(&command, flight, &terminal);
             self.publish_terminal(&terminal, &encoded, reply_to.as_deref())
                 .await?;
         } else {

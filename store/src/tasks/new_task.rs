@@ -52,10 +52,15 @@ pub struct NewTask {
 /// one tenant's results never answer another's requests.
 pub fn cache_key(command: &Command) -> String {
     use sha2::{Digest, Sha256};
+    // Whether the answer is streamed is no part of what is asked (#18 §6).
+    let mut input = serde_json::to_value(&command.input).unwrap_or(Value::Null);
+    if let Value::Object(fields) = &mut input {
+        fields.remove("stream");
+    }
     let mut key = serde_json::json!([
         command.tenant.as_str(),
         command.kind.as_str(),
-        &command.input,
+        input,
         &command.route.config_id,
         &command.route.provider,
         &command.route.model,
@@ -257,6 +262,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cache_key(&command(same)), key);
+        // Streamed or not, metadata or not: the same request.
+        let mut streamed = base.clone();
+        streamed["input"]["stream"] = serde_json::json!(true);
+        streamed["metadata"] = serde_json::json!({"trace": "t-1"});
+        assert_eq!(cache_key(&command(streamed)), key);
         for (path, value) in [
             ("tenant", serde_json::json!("other")),
             ("input", serde_json::json!({"prompt": "a fox", "seed": 8})),
