@@ -8,6 +8,6 @@ mod plan;
 mod rng;
 
 pub use accounts::{OwnAccounts, Ownership, ownership};
-pub use chain::{model_chain, plan_chain};
+pub use chain::{model_chain, plan_chain, plan_route};
 pub use plan::{MAX_SKIPPED, NoProvider, Plan, RouteRequest, RoutingView, estimated_cost, plan};
 pub use rng::SplitMix64;

@@ -42,6 +42,27 @@ pub fn model_chain<T: RoutingView>(route: &Route, instances: &[T]) -> Vec<String
     chain
 }
 
+/// Plans `request`: over its chain of models when it has one ([`model_chain`]), else
+/// as one model ([`plan`]).
+///
+/// # Errors
+/// [`NoProvider`] when nothing can serve it now.
+pub fn plan_route<'a, T: RoutingView>(
+    request: &RouteRequest<'_>,
+    instances: &'a [T],
+    disabled: &[(ConfigId, &str, Option<&str>)],
+    now_ms: u64,
+    counter: u64,
+    seed: u64,
+) -> Result<Plan<'a, T>, NoProvider> {
+    let chain = model_chain(request.route, instances);
+    if chain.is_empty() {
+        plan(request, instances, disabled, now_ms, counter, seed)
+    } else {
+        plan_chain(request, &chain, instances, disabled, now_ms, counter, seed)
+    }
+}
+
 /// Plans `request` for each model of `chain` in turn and joins the candidates (each
 /// instance once). The instances left out are those of every model's plan that no
 /// model's plan took. When no model has a candidate, the first model's reason.
@@ -130,30 +151,14 @@ pub fn plan_chain<'a, T: RoutingView>(
 
 #[cfg(test)]
 mod tests {
-    use chrono::{TimeZone, Utc};
-
     use super::*;
     use crate::{
-        ProviderConfig,
         kind::Kind,
-        provider::ProviderConfigDraft,
-        routing::{OwnAccounts, plan::tests_support::Fake},
+        routing::{
+            OwnAccounts,
+            plan::tests_support::{Fake, fake},
+        },
     };
-
-    fn fake(id: i64, json: serde_json::Value) -> Fake {
-        let mut value = serde_json::json!({"name": format!("i{id}"), "provider": "mock"});
-        for (k, v) in json.as_object().unwrap() {
-            value[k] = v.clone();
-        }
-        let draft: ProviderConfigDraft = serde_json::from_value(value).unwrap();
-        Fake::new(ProviderConfig {
-            id: ConfigId(id),
-            spec: draft.validate().unwrap(),
-            version: 1,
-            created_at: Utc.timestamp_opt(0, 0).unwrap(),
-            updated_at: Utc.timestamp_opt(0, 0).unwrap(),
-        })
-    }
 
     fn route(json: serde_json::Value) -> Route {
         serde_json::from_value(json).unwrap()

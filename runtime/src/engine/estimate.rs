@@ -3,7 +3,7 @@
 
 use switchyard_core::{
     Command, ConfigId,
-    routing::{RouteRequest, estimated_cost, model_chain, plan, plan_chain},
+    routing::{RouteRequest, estimated_cost, plan_route},
 };
 
 use super::Engine;
@@ -62,27 +62,14 @@ impl Engine {
             .map(|(id, name, owner)| (*id, name.as_str(), owner.as_deref()))
             .collect();
         // Every model of a fallback chain (#18 §5) may serve it.
-        let chain = model_chain(&command.route, &table.instances);
-        let planned = if chain.is_empty() {
-            plan(
-                &request,
-                &table.instances,
-                &disabled,
-                self.inner.clock.now_ms(),
-                0,
-                0,
-            )
-        } else {
-            plan_chain(
-                &request,
-                &chain,
-                &table.instances,
-                &disabled,
-                self.inner.clock.now_ms(),
-                0,
-                0,
-            )
-        };
+        let planned = plan_route(
+            &request,
+            &table.instances,
+            &disabled,
+            self.inner.clock.now_ms(),
+            0,
+            0,
+        );
         let dearest = planned.map_or((0.0, estimated_tokens, command.images_asked()), |plan| {
             // Each candidate as its presets would fill the request in (#18 §3).
             plan.candidates.iter().fold(

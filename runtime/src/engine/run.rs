@@ -9,7 +9,7 @@ use switchyard_core::{
     Attempt, AttemptResult, Command, ConfigId, ErrorCode, ErrorInfo, Event, EventBody, Lifecycle,
     Output, OutputImage, ProviderConfig, ProviderRef, Routing, SkipReason, Skipped, Usage,
     protocol::PROTOCOL_VERSION,
-    routing::{NoProvider, RouteRequest, model_chain, plan, plan_chain},
+    routing::{NoProvider, RouteRequest, plan_route},
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -242,28 +242,15 @@ impl Run<'_> {
             .collect();
         let counter = table.ticket();
         let seed = counter.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        // A fallback chain of models (#18 §5) plans each model in turn.
-        let chain = model_chain(route, &table.instances);
-        let planned = if chain.is_empty() {
-            plan(
-                &request,
-                &table.instances,
-                &disabled,
-                inner.clock.now_ms(),
-                counter,
-                seed,
-            )
-        } else {
-            plan_chain(
-                &request,
-                &chain,
-                &table.instances,
-                &disabled,
-                inner.clock.now_ms(),
-                counter,
-                seed,
-            )
-        };
+        // A fallback chain of models (#18 §5) is planned model by model.
+        let planned = plan_route(
+            &request,
+            &table.instances,
+            &disabled,
+            inner.clock.now_ms(),
+            counter,
+            seed,
+        );
         let plan = match planned {
             Ok(plan) => plan,
             Err(NoProvider::UnknownConfig(what)) => {

@@ -1,23 +1,11 @@
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 
-use super::{tests_support::Fake, *};
+use super::{
+    tests_support::{Fake, fake},
+    *,
+};
 use crate::provider::{ProviderConfigDraft, ProviderType};
-
-fn fake(id: i64, json: serde_json::Value) -> Fake {
-    let mut value = serde_json::json!({"name": format!("i{id}"), "provider": "mock"});
-    for (k, v) in json.as_object().unwrap() {
-        value[k] = v.clone();
-    }
-    let draft: ProviderConfigDraft = serde_json::from_value(value).unwrap();
-    Fake::new(ProviderConfig {
-        id: ConfigId(id),
-        spec: draft.validate().unwrap(),
-        version: 1,
-        created_at: Utc.timestamp_opt(0, 0).unwrap(),
-        updated_at: Utc.timestamp_opt(0, 0).unwrap(),
-    })
-}
 
 fn route(json: serde_json::Value) -> Route {
     serde_json::from_value(json).unwrap()

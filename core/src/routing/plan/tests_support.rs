@@ -1,7 +1,9 @@
 //! A routing view for tests: an instance's config and live state, set by hand.
 
+use chrono::{TimeZone, Utc};
+
 use super::RoutingView;
-use crate::ProviderConfig;
+use crate::{ConfigId, ProviderConfig, provider::ProviderConfigDraft};
 
 /// An instance as the planner sees it.
 #[derive(Debug)]
@@ -47,4 +49,20 @@ impl RoutingView for Fake {
     fn latency_ewma_ms(&self) -> Option<f64> {
         self.latency
     }
+}
+
+/// A `mock` instance `i{id}` with `json` laid over its config.
+pub(crate) fn fake(id: i64, json: serde_json::Value) -> Fake {
+    let mut value = serde_json::json!({"name": format!("i{id}"), "provider": "mock"});
+    for (k, v) in json.as_object().into_iter().flatten() {
+        value[k] = v.clone();
+    }
+    let draft: ProviderConfigDraft = serde_json::from_value(value).unwrap();
+    Fake::new(ProviderConfig {
+        id: ConfigId(id),
+        spec: draft.validate().unwrap(),
+        version: 1,
+        created_at: Utc.timestamp_opt(0, 0).unwrap(),
+        updated_at: Utc.timestamp_opt(0, 0).unwrap(),
+    })
 }
