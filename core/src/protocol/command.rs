@@ -483,6 +483,13 @@ impl Command {
                     "give either route.model or route.models, not both".to_owned(),
                 );
             }
+            if self.route.config_id.is_some() {
+                bad(
+                    "route.models",
+                    "route.config_id pins one instance: a chain of models does not apply"
+                        .to_owned(),
+                );
+            }
             if self.route.models.len() > MAX_MODELS {
                 bad(
                     "route.models",

@@ -12,9 +12,11 @@
 use super::plan::{MAX_SKIPPED, NoProvider, Plan, RouteRequest, RoutingView, plan};
 use crate::{ids::ConfigId, protocol::MAX_MODELS, protocol::Route};
 
-/// The models `route` tries in turn over `instances`; empty when it has no chain (one
-/// model or none: the plain plan applies).
-pub fn model_chain<T: RoutingView>(route: &Route, instances: &[T]) -> Vec<String> {
+/// The models `route` tries in turn over `instances` for `tenant`; empty when it has
+/// no chain (one model or none: the plain plan applies). Only the configs the tenant
+/// may use lend their `fallback_models`: a shared one or its own, never another
+/// tenant's own account.
+pub fn model_chain<T: RoutingView>(route: &Route, tenant: &str, instances: &[T]) -> Vec<String> {
     if route.config_id.is_some() {
         return Vec::new();
     }
@@ -27,7 +29,10 @@ pub fn model_chain<T: RoutingView>(route: &Route, instances: &[T]) -> Vec<String
     let mut chain = vec![first.clone()];
     for instance in instances {
         let spec = &instance.config().spec;
-        if spec.model.as_deref() != Some(first.as_str()) {
+        if spec.model.as_deref() != Some(first.as_str())
+            || super::accounts::ownership(spec.owner.as_deref(), tenant)
+                == super::accounts::Ownership::Foreign
+        {
             continue;
         }
         for model in &spec.fallback_models {
@@ -55,7 +60,7 @@ pub fn plan_route<'a, T: RoutingView>(
     counter: u64,
     seed: u64,
 ) -> Result<Plan<'a, T>, NoProvider> {
-    let chain = model_chain(request.route, instances);
+    let chain = model_chain(request.route, request.tenant, instances);
     if chain.is_empty() {
         plan(request, instances, disabled, now_ms, counter, seed)
     } else {
@@ -198,7 +203,7 @@ mod tests {
     fn route_models_are_tried_model_by_model_in_order() {
         let pool = pool();
         let r = route(serde_json::json!({"models": ["small", "big"]}));
-        let chain = model_chain(&r, &pool);
+        let chain = model_chain(&r, "acme", &pool);
         assert_eq!(chain, ["small", "big"]);
         let plan = plan_chain(&request(&r), &chain, &pool, &[], 0, 0, 1).unwrap();
         // small's instance first, then big's by priority; other models' nowhere.
@@ -214,22 +219,40 @@ mod tests {
     fn a_config_level_chain_follows_the_requested_model() {
         let pool = pool();
         let r = route(serde_json::json!({"model": "big"}));
-        let chain = model_chain(&r, &pool);
+        let chain = model_chain(&r, "acme", &pool);
         assert_eq!(chain, ["big", "small", "tiny"]);
         let plan = plan_chain(&request(&r), &chain, &pool, &[], 0, 0, 1).unwrap();
         assert_eq!(ids(&plan), [1, 3, 2, 4]);
         // A model without a chain, no model, or a pinned config: no chain.
-        assert!(model_chain(&route(serde_json::json!({"model": "small"})), &pool).is_empty());
-        assert!(model_chain(&route(serde_json::json!({})), &pool).is_empty());
+        assert!(
+            model_chain(&route(serde_json::json!({"model": "small"})), "acme", &pool).is_empty()
+        );
+        assert!(model_chain(&route(serde_json::json!({})), "acme", &pool).is_empty());
         let pinned = route(serde_json::json!({"models": ["small", "big"], "config_id": 2}));
-        assert!(model_chain(&pinned, &pool).is_empty());
+        assert!(model_chain(&pinned, "acme", &pool).is_empty());
+    }
+
+    #[test]
+    fn another_tenants_own_account_lends_no_chain() {
+        let pool = vec![
+            fake(
+                1,
+                serde_json::json!({"model": "big", "owner": "globex",
+                                        "fallback_models": ["pricey"]}),
+            ),
+            fake(2, serde_json::json!({"model": "big"})),
+            fake(3, serde_json::json!({"model": "pricey"})),
+        ];
+        let r = route(serde_json::json!({"model": "big"}));
+        assert!(model_chain(&r, "acme", &pool).is_empty());
+        assert_eq!(model_chain(&r, "globex", &pool), ["big", "pricey"]);
     }
 
     #[test]
     fn a_chain_of_models_nothing_serves_names_the_first() {
         let pool = pool();
         let r = route(serde_json::json!({"models": ["gone", "missing"]}));
-        let chain = model_chain(&r, &pool);
+        let chain = model_chain(&r, "acme", &pool);
         let Err(NoProvider::None { message, .. }) =
             plan_chain(&request(&r), &chain, &pool, &[], 0, 0, 1)
         else {
@@ -238,7 +261,16 @@ mod tests {
         assert!(message.contains("gone"), "{message}");
         // One served model is enough.
         let r = route(serde_json::json!({"models": ["gone", "tiny"]}));
-        let plan = plan_chain(&request(&r), &model_chain(&r, &pool), &pool, &[], 0, 0, 1).unwrap();
+        let plan = plan_chain(
+            &request(&r),
+            &model_chain(&r, "acme", &pool),
+            &pool,
+            &[],
+            0,
+            0,
+            1,
+        )
+        .unwrap();
         assert_eq!(ids(&plan), [4]);
     }
 }

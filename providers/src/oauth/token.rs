@@ -41,6 +41,8 @@ struct Token {
 struct Fetching {
     failed: Option<(Instant, AttemptError)>,
     rotated_refresh: Option<ApiKey>,
+    /// The refresh token this process last read from or wrote to the vault.
+    vault_seen: Option<ApiKey>,
 }
 
 /// One OAuth2 client's access token (see the module docs of `oauth`).
@@ -188,30 +190,38 @@ impl TokenSource {
             return self.fetch_once(fetching).await;
         };
         let client = client_key(&self.settings);
-        let lock = match vault.lock(&client).await {
-            Ok(lock) => Some(lock),
-            Err(e) => {
-                tracing::warn!(error = %e, "oauth2 refresh goes on without the vault's lock");
-                None
-            }
-        };
+        // Without the lock another replica may be refreshing with the same token: fail
+        // this fetch instead (an unexpired token still serves meanwhile).
+        let lock = vault.lock(&client).await.map_err(|e| {
+            tracing::warn!(error = %e, "oauth2 refresh waits for the token vault");
+            self.error(
+                ErrorCode::ProviderUnavailable,
+                "the token vault is unavailable; the refresh is put off",
+            )
+        })?;
         match vault.load(&client).await {
-            Ok(Some(newest)) => fetching.rotated_refresh = Some(newest),
-            Ok(None) => {}
+            // Newer than this process last saw: another replica rotated it. Else what
+            // memory holds may be newer still (a store that failed, or a fetch cut
+            // off before it stored): keep that.
+            Ok(Some(newest)) if fetching.vault_seen.as_ref() != Some(&newest) => {
+                fetching.rotated_refresh = Some(newest.clone());
+                fetching.vault_seen = Some(newest);
+            }
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "oauth2 refresh token not read from the vault"),
         }
         let before = fetching.rotated_refresh.clone();
         let token = self.fetch_once(fetching).await;
-        if let Some(rotated) = &fetching.rotated_refresh
-            && before.as_ref() != Some(rotated)
-            && let Err(e) = vault.store(&client, rotated.clone()).await
+        if let Some(rotated) = fetching.rotated_refresh.clone()
+            && before.as_ref() != Some(&rotated)
         {
-            tracing::error!(error = %e, "a rotated oauth2 refresh token was not stored; \
-                it is kept in this process's memory only");
+            match vault.store(&client, rotated.clone()).await {
+                Ok(()) => fetching.vault_seen = Some(rotated),
+                Err(e) => tracing::error!(error = %e, "a rotated oauth2 refresh token was not \
+                    stored; this process keeps it and stores it with its next refresh"),
+            }
         }
-        if let Some(lock) = lock
-            && let Err(e) = vault.unlock(&client, lock).await
-        {
+        if let Err(e) = vault.unlock(&client, lock).await {
             tracing::warn!(error = %e, "an oauth2 refresh lock was not given back; it runs out");
         }
         token
@@ -275,7 +285,12 @@ impl TokenSource {
                 self.error(ErrorCode::ProviderUnavailable, "the token answer broke off")
             })?;
         if !status.is_success() {
-            return Err(self.refused(status, &body));
+            let mut error = self.refused(status, &body);
+            // The refresh token sent may be a rotated one, which `error` does not know.
+            if let Some(sent) = refresh.as_ref().filter(|r| r.expose().len() >= 4) {
+                error.message = error.message.replace(sent.expose(), "****");
+            }
+            return Err(error);
         }
         let answer: Answer = serde_json::from_slice(&body).map_err(|e| {
             self.error(

@@ -6,13 +6,14 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 use switchyard_core::Kind;
 
 use crate::{engine::CachedAnswer, settings::CacheSettings};
 
-/// One kind family's answers, by tenant and cache key.
-type Answers = Cache<(String, String), CachedAnswer>;
+/// One kind family's answers, by tenant and cache key, with when each was made.
+type Answers = Cache<(String, String), (CachedAnswer, DateTime<Utc>)>;
 
 /// The in-memory tier (module docs). Cheap to clone.
 #[derive(Clone)]
@@ -61,16 +62,31 @@ impl CacheTier {
         }
     }
 
-    /// The answer kept for `tenant`'s `key`, if any.
+    /// The answer kept for `tenant`'s `key`, if it is still within its kind's
+    /// lifetime (counted from when the provider made it, not from when it was kept).
     pub(super) fn get(&self, kind: Kind, tenant: &str, key: &str) -> Option<CachedAnswer> {
-        self.answers(kind)?
-            .get(&(tenant.to_owned(), key.to_owned()))
+        let (answer, made) = self
+            .answers(kind)?
+            .get(&(tenant.to_owned(), key.to_owned()))?;
+        let age = (Utc::now() - made).to_std().unwrap_or_default();
+        (age <= self.ttl(kind)).then_some(answer)
     }
 
-    /// Keeps `answer` for `tenant`'s `key`.
-    pub(super) fn put(&self, kind: Kind, tenant: &str, key: &str, answer: CachedAnswer) {
-        if let Some(answers) = self.answers(kind) {
-            answers.insert((tenant.to_owned(), key.to_owned()), answer);
+    /// Keeps `answer`, which a provider made at `made`, for `tenant`'s `key` (not if
+    /// it is past its kind's lifetime already).
+    pub(super) fn put(
+        &self,
+        kind: Kind,
+        tenant: &str,
+        key: &str,
+        answer: CachedAnswer,
+        made: DateTime<Utc>,
+    ) {
+        let age = (Utc::now() - made).to_std().unwrap_or_default();
+        if let Some(answers) = self.answers(kind)
+            && age <= self.ttl(kind)
+        {
+            answers.insert((tenant.to_owned(), key.to_owned()), (answer, made));
         }
     }
 }
@@ -99,7 +115,7 @@ mod tests {
     #[test]
     fn answers_are_kept_per_tenant_and_kind_and_none_without_memory() {
         let tier = CacheTier::new(CacheSettings::default());
-        tier.put(Kind::TextGenerate, "acme", "k", answer("hi"));
+        tier.put(Kind::TextGenerate, "acme", "k", answer("hi"), Utc::now());
         assert_eq!(
             tier.get(Kind::TextGenerate, "acme", "k"),
             Some(answer("hi"))
@@ -111,7 +127,11 @@ mod tests {
             memory_entries: 0,
             ..CacheSettings::default()
         });
-        none.put(Kind::TextGenerate, "acme", "k", answer("hi"));
+        none.put(Kind::TextGenerate, "acme", "k", answer("hi"), Utc::now());
         assert_eq!(none.get(Kind::TextGenerate, "acme", "k"), None);
+        // An answer past its lifetime (a stale fallback's, say) is not kept.
+        let old = Utc::now() - chrono::TimeDelta::hours(2);
+        tier.put(Kind::TextGenerate, "acme", "old", answer("old"), old);
+        assert_eq!(tier.get(Kind::TextGenerate, "acme", "old"), None);
     }
 }

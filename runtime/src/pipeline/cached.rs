@@ -87,18 +87,21 @@ impl Pipeline {
             return Ok(None);
         };
         metrics::counter!("switchyard_cache_total", "outcome" => "hit").increment(1);
-        let answer = match serde_json::from_value::<Event>(stored) {
+        let (answer, made) = match serde_json::from_value::<Event>(stored) {
             Ok(Event {
                 body:
                     EventBody::Completed {
                         output, provider, ..
                     },
+                time,
                 ..
-            }) => CachedAnswer { output, provider },
+            }) => (CachedAnswer { output, provider }, time),
             _ => return Ok(None),
         };
+        // Kept in memory only while within its kind's lifetime (a stale lookup reads
+        // further back).
         self.cache_tier
-            .put(command.kind, tenant, key, answer.clone());
+            .put(command.kind, tenant, key, answer.clone(), made);
         Ok(Some(self.signed(answer, command)))
     }
 
@@ -134,8 +137,13 @@ impl Pipeline {
         };
         if let Some(answer) = &answer {
             let key = crate::store::cache_key(command);
-            self.cache_tier
-                .put(command.kind, command.tenant.as_str(), &key, answer.clone());
+            self.cache_tier.put(
+                command.kind,
+                command.tenant.as_str(),
+                &key,
+                answer.clone(),
+                terminal.time,
+            );
         }
         if let Some(flight) = flight {
             flight.land(answer);

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::engine::CachedAnswer;
 
 /// The longest a follower waits for its leader.
-pub(super) const FOLLOW_AT_MOST: Duration = Duration::from_secs(120);
+pub(super) const FOLLOW_AT_MOST: Duration = Duration::from_secs(30);
 
 /// Where a leader's request stands.
 #[derive(Debug, Clone)]

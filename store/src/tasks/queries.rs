@@ -55,10 +55,20 @@ impl Store {
         cache_key: &str,
         since: DateTime<Utc>,
     ) -> Result<Option<Value>, QueryError> {
-        let row: Option<Json<Value>> = on_pool!(self, |pool| sqlx::query_scalar(
+        // Only answers a provider gave: a request answered from the cache (or, stale,
+        // as a fallback) completed later than the answer it repeats, and would make
+        // that answer look younger than it is.
+        let fresh = match self.backend() {
+            crate::Backend::Postgres => "(terminal_event->>'cached') = 'false'",
+            crate::Backend::Sqlite => "json_extract(terminal_event, '$.cached') = 0",
+        };
+        let sql = format!(
             "SELECT terminal_event FROM tasks WHERE cache_key = $1 AND tenant = $2 \
              AND status = 'completed' AND completed_at >= $3 AND terminal_event IS NOT NULL \
-             ORDER BY completed_at DESC LIMIT 1"
+             AND {fresh} ORDER BY completed_at DESC LIMIT 1"
+        );
+        let row: Option<Json<Value>> = on_pool!(self, |pool| sqlx::query_scalar(
+            sqlx::AssertSqlSafe(sql.as_str())
         )
         .bind(cache_key)
         .bind(tenant)

@@ -5,7 +5,7 @@ use super::{
     tests_support::{Fake, fake},
     *,
 };
-use crate::provider::{ProviderConfigDraft, ProviderType};
+use crate::provider::ProviderType;
 
 fn route(json: serde_json::Value) -> Route {
     serde_json::from_value(json).unwrap()
