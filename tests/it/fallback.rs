@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{
     jobs::run_job,
-    reload::{Node, start_node},
+    reload::{Node, start_node_with},
     support::TestDb,
 };
 
@@ -29,7 +29,7 @@ fn config_id(node: &Node, name: &str) -> i64 {
 }
 
 async fn models_are_tried_in_turn_and_the_cache_answers_last(db: &TestDb) {
-    let node = start_node(
+    let node = start_node_with(
         db,
         json!([
             {"name": "big", "provider": "mock", "model": "m-big", "priority": 10,
@@ -38,6 +38,10 @@ async fn models_are_tried_in_turn_and_the_cache_answers_last(db: &TestDb) {
              "options": {"failure_rate": 1.0, "fail_with": "content_filtered"}},
             {"name": "small", "provider": "mock", "model": "m-small"}
         ]),
+        "memory://",
+        "switchyard",
+        // Text answers answer `cache: true` requests for 1 s here.
+        |settings| settings.cache.text_ttl_ms = 1_000,
     )
     .await;
     // Bad chains are named.
@@ -116,6 +120,19 @@ async fn models_are_tried_in_turn_and_the_cache_answers_last(db: &TestDb) {
     assert_eq!(
         stale["result"]["output"]["text"], fresh["result"]["output"]["text"],
         "{stale}"
+    );
+    // A stale answer is no cache entry of its own: once the provider's answer is past
+    // the text lifetime, a `cache: true` request finds nothing (and fails, small
+    // being off), though a stale answer was given a moment ago.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let again = run_job(&node, asked.clone()).await;
+    assert_eq!(again["result"]["stale"], true, "{again}");
+    let mut cached = text(json!({"model": "m-small"}));
+    cached["cache"] = json!(true);
+    let job = run_job(&node, cached).await;
+    assert_eq!(
+        job["status"], "failed",
+        "a stale answer came back fresh: {job}"
     );
     // Nothing earlier to fall back to: the failure stands; without the flag too.
     let mut other = text(json!({"model": "m-small", "fallback_to_cache": true}));

@@ -256,6 +256,15 @@ async fn patch_bumps_version_and_keeps_the_key(db: &TestDb) {
     assert_eq!(patched.version, 2);
     assert_eq!(patched.spec.priority, 200);
     assert_eq!(patched.spec.rate_limit.rpm, 30);
+    // An account never changes hands, whoever patches it (API or local CLI).
+    let moved = store
+        .patch_provider(created.id, draft(json!({"owner": "acme"})))
+        .await
+        .unwrap_err();
+    assert!(
+        moved.to_string().contains("owner") || format!("{moved:?}").contains("owner"),
+        "{moved:?}"
+    );
     assert_eq!(
         patched.spec.rate_limit.burst, 10,
         "unpatched nested fields stay"

@@ -266,6 +266,18 @@ impl Store {
         {
             patch.api_key = None;
         }
+        // An account never changes hands: a tenant's key made shared would serve (and
+        // be billed for) every tenant, and a shared one made a tenant's would vanish
+        // from the others' routing.
+        if let Some(owner) = &patch.owner
+            && record.draft.owner.as_ref() != Some(owner)
+        {
+            return Err(switchyard_core::ValidationError::single(
+                "owner",
+                "an account's owner cannot change; create an account for the new owner",
+            )
+            .into());
+        }
         let spec = record.draft.clone().overlay(patch).validate()?;
         self.update_provider(id, &spec, Some(record.version)).await
     }
