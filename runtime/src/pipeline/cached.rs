@@ -117,12 +117,18 @@ impl Pipeline {
     }
 
     /// After a `cache: true` request's terminal row is written: a fresh answer is kept
-    /// in the tier, and the flight it led (if any) lands with it (or with nothing, a
-    /// failure: its followers run themselves).
-    pub(super) fn land(&self, command: &Command, flight: Option<Flight>, terminal: &Event) {
-        if !command.cache {
+    /// in the tier under `key` (the command's cache key), and the flight it led (if any)
+    /// lands with it (or with nothing, a failure: its followers run themselves).
+    pub(super) fn land(
+        &self,
+        command: &Command,
+        key: Option<&str>,
+        flight: Option<Flight>,
+        terminal: &Event,
+    ) {
+        let Some(key) = key.filter(|_| command.cache) else {
             return;
-        }
+        };
         let answer = match &terminal.body {
             EventBody::Completed {
                 output,
@@ -136,11 +142,10 @@ impl Pipeline {
             _ => None,
         };
         if let Some(answer) = &answer {
-            let key = crate::store::cache_key(command);
             self.cache_tier.put(
                 command.kind,
                 command.tenant.as_str(),
-                &key,
+                key,
                 answer.clone(),
                 terminal.time,
             );

@@ -101,7 +101,7 @@ impl Pipeline {
             // The tenant's slot is free once the provider answered.
             drop(permit);
             // Identical requests waiting for this one get its answer (#18 §6).
-            pipeline.land(&command, flight, &outcome.terminal);
+            pipeline.land(&command, key.as_deref(), flight, &outcome.terminal);
             let _ = tx.send(outcome.terminal.clone());
             place.send(Record {
                 command,

@@ -112,7 +112,7 @@ impl Pipeline {
         } = finished?;
         if won {
             // Identical requests waiting for this one get its answer (#18 §6).
-            self.land(&command, flight, &terminal);
+            self.land(&command, cache_key, flight, &terminal);
             self.publish_terminal(&terminal, &encoded, reply_to.as_deref())
                 .await?;
         } else {
