@@ -90,6 +90,18 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
 
+    /// This error with `prefix` before its message (a status error's only: others
+    /// keep theirs).
+    pub(crate) fn prefixed(self, prefix: &str) -> Self {
+        match self {
+            Self::Status { status, message } => Self::Status {
+                status,
+                message: format!("{prefix}{message}"),
+            },
+            other => other,
+        }
+    }
+
     /// The status it answers.
     pub(crate) fn status(&self) -> StatusCode {
         match self {

@@ -183,7 +183,7 @@ pub(crate) struct JobQueued {
 
 /// The body of a posted command, its tenant checked against a tenant key and given a
 /// `request_id` if it has none (parsed and validated by the caller).
-fn posted_command(body: &[u8], caller: &Caller) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn posted_command(body: &[u8], caller: &Caller) -> Result<Vec<u8>, ApiError> {
     let not_a_command = |e: serde_json::Error| {
         ApiError::bad_request(format!("the body is not a JSON command: {e}"))
     };

@@ -21,6 +21,7 @@
 //!   and the bodies' `ToSchema` derives.
 
 mod artifacts;
+mod batches;
 mod caller;
 mod error;
 mod feedback;
@@ -116,6 +117,14 @@ fn routes(state: HttpState) -> Router {
     // tenant key (its own tenant only).
     let jobs = Router::new()
         .route("/v1/jobs", post(jobs::submit_job))
+        .route(
+            "/v1/batches",
+            post(batches::submit_batch).layer(DefaultBodyLimit::max(64 << 20)),
+        )
+        .route(
+            "/v1/batches/{id}",
+            get(batches::get_batch).delete(batches::cancel_batch),
+        )
         .route("/v1/jobs/{id}", get(jobs::get_job))
         .route("/v1/jobs/{id}/events", get(jobs::job_events))
         .route("/v1/jobs/{id}/feedback", post(feedback::post_feedback))

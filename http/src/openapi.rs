@@ -15,15 +15,16 @@ use utoipa::openapi::{
 };
 
 use crate::{
-    artifacts, feedback, jobs, keys, limits, openai, operations, plans, plugins, providers, quotas,
-    retention, stats, templates, tenant_providers, usage, usage_report, webhooks,
+    artifacts, batches, feedback, jobs, keys, limits, openai, operations, plans, plugins,
+    providers, quotas, retention, stats, templates, tenant_providers, usage, usage_report,
+    webhooks,
 };
 
 /// The OpenAPI document of every endpoint above (served at `/openapi.json`).
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Switchyard", description = "Event-driven gateway to AI image and text providers. Admin endpoints need `Authorization: Bearer <admin token>`."),
-    paths(operations::healthz, operations::readyz, operations::metrics_text, artifacts::artifact, providers::list_providers, providers::create_provider, providers::get_provider, providers::patch_provider, providers::delete_provider, providers::reload, providers::status, providers::test_provider, usage::usage, usage_report::usage_report, jobs::submit_job, jobs::get_job, jobs::job_events, feedback::post_feedback, stats::all_stats, stats::one_stats, quotas::list_quotas, quotas::put_quota, quotas::delete_quota, keys::create_key, keys::list_keys, keys::revoke_key, limits::get_limits, limits::put_limits, limits::delete_limits, retention::get_retention, retention::put_retention, retention::delete_retention, tenant_providers::list_own, tenant_providers::create_own, tenant_providers::get_own, tenant_providers::patch_own, tenant_providers::delete_own, webhooks::list_webhooks, webhooks::create_webhook, webhooks::get_webhook, webhooks::patch_webhook, webhooks::delete_webhook, webhooks::list_deliveries, templates::list_templates, templates::get_template, templates::put_template, templates::delete_template, plans::list_plans, plans::put_plan, plans::delete_plan, plans::get_tenant_plan, plans::put_tenant_plan, plans::delete_tenant_plan, openai::images::image_generations, openai::images::image_edits, openai::chat::chat_completions, openai::models, plugins::install_plugin, plugins::list_plugins, plugins::get_plugin, plugins::delete_plugin, plugins::rollback_plugin),
+    paths(operations::healthz, operations::readyz, operations::metrics_text, artifacts::artifact, providers::list_providers, providers::create_provider, providers::get_provider, providers::patch_provider, providers::delete_provider, providers::reload, providers::status, providers::test_provider, usage::usage, usage_report::usage_report, jobs::submit_job, jobs::get_job, jobs::job_events, batches::submit_batch, batches::get_batch, batches::cancel_batch, feedback::post_feedback, stats::all_stats, stats::one_stats, quotas::list_quotas, quotas::put_quota, quotas::delete_quota, keys::create_key, keys::list_keys, keys::revoke_key, limits::get_limits, limits::put_limits, limits::delete_limits, retention::get_retention, retention::put_retention, retention::delete_retention, tenant_providers::list_own, tenant_providers::create_own, tenant_providers::get_own, tenant_providers::patch_own, tenant_providers::delete_own, webhooks::list_webhooks, webhooks::create_webhook, webhooks::get_webhook, webhooks::patch_webhook, webhooks::delete_webhook, webhooks::list_deliveries, templates::list_templates, templates::get_template, templates::put_template, templates::delete_template, plans::list_plans, plans::put_plan, plans::delete_plan, plans::get_tenant_plan, plans::put_tenant_plan, plans::delete_tenant_plan, openai::images::image_generations, openai::images::image_edits, openai::chat::chat_completions, openai::models, plugins::install_plugin, plugins::list_plugins, plugins::get_plugin, plugins::delete_plugin, plugins::rollback_plugin),
     components(schemas(openai::chat::StreamError)),
     modifiers(&BearerSchemes, &ForeignSchemas),
 )]
@@ -174,6 +175,8 @@ mod tests {
             "KeyList",
             "Job",
             "JobQueued",
+            "BatchView",
+            "NewBatch",
             "PluginList",
             "PluginDetail",
             "Rollback",

@@ -14,6 +14,7 @@
 //! - `artifacts`: stored images, their owners and signed links to them.
 
 mod artifacts;
+mod batches;
 mod jobs;
 mod limits;
 mod plans;
@@ -34,6 +35,7 @@ pub use crate::{
     actors::{Instance, InstanceStatus, RoutingTable},
     artifact_urls::SignatureError,
     artifacts::{ArtifactError, ArtifactMeta, describe as describe_image},
+    batches::{BatchCommand, CancelBatchError, SubmitBatchError, Submitted},
     bus::{BusError, EventFilter, Events},
     limits::Limited,
     pipeline::{CallError, EnqueueError, Enqueued, Readiness},
@@ -42,11 +44,11 @@ pub use crate::{
     secrets::random_alphanumeric,
     settings::Secret,
     store::{
-        ConfigReadError, ConfigStats, ConfigWriteError, CountedQuota, DeliveryRecord, Feedback,
-        GroupCommitError, Plan, PlanError, PluginInfo, PluginWriteError, PromptTemplate,
-        ProviderFilter, ProviderRecord, QueryError, Quota, QuotaPeriod, ReportScope,
-        RetentionPolicy, StatsBucket, StatsBucketSize, Task, TaskStatus, TenantKey, TenantLimits,
-        UsageSummaryRow, Webhook,
+        Batch, BatchCounts, BatchItem, BatchState, ConfigReadError, ConfigStats, ConfigWriteError,
+        CountedQuota, DeliveryRecord, Feedback, GroupCommitError, Plan, PlanError, PluginInfo,
+        PluginWriteError, PromptTemplate, ProviderFilter, ProviderRecord, QueryError, Quota,
+        QuotaPeriod, ReportScope, RetentionPolicy, StatsBucket, StatsBucketSize, Task, TaskStatus,
+        TenantKey, TenantLimits, UsageSummaryRow, Webhook,
     },
     templates::{TemplateError, valid_name as valid_template_name},
     usage_report::{Bucket, UsageReport as UsageBuckets},
@@ -81,6 +83,8 @@ pub struct GatewayParts {
     pub retention: crate::store::RetentionPolicy,
     /// Tenants' webhook endpoints.
     pub webhooks: crate::webhooks::Webhooks,
+    /// Batch jobs.
+    pub batches: crate::batches::Batches,
 }
 
 /// The runtime's HTTP-facing surface. Cheap to clone: one reference count (the HTTP

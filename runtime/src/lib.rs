@@ -37,6 +37,7 @@
 pub mod actors;
 pub mod artifact_urls;
 pub mod artifacts;
+pub mod batches;
 pub mod bus;
 pub mod clock;
 pub mod control;

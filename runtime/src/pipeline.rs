@@ -42,6 +42,7 @@
 //!   once the database answers.
 
 mod admit;
+mod batch;
 mod blocked;
 mod cache_tier;
 mod cached;
@@ -98,6 +99,7 @@ impl Default for IntakeWindow {
         }
     }
 }
+pub use batch::BatchStepError;
 pub use call::CallError;
 pub use enqueue::{EnqueueError, Enqueued};
 pub use intake::{Readiness, run_intake};

@@ -62,6 +62,8 @@ pub struct RetentionReport {
     pub uploads: u64,
     /// Finished webhook deliveries deleted (the log lasts as long as the tasks).
     pub deliveries: u64,
+    /// Ended batches deleted whose tasks were all deleted (a day after they ended).
+    pub batches: u64,
     /// Usage rows deleted.
     pub usage: u64,
     /// Attempt rows (the statistics) deleted, with the usage rows.
@@ -233,6 +235,13 @@ impl Cleaner {
                 }
             }
         }
+        // A batch outlives its tasks by a day at least, then goes as an empty shell.
+        let ended_before = Utc::now() - TimeDelta::days(1);
+        report.batches += self
+            .batches(&mut lease, |limit| {
+                self.store.expire_empty_batches(ended_before, limit)
+            })
+            .await?;
         self.collect(&mut lease, &mut report).await?;
         log(&report);
         Ok(report)
@@ -341,6 +350,7 @@ fn log(report: &RetentionReport) {
             ("results", report.results_released),
             ("uploads", report.uploads),
             ("deliveries", report.deliveries),
+            ("batches", report.batches),
             ("usage", report.usage),
             ("attempts", report.attempts),
             ("artifacts", report.artifacts_deleted),

@@ -15,6 +15,7 @@ use figment::{
 use serde::Deserialize;
 use switchyard_core::{FieldError, ProviderConfigDraft, ValidationError, redact_url};
 
+mod batches;
 mod cache;
 mod http;
 mod outbound;
@@ -22,6 +23,7 @@ mod retention;
 mod tenants;
 mod webhooks;
 
+pub use batches::BatchSettings;
 pub use cache::CacheSettings;
 pub use http::HttpSettings;
 pub use outbound::OutboundSettings;
@@ -72,6 +74,9 @@ pub struct Settings {
     /// `[cache]`.
     #[serde(default)]
     pub cache: CacheSettings,
+    /// `[batches]`.
+    #[serde(default)]
+    pub batches: BatchSettings,
     /// `[[providers]]`: seeds for the database, applied once per name.
     #[serde(default)]
     pub providers: Vec<ProviderConfigDraft>,
@@ -513,6 +518,7 @@ impl Settings {
         self.tenants.check(&mut errors);
         self.retention.check(&mut errors);
         self.cache.check(&mut errors);
+        self.batches.check(&mut errors);
         self.webhooks.check(&mut errors);
         if self.artifacts.url_ttl_ms == 0 {
             errors.push(FieldError::new("artifacts.url_ttl_ms", "must be > 0"));

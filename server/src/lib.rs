@@ -181,6 +181,12 @@ impl Serve for Runtime {
             bytes: runtime.settings.bus.intake_window_bytes,
         })
         .with_tasks(&tasks);
+        let batches = switchyard_runtime::batches::Batches::new(
+            runtime.store.clone(),
+            pipeline.clone(),
+            runtime.settings.batches.clone(),
+        );
+        batches.clone().start(&tasks, stop_rx.clone());
         let gateway = Gateway::new(GatewayParts {
             store: runtime.store.clone(),
             engine: engine.clone(),
@@ -192,6 +198,7 @@ impl Serve for Runtime {
             artifacts: ArtifactStore::open(&runtime.settings.artifacts.url)?,
             retention: runtime.settings.retention.defaults(),
             webhooks: webhooks.clone(),
+            batches,
         });
         let app = switchyard_http::router(switchyard_http::HttpState {
             gateway,

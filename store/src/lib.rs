@@ -19,6 +19,7 @@
 
 mod artifacts;
 mod batch;
+mod batches;
 mod errors;
 mod feedback;
 mod keys;
@@ -52,6 +53,9 @@ use sqlx::{
 };
 
 pub use batch::{Claim, Completion, Failure, GroupCommit, GroupCommitError, MAX_BATCH, Start};
+pub use batches::{
+    Batch, BatchCounts, BatchInsert, BatchItem, BatchState, CancelledTask, DispatchedTask,
+};
 pub use errors::QueryError;
 pub use feedback::{Feedback, MAX_COMMENT};
 pub use keys::TenantKey;

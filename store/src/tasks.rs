@@ -69,7 +69,7 @@ impl FromStr for TaskStatus {
 /// JSON as stored: written without building a `Value` tree, read back without parsing
 /// one.
 #[derive(Debug, Clone)]
-pub struct StoredJson(Box<RawValue>);
+pub struct StoredJson(pub(crate) Box<RawValue>);
 
 impl StoredJson {
     /// Encodes a value.
@@ -226,7 +226,7 @@ pub(super) struct ResultRow {
     text: Option<String>,
 }
 
-pub(super) const TASK_COLUMNS: &str = "id, request_id, tenant, user_id, kind, prompt, input_images, model, \
+pub(crate) const TASK_COLUMNS: &str = "id, request_id, tenant, user_id, kind, prompt, input_images, model, \
     size, status, provider_config_id, attempts, command, error_code, error_message, \
     raw_response, terminal_event, created_at, started_at, completed_at, last_seq, \
     own_accounts_only";

@@ -16,6 +16,7 @@
 mod abuse;
 mod architecture;
 mod artifacts;
+mod batches;
 mod bus;
 mod cache;
 mod calls;

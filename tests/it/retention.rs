@@ -174,6 +174,7 @@ async fn policies_apply_and_nothing_referenced_is_deleted(db: TestDb) {
             results_released: 3,
             uploads: 1,
             deliveries: 2,
+            batches: 0,
             usage: 3,
             attempts: 0,
             artifacts_deleted: 2,

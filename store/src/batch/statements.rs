@@ -132,9 +132,9 @@ impl Store {
                 let sql = format!(
                     "INSERT INTO tasks (request_id, tenant, user_id, kind, prompt, input_images, \
                      model, size, command, created_at, last_seq, cache_key, claimed_by, claim_until, \
-                     status) VALUES {} \
+                     batch_id, batch_index, batch_state, status) VALUES {} \
                      ON CONFLICT (tenant, request_id) DO NOTHING RETURNING {TASK_COLUMNS}",
-                    values(chunk.len(), 14, ", 'pending'", postgres)
+                    values(chunk.len(), 17, ", 'pending'", postgres)
                 );
                 let mut query = sqlx::query_as::<_, Task>(sqlx::AssertSqlSafe(sql));
                 for task in chunk {
@@ -152,7 +152,10 @@ impl Store {
                         .bind(task.last_seq)
                         .bind(&task.cache_key)
                         .bind(task.claim.as_ref().map(|(owner, _)| owner))
-                        .bind(task.claim.as_ref().map_or(0, |(_, until)| *until));
+                        .bind(task.claim.as_ref().map_or(0, |(_, until)| *until))
+                        .bind(task.batch.as_ref().map(|(batch, _)| batch))
+                        .bind(task.batch.as_ref().map(|(_, index)| *index))
+                        .bind(task.batch.as_ref().map(|_| "waiting"));
                 }
                 for row in query.fetch_all(&mut *tx).await? {
                     rows.insert((row.tenant.clone(), row.request_id.clone()), row);

@@ -43,6 +43,9 @@ pub struct NewTask {
     /// so the run that inserts a task holds it without a second write. An existing
     /// row is never claimed by the insert: that takes a [`crate::Claim`].
     pub claim: Option<(String, i64)>,
+    /// The batch it belongs to and its index there (#18 §9): such a task waits for
+    /// the batch dispatcher to queue it.
+    pub batch: Option<(String, i64)>,
 }
 
 /// What makes two commands "identical requests" for `cache: true` (PROTOCOL.md §2):
@@ -182,6 +185,16 @@ impl NewTask {
                 .then(|| cache_key(command)),
             last_seq: 1,
             claim: None,
+            batch: None,
+        }
+    }
+
+    /// This task as item `index` of batch `batch_id`.
+    #[must_use]
+    pub fn in_batch(self, batch_id: &str, index: i64) -> Self {
+        Self {
+            batch: Some((batch_id.to_owned(), index)),
+            ..self
         }
     }
 
@@ -223,6 +236,7 @@ impl NewTask {
             cache_key: None,
             last_seq: 0,
             claim: None,
+            batch: None,
         }
     }
 }
