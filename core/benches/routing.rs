@@ -81,6 +81,7 @@ fn routing(c: &mut Criterion) {
                 estimated_tokens: 0,
                 tenant: "bench",
                 own_accounts: switchyard_core::routing::OwnAccounts::Prefer,
+                carried: Default::default(),
             };
             let mut counter = 0u64;
             group.bench_with_input(BenchmarkId::new(strategy, n), &pool, |b, pool| {

@@ -33,10 +33,11 @@ pub use ids::{ConfigId, IdError, RequestId, Tenant};
 pub use kind::Kind;
 pub use lifecycle::{Lifecycle, LifecycleError, Refused};
 pub use protocol::{
-    Attempt, AttemptResult, Command, CommandEnvelope, CommandError, CommandInput, ConfigRef,
-    ErrorCode, ErrorInfo, Event, EventBody, EventType, ImageRef, MAX_EDIT_IMAGES, Message, Output,
-    OutputImage, ProviderRef, ProviderSelector, ReplyToPolicy, Role, Route, Routing, SkipReason,
-    Skipped, Strategy, Subjects, TemplateRef, Usage,
+    Attempt, AttemptResult, Carried, Command, CommandEnvelope, CommandError, CommandInput,
+    ConfigRef, ContentPart, ErrorCode, ErrorInfo, Event, EventBody, EventType, FileData, ImageRef,
+    InputAudio, MAX_EDIT_IMAGES, MediaUrl, Message, Output, OutputImage, ProviderRef,
+    ProviderSelector, ReplyToPolicy, Role, Route, Routing, SkipReason, Skipped, Strategy, Subjects,
+    TemplateRef, Usage, data_url,
 };
 pub use provider::{
     ApiKey, BreakerDraft, BreakerSettings, CostTable, FieldError, MockOptions, OAuth2,

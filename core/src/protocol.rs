@@ -10,8 +10,9 @@ pub mod schema;
 mod subjects;
 
 pub use command::{
-    Command, CommandEnvelope, CommandError, CommandInput, ConfigRef, ImageRef, MAX_COMMAND_BYTES,
-    MAX_EDIT_IMAGES, MAX_MODELS, Message, ProviderSelector, Role, Route, Strategy, TemplateRef,
+    Carried, Command, CommandEnvelope, CommandError, CommandInput, ConfigRef, ContentPart,
+    FileData, ImageRef, InputAudio, MAX_COMMAND_BYTES, MAX_EDIT_IMAGES, MAX_MODELS, MediaUrl,
+    Message, ProviderSelector, Role, Route, Strategy, TemplateRef, data_url,
 };
 pub(crate) use command::{is_valid_size, nul_in};
 pub use error_code::ErrorCode;

@@ -143,9 +143,17 @@ impl AnthropicAdapter {
             match message.role {
                 // The API has no system role inside `messages`.
                 Role::System => system.push(message.content.clone()),
-                Role::User => messages.push(json!({"role": "user", "content": message.content})),
-                Role::Assistant => {
-                    messages.push(json!({"role": "assistant", "content": message.content}));
+                Role::User | Role::Assistant => {
+                    let role = if message.role == Role::User {
+                        "user"
+                    } else {
+                        "assistant"
+                    };
+                    let content =
+                        crate::parts::anthropic_content(message).map_err(|unsupported| {
+                            AttemptError::new(ErrorCode::InvalidRequest, unsupported.to_string())
+                        })?;
+                    messages.push(json!({"role": role, "content": content}));
                 }
             }
         }

@@ -238,7 +238,8 @@ impl GeminiAdapter {
                         Role::User => "user",
                         Role::Assistant => "model",
                     };
-                    contents.push(json!({"role": role, "parts": [{"text": message.content}]}));
+                    contents
+                        .push(json!({"role": role, "parts": crate::parts::gemini_parts(message)}));
                 }
                 if let Some(max) = input.max_tokens {
                     generation.insert("maxOutputTokens".into(), json!(max));

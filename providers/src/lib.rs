@@ -18,6 +18,7 @@ pub mod mock;
 pub mod oauth;
 mod openai;
 pub mod params;
+mod parts;
 mod seedream;
 pub mod sse;
 mod stability;

@@ -356,7 +356,7 @@ impl OpenAiAdapter {
                 Role::User => "user",
                 Role::Assistant => "assistant",
             };
-            messages.push(json!({"role": role, "content": message.content}));
+            messages.push(json!({"role": role, "content": crate::parts::openai_content(message)}));
         }
         let mut body = Map::new();
         body.insert("model".into(), json!(self.text_model()?));

@@ -15,7 +15,7 @@ use crate::{
 
 /// Reads `GET path` with the admin token to its end (the server closes an event
 /// stream after the terminal event): the status and the raw response.
-fn read_all(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn read_all(port: u16, path: &str) -> (u16, String) {
     raw_http(
         port,
         "GET",
@@ -26,7 +26,7 @@ fn read_all(port: u16, path: &str) -> (u16, String) {
 }
 
 /// The `(event:, id:, data:)` of each server-sent event in a raw body.
-fn sse_events(raw: &str) -> Vec<(String, String, Value)> {
+pub(crate) fn sse_events(raw: &str) -> Vec<(String, String, Value)> {
     let mut out = Vec::new();
     let (mut kind, mut id) = (String::new(), String::new());
     for line in raw.lines() {

@@ -29,6 +29,7 @@ mod guard;
 mod jobs;
 mod limits;
 mod metrics;
+mod multimodal;
 mod oauth2;
 mod oauth2_vault;
 mod object_store;

@@ -1627,3 +1627,105 @@ async fn stability_options_give_defaults_that_the_command_overrides() {
             .ends_with("/generate/ultra")
     );
 }
+
+// ---------------------------------------------------------------- Multimodal chat (#18 §4)
+
+fn multimodal_command() -> Arc<Command> {
+    command(json!({"kind": "text.generate", "input": {
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is in it?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/kite.png"}},
+            {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/AA=="}},
+            {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"}}
+        ]}],
+        "max_tokens": 50, "stream": true}}))
+}
+
+/// Each adapter sends a message's content parts in its provider's own format.
+#[tokio::test]
+async fn content_parts_go_out_in_each_providers_format() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .respond_with(sse(&OPENAI_STREAM))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(sse(&ANTHROPIC_STREAM))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/models/gemini-2.5-flash:streamGenerateContent"))
+        .respond_with(sse(&[
+            "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"A kite\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 5,\"candidatesTokenCount\": 2,\"totalTokenCount\": 7}}\r\n\r\n",
+        ]))
+        .mount(&server)
+        .await;
+
+    let openai = adapter(
+        json!({"name": "oa", "provider": "openai", "api_key": "sk-x", "model": "gpt-4o-mini", "base_url": server.uri()}),
+    );
+    call(&openai, multimodal_command(), InputImages::default())
+        .await
+        .0
+        .unwrap();
+    let sent = sent_json(&server, 0).await;
+    assert_eq!(
+        sent["messages"][0]["content"],
+        json!([
+            {"type": "text", "text": "What is in it?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/kite.png"}},
+            {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/AA=="}},
+            {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"}}
+        ])
+    );
+
+    let anthropic = adapter(
+        json!({"name": "claude", "provider": "anthropic", "api_key": "sk-ant-1", "base_url": server.uri()}),
+    );
+    call(&anthropic, multimodal_command(), InputImages::default())
+        .await
+        .0
+        .unwrap();
+    let sent = sent_json(&server, 1).await;
+    assert_eq!(
+        sent["messages"][0]["content"],
+        json!([
+            {"type": "text", "text": "What is in it?"},
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/kite.png"}},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/AA=="}},
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}
+        ])
+    );
+
+    let gemini = adapter(
+        json!({"name": "gem", "provider": "gemini", "api_key": "k", "model": "gemini-2.5-flash", "base_url": server.uri()}),
+    );
+    call(&gemini, multimodal_command(), InputImages::default())
+        .await
+        .0
+        .unwrap();
+    let sent = sent_json(&server, 2).await;
+    assert_eq!(
+        sent["contents"][0]["parts"],
+        json!([
+            {"text": "What is in it?"},
+            {"file_data": {"mime_type": "image/png", "file_uri": "https://example.com/kite.png"}},
+            {"inline_data": {"mime_type": "image/jpeg", "data": "/9j/AA=="}},
+            {"inline_data": {"mime_type": "application/pdf", "data": "JVBERi0="}}
+        ])
+    );
+
+    // Anthropic takes no audio: a clear invalid request, nothing sent.
+    let audio = command(
+        json!({"kind": "text.generate", "input": {"messages": [{"role": "user",
+        "content": [{"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]}}),
+    );
+    let error = call(&anthropic, audio, InputImages::default())
+        .await
+        .0
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidRequest, "{error}");
+    assert_eq!(requests(&server).await.len(), 3);
+}

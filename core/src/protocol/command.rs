@@ -202,13 +202,28 @@ pub struct ImageRef {
     pub mime: Option<String>,
 }
 
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// One chat message. On the wire its `content` is a string or a list of content
+/// parts ([`ContentPart`]); either way `content` here is its text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "parts::WireMessage", into = "parts::WireMessage")]
 pub struct Message {
     /// `system`, `user` or `assistant`.
     pub role: Role,
-    /// The text.
+    /// The text (of a list of parts: its text parts, joined).
     pub content: String,
+    /// The content parts, when the content was a list of them.
+    pub parts: Option<Vec<ContentPart>>,
+}
+
+impl Message {
+    /// A text message.
+    pub fn text(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            parts: None,
+        }
+    }
 }
 
 /// Who speaks in a chat message.
@@ -534,6 +549,15 @@ impl Command {
         ValidationError::from_errors(errors)
     }
 
+    /// What the command's chat messages carry besides text.
+    pub fn carried(&self) -> Carried {
+        self.input
+            .messages
+            .as_deref()
+            .map(Carried::by)
+            .unwrap_or_default()
+    }
+
     /// How many images are asked for (1 when unset).
     pub fn image_count(&self) -> u32 {
         self.input
@@ -582,6 +606,9 @@ impl ImageRef {
 
 mod inputs;
 mod nul;
+mod parts;
+
+pub use parts::{Carried, ContentPart, FileData, InputAudio, MediaUrl, data_url};
 
 pub(crate) use inputs::is_valid_size;
 

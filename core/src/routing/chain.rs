@@ -178,6 +178,7 @@ mod tests {
             estimated_tokens: 10,
             tenant: "acme",
             own_accounts: OwnAccounts::Prefer,
+            carried: Default::default(),
         }
     }
 

@@ -11,7 +11,9 @@ use super::{
 use crate::{
     ids::ConfigId,
     kind::Kind,
-    protocol::{ConfigRef, ProviderSelector, Route, Routing, SkipReason, Skipped, Strategy},
+    protocol::{
+        Carried, ConfigRef, ProviderSelector, Route, Routing, SkipReason, Skipped, Strategy,
+    },
     provider::ProviderConfig,
 };
 
@@ -49,6 +51,9 @@ pub struct RouteRequest<'a> {
     pub tenant: &'a str,
     /// How the tenant's own accounts are used next to the shared ones.
     pub own_accounts: OwnAccounts,
+    /// What the request carries besides text: only instances whose `supports` covers
+    /// it can serve it (#18 §4).
+    pub carried: Carried,
 }
 
 /// Candidates in the order to try, plus the instances left out.
@@ -255,7 +260,7 @@ fn skip_reason<T: RoutingView>(
     {
         return Some((SkipReason::ModelMismatch, None));
     }
-    if !can_serve_size_and_n(spec, request) {
+    if !can_serve_size_and_n(spec, request) || !supports_what_is_carried(spec, request.carried) {
         return Some((SkipReason::CapabilityMismatch, None));
     }
     if let Some(until) = instance.breaker_open_until()
@@ -296,6 +301,15 @@ fn can_serve_size_and_n(spec: &crate::provider::ProviderSpec, request: &RouteReq
     true
 }
 
+/// `supports` covers every kind of input the request carries.
+fn supports_what_is_carried(spec: &crate::provider::ProviderSpec, carried: Carried) -> bool {
+    let supports = spec.supports;
+    (!carried.images || supports.images)
+        && (!carried.files || supports.files)
+        && (!carried.audio || supports.audio)
+        && (!carried.video || supports.video)
+}
+
 fn to_time(ms: u64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
         .unwrap_or_default()
@@ -309,7 +323,9 @@ fn describe(reason: SkipReason) -> &'static str {
         SkipReason::KindMismatch => "it does not serve this kind",
         SkipReason::ModelMismatch => "it does not serve this model",
         SkipReason::ProviderMismatch => "it is not of the requested provider type",
-        SkipReason::CapabilityMismatch => "it cannot serve this size or n",
+        SkipReason::CapabilityMismatch => {
+            "it cannot serve this size or n, or the images, files, audio or video the request carries"
+        }
         SkipReason::Disabled => "it is disabled",
         SkipReason::Failed => "its actor failed and is not restarted",
     }
@@ -362,7 +378,24 @@ impl ReasonCounts {
             return format!("no enabled instance{scope} serving {kind} serves model '{model}'");
         }
         if self.capability == serving - self.model {
-            return format!("no instance{scope} serving {kind} accepts this size or n");
+            let carried = request.carried;
+            if carried.is_text() {
+                return format!("no instance{scope} serving {kind} accepts this size or n");
+            }
+            let what: Vec<&str> = [
+                (carried.images, "images"),
+                (carried.files, "files"),
+                (carried.audio, "audio"),
+                (carried.video, "video"),
+            ]
+            .into_iter()
+            .filter_map(|(carried, name)| carried.then_some(name))
+            .collect();
+            return format!(
+                "no instance{scope} serving {kind} supports what the request carries ({}); \
+                 set `supports` on a config that does",
+                what.join(", ")
+            );
         }
         let mut parts = Vec::new();
         if self.breaker > 0 {

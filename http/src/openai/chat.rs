@@ -63,7 +63,8 @@ pub(crate) struct ChatCompletion {
 pub(crate) struct ChatMessage {
     /// `system`, `user` or `assistant`.
     role: String,
-    /// A string, or content parts whose `text` parts are joined.
+    /// A string, or content parts (`text`, `image_url`, `input_audio`, `file`,
+    /// `video_url`).
     #[schema(value_type = Object)]
     content: Value,
 }
@@ -184,35 +185,27 @@ impl StreamError {
     }
 }
 
-/// A message's text: a string, or the text parts of a content array.
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(text) => text.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
-}
-
-/// The messages of a chat completion body, their roles checked.
+/// The messages of a chat completion body, their roles checked; a content array keeps
+/// its parts (text, image_url, input_audio, file, video_url) for the adapters.
 fn messages_of(messages: &[ChatMessage]) -> Result<Vec<Message>, OaiError> {
     messages
         .iter()
-        .map(|message| {
-            let role = serde_json::from_value::<Role>(Value::String(message.role.clone()))
-                .map_err(|_| {
-                    OaiError::bad_request(format!(
-                        "messages: '{}' is not a role (system, user or assistant)",
-                        message.role
-                    ))
-                })?;
-            Ok(Message {
-                role,
-                content: text_of(&message.content),
-            })
+        .enumerate()
+        .map(|(index, message)| {
+            serde_json::from_value::<Role>(Value::String(message.role.clone())).map_err(|_| {
+                OaiError::bad_request(format!(
+                    "messages: '{}' is not a role (system, user or assistant)",
+                    message.role
+                ))
+            })?;
+            let content = match &message.content {
+                Value::Null => Value::String(String::new()),
+                other => other.clone(),
+            };
+            serde_json::from_value::<Message>(
+                serde_json::json!({"role": message.role, "content": content}),
+            )
+            .map_err(|e| OaiError::bad_request(format!("messages[{index}].content: {e}")))
         })
         .collect()
 }
@@ -410,15 +403,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn content_parts_are_joined_as_text() {
-        assert_eq!(text_of(&json!("hi")), "hi");
+    fn content_parts_are_kept_and_their_text_joined() {
+        let message = |content: Value| ChatMessage {
+            role: "user".to_owned(),
+            content,
+        };
+        let plain = messages_of(&[message(json!("hi"))]).unwrap();
         assert_eq!(
-            text_of(
-                &json!([{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}])
-            ),
-            "ab"
+            (plain[0].content.as_str(), plain[0].parts.is_none()),
+            ("hi", true)
         );
-        assert_eq!(text_of(&json!(null)), "");
+        let parts = messages_of(&[message(json!([
+            {"type": "text", "text": "a"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/k.png"}},
+            {"type": "text", "text": "b"}
+        ]))])
+        .unwrap();
+        assert_eq!(parts[0].content, "ab");
+        assert_eq!(parts[0].parts.as_ref().map(Vec::len), Some(3));
+        assert_eq!(messages_of(&[message(json!(null))]).unwrap()[0].content, "");
+        let unknown = messages_of(&[message(json!([{"type": "hologram"}]))]);
+        assert!(unknown.is_err());
     }
 
     #[tokio::test]

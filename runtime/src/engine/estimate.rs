@@ -54,6 +54,7 @@ impl Engine {
             tenant: command.tenant.as_str(),
             // The dearest candidate whichever way the tenant's own accounts are used.
             own_accounts: switchyard_core::routing::OwnAccounts::Prefer,
+            carried: command.carried(),
         };
         let table = self.inner.table.load();
         let disabled: Vec<(ConfigId, &str, Option<&str>)> = table

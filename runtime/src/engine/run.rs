@@ -234,6 +234,7 @@ impl Run<'_> {
             estimated_tokens,
             tenant: command.tenant.as_str(),
             own_accounts: self.own_accounts,
+            carried: command.carried(),
         };
         let disabled: Vec<(ConfigId, &str, Option<&str>)> = table
             .disabled

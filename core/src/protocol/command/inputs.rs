@@ -70,10 +70,20 @@ pub(super) fn validate_text_input(input: &CommandInput, bad: &mut impl FnMut(&st
                 "must hold at least one message".to_owned(),
             );
         }
-        Some(messages) if messages.iter().all(|m| m.content.trim().is_empty()) => {
+        Some(messages)
+            if messages.iter().all(|m| {
+                m.content.trim().is_empty() && m.parts.as_ref().is_none_or(Vec::is_empty)
+            }) =>
+        {
             bad("input.messages", "all messages are empty".to_owned());
         }
-        Some(_) => {}
+        Some(messages) => {
+            for (index, message) in messages.iter().enumerate() {
+                if let Some(parts) = &message.parts {
+                    super::parts::check_parts(index, parts, bad);
+                }
+            }
+        }
     }
     if let Some(max_tokens) = input.max_tokens
         && max_tokens <= 0

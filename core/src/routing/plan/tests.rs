@@ -20,6 +20,7 @@ fn request(route: &Route) -> RouteRequest<'_> {
         estimated_tokens: 0,
         tenant: "acme",
         own_accounts: OwnAccounts::Prefer,
+        carried: Default::default(),
     }
 }
 
@@ -387,4 +388,61 @@ fn own_accounts_serve_only_their_tenant_and_come_first_when_preferred() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("shared account"), "{err}");
+}
+
+#[test]
+fn only_instances_supporting_what_a_request_carries_are_candidates() {
+    use crate::protocol::Carried;
+    let instances = vec![
+        fake(
+            1,
+            serde_json::json!({"kinds": ["text.generate"], "priority": 100}),
+        ),
+        fake(
+            2,
+            serde_json::json!({"kinds": ["text.generate"], "supports": {"images": true}}),
+        ),
+        fake(
+            3,
+            serde_json::json!({"kinds": ["text.generate"], "supports": {"images": true, "audio": true}}),
+        ),
+    ];
+    let r = route(serde_json::json!({}));
+    let text = RouteRequest {
+        kind: Kind::TextGenerate,
+        ..request(&r)
+    };
+    assert_eq!(
+        ids(&plan(&text, &instances, &[], 0, 0, 0).unwrap()),
+        [1, 2, 3]
+    );
+    let images = RouteRequest {
+        carried: Carried {
+            images: true,
+            ..Carried::default()
+        },
+        ..text
+    };
+    let planned = plan(&images, &instances, &[], 0, 0, 0).unwrap();
+    assert_eq!(ids(&planned), [2, 3]);
+    assert_eq!(planned.skipped[0].reason, SkipReason::CapabilityMismatch);
+    let audio_and_video = RouteRequest {
+        carried: Carried {
+            audio: true,
+            video: true,
+            ..Carried::default()
+        },
+        ..text
+    };
+    match plan(&audio_and_video, &instances, &[], 0, 0, 0) {
+        Err(NoProvider::None { message, skipped }) => {
+            assert!(message.contains("audio, video"), "{message}");
+            assert!(
+                skipped
+                    .iter()
+                    .all(|s| s.reason == SkipReason::CapabilityMismatch)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
