@@ -119,7 +119,7 @@ fn routes(state: HttpState) -> Router {
         .route("/v1/jobs", post(jobs::submit_job))
         .route(
             "/v1/batches",
-            post(batches::submit_batch).layer(DefaultBodyLimit::max(64 << 20)),
+            post(batches::submit_batch).layer(DefaultBodyLimit::max(16 << 20)),
         )
         .route(
             "/v1/batches/{id}",

@@ -139,12 +139,7 @@ struct Inner {
 impl Batches {
     /// Batches over `store`, run through `pipeline`.
     pub fn new(store: Store, pipeline: Pipeline, settings: BatchSettings) -> Self {
-        let holder = format!(
-            "{}-{}-{:08x}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "switchyard".to_owned()),
-            std::process::id(),
-            rand::random::<u32>()
-        );
+        let holder = crate::store::lease_holder();
         Self {
             inner: Arc::new(Inner {
                 store,

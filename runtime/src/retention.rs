@@ -88,12 +88,7 @@ pub struct Cleaner {
 impl Cleaner {
     /// A cleaner over `store` and `artifacts` with `settings`.
     pub fn new(store: Store, artifacts: ArtifactStore, settings: RetentionSettings) -> Self {
-        let holder = format!(
-            "{}-{}-{:08x}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "switchyard".to_owned()),
-            std::process::id(),
-            rand::random::<u32>()
-        );
+        let holder = crate::store::lease_holder();
         Self {
             store,
             artifacts,

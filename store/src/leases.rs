@@ -5,6 +5,17 @@
 
 use crate::{QueryError, Store, on_pool};
 
+/// A name for this process as the holder of a lease: host, pid and a random part, so
+/// two processes (or two holders in one) never share one.
+pub fn lease_holder() -> String {
+    format!(
+        "{}-{}-{:08x}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "switchyard".to_owned()),
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
 impl Store {
     /// Takes lease `name` for `holder` until `until_ms` (Unix ms) if it is free (never
     /// taken, or expired before `now_ms`) and no run started after `not_since_ms`;

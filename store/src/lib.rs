@@ -59,6 +59,7 @@ pub use batches::{
 pub use errors::QueryError;
 pub use feedback::{Feedback, MAX_COMMENT};
 pub use keys::TenantKey;
+pub use leases::lease_holder;
 pub use limits::TenantLimits;
 pub use plans::{Plan, PlanError};
 pub use plugins::{Installed, PluginInfo, PluginWriteError};

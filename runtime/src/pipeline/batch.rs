@@ -65,16 +65,7 @@ impl Pipeline {
                 }
                 TaskInsert::Existing(_) => continue,
             };
-            let event = Lifecycle::new(command.request_id.clone(), command.tenant.clone())
-                .next(
-                    EventBody::Accepted {
-                        task_id: task.id,
-                        kind: command.kind,
-                    },
-                    chrono::Utc::now(),
-                )
-                .map_err(|refused| EnqueueError::Lifecycle(refused.error))?;
-            events.push((task.id, event));
+            events.push((task.id, super::enqueue::accepted_event(command, task.id)?));
         }
         let bus = self.bus.clone();
         let published: Vec<Result<(), EnqueueError>> = stream::iter(events)

@@ -66,15 +66,7 @@ impl Pipeline {
                 queued: false,
             });
         }
-        let accepted = Lifecycle::new(command.request_id.clone(), command.tenant.clone())
-            .next(
-                EventBody::Accepted {
-                    task_id: task.id,
-                    kind: command.kind,
-                },
-                chrono::Utc::now(),
-            )
-            .map_err(|refused| EnqueueError::Lifecycle(refused.error))?;
+        let accepted = accepted_event(command, task.id)?;
         let queued = async {
             // Both carry message ids: doing this twice is a no-op within the bus's
             // duplicate window.
@@ -94,4 +86,20 @@ impl Pipeline {
             }),
         }
     }
+}
+
+/// The `accepted` event (seq 1) of `command`, stored as task `task_id`.
+pub(super) fn accepted_event(
+    command: &Command,
+    task_id: i64,
+) -> Result<switchyard_core::Event, EnqueueError> {
+    Lifecycle::new(command.request_id.clone(), command.tenant.clone())
+        .next(
+            EventBody::Accepted {
+                task_id,
+                kind: command.kind,
+            },
+            chrono::Utc::now(),
+        )
+        .map_err(|refused| EnqueueError::Lifecycle(refused.error))
 }
