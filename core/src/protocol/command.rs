@@ -202,42 +202,6 @@ pub struct ImageRef {
     pub mime: Option<String>,
 }
 
-/// One chat message. On the wire its `content` is a string or a list of content
-/// parts ([`ContentPart`]); either way `content` here is its text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "parts::WireMessage", into = "parts::WireMessage")]
-pub struct Message {
-    /// `system`, `user` or `assistant`.
-    pub role: Role,
-    /// The text (of a list of parts: its text parts, joined).
-    pub content: String,
-    /// The content parts, when the content was a list of them.
-    pub parts: Option<Vec<ContentPart>>,
-}
-
-impl Message {
-    /// A text message.
-    pub fn text(role: Role, content: impl Into<String>) -> Self {
-        Self {
-            role,
-            content: content.into(),
-            parts: None,
-        }
-    }
-}
-
-/// Who speaks in a chat message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Instructions.
-    System,
-    /// The end user.
-    User,
-    /// The model.
-    Assistant,
-}
-
 /// Routing hints (`route`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Route {
@@ -605,8 +569,11 @@ impl ImageRef {
 }
 
 mod inputs;
+mod message;
 mod nul;
 mod parts;
+
+pub use message::{Message, Role};
 
 pub use parts::{Carried, ContentPart, FileData, InputAudio, MediaUrl, data_url};
 

@@ -4,12 +4,15 @@
 //! cancellation hands it those that never left, to end with their one `failed` event.
 
 use futures_util::{StreamExt, stream};
-use switchyard_core::{Command, ErrorCode, ErrorInfo, EventBody, Lifecycle};
+use switchyard_core::{Command, Lifecycle};
 
-use super::{EnqueueError, Pipeline};
+use super::{
+    EnqueueError, Pipeline,
+    persist::{invalid_request, unstarted_failure},
+};
 use crate::{
     bus::BusError,
-    store::{CancelledTask, DispatchedTask, Failure, NewTask, StoredJson, TaskInsert},
+    store::{CancelledTask, DispatchedTask, NewTask, StoredJson, TaskInsert},
 };
 
 /// Bus publishes in flight at once while a batch is accepted or queued.
@@ -125,30 +128,13 @@ impl Pipeline {
             );
             let message =
                 String::from("cancelled: its batch was cancelled before this command started");
-            let body = EventBody::Failed {
-                error: ErrorInfo::new(ErrorCode::InvalidRequest, message.clone()),
-                attempts: Vec::new(),
-                routing: None,
-                latency_ms: 0,
-                chunks_delivered: None,
-            };
             let event = lifecycle
-                .next(body, chrono::Utc::now())
+                .next(invalid_request(message.clone()), chrono::Utc::now())
                 .map_err(|refused| EnqueueError::Lifecycle(refused.error))?;
             let encoded = StoredJson::encode(&event).map_err(BusError::Encode)?;
             let won = self
                 .writes
-                .fail_task(Failure {
-                    id: task.id,
-                    config_id: None,
-                    attempts: 0,
-                    code: ErrorCode::InvalidRequest,
-                    message,
-                    terminal_event: encoded,
-                    usage: None,
-                    held: false,
-                    attempt_log: Vec::new(),
-                })
+                .fail_task(unstarted_failure(task.id, message, encoded))
                 .await
                 .map_err(EnqueueError::Store)?;
             if won {

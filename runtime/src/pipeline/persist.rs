@@ -37,37 +37,50 @@ impl Pipeline {
             envelope.tenant.clone(),
             u64::try_from(task.last_seq).unwrap_or(0),
         );
-        let body = EventBody::Failed {
-            error: ErrorInfo::new(ErrorCode::InvalidRequest, message),
-            attempts: Vec::new(),
-            routing: None,
-            latency_ms: 0,
-            chunks_delivered: None,
-        };
-        let event = match lifecycle.next(body, chrono::Utc::now()) {
+        let event = match lifecycle.next(invalid_request(message), chrono::Utc::now()) {
             Ok(event) => event,
             Err(refused) => return Err(HandleError::Lifecycle(refused.error)),
         };
         let encoded = StoredJson::encode(&event).map_err(BusError::Encode)?;
         let won = self
             .writes
-            .fail_task(Failure {
-                id: task.id,
-                config_id: None,
-                attempts: 0,
-                code: ErrorCode::InvalidRequest,
-                message: error_message(&event).to_owned(),
-                terminal_event: encoded.clone(),
-                usage: None,
-                // Refused before admission: it holds nothing.
-                held: false,
-                attempt_log: Vec::new(),
-            })
+            .fail_task(unstarted_failure(
+                task.id,
+                error_message(&event).to_owned(),
+                encoded.clone(),
+            ))
             .await?;
         if won {
             self.publish_terminal(&event, &encoded, envelope.reply_to.as_deref())
                 .await?;
         }
         Ok(Disposition::Ack)
+    }
+}
+
+/// The `failed` body of a request that ends `invalid_request` before any attempt.
+pub(super) fn invalid_request(message: String) -> EventBody {
+    EventBody::Failed {
+        error: ErrorInfo::new(ErrorCode::InvalidRequest, message),
+        attempts: Vec::new(),
+        routing: None,
+        latency_ms: 0,
+        chunks_delivered: None,
+    }
+}
+
+/// The row write of such a request: no attempt, nothing charged, and (ended before
+/// admission) no quota held.
+pub(super) fn unstarted_failure(id: i64, message: String, terminal_event: StoredJson) -> Failure {
+    Failure {
+        id,
+        config_id: None,
+        attempts: 0,
+        code: ErrorCode::InvalidRequest,
+        message,
+        terminal_event,
+        usage: None,
+        held: false,
+        attempt_log: Vec::new(),
     }
 }
